@@ -1,0 +1,197 @@
+"""The `liveobject` command line: run, demo, config check, status, replay, stop."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import Config, ConfigError, check_config_file, load_config
+
+logger = logging.getLogger("liveobject")
+
+EXIT_USAGE = 2
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    except FileNotFoundError:
+        print(f"{path}: config file not found", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def _parse_duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (e.g. 90s, 15m, 1h, 2d)"
+        ) from None
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    ok, text = check_config_file(args.file)
+    print(text, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from cluster.console import run_cluster
+
+    config = _load(args.config)
+    return run_cluster(config, until_done=args.until_done, dashboard=not args.no_dashboard)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cluster.demo import run_demo
+
+    return run_demo(
+        data_dir=Path(args.data),
+        until_done=args.until_done,
+        mqtt_port=args.mqtt_port,
+        api_port=args.api_port,
+        dashboard=not args.no_dashboard,
+    )
+
+
+def _running_config(args: argparse.Namespace) -> Config:
+    if args.config:
+        return _load(args.config)
+    return Config.model_validate({"cameras": [{"id": "placeholder", "source": "none.mp4"}]})
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import ray
+
+    from cluster.runtime import join_running
+    from cluster.status import gather_status
+
+    config = _running_config(args)
+    try:
+        join_running(config)
+    except Exception as exc:
+        print(f"no running liveobject cluster found: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    try:
+        state = gather_status(config.ray.namespace)
+        print(json.dumps(state, indent=2, default=str))
+        return 0
+    finally:
+        ray.shutdown()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import ray
+
+    from cluster.runtime import join_running
+    from pipelines.naming import PUBLISHER_ACTOR
+
+    config = _running_config(args)
+    try:
+        join_running(config)
+        publisher = ray.get_actor(PUBLISHER_ACTOR, namespace=config.ray.namespace)
+    except Exception as exc:
+        print(f"no running mqtt-publisher found: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    try:
+        count = ray.get(publisher.replay.remote(args.since), timeout=300)
+        print(f"replayed {count} events")
+        return 0
+    finally:
+        ray.shutdown()
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    import ray
+
+    from cluster.runtime import join_running
+    from pipelines.naming import STORE_ACTOR
+
+    config = _running_config(args)
+    try:
+        join_running(config)
+        store = ray.get_actor(STORE_ACTOR, namespace=config.ray.namespace)
+    except Exception as exc:
+        print(f"no running liveobject cluster found: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    try:
+        ray.get(store.request_stop.remote(), timeout=30)
+        print(
+            "stop requested: the running `liveobject run` publishes offline and flushes the store"
+        )
+        return 0
+    finally:
+        ray.shutdown()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="liveobject",
+        description="Ray-distributed camera-event analysis with MQTT for Home Assistant.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start or join Ray, deploy everything, run until Ctrl-C")
+    run.add_argument("--config", required=True, help="YAML config file")
+    run.add_argument("--until-done", action="store_true", help="exit once every file is done")
+    run.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="offline demo on generated videos and a tiny VLM")
+    demo.add_argument("--until-done", action="store_true", help="exit once the clips are done")
+    demo.add_argument("--data", default="demo-data", help="where samples and the store go")
+    demo.add_argument("--mqtt-port", type=int, default=None, help="broker port (default 1883)")
+    demo.add_argument("--api-port", type=int, default=None, help="API port (default 8000)")
+    demo.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
+    demo.set_defaults(func=cmd_demo)
+
+    config = sub.add_parser("config", help="config file tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a config file")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_config_check)
+
+    for name, func, text in (
+        ("status", cmd_status, "state of a running cluster"),
+        ("stop", cmd_stop, "graceful shutdown of a running cluster"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", help="config of the running cluster (for ray.address)")
+        p.set_defaults(func=func)
+
+    replay = sub.add_parser("replay", help="republish stored events")
+    replay.add_argument("--since", type=_parse_duration, required=True, help="e.g. 1h, 30m")
+    replay.add_argument("--config", help="config of the running cluster (for ray.address)")
+    replay.set_defaults(func=cmd_replay)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `liveobject` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("ray", "ray.serve", "filelock", "urllib3", "httpx", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    result: Any = args.func(args)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,883 @@
+"""Typed configuration: one pydantic model per YAML section, loaded with file:line errors.
+
+`load_config` composes the YAML node tree (so every key keeps its line number), substitutes
+`${VAR}` / `${VAR:-default}` from the environment into string values, validates with the
+models below (`extra="forbid"`: unknown keys are errors) and raises `ConfigError` whose lines
+read `FILE:LINE: field.path: message`. Messages never contain secret values or raw control
+characters: input values are not echoed, and every value taken from the environment is
+redacted from the messages as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from pipelines.events import resolve_base_url
+from pipelines.redact import redact, redact_url
+
+CAMERA_ID_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_CAMERA_ID = re.compile(CAMERA_ID_RE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_SOURCE_SCHEMES = {"rtsp": "rtsp", "rtsps": "rtsp", "http": "http", "https": "http", "udp": "udp"}
+SourceType = Literal["file", "rtsp", "http", "udp"]
+
+
+class ConfigError(Exception):
+    """Invalid configuration; `.errors` holds lines `FILE:LINE: field.path: message`."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+def _invalid(message: str, *at: str | int) -> PydanticCustomError:
+    """A validation error with our own message, optionally located below the failing model."""
+    return PydanticCustomError("config_invalid", "{message}", {"message": message, "at": at})
+
+
+def _short_repr(value: str, limit: int = 40) -> str:
+    """repr() of a possibly hostile string, truncated: never shows control characters raw."""
+    return repr(value[:limit]) + ("..." if len(value) > limit else "")
+
+
+def _empty_to_none(value: Any) -> Any:
+    return None if isinstance(value, str | SecretStr) and not str(_secret(value)) else value
+
+
+def _secret(value: Any) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
+def _check_topic(value: str, what: str) -> str:
+    """Validate an MQTT topic prefix without echoing it (it may come from the environment)."""
+    problems = []
+    if not value:
+        problems.append("must not be empty")
+    if "+" in value or "#" in value:
+        problems.append("must not contain the MQTT wildcards '+' or '#'")
+    if _CONTROL.search(value):
+        problems.append("must not contain NUL or control characters")
+    if value.startswith("$"):
+        problems.append("must not start with '$' (reserved for broker topics like $SYS)")
+    if value.startswith("/") or value.endswith("/"):
+        problems.append("must not start or end with '/'")
+    elif "//" in value:
+        problems.append("must not contain an empty level ('//')")
+    if problems:
+        raise _invalid(f"invalid {what}: " + "; ".join(problems))
+    return value
+
+
+def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
+    if value is None:
+        return None
+    value = value.expanduser()
+    base = (info.context or {}).get("base_dir")
+    if base is not None and not value.is_absolute():
+        value = Path(os.path.normpath(Path(base) / value))
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RayConfig(_Model):
+    """Where Ray runs."""
+
+    address: str | None = Field(
+        default=None,
+        max_length=512,
+        description="null/empty starts a local cluster; 'auto' or 'ray://host:10001' joins one.",
+    )
+    namespace: str = Field(
+        default="liveobject", min_length=1, max_length=128, description="Ray namespace."
+    )
+    num_cpus: float | None = Field(
+        default=None, ge=0, le=4096, description="CPUs for a local cluster (null: all)."
+    )
+    dashboard_port: int = Field(default=8265, ge=1, le=65535, description="Ray dashboard port.")
+
+    _none_if_empty = field_validator("address", mode="before")(_empty_to_none)
+
+
+class MotionConfig(_Model):
+    """Motion detection and event segmentation for one camera."""
+
+    threshold: int = Field(default=25, ge=1, le=255, description="Pixel difference threshold.")
+    contour_area: int = Field(
+        default=40, ge=1, le=1_000_000, description="Min contour area (px, motion frame)."
+    )
+    frame_height: int = Field(default=180, ge=60, le=1080, description="Motion frame height.")
+    min_motion_frames: int = Field(
+        default=2, ge=1, le=1000, description="Consecutive motion frames that start an event."
+    )
+    end_after_s: float = Field(
+        default=2.0, ge=0, le=600, description="Still time that ends an event."
+    )
+    max_event_s: float = Field(
+        default=60.0, gt=0, le=3600, description="Longest event; longer motion is split."
+    )
+    cooldown_s: float = Field(default=0.0, ge=0, le=3600, description="Quiet time between events.")
+    max_frames: int = Field(default=3, ge=1, le=16, description="Key frames sent to the VLM.")
+    mask: list[list[tuple[int, int]]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Polygons (motion-frame pixel coordinates) where motion is ignored.",
+    )
+    recalibrate_ratio: float = Field(
+        default=0.5, gt=0, le=1, description="Changed fraction that resets the background."
+    )
+
+    @field_validator("mask")
+    @classmethod
+    def _polygons(cls, mask: list[list[tuple[int, int]]]) -> list[list[tuple[int, int]]]:
+        for index, polygon in enumerate(mask):
+            if not 3 <= len(polygon) <= 256:
+                raise _invalid("a mask polygon needs 3 to 256 [x, y] points", index)
+            if any(not (0 <= c <= 10_000) for point in polygon for c in point):
+                raise _invalid("mask coordinates must be between 0 and 10000", index)
+        return mask
+
+
+class CameraConfig(_Model):
+    """One camera: its source and how motion events are found on it."""
+
+    id: str = Field(description="Stable id used in MQTT topics and paths; matches CAMERA_ID_RE.")
+    name: str = Field(default="", max_length=100, description="Display name (default: from id).")
+    source: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="File path or rtsp://, http(s)://, udp:// URL; may contain ${ENV} secrets.",
+    )
+    detect_fps: float = Field(default=5, ge=0.1, le=60, description="Frames analysed per second.")
+    doorbell: bool = Field(default=False, description="A doorbell camera (ring events).")
+    prompt: str | None = Field(
+        default=None, max_length=4000, description="Extra VLM instructions for this camera."
+    )
+    enabled: bool = Field(default=True, description="Disabled cameras are not started.")
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="Motion settings.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, data: Any) -> Any:
+        camera_id = data.get("id") if isinstance(data, dict) else None
+        if isinstance(camera_id, str) and _CAMERA_ID.match(camera_id) and not data.get("name"):
+            data = {**data, "name": re.sub(r"[_-]+", " ", data["id"]).strip().title()}
+        return data
+
+    @field_validator("id")
+    @classmethod
+    def _camera_id(cls, value: str) -> str:
+        if not _CAMERA_ID.match(value):
+            raise _invalid(
+                f"invalid camera id {_short_repr(value)}: use 1-64 characters of lowercase a-z, "
+                "0-9, '_' or '-', starting with a letter or digit (ids become MQTT topic levels "
+                "and file names)"
+            )
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if _CONTROL.search(value):
+            raise _invalid("name must not contain control characters")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str, info: ValidationInfo) -> str:
+        if _CONTROL.search(value):
+            raise _invalid("source must not contain control characters")
+        match = _SCHEME.match(value)
+        if match is None:
+            resolved = _resolve_path(Path(value), info)
+            return str(resolved)
+        scheme = match.group(1).lower()
+        if scheme == "file":
+            resolved = _resolve_path(Path(value[len("file://") :]), info)
+            return str(resolved)
+        if scheme not in _SOURCE_SCHEMES:
+            raise _invalid(
+                f"unsupported source scheme {_short_repr(scheme, 16)}: use a file path or an "
+                "rtsp://, rtsps://, http://, https:// or udp:// URL"
+            )
+        if len(value) == match.end():
+            raise _invalid("source URL has no host")
+        return value
+
+    def __repr_args__(self) -> Any:
+        for key, value in super().__repr_args__():
+            yield key, redact_url(value) if key == "source" and isinstance(value, str) else value
+
+    @property
+    def source_type(self) -> SourceType:
+        """file | rtsp | http | udp (https counts as http, rtsps as rtsp)."""
+        match = _SCHEME.match(self.source)
+        if match is None:
+            return "file"
+        kind = _SOURCE_SCHEMES.get(match.group(1).lower(), "file")
+        return typing.cast(SourceType, kind)
+
+
+class AutoscalingConfig(_Model):
+    """Ray Serve autoscaling of the VLM deployment."""
+
+    min_replicas: int = Field(default=1, ge=0, le=1000, description="Fewest replicas.")
+    max_replicas: int = Field(default=4, ge=1, le=1000, description="Most replicas.")
+    target_ongoing_requests: float = Field(
+        default=8, gt=0, le=10_000, description="Ongoing requests per replica to aim for."
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise _invalid("min_replicas must not exceed max_replicas", "min_replicas")
+        return self
+
+
+def _check_base_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not re.match(r"^https?://[^\s/]+", value) or _CONTROL.search(value):
+        raise _invalid("base_url must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+class BackendConfig(_Model):
+    """One VLM backend (the primary one or an entry of the fallback list)."""
+
+    backend: Literal["transformers", "openai"] = Field(description="Backend implementation.")
+    model: str = Field(min_length=1, max_length=512, description="Hub id, local dir or model name.")
+    base_url: str | None = Field(
+        default=None, max_length=2048, description="openai: e.g. http://localhost:8001/v1."
+    )
+    api_key: SecretStr | None = Field(
+        default=None, max_length=4096, description="openai: bearer key, via ${ENV}."
+    )
+    timeout_s: float = Field(default=30, gt=0, le=600, description="Per-request timeout.")
+
+    _none_if_empty = field_validator("base_url", "api_key", mode="before")(_empty_to_none)
+    _url = field_validator("base_url")(_check_base_url)
+
+    @field_validator("model")
+    @classmethod
+    def _model_path(cls, value: str, info: ValidationInfo) -> str:
+        if value.startswith(("./", "../", "~")):
+            return str(_resolve_path(Path(value), info))
+        return value
+
+    @model_validator(mode="after")
+    def _openai_needs_url(self) -> BackendConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise _invalid(
+                "the openai backend needs base_url (e.g. http://localhost:8001/v1)", "base_url"
+            )
+        return self
+
+
+class VLMConfig(BackendConfig):
+    """The vision-language-model Serve deployment and its backends."""
+
+    backend: Literal["transformers", "openai"] = Field(
+        default="transformers", description="transformers (local) or openai (compatible server)."
+    )
+    model: str = Field(
+        default="HuggingFaceTB/SmolVLM-256M-Instruct",
+        min_length=1,
+        max_length=512,
+        description="Hub id or local directory (transformers) / model name (openai).",
+    )
+    max_batch_size: int = Field(default=8, ge=1, le=256, description="@serve.batch size.")
+    batch_wait_timeout_s: float = Field(
+        default=0.05, ge=0, le=10, description="How long a batch waits to fill."
+    )
+    num_replicas: int | Literal["auto"] = Field(
+        default=1, description="Replica count, or 'auto' (autoscaling)."
+    )
+    autoscaling: AutoscalingConfig | None = Field(
+        default=None, description="Serve autoscaling; implies num_replicas: auto."
+    )
+    num_gpus: float = Field(default=0, ge=0, le=8, description="GPUs per replica (fractions ok).")
+    num_cpus: float = Field(default=1.0, ge=0, le=256, description="CPUs per replica.")
+    max_new_tokens: int = Field(default=96, ge=1, le=2048, description="Generation length cap.")
+    max_ongoing_requests: int = Field(
+        default=32, ge=1, le=100_000, description="Serve max_ongoing_requests per replica."
+    )
+    deadline_s: float = Field(
+        default=60, gt=0, le=3600, description="Per event; after it the fallback text is used."
+    )
+    image_size: int = Field(
+        default=384, ge=32, le=4096, description="Key frames are resized to this long side."
+    )
+    fallback: list[BackendConfig] = Field(
+        default_factory=list, max_length=8, description="Further backends, tried in order."
+    )
+    build_tiny_if_missing: bool = Field(
+        default=False, description="Demo only: build a tiny random model if `model` is missing."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_with_autoscaling(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("autoscaling") and "num_replicas" not in data:
+            data = {**data, "num_replicas": "auto"}
+        return data
+
+    @field_validator("num_replicas", mode="before")
+    @classmethod
+    def _replicas(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        try:
+            count = int(value) if not isinstance(value, bool | float) else None
+        except (TypeError, ValueError):
+            count = None
+        if count is None or not 1 <= count <= 1000:
+            raise _invalid("num_replicas must be an integer from 1 to 1000, or 'auto'")
+        return count
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VLMConfig:
+        if self.autoscaling is not None and self.num_replicas != "auto":
+            raise _invalid(
+                "num_replicas must be 'auto' (or left out) when autoscaling is set", "num_replicas"
+            )
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise _invalid(
+                "max_ongoing_requests must be at least max_batch_size, or batches never fill",
+                "max_ongoing_requests",
+            )
+        return self
+
+    def primary(self) -> BackendConfig:
+        """The primary backend as a BackendConfig."""
+        return BackendConfig(
+            backend=self.backend,
+            model=self.model,
+            base_url=self.base_url,
+            api_key=self.api_key,
+            timeout_s=self.timeout_s,
+        )
+
+    def backends(self) -> list[BackendConfig]:
+        """Primary backend followed by the fallback list, in the order they are tried."""
+        return [self.primary(), *self.fallback]
+
+
+class StorageConfig(_Model):
+    """DuckDB, Parquet and thumbnail storage."""
+
+    path: Path = Field(
+        default=Path("data"),
+        validate_default=True,
+        description="Data directory; a relative path is relative to the config file.",
+    )
+    retention_days: int = Field(default=30, ge=0, le=36_500, description="0 keeps forever.")
+    parquet_flush_interval_s: float = Field(
+        default=30, ge=0.1, le=86_400, description="How often new rows go to Parquet."
+    )
+    thumbnail_quality: int = Field(default=85, ge=1, le=100, description="JPEG quality.")
+
+    _resolve = field_validator("path")(_resolve_path)
+
+
+class DiscoveryConfig(_Model):
+    """Home Assistant MQTT discovery."""
+
+    enabled: bool = Field(default=True, description="Publish discovery configs.")
+    prefix: str = Field(default="homeassistant", max_length=200, description="Discovery prefix.")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return _check_topic(value, "discovery prefix")
+
+
+class TLSConfig(_Model):
+    """TLS to the MQTT broker."""
+
+    enabled: bool = Field(default=False, description="Connect with TLS.")
+    ca_certs: Path | None = Field(default=None, description="CA bundle (null: system CAs).")
+    certfile: Path | None = Field(default=None, description="Client certificate.")
+    keyfile: Path | None = Field(default=None, description="Client key.")
+    insecure: bool = Field(default=False, description="Skip hostname checks (testing only).")
+
+    _resolve = field_validator("ca_certs", "certfile", "keyfile")(_resolve_path)
+
+    @model_validator(mode="after")
+    def _pair(self) -> TLSConfig:
+        if self.keyfile is not None and self.certfile is None:
+            raise _invalid("keyfile needs certfile", "certfile")
+        return self
+
+
+class MQTTConfig(_Model):
+    """The MQTT broker connection and what is published."""
+
+    enabled: bool = Field(default=True, description="false: no client, no publishing.")
+    host: str = Field(default="localhost", min_length=1, max_length=253, description="Broker.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker port.")
+    username: str | None = Field(default=None, max_length=256, description="Broker user.")
+    password: SecretStr | None = Field(
+        default=None, max_length=4096, description="Broker password, via ${ENV}."
+    )
+    topic_prefix: str = Field(default="liveobject", max_length=200, description="Topic root.")
+    qos: Literal[0, 1, 2] = Field(default=1, description="QoS of event messages.")
+    replay_window_s: float = Field(
+        default=300, ge=0, le=30 * 86_400, description="Republish age limit; 0 drops."
+    )
+    discovery: DiscoveryConfig = Field(
+        default_factory=DiscoveryConfig, description="Home Assistant discovery."
+    )
+    tls: TLSConfig = Field(default_factory=TLSConfig, description="TLS to the broker.")
+    keepalive_s: int = Field(default=30, ge=5, le=65535, description="MQTT keepalive.")
+    client_id: str | None = Field(default=None, max_length=128, description="null: generated.")
+    protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT version to try first.")
+    message_expiry_s: int | None = Field(
+        default=None, ge=1, le=4_294_967_295, description="MQTT 5 expiry of event messages."
+    )
+    queue_size: int = Field(
+        default=10_000, ge=1, le=10_000_000, description="Pending publishes kept in memory."
+    )
+    embedded_broker: bool = Field(
+        default=False, description="Demo: start a broker when none answers."
+    )
+
+    _none_if_empty = field_validator("username", "password", "client_id", mode="before")(
+        _empty_to_none
+    )
+
+    @field_validator("host", "username", "client_id")
+    @classmethod
+    def _no_control(cls, value: str | None) -> str | None:
+        if value is not None and _CONTROL.search(value):
+            raise _invalid("must not contain NUL or control characters")
+        return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return _check_topic(value, "topic_prefix")
+
+    @field_validator("qos", mode="before")
+    @classmethod
+    def _qos(cls, value: Any) -> Any:
+        return int(value) if isinstance(value, str) and value.strip() in ("0", "1", "2") else value
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class APIConfig(_Model):
+    """The HTTP API (Serve FastAPI ingress)."""
+
+    host: str = Field(default="0.0.0.0", min_length=1, max_length=253, description="Bind host.")
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
+    base_url: str = Field(
+        default="http://localhost:8000",
+        max_length=2048,
+        description="Public URL in links; env API_BASE_URL overrides.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, max_length=4096, description="Bearer key for every route but health."
+    )
+    thumbnail_url_ttl_s: int = Field(
+        default=86_400, ge=60, le=365 * 86_400, description="Signed thumbnail URL lifetime."
+    )
+
+    _none_if_empty = field_validator("api_key", mode="before")(_empty_to_none)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        checked = _check_base_url(value)
+        assert checked is not None
+        return checked
+
+    def effective_base_url(self) -> str:
+        """The base URL for links: env API_BASE_URL, else the configured one."""
+        return resolve_base_url(self.base_url)
+
+
+class CorrelationConfig(_Model):
+    """Cross-camera correlation of events."""
+
+    window_s: float = Field(
+        default=10, ge=0, le=3600, description="Events starting this close share a group; 0: off."
+    )
+
+
+class Config(_Model):
+    """The whole liveobject configuration."""
+
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster.")
+    cameras: list[CameraConfig] = Field(
+        min_length=1, max_length=1024, description="Cameras (ids unique)."
+    )
+    vlm: VLMConfig = Field(default_factory=VLMConfig, description="VLM deployment.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Event storage.")
+    mqtt: MQTTConfig = Field(default_factory=MQTTConfig, description="MQTT publishing.")
+    api: APIConfig = Field(default_factory=APIConfig, description="HTTP API.")
+    correlation: CorrelationConfig = Field(
+        default_factory=CorrelationConfig, description="Cross-camera correlation."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: Any) -> Any:
+        # Validate absent sections from {} too, so defaults see the context (base_dir).
+        if isinstance(data, dict):
+            data = {"storage": {}, "mqtt": {}, **data}
+        return data
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_ids(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        seen: dict[str, int] = {}
+        for index, camera in enumerate(cameras):
+            if camera.id in seen:
+                raise _invalid(
+                    f"duplicate camera id {camera.id!r} (also cameras.{seen[camera.id]}.id)",
+                    index,
+                    "id",
+                )
+            seen[camera.id] = index
+        return cameras
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        """The camera with this id (KeyError if none)."""
+        for camera in self.cameras:
+            if camera.id == camera_id:
+                return camera
+        raise KeyError(camera_id)
+
+    def secret_values(self) -> list[str]:
+        """Every secret in this config (for `pipelines.redact.redact`)."""
+        secrets = [self.mqtt.password, self.api.api_key]
+        secrets += [backend.api_key for backend in self.vlm.backends()]
+        values = [s.get_secret_value() for s in secrets if s is not None]
+        for camera in self.cameras:
+            match = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^\s/?#]*)@", camera.source)
+            if match and ":" in match.group(1):
+                values.append(match.group(1).split(":", 1)[1])
+        return [v for v in values if v]
+
+
+# --------------------------------------------------------------------------- loading
+
+_ENV_RE = re.compile(r"\$(\$?)\{([^}]*)\}")
+_ENV_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$", re.DOTALL)
+_MAX_NODES = 100_000
+_MAX_DEPTH = 64
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+Loc = tuple[str | int, ...]
+
+
+def _substitute(value: str, env: Mapping[str, str]) -> tuple[str, list[str], list[str]]:
+    """Expand ${VAR} / ${VAR:-default}; returns (text, values used, problems)."""
+    used: list[str] = []
+    problems: list[str] = []
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(1):  # "$${...}" is a literal "${...}"
+            return match.group(0)[1:]
+        spec = _ENV_NAME.match(match.group(2))
+        if spec is None:
+            problems.append(
+                f"malformed reference {_short_repr(match.group(0), 60)}: "
+                "use ${VAR} or ${VAR:-default}"
+            )
+            return ""
+        name, default = spec.group(1), spec.group(2)
+        found = env.get(name)
+        if found is not None and (found != "" or default is None):
+            used.append(found)
+            return found
+        if default is not None:
+            return default
+        problems.append(f"environment variable {name} is not set")
+        return ""
+
+    return _ENV_RE.sub(one, value), used, problems
+
+
+def expand_env(
+    value: str, env: Mapping[str, str] | None = None, *, location: str = "<string>"
+) -> str:
+    """Substitute `${VAR}` and `${VAR:-default}` in value (ConfigError naming any missing one)."""
+    text, _, problems = _substitute(value, os.environ if env is None else env)
+    if problems:
+        raise ConfigError([f"{location}: {problem}" for problem in problems])
+    return text
+
+
+def _clean(text: str) -> str:
+    """Escape control characters so an error line is always one printable line."""
+    return _CONTROL.sub(lambda m: repr(m.group(0))[1:-1], text)
+
+
+def _fmt_path(path: Loc) -> str:
+    if not path:
+        return "(root)"
+    parts = []
+    for part in path:
+        text = str(part)
+        ok = isinstance(part, int) or re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text)
+        parts.append(text if ok else _short_repr(text))
+    return ".".join(parts)
+
+
+class _Builder:
+    """Turns a composed YAML node tree into plain data, recording each key path's line."""
+
+    def __init__(self, filename: str, env: Mapping[str, str]) -> None:
+        self.filename = filename
+        self.env = env
+        self.lines: dict[Loc, int] = {}
+        self.errors: list[str] = []
+        self.env_values: set[str] = set()
+        self._nodes = 0
+        self._loader = yaml.SafeLoader("")
+
+    def error(self, line: int, path: Loc, message: str) -> None:
+        self.errors.append(f"{self.filename}:{line}: {_fmt_path(path)}: {_clean(message)}")
+
+    def build(self, node: yaml.Node, path: Loc, line: int) -> Any:
+        self.lines.setdefault(path, line)
+        self._nodes += 1
+        if self._nodes > _MAX_NODES or len(path) > _MAX_DEPTH:
+            where = _fmt_path(path[:3]) + ("..." if len(path) > 3 else "")
+            raise ConfigError(
+                [f"{self.filename}:{line}: {where}: too large or too deeply nested (alias loop?)"]
+            )
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != _SEQ_TAG:
+                self.error(line, path, "unsupported YAML tag")
+                return None
+            items = []
+            for index, item in enumerate(node.value):
+                item_line = item.start_mark.line + 1
+                self.lines[(*path, index)] = item_line
+                items.append(self.build(item, (*path, index), item_line))
+            return items
+        return self._scalar(node, path, line)
+
+    def _mapping(self, node: yaml.MappingNode, path: Loc) -> Any:
+        if node.tag != _MAP_TAG:
+            self.error(node.start_mark.line + 1, path, "unsupported YAML tag")
+            return None
+        own = {id(key) for key, _ in node.value if key.tag != _MERGE_TAG}
+        try:
+            self._loader.flatten_mapping(node)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or node.start_mark
+            self.error(mark.line + 1, path, f"bad merge key: {exc.problem}")
+            return None
+        result: dict[str, Any] = {}
+        own_keys: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.error(key_line, path, "keys must be plain strings")
+                continue
+            key = str(self._construct(key_node, path, key_line))
+            if id(key_node) in own:
+                if key in own_keys:
+                    self.error(
+                        key_line, (*path, key), f"duplicate key (first at line {own_keys[key]})"
+                    )
+                    continue
+                own_keys[key] = key_line
+            if key in result:  # an own key overriding a merged one: forget the old lines
+                prefix = (*path, key)
+                for sub in [p for p in self.lines if p[: len(prefix)] == prefix]:
+                    del self.lines[sub]
+            self.lines[(*path, key)] = key_line
+            result[key] = self.build(value_node, (*path, key), key_line)
+        return result
+
+    def _construct(self, node: yaml.ScalarNode, path: Loc, line: int) -> Any:
+        try:
+            return self._loader.construct_object(node)
+        except yaml.YAMLError:
+            self.error(line, path, "unsupported YAML tag or value")
+            return None
+
+    def _scalar(self, node: yaml.Node, path: Loc, line: int) -> Any:
+        assert isinstance(node, yaml.ScalarNode)
+        value = self._construct(node, path, line)
+        if isinstance(value, str) and node.tag == _STR_TAG and "$" in value:
+            value, used, problems = _substitute(value, self.env)
+            self.env_values.update(used)
+            for problem in problems:
+                self.error(line, path, problem)
+        return value
+
+
+def _model_at(path: Loc) -> type[BaseModel] | None:
+    """The model class that validates the mapping at path (for unknown-key hints)."""
+    model: type[BaseModel] | None = Config
+    for part in path:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        model = _find_model(field.annotation) if field is not None else None
+    return model
+
+
+def _find_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, list):
+        for arg in typing.get_args(annotation):
+            found = _find_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _error_path(loc: Loc, data: Any, keep_last: bool) -> Loc:
+    """The data path of a pydantic loc, dropping union/validator tags pydantic inserts."""
+    out: list[str | int] = []
+    current = data
+    for index, part in enumerate(loc):
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+        elif not (keep_last and index == len(loc) - 1):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _message(err: Any, path: Loc) -> str:
+    kind = err["type"]
+    if kind == "config_invalid":
+        return str(err["ctx"]["message"])
+    if kind == "missing":
+        return "value missing" if path and isinstance(path[-1], int) else "required key is missing"
+    if kind == "extra_forbidden":
+        model = _model_at(path[:-1])
+        if model is None:
+            return "unknown key"
+        allowed = sorted(model.model_fields)
+        close = difflib.get_close_matches(str(path[-1]), allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown key{hint}; allowed keys: {', '.join(allowed)}"
+    message = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    return message
+
+
+def _validation_errors(
+    exc: ValidationError, data: Any, builder: _Builder, filename: str
+) -> list[str]:
+    secrets = sorted((v for v in builder.env_values if len(v) >= 3), key=len, reverse=True)
+    lines: list[tuple[int, str]] = []
+    for err in exc.errors(include_url=False, include_input=False, include_context=True):
+        kind = err["type"]
+        path = _error_path(tuple(err["loc"]), data, keep_last=kind == "missing")
+        if kind == "config_invalid":
+            path = (*path, *err["ctx"].get("at", ()))
+        line = next(
+            builder.lines[path[:n]] for n in range(len(path), -1, -1) if path[:n] in builder.lines
+        )
+        message = redact(_message(err, path), secrets)
+        text = f"{filename}:{line}: {_fmt_path(path)}: {_clean(message)}"
+        if (line, text) not in lines:
+            lines.append((line, text))
+    return [text for _, text in sorted(lines, key=lambda item: item[0])]
+
+
+def parse_config_text(
+    text: str,
+    filename: str = "<string>",
+    env: Mapping[str, str] | None = None,
+    *,
+    base_dir: str | Path | None = None,
+) -> Config:
+    """Parse and validate YAML text; relative paths resolve against base_dir (default: cwd)."""
+    shown = _clean(filename)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise ConfigError([f"{shown}:{line}: (yaml): {_clean(str(exc.problem))}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{shown}:1: (yaml): {_clean(type(exc).__name__)}"]) from None
+    builder = _Builder(shown, os.environ if env is None else env)
+    if root is None:
+        raise ConfigError([f"{shown}:1: (root): the config is empty"])
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError([f"{shown}:{root.start_mark.line + 1}: (root): expected a mapping"])
+    data = builder.build(root, (), root.start_mark.line + 1)
+    if builder.errors:
+        raise ConfigError(builder.errors)
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    try:
+        return Config.model_validate(data, context={"base_dir": base.absolute()})
+    except ValidationError as exc:
+        raise ConfigError(_validation_errors(exc, data, builder, shown)) from None
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate a YAML config file (env: variables for ${VAR}, default os.environ)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError([f"{_clean(str(path))}: cannot read config: {reason}"]) from None
+    return parse_config_text(text, str(path), env, base_dir=path.absolute().parent)
+
+
+def check_config_file(path: str | Path) -> tuple[bool, str]:
+    """Validate a config file for `liveobject config check`: (ok, text to print)."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return False, str(exc)
+    cameras = len(config.cameras)
+    disabled = sum(not camera.enabled for camera in config.cameras)
+    summary = f"ok: {cameras} camera{'s' if cameras != 1 else ''}"
+    if disabled:
+        summary += f" ({disabled} disabled)"
+    summary += f", vlm {config.vlm.backend}:{config.vlm.model}"
+    if config.vlm.fallback:
+        summary += f" (+{len(config.vlm.fallback)} fallback)"
+    mqtt = config.mqtt
+    summary += f", mqtt {mqtt.host}:{mqtt.port}" if mqtt.enabled else ", mqtt disabled"
+    return True, summary

@@ -1,0 +1,160 @@
+"""The Event model and its MQTT/API payload serializer (the one place a payload is built)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipelines.auth import sign_thumbnail_token
+
+SMART_DETECTION_PRIORITY: tuple[str, ...] = ("person", "vehicle", "package", "animal")
+SourceType = Literal["file", "rtsp", "http", "udp"]
+AnalysisMode = Literal["single_frame", "multi_frame"]
+
+REQUIRED_FIELDS: tuple[str, ...] = (
+    "event_id",
+    "camera_id",
+    "camera_name",
+    "description",
+    "objects_detected",
+    "confidence",
+    "source_type",
+    "timestamp",
+    "thumbnail_url",
+)
+OPTIONAL_FIELDS: tuple[str, ...] = (
+    "smart_detection_type",
+    "is_doorbell_ring",
+    "provider_used",
+    "analysis_mode",
+    "ai_confidence",
+    "correlation_group_id",
+)
+
+
+def new_event_id() -> str:
+    """A fresh server-generated event id (uuid4)."""
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now in UTC."""
+    return datetime.now(timezone.utc)
+
+
+def smart_detection_type(objects: tuple[str, ...] | list[str]) -> str | None:
+    """The most important of person > vehicle > package > animal among objects, else None."""
+    found = set(objects)
+    for kind in SMART_DETECTION_PRIORITY:
+        if kind in found:
+            return kind
+    return None
+
+
+class Event(BaseModel):
+    """One analysed motion event; everything the SPEC payload needs plus analysis metadata."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: str = Field(default_factory=new_event_id, description="Server-generated uuid4.")
+    camera_id: str = Field(min_length=1, max_length=64)
+    camera_name: str = Field(min_length=1, max_length=200)
+    description: str = Field(max_length=2000)
+    objects_detected: tuple[str, ...] = ()
+    confidence: int = Field(ge=0, le=100)
+    source_type: SourceType
+    timestamp: datetime = Field(description="Event start, UTC.")
+    smart_detection_type: Literal["person", "vehicle", "package", "animal"] | None = None
+    is_doorbell_ring: bool | None = None
+    provider_used: str | None = None
+    analysis_mode: AnalysisMode | None = None
+    ai_confidence: int | None = Field(default=None, ge=0, le=100)
+    correlation_group_id: str | None = None
+    # Analysis metadata: stored and exported to Parquet, not part of the MQTT payload.
+    ended_at: datetime | None = None
+    frame_count: int = Field(default=0, ge=0)
+    merged_motion: int = Field(default=0, ge=0, description="Motion segments merged in.")
+    vlm_latency_ms: float | None = Field(default=None, ge=0)
+
+    @field_validator("event_id")
+    @classmethod
+    def _uuid(cls, value: str) -> str:
+        return str(uuid.UUID(value))
+
+    @field_validator("timestamp", "ended_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def resolve_base_url(configured: str) -> str:
+    """The API base URL for links: env API_BASE_URL overrides the configured one."""
+    return (os.environ.get("API_BASE_URL") or configured).rstrip("/")
+
+
+def thumbnail_url(
+    event_id: str,
+    base_url: str,
+    api_key: str | None = None,
+    ttl_s: int = 86400,
+    now: float | None = None,
+) -> str:
+    """URL of an event's thumbnail; carries a signed token when the API has a key."""
+    url = f"{resolve_base_url(base_url)}/api/v1/events/{event_id}/thumbnail"
+    if api_key:
+        url += "?token=" + sign_thumbnail_token(event_id, api_key, ttl_s, now=now)
+    return url
+
+
+def format_timestamp(value: datetime) -> str:
+    """ISO 8601 UTC with a Z suffix and millisecond precision."""
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event_payload(
+    event: Event,
+    base_url: str,
+    api_key: str | None = None,
+    ttl_s: int = 86400,
+) -> dict[str, Any]:
+    """The SPEC event JSON: required fields always, optional ones only when known."""
+    payload: dict[str, Any] = {
+        "event_id": event.event_id,
+        "camera_id": event.camera_id,
+        "camera_name": event.camera_name,
+        "description": event.description,
+        "objects_detected": list(event.objects_detected),
+        "confidence": event.confidence,
+        "source_type": event.source_type,
+        "timestamp": format_timestamp(event.timestamp),
+        "thumbnail_url": thumbnail_url(event.event_id, base_url, api_key, ttl_s),
+    }
+    for name in OPTIONAL_FIELDS:
+        value = getattr(event, name)
+        if value is not None:
+            payload[name] = value
+    return payload
+
+
+def event_json(event: Event, base_url: str, api_key: str | None = None, ttl_s: int = 86400) -> str:
+    """The event payload as compact JSON text."""
+    return json.dumps(event_payload(event, base_url, api_key, ttl_s), separators=(",", ":"))
+
+
+@lru_cache(maxsize=1)
+def event_schema() -> dict[str, Any]:
+    """The shipped JSON Schema of the MQTT event payload."""
+    text = resources.files("pipelines").joinpath("schema/event.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema

@@ -1,0 +1,124 @@
+"""Motion detection on downscaled grey frames against a running-average background.
+
+In the spirit of Frigate's improved motion detector: downscale to `frame_height` grey, blur,
+compare with a running average (cv2.accumulateWeighted), threshold, dilate, and keep contours of
+at least `contour_area` pixels outside the mask polygons. When more than `recalibrate_ratio` of the
+frame changes at once (lights switched on, IR mode flip, camera moved) the background is reset to
+the current frame and that frame reports no motion.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    from pipelines.config import MotionConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Box", "MotionDetector", "MotionResult"]
+
+Box = tuple[int, int, int, int]
+"""(x1, y1, x2, y2) in the pixel coordinates of the input image."""
+
+
+@dataclass(frozen=True, slots=True)
+class MotionResult:
+    """Motion in one frame: score = changed fraction of the frame (0..1), boxes, motion flag."""
+
+    score: float
+    boxes: tuple[Box, ...] = ()
+    motion: bool = False
+
+
+_KERNEL = np.ones((3, 3), dtype=np.uint8)  # what cv2.dilate(..., None) uses
+NO_MOTION = MotionResult(score=0.0, boxes=(), motion=False)
+
+
+class MotionDetector:
+    """Stateful per-camera motion detector; feed frames in order with update()."""
+
+    def __init__(self, settings: MotionConfig, *, alpha: float = 0.1, blur: int = 5) -> None:
+        self.settings = settings
+        self.alpha = alpha  # background learning rate per frame
+        self.blur = blur | 1  # Gaussian kernel must be odd
+        self._avg: np.ndarray | None = None
+        self._shape: tuple[int, int] | None = None  # (height, width) of the motion frame
+        self._mask: np.ndarray | None = None  # 0 where motion is ignored, 255 elsewhere
+        self.recalibrations = 0
+
+    def reset(self) -> None:
+        """Forget the background (the next frame becomes the new background)."""
+        self._avg = None
+
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        target_h = min(int(self.settings.frame_height), height)
+        target_w = max(1, round(width * target_h / height))
+        if image.ndim == 3:
+            grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        else:
+            grey = image
+        if (target_h, target_w) != (height, width):
+            grey = cv2.resize(grey, (target_w, target_h), interpolation=cv2.INTER_AREA)
+        if self._shape != (target_h, target_w):
+            self._shape = (target_h, target_w)
+            self._avg = None
+            self._mask = self._build_mask(target_h, target_w)
+        return cv2.GaussianBlur(grey, (self.blur, self.blur), 0)
+
+    def _build_mask(self, height: int, width: int) -> np.ndarray | None:
+        polygons = [p for p in self.settings.mask if len(p) >= 3]
+        if not polygons:
+            return None
+        mask = np.full((height, width), 255, dtype=np.uint8)
+        pts = [np.array(p, dtype=np.int32).reshape(-1, 1, 2) for p in polygons]
+        cv2.fillPoly(mask, pts, 0)
+        return mask
+
+    def update(self, image: np.ndarray) -> MotionResult:
+        """Compare a frame (H,W,3 RGB or H,W grey uint8) with the background; learn from it."""
+        grey = self._prepare(image)
+        if self._avg is None:
+            self._avg = grey.astype(np.float32)
+            return NO_MOTION
+        delta = cv2.absdiff(grey, cv2.convertScaleAbs(self._avg))
+        _, thresh = cv2.threshold(delta, int(self.settings.threshold), 255, cv2.THRESH_BINARY)
+        if self._mask is not None:
+            thresh = cv2.bitwise_and(thresh, self._mask)
+        thresh = cv2.dilate(thresh, _KERNEL, iterations=2)
+        height, width = grey.shape[:2]
+        changed = cv2.countNonZero(thresh) / float(height * width)
+        if changed > float(self.settings.recalibrate_ratio):
+            # a global change is lighting, not motion: adopt the new scene as background
+            self._avg = grey.astype(np.float32)
+            self.recalibrations += 1
+            logger.debug("motion background recalibrated (%.0f%% of frame changed)", changed * 100)
+            return NO_MOTION
+        contours, _ = cv2.findContours(thresh, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        scale_x = image.shape[1] / width
+        scale_y = image.shape[0] / height
+        boxes: list[Box] = []
+        area = 0.0
+        for contour in contours:
+            contour_area = cv2.contourArea(contour)
+            if contour_area < self.settings.contour_area:
+                continue
+            area += contour_area
+            x, y, w, h = cv2.boundingRect(contour)
+            boxes.append(
+                (
+                    int(x * scale_x),
+                    int(y * scale_y),
+                    round((x + w) * scale_x),
+                    round((y + h) * scale_y),
+                )
+            )
+        cv2.accumulateWeighted(grey, self._avg, self.alpha)
+        score = min(1.0, area / float(height * width))
+        return MotionResult(score=score, boxes=tuple(boxes), motion=bool(boxes))

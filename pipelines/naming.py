@@ -1,0 +1,14 @@
+"""Names of the Ray actors and Serve apps: the one place they are spelled."""
+
+from __future__ import annotations
+
+STORE_ACTOR = "event-store"
+PUBLISHER_ACTOR = "mqtt-publisher"
+VLM_APP = "vlm"
+VLM_DEPLOYMENT = "VLM"
+API_APP = "api"
+
+
+def camera_actor_name(camera_id: str) -> str:
+    """Name of the actor that ingests one camera."""
+    return f"camera:{camera_id}"

@@ -1,0 +1,252 @@
+"""Motion events from per-frame motion results: start, merge, end, cut, cooldown, key frames.
+
+Rules (times are media times, `Frame.pts_s`):
+- an event starts after `min_motion_frames` consecutive motion frames (it starts at the first);
+- it ends once no motion was seen for `end_after_s` (it ends at the last motion frame); motion
+  that resumes before then is merged in and counted in `merged_motion`;
+- it is cut at `max_event_s`; continuing motion then starts a new event;
+- after an event ends, no new event starts for `cooldown_s` (measured from its end).
+Key frames (at most `max_frames`) are the peak-motion frame, the first, the last, then frames
+spread evenly in between, in time order, downscaled so the long side is `key_frame_side`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pipelines.samples import resize_long_side
+
+if TYPE_CHECKING:
+    from pipelines.config import MotionConfig
+    from pipelines.motion import MotionResult
+    from pipelines.sources import Frame
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EventSegmenter", "Segment"]
+
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One closed motion event with its key frames (time-ordered) and the peak frame."""
+
+    start_wall: datetime
+    end_wall: datetime
+    start_pts: float
+    end_pts: float
+    key_frames: tuple[np.ndarray, ...] = field(repr=False)
+    peak_index: int  # index into key_frames of the peak-motion frame
+    frame_count: int  # frames from the first to the last motion frame, inclusive
+    merged_motion: int  # motion bursts merged in after a short pause (0: one continuous burst)
+    best_frame: np.ndarray = field(repr=False)  # the peak frame, for the thumbnail
+    peak_score: float = 0.0
+
+    @property
+    def duration_s(self) -> float:
+        """Media-time length of the event."""
+        return self.end_pts - self.start_pts
+
+
+@dataclass
+class _Kept:
+    pts: float
+    wall: datetime
+    image: np.ndarray  # already downscaled
+
+
+@dataclass
+class _OpenEvent:
+    first: _Kept
+    start_pts: float
+    start_wall: datetime
+    last_motion_pts: float
+    last_motion_wall: datetime
+    last_frame: Frame
+    peak_frame: Frame
+    peak_score: float
+    frame_count: int  # frames seen so far (trailing still frames included)
+    frames_at_last_motion: int
+    merged: int = 0
+    in_burst: bool = True
+    pool: list[_Kept] = field(default_factory=list)
+    stride: int = 1
+
+
+class EventSegmenter:
+    """Turns a stream of (frame, motion result) into closed motion `Segment`s."""
+
+    def __init__(
+        self,
+        settings: MotionConfig,
+        fps: float,
+        *,
+        key_frame_side: int = 384,
+        best_frame_side: int | None = 1280,
+        pool_size: int = 32,
+    ) -> None:
+        if fps <= 0:
+            raise ValueError("fps must be positive")
+        self.settings = settings
+        self.fps = float(fps)
+        self.key_frame_side = key_frame_side
+        self.best_frame_side = best_frame_side
+        self.pool_size = max(4, pool_size)
+        self._event: _OpenEvent | None = None
+        self._run: list[tuple[Frame, MotionResult]] = []
+        self._cooldown_until = float("-inf")
+        self.events = 0
+
+    @property
+    def active(self) -> bool:
+        """True while an event is open (the activity sensor is ON)."""
+        return self._event is not None
+
+    def _small(self, frame: Frame) -> _Kept:
+        image = np.ascontiguousarray(resize_long_side(frame.image, self.key_frame_side))
+        return _Kept(frame.pts_s, frame.wall, image)
+
+    def feed(self, frame: Frame, result: MotionResult) -> list[Segment]:
+        """Account for one frame; returns the events that this frame closed (usually none)."""
+        closed: list[Segment] = []
+        event = self._event
+        if event is not None:
+            # _EPS: pts differences like 4.1 - 2.1 must count as the full 2.0 s
+            if frame.pts_s - event.start_pts >= self.settings.max_event_s - _EPS:
+                closed.append(self._close(event, cut=True, frame=frame, result=result))
+                event = None
+            elif (
+                not result.motion
+                and frame.pts_s - event.last_motion_pts >= self.settings.end_after_s - _EPS
+            ):
+                closed.append(self._close(event, cut=False))
+                event = None
+            else:
+                self._extend(event, frame, result)
+                return closed
+        if frame.pts_s < self._cooldown_until - _EPS:
+            self._run.clear()
+            return closed
+        if not result.motion:
+            self._run.clear()
+            return closed
+        self._run.append((frame, result))
+        if len(self._run) >= max(1, int(self.settings.min_motion_frames)):
+            self._start()
+        return closed
+
+    def flush(self) -> list[Segment]:
+        """Close the open event at the end of the stream (returns it, or nothing)."""
+        self._run.clear()
+        if self._event is None:
+            return []
+        return [self._close(self._event, cut=False)]
+
+    def _start(self) -> None:
+        run, self._run = self._run, []
+        first_frame, first_result = run[0]
+        event = _OpenEvent(
+            first=self._small(first_frame),
+            start_pts=first_frame.pts_s,
+            start_wall=first_frame.wall,
+            last_motion_pts=first_frame.pts_s,
+            last_motion_wall=first_frame.wall,
+            last_frame=first_frame,
+            peak_frame=first_frame,
+            peak_score=first_result.score,
+            frame_count=1,
+            frames_at_last_motion=1,
+        )
+        event.pool.append(event.first)
+        self._event = event
+        for frame, result in run[1:]:
+            self._extend(event, frame, result)
+        logger.debug("motion event started at pts %.2f", event.start_pts)
+
+    def _extend(self, event: _OpenEvent, frame: Frame, result: MotionResult) -> None:
+        event.frame_count += 1
+        if not result.motion:
+            event.in_burst = False
+            return
+        if not event.in_burst:
+            event.merged += 1
+            event.in_burst = True
+        event.last_motion_pts = frame.pts_s
+        event.last_motion_wall = frame.wall
+        event.last_frame = frame
+        event.frames_at_last_motion = event.frame_count
+        if result.score > event.peak_score:
+            event.peak_score = result.score
+            event.peak_frame = frame
+        if (event.frame_count - 1) % event.stride == 0:
+            event.pool.append(self._small(frame))
+            if len(event.pool) > self.pool_size:
+                # keep memory bounded: halve the pool and sample half as often from now on
+                event.pool = event.pool[::2]
+                event.stride *= 2
+
+    def _close(
+        self,
+        event: _OpenEvent,
+        *,
+        cut: bool,
+        frame: Frame | None = None,
+        result: MotionResult | None = None,
+    ) -> Segment:
+        self._event = None
+        if cut and frame is not None and result is not None and result.motion:
+            # the cutting frame belongs to this event
+            self._extend(event, frame, result)
+        end_pts, end_wall = event.last_motion_pts, event.last_motion_wall
+        segment = self._build(event, end_pts, end_wall)
+        self._cooldown_until = end_pts + float(self.settings.cooldown_s)
+        if cut:
+            # motion still in progress after a cut restarts immediately (cooldown permitting)
+            self._cooldown_until = max(self._cooldown_until, end_pts + 2 * _EPS)
+        self.events += 1
+        logger.debug(
+            "motion event %.2f-%.2f closed (%s, %d frames)",
+            segment.start_pts,
+            segment.end_pts,
+            "cut" if cut else "still",
+            segment.frame_count,
+        )
+        return segment
+
+    def _build(self, event: _OpenEvent, end_pts: float, end_wall: datetime) -> Segment:
+        max_frames = max(1, int(self.settings.max_frames))
+        peak = self._small(event.peak_frame)
+        last = self._small(event.last_frame) if event.last_frame is not event.peak_frame else peak
+        chosen: dict[float, _Kept] = {peak.pts: peak}
+        for candidate in (event.first, last):
+            if len(chosen) < max_frames:
+                chosen.setdefault(candidate.pts, candidate)
+        remaining = [k for k in event.pool if k.pts not in chosen]
+        need = max_frames - len(chosen)
+        if need > 0 and remaining:
+            picks = np.linspace(0, len(remaining) - 1, num=min(need, len(remaining)))
+            for i in sorted({round(float(p)) for p in picks}):
+                chosen[remaining[i].pts] = remaining[i]
+        ordered = [chosen[pts] for pts in sorted(chosen)]
+        peak_index = next(i for i, k in enumerate(ordered) if k.pts == peak.pts)
+        best = event.peak_frame.image
+        if self.best_frame_side is not None:
+            best = resize_long_side(best, self.best_frame_side)
+        return Segment(
+            start_wall=event.start_wall,
+            end_wall=end_wall,
+            start_pts=event.start_pts,
+            end_pts=end_pts,
+            key_frames=tuple(np.ascontiguousarray(k.image) for k in ordered),
+            peak_index=peak_index,
+            frame_count=event.frames_at_last_motion,
+            merged_motion=event.merged,
+            best_frame=np.ascontiguousarray(best),
+            peak_score=event.peak_score,
+        )

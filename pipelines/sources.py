@@ -1,0 +1,483 @@
+"""Frame sources: decord for files, PyAV for live streams (rtsp/http/udp), sampled at detect_fps.
+
+Every source yields `Frame`s (RGB uint8, contiguous). Errors surface as `SourceError`, whose
+message is redacted (a URL's password never appears in an exception or a log line).
+
+Timestamps: `Frame.pts_s` is media time in seconds. For files, `Frame.wall` is the wall clock at
+which processing started plus the frame's pts offset (so a file replays as if it were live from
+that moment); for live streams it is the wall clock at which the frame was decoded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import av
+import numpy as np
+
+from pipelines.redact import redact
+
+if TYPE_CHECKING:
+    from pipelines.config import CameraConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FileSource",
+    "Frame",
+    "FrameSource",
+    "SourceError",
+    "StreamSource",
+    "open_source",
+    "sample_indices",
+]
+
+SourceType = Literal["file", "rtsp", "http", "udp"]
+STREAM_SCHEMES: dict[str, SourceType] = {
+    "rtsp": "rtsp",
+    "rtsps": "rtsp",
+    "http": "http",
+    "https": "http",
+    "udp": "udp",
+}
+BATCH_SIZE = 16
+
+
+def _url_secrets(text: str) -> list[str]:
+    """Password (raw and percent-decoded) embedded in a URL's userinfo, if any."""
+    try:
+        parts = urlsplit(text)
+        password = parts.password
+    except ValueError:
+        return []
+    if not password:
+        return []
+    return sorted({password, unquote(password)}, key=len, reverse=True)
+
+
+def _safe(text: str, url: str = "") -> str:
+    return redact(text, _url_secrets(url) + _url_secrets(text))
+
+
+class SourceError(Exception):
+    """A frame source failed to open or stopped delivering frames; the message is redacted."""
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        super().__init__(_safe(message, url))
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: its sampled index, media time, wall clock, and RGB image."""
+
+    index: int
+    pts_s: float
+    wall: datetime
+    image: np.ndarray = field(repr=False, compare=False)
+
+
+class FrameSource(ABC):
+    """A source of RGB frames sampled at about detect_fps."""
+
+    source_type: SourceType
+
+    def __init__(self, detect_fps: float) -> None:
+        if detect_fps <= 0:
+            raise ValueError("detect_fps must be positive")
+        self.detect_fps = float(detect_fps)
+        self._opened = False
+
+    @abstractmethod
+    def open(self) -> None:
+        """Open the underlying file or stream (SourceError when it cannot be read)."""
+
+    @abstractmethod
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames at about detect_fps until the end of a file (a stream never ends)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release decoders, threads and sockets."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """A redacted one-line description of the source, safe to log."""
+
+    def __enter__(self) -> FrameSource:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def sample_indices(n_frames: int, fps: float, detect_fps: float) -> list[int]:
+    """Frame indices to keep so that frames are sampled by time at detect_fps."""
+    if n_frames <= 0 or fps <= 0:
+        return []
+    if detect_fps >= fps:
+        return list(range(n_frames))
+    step = fps / detect_fps
+    out: list[int] = []
+    k = 0
+    while True:
+        idx = round(k * step)
+        if idx >= n_frames:
+            break
+        if not out or idx != out[-1]:
+            out.append(idx)
+        k += 1
+    return out
+
+
+def _next_sample(k: int, step: float) -> int:
+    return round(k * step)
+
+
+def _probe_file(path: Path) -> tuple[float, int]:
+    """Check a file is a readable video with PyAV before decord touches it; (fps, frames)."""
+    if not path.exists():
+        raise SourceError(f"video file not found: {path}")
+    if not path.is_file():
+        raise SourceError(f"not a regular file: {path}")
+    if path.stat().st_size == 0:
+        raise SourceError(f"video file is empty (0 bytes): {path}")
+    try:
+        with av.open(str(path), mode="r", timeout=10.0) as container:
+            if not container.streams.video:
+                raise SourceError(f"no video stream in {path}")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            fps = float(rate) if rate else 0.0
+            frames = int(stream.frames or 0)
+            # decode one frame: catches files whose header parses but whose data does not
+            for _frame in container.decode(stream):
+                break
+            else:
+                raise SourceError(f"no decodable video frame in {path}")
+    except SourceError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise SourceError(
+            f"cannot read video file {path}: {exc.__class__.__name__}: {exc}"
+        ) from exc
+    if fps <= 0:
+        raise SourceError(f"video file {path} has no frame rate")
+    return fps, frames
+
+
+class FileSource(FrameSource):
+    """A video file decoded with decord (default) or PyAV, sampled by time at detect_fps."""
+
+    source_type: SourceType = "file"
+
+    def __init__(
+        self,
+        path: str | Path,
+        detect_fps: float,
+        *,
+        backend: Literal["decord", "pyav"] = "decord",
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        super().__init__(detect_fps)
+        self.path = Path(path)
+        self.backend = backend
+        self.batch_size = max(1, batch_size)
+        self.fps = 0.0
+        self.frame_count = 0
+        self._reader: Any = None
+        self._start_wall = datetime.now(timezone.utc)
+
+    def describe(self) -> str:
+        """A redacted one-line description of the source, safe to log."""
+        return _safe(f"file {self.path} ({self.backend}, {self.detect_fps:g} fps)")
+
+    def open(self) -> None:
+        """Validate the file with a PyAV probe, then open the decoder."""
+        if self._opened:
+            return
+        self.fps, self.frame_count = _probe_file(self.path)
+        if self.backend == "decord":
+            import decord
+
+            try:
+                self._reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0))
+                self.frame_count = len(self._reader)
+                self.fps = float(self._reader.get_avg_fps()) or self.fps
+            except Exception as exc:  # decord raises DECORDError (RuntimeError) on bad data
+                raise SourceError(f"decord cannot open {self.path}: {exc}") from exc
+        self._start_wall = datetime.now(timezone.utc)
+        self._opened = True
+        logger.info("opened %s: %.3g fps, %d frames", self.describe(), self.fps, self.frame_count)
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield sampled frames until the end of the file."""
+        self.open()
+        if self.backend == "decord":
+            yield from self._frames_decord()
+        else:
+            yield from self._frames_pyav()
+
+    def _frame(self, index: int, pts_s: float, image: np.ndarray) -> Frame:
+        wall = self._start_wall + timedelta(seconds=pts_s)
+        return Frame(index=index, pts_s=pts_s, wall=wall, image=np.ascontiguousarray(image))
+
+    def _frames_decord(self) -> Iterator[Frame]:
+        reader = self._reader
+        indices = sample_indices(self.frame_count, self.fps, self.detect_fps)
+        for start in range(0, len(indices), self.batch_size):
+            chunk = indices[start : start + self.batch_size]
+            try:
+                batch = reader.get_batch(chunk).asnumpy()
+                stamps = [float(reader.get_frame_timestamp(i)[0]) for i in chunk]
+            except Exception as exc:
+                raise SourceError(
+                    f"decoding {self.path} failed near frame {chunk[0]}: {exc}"
+                ) from exc
+            for i, pts, image in zip(chunk, stamps, batch, strict=True):
+                yield self._frame(i, pts, image)
+
+    def _frames_pyav(self) -> Iterator[Frame]:
+        step = self.fps / self.detect_fps if self.detect_fps < self.fps else 1.0
+        k, target = 0, 0
+        try:
+            with av.open(str(self.path), mode="r", timeout=10.0) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for i, vframe in enumerate(container.decode(stream)):
+                    if i < target:
+                        continue
+                    pts = float(vframe.time) if vframe.time is not None else i / self.fps
+                    yield self._frame(i, pts, vframe.to_ndarray(format="rgb24"))
+                    while target <= i:
+                        k += 1
+                        target = _next_sample(k, step)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise SourceError(f"decoding {self.path} failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Drop the decoder."""
+        self._reader = None
+        self._opened = False
+
+
+class StreamSource(FrameSource):
+    """A live stream decoded by PyAV in a background thread into a one-slot latest-frame buffer.
+
+    The consumer always receives the newest decoded frame, at most detect_fps times a second;
+    frames decoded in between are dropped, so a slow consumer never builds a backlog. A stall
+    (no new frame for stall_timeout_s) or the end of the stream raises SourceError.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        detect_fps: float,
+        stall_timeout_s: float = 10.0,
+        *,
+        open_timeout_s: float = 10.0,
+        options: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detect_fps)
+        self.url = url
+        self.stall_timeout_s = stall_timeout_s
+        self.open_timeout_s = open_timeout_s
+        scheme = urlsplit(url).scheme.lower() if "://" in url else "file"
+        self.source_type = STREAM_SCHEMES.get(scheme, "file")
+        self.options = {
+            "probesize": "500000",
+            "analyzeduration": "1000000",
+            "fflags": "nobuffer",
+            "flags": "low_delay",
+        }
+        if scheme in ("rtsp", "rtsps"):
+            self.options["rtsp_transport"] = "tcp"
+        if options:
+            self.options.update(options)
+        self._container: Any = None
+        self._thread: threading.Thread | None = None
+        self._cond = threading.Condition()
+        self._latest: tuple[int, float, datetime, np.ndarray] | None = None
+        self._seq = 0
+        self._consumed = 0
+        self._error: str | None = None
+        self._stop = threading.Event()
+        self.decoded = 0
+        self.dropped = 0
+
+    def describe(self) -> str:
+        """A redacted one-line description of the source, safe to log."""
+        return _safe(f"{self.source_type} stream {self.url} ({self.detect_fps:g} fps)", self.url)
+
+    def open(self) -> None:
+        """Connect and start the decode thread (SourceError when the stream cannot be opened)."""
+        if self._opened:
+            return
+        # the consumer's stall check (stall_timeout_s) fires first; the read timeout only frees
+        # the decode thread from a blocked read
+        read_timeout = self._read_timeout()
+        try:
+            self._container = av.open(
+                self.url,
+                mode="r",
+                options=self.options,
+                timeout=(self.open_timeout_s, read_timeout),
+            )
+            if not self._container.streams.video:
+                raise SourceError(f"no video stream in {self.url}", url=self.url)
+        except SourceError:
+            self._close_container()
+            raise
+        except Exception as exc:
+            self._close_container()
+            msg = (
+                f"cannot open {self.source_type} stream {self.url}: {exc.__class__.__name__}: {exc}"
+            )
+            # `from None`: the chained FFmpeg error carries the raw URL (and its password)
+            raise SourceError(msg, url=self.url) from None
+        self._stop.clear()
+        self._error = None
+        self._opened = True
+        self._thread = threading.Thread(target=self._decode_loop, name="stream-decode", daemon=True)
+        self._thread.start()
+        logger.info("opened %s", self.describe())
+
+    def _read_timeout(self) -> float:
+        return self.stall_timeout_s + 1.0
+
+    def _decode_loop(self) -> None:
+        container = self._container
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        t0 = time.monotonic()
+        first_pts: float | None = None
+        last_pts = -1.0
+        error = "stream ended (EOF)"
+        try:
+            for vframe in container.decode(stream):
+                if self._stop.is_set():
+                    return
+                now = time.monotonic()
+                pts = None if vframe.time is None else float(vframe.time)
+                if pts is not None and first_pts is None:
+                    first_pts = pts
+                media = (pts - first_pts) if pts is not None and first_pts is not None else None
+                if media is None or media <= last_pts:
+                    media = max(now - t0, last_pts + 1e-3)
+                last_pts = media
+                image = vframe.to_ndarray(format="rgb24")
+                with self._cond:
+                    if self._latest is not None and self._latest[0] > self._consumed:
+                        self.dropped += 1
+                    self._seq += 1
+                    self.decoded += 1
+                    self._latest = (self._seq, media, datetime.now(timezone.utc), image)
+                    self._cond.notify_all()
+        except av.ExitError:
+            error = f"stream stalled: no data for {self._read_timeout():g}s"
+        except Exception as exc:
+            error = f"stream read failed: {exc.__class__.__name__}: {exc}"
+        if not self._stop.is_set():
+            with self._cond:
+                self._error = _safe(error, self.url)
+                self._cond.notify_all()
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield the newest frame at most detect_fps times a second; SourceError on stall/EOF."""
+        self.open()
+        interval = 1.0 / self.detect_fps
+        last_seq = 0
+        next_due = time.monotonic()
+        index = 0
+        while True:
+            delay = next_due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            deadline = time.monotonic() + self.stall_timeout_s
+            with self._cond:
+                while self._latest is None or self._latest[0] == last_seq:
+                    if self._error is not None:
+                        raise SourceError(f"{self._error} ({self.describe()})", url=self.url)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise SourceError(
+                            f"stream stalled: no frame for {self.stall_timeout_s:g}s "
+                            f"({self.describe()})",
+                            url=self.url,
+                        )
+                    self._cond.wait(remaining)
+                seq, pts, wall, image = self._latest
+                self._consumed = seq
+            last_seq = seq
+            next_due = max(next_due + interval, time.monotonic())
+            yield Frame(index=index, pts_s=pts, wall=wall, image=np.ascontiguousarray(image))
+            index += 1
+
+    def _close_container(self) -> None:
+        container, self._container = self._container, None
+        if container is not None:
+            try:
+                container.close()
+            except Exception:  # closing a broken stream must not mask the original error
+                logger.debug("closing %s failed", self.describe(), exc_info=False)
+
+    def close(self) -> None:
+        """Stop the decode thread and close the stream."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=self._read_timeout() + 1.0)
+            if thread.is_alive():
+                logger.warning("decode thread of %s did not stop in time", self.describe())
+                self._opened = False
+                return  # leave the container to the daemon thread rather than freeing it under it
+        self._close_container()
+        self._opened = False
+
+
+def source_type_of(source: str) -> SourceType:
+    """file | rtsp | http | udp for a camera source string."""
+    if "://" not in source:
+        return "file"
+    scheme = source.split("://", 1)[0].lower()
+    if scheme == "file":
+        return "file"
+    if scheme not in STREAM_SCHEMES:
+        raise SourceError(f"unsupported source scheme {scheme!r}", url=source)
+    return STREAM_SCHEMES[scheme]
+
+
+def open_source(
+    camera: CameraConfig,
+    *,
+    force_pyav: bool = False,
+    stall_timeout_s: float = 10.0,
+    open_timeout_s: float = 10.0,
+) -> FrameSource:
+    """Build the right (unopened) FrameSource for a camera: decord for files, PyAV for streams."""
+    source = camera.source
+    kind = source_type_of(source)
+    if kind == "file":
+        path = source[len("file://") :] if source.startswith("file://") else source
+        return FileSource(
+            os.path.expanduser(path), camera.detect_fps, backend="pyav" if force_pyav else "decord"
+        )
+    return StreamSource(
+        source, camera.detect_fps, stall_timeout_s=stall_timeout_s, open_timeout_s=open_timeout_s
+    )

@@ -1,0 +1,712 @@
+"""Event storage: DuckDB (single writer) + atomic Parquet export + JPEG thumbnails on disk.
+
+Layout under ``path``::
+
+    events.duckdb                           the store (one writing process: the event-store actor)
+    thumbnails/<event_id>.jpg               written atomically before the event row commits
+    parquet/date=YYYY-MM-DD/part-*.parquet  hive partitions, each file published by os.replace
+
+Parquet file names carry the range of store sequence numbers they hold
+(``part-<first>-<last>-<tag>.parquet``), so the export watermark can be recovered from the files
+themselves after a crash between writing a file and recording the watermark (no duplicates).
+Temporary files are named ``.tmp-<uuid>.parquet.partial``: the ``**/*.parquet`` glob skips them.
+
+Compaction writes the merged file under a new name and removes the small ones right after; a
+reader that expands the glob in that window (microseconds to a few ms) may see a day's rows twice,
+and a reader that expanded the glob just before may fail with a missing-file error (retry).
+Compaction is meant for past days (see ``compact_parquet``), which analysts rarely read live.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import logging
+import os
+import re
+import shutil
+import threading
+import uuid
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines.events import Event, utcnow
+
+logger = logging.getLogger(__name__)
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+PART_RE = re.compile(r"^part-(\d{12})-(\d{12})-[0-9a-z]+\.parquet$")
+DATE_DIR_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+MAX_QUERY_LIMIT = 500
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+# Event fields in column order; Parquet files hold these plus stored_at.
+EVENT_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "camera_id",
+    "camera_name",
+    "description",
+    "objects_detected",
+    "confidence",
+    "source_type",
+    "timestamp",
+    "smart_detection_type",
+    "is_doorbell_ring",
+    "provider_used",
+    "analysis_mode",
+    "ai_confidence",
+    "correlation_group_id",
+    "ended_at",
+    "frame_count",
+    "merged_motion",
+    "vlm_latency_ms",
+)
+_TS = pa.timestamp("us", tz="UTC")
+ARROW_SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()),
+        ("event_id", pa.string()),
+        ("camera_id", pa.string()),
+        ("camera_name", pa.string()),
+        ("description", pa.string()),
+        ("objects_detected", pa.list_(pa.string())),
+        ("confidence", pa.int16()),
+        ("source_type", pa.string()),
+        ("timestamp", _TS),
+        ("smart_detection_type", pa.string()),
+        ("is_doorbell_ring", pa.bool_()),
+        ("provider_used", pa.string()),
+        ("analysis_mode", pa.string()),
+        ("ai_confidence", pa.int16()),
+        ("correlation_group_id", pa.string()),
+        ("ended_at", _TS),
+        ("frame_count", pa.int32()),
+        ("merged_motion", pa.int32()),
+        ("vlm_latency_ms", pa.float64()),
+        ("stored_at", _TS),
+        ("published_at", _TS),
+    ]
+)
+_SELECT_EVENT = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
+
+# Forward-only migrations: (version, statements). Never edit a shipped entry; append a new one.
+MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
+    (
+        1,
+        (
+            """CREATE TABLE IF NOT EXISTS events (
+                seq BIGINT NOT NULL,
+                event_id VARCHAR PRIMARY KEY,
+                camera_id VARCHAR NOT NULL,
+                camera_name VARCHAR NOT NULL,
+                description VARCHAR NOT NULL,
+                objects_detected VARCHAR[] NOT NULL,
+                confidence SMALLINT NOT NULL,
+                source_type VARCHAR NOT NULL,
+                "timestamp" TIMESTAMPTZ NOT NULL,
+                smart_detection_type VARCHAR,
+                is_doorbell_ring BOOLEAN,
+                provider_used VARCHAR,
+                analysis_mode VARCHAR,
+                ai_confidence SMALLINT,
+                correlation_group_id VARCHAR,
+                ended_at TIMESTAMPTZ,
+                frame_count INTEGER NOT NULL,
+                merged_motion INTEGER NOT NULL,
+                vlm_latency_ms DOUBLE,
+                stored_at TIMESTAMPTZ NOT NULL,
+                published_at TIMESTAMPTZ
+            )""",
+            "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+        ),
+    ),
+]
+
+
+class StorageError(Exception):
+    """A storage operation failed; the database is left consistent (rolled back)."""
+
+
+class StorageFullError(StorageError):
+    """The disk (or quota/file-size limit) is full; retry once space returns."""
+
+
+def is_event_id(value: object) -> bool:
+    """True for a canonical lowercase uuid string (the only form used for file names)."""
+    return isinstance(value, str) and UUID_RE.fullmatch(value) is not None
+
+
+def encode_cursor(ts: datetime, event_id: str) -> str:
+    """Opaque keyset cursor for the position after (ts, event_id) in newest-first order."""
+    micros = _micros(ts)
+    raw = f"{micros}|{event_id}".encode("ascii")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Inverse of encode_cursor; ValueError on anything malformed."""
+    if not isinstance(cursor, str) or not 0 < len(cursor) <= 200:
+        raise ValueError("malformed cursor")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError("malformed cursor") from exc
+    micros_text, _, event_id = raw.partition("|")
+    if not re.fullmatch(r"-?\d{1,19}", micros_text) or not is_event_id(event_id):
+        raise ValueError("malformed cursor")
+    try:
+        ts = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(micros_text))
+    except OverflowError as exc:
+        raise ValueError("malformed cursor") from exc
+    return ts, event_id
+
+
+def _micros(ts: datetime) -> int:
+    delta = ts.astimezone(timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}.partial")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _is_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+        return True
+    text = str(exc).lower()
+    return "no space left" in text or "file too large" in text or "quota exceeded" in text
+
+
+def _first(result: duckdb.DuckDBPyConnection) -> Any:
+    """First row of a result (or None), consuming it: DuckDB 2 refuses work on a half-read one."""
+    rows = result.fetchall()
+    return rows[0] if rows else None
+
+
+def _row_to_event(row: tuple[Any, ...]) -> Event:
+    data = dict(zip(EVENT_COLUMNS, row, strict=True))
+    data["objects_detected"] = tuple(data["objects_detected"] or ())
+    return Event.model_validate({k: v for k, v in data.items() if v is not None})
+
+
+class EventStore:
+    """DuckDB-backed event store with thumbnails and Parquet export; thread-safe via one lock."""
+
+    def __init__(self, path: Path, *, retention_days: int = 30, thumbnail_quality: int = 85):
+        self.path = Path(path)
+        self.retention_days = retention_days
+        self.thumbnail_quality = thumbnail_quality  # used by callers that encode JPEGs
+        self.db_path = self.path / "events.duckdb"
+        self.thumbnail_dir = self.path / "thumbnails"
+        self.parquet_dir = self.path / "parquet"
+        for folder in (self.path, self.thumbnail_dir, self.parquet_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._thumb_root = self.thumbnail_dir.resolve()
+        self._lock = threading.RLock()
+        # camera_id -> [(start, group id or None)] of recent starts, for correlation.
+        self._starts: dict[str, list[tuple[datetime, str | None]]] = {}
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._closed = False
+        self._connect()
+
+    # ---------------------------------------------------------------- connection & schema
+    def _connect(self) -> None:
+        con = duckdb.connect(str(self.db_path))
+        con.execute("SET TimeZone='UTC'")
+        self._con = con
+        self._migrate()
+        row = _first(con.execute("SELECT coalesce(max(seq), 0) FROM events"))
+        self._seq = int(row[0]) if row else 0
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The open DuckDB connection (reconnects after a fatal error)."""
+        if self._con is None:
+            if self._closed:
+                raise StorageError("store is closed")
+            self._connect()
+        assert self._con is not None
+        return self._con
+
+    def _migrate(self) -> None:
+        con = self._con
+        assert con is not None
+        con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = _first(con.execute("SELECT max(version) FROM schema_version"))
+        current = int(row[0]) if row and row[0] is not None else 0
+        for version, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for sql in statements:
+                    con.execute(sql)
+                con.execute("INSERT INTO schema_version VALUES (?)", [version])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            logger.info("storage schema migrated to version %d", version)
+
+    def schema_version(self) -> int:
+        """The schema version of the open database."""
+        with self._lock:
+            row = _first(self.con.execute("SELECT max(version) FROM schema_version"))
+            return int(row[0]) if row and row[0] is not None else 0
+
+    def _fail(self, what: str, exc: BaseException) -> StorageError:
+        """Log a failed write, roll back, reset a broken connection; the error to raise."""
+        full = _is_full(exc)
+        reason = "disk full" if full else type(exc).__name__
+        logger.error("storage %s failed (%s): %s", what, reason, exc)
+        if self._con is not None:
+            try:
+                self._con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            try:  # a fatal I/O error invalidates the instance: reopen on next use
+                _first(self._con.execute("SELECT 1"))
+            except duckdb.Error:
+                try:
+                    self._con.close()
+                except duckdb.Error:
+                    pass
+                self._con = None
+        cls = StorageFullError if full else StorageError
+        return cls(f"storage {what} failed: {reason}")
+
+    # ---------------------------------------------------------------- writes
+    def append(self, events: list[Event], thumbnails: dict[str, bytes] | None = None) -> int:
+        """Store events (and JPEG thumbnails) in one batch; returns how many were new."""
+        thumbnails = thumbnails or {}
+        if not events:
+            return 0
+        with self._lock:
+            # Dedupe within the batch, then drop ids already stored (idempotent re-sends).
+            unique: dict[str, Event] = {}
+            for ev in events:
+                unique.setdefault(ev.event_id, ev)
+            try:
+                stored = {r[0] for r in self._join_ids(list(unique), "SELECT e.event_id")}
+            except (duckdb.Error, OSError) as exc:
+                raise self._fail("append", exc) from exc
+            fresh = [self._with_group(ev) for eid, ev in unique.items() if eid not in stored]
+            if not fresh:
+                return 0
+            written: list[Path] = []
+            try:
+                for ev in fresh:  # thumbnails first: a committed row always has its file
+                    jpeg = thumbnails.get(ev.event_id)
+                    if jpeg:
+                        target = self.thumbnail_dir / f"{ev.event_id}.jpg"
+                        _write_atomic(target, jpeg)
+                        written.append(target)
+                if written:
+                    _fsync_dir(self.thumbnail_dir)
+                con = self.con
+                con.register("_batch", self._arrow_rows(fresh))
+                try:
+                    con.execute("BEGIN TRANSACTION")
+                    row = _first(
+                        con.execute(
+                            "INSERT INTO events SELECT * FROM _batch ON CONFLICT DO NOTHING"
+                        )
+                    )
+                    con.execute("COMMIT")
+                finally:
+                    if self._con is not None:
+                        self._con.unregister("_batch")
+            except (duckdb.Error, OSError) as exc:
+                for path in written:
+                    path.unlink(missing_ok=True)
+                raise self._fail("append", exc) from exc
+            self._seq += len(fresh)
+            return int(row[0]) if row else len(fresh)
+
+    def _join_ids(
+        self, ids: list[str], head: str, params: list[Any] | None = None, update: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """Run `head` against the events whose id is in ids (an Arrow table join, not a loop)."""
+        con = self.con
+        con.register("_ids", pa.table({"event_id": pa.array(ids, pa.string())}))
+        try:
+            if update:
+                sql = (
+                    f"{head} FROM _ids WHERE events.event_id = _ids.event_id "
+                    "AND events.published_at IS NULL"
+                )
+            else:
+                sql = f"{head} FROM events e JOIN _ids USING (event_id)"
+            return con.execute(sql, params or []).fetchall()
+        finally:
+            con.unregister("_ids")
+
+    def _arrow_rows(self, events: list[Event]) -> pa.Table:
+        now = utcnow()
+        cols: dict[str, list[Any]] = {name: [] for name in ARROW_SCHEMA.names}
+        for offset, ev in enumerate(events, start=1):
+            cols["seq"].append(self._seq + offset)
+            for name in EVENT_COLUMNS:
+                value = getattr(ev, name)
+                cols[name].append(list(value) if name == "objects_detected" else value)
+            cols["stored_at"].append(now)
+            cols["published_at"].append(None)
+        return pa.table(cols, schema=ARROW_SCHEMA)
+
+    def mark_published(self, event_ids: Iterable[str], at: datetime | None = None) -> int:
+        """Record events as published; returns how many were newly marked."""
+        ids = [i for i in event_ids if is_event_id(i)]
+        if not ids:
+            return 0
+        when = _utc(at) if at else utcnow()
+        with self._lock:
+            try:
+                rows = self._join_ids(
+                    ids, "UPDATE events SET published_at = ?", [when], update=True
+                )
+                row = rows[0] if rows else None
+            except (duckdb.Error, OSError) as exc:
+                raise self._fail("mark_published", exc) from exc
+            return int(row[0]) if row else 0
+
+    # ---------------------------------------------------------------- reads
+    def get(self, event_id: str) -> Event | None:
+        """One event by id, or None (also for a malformed id)."""
+        if not is_event_id(event_id):
+            return None
+        with self._lock:
+            row = _first(
+                self.con.execute(
+                    f"SELECT {_SELECT_EVENT} FROM events WHERE event_id = ?",  # noqa: S608 - constant
+                    [event_id],
+                )
+            )
+        return _row_to_event(row) if row else None
+
+    def published_at(self, event_id: str) -> datetime | None:
+        """When the event was published, or None."""
+        if not is_event_id(event_id):
+            return None
+        with self._lock:
+            row = _first(
+                self.con.execute("SELECT published_at FROM events WHERE event_id = ?", [event_id])
+            )
+        return row[0] if row else None
+
+    def thumbnail_path(self, event_id: str) -> Path | None:
+        """Path of an event's thumbnail file, or None; never a path outside the thumbnails dir."""
+        if not is_event_id(event_id):
+            return None
+        candidate = (self.thumbnail_dir / f"{event_id}.jpg").resolve()
+        if candidate.parent != self._thumb_root or not candidate.is_file():
+            return None
+        return candidate
+
+    def query(
+        self,
+        camera_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        object: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Event], str | None]:
+        """Events matching the filters, newest first, with a keyset cursor for the next page."""
+        limit = max(1, min(int(limit), MAX_QUERY_LIMIT))
+        where: list[str] = []
+        params: list[Any] = []
+        if camera_id is not None:
+            where.append("camera_id = ?")
+            params.append(camera_id)
+        if since is not None:
+            where.append('"timestamp" >= ?')
+            params.append(_utc(since))
+        if until is not None:
+            where.append('"timestamp" <= ?')
+            params.append(_utc(until))
+        if object is not None:
+            where.append("list_contains(objects_detected, ?)")
+            params.append(object)
+        if cursor:
+            ts, last_id = decode_cursor(cursor)
+            where.append('("timestamp" < ? OR ("timestamp" = ? AND event_id < ?))')
+            params.extend([ts, ts, last_id])
+        # Column names are module constants; every value is a bound parameter.
+        sql = f"SELECT {_SELECT_EVENT} FROM events"  # noqa: S608
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += ' ORDER BY "timestamp" DESC, event_id DESC LIMIT ?'
+        params.append(limit + 1)
+        with self._lock:
+            rows = self.con.execute(sql, params).fetchall()
+        events = [_row_to_event(r) for r in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = events[-1]
+            next_cursor = encode_cursor(last.timestamp, last.event_id)
+        return events, next_cursor
+
+    def unpublished_events(self, max_age_s: float | None = None) -> list[Event]:
+        """Events never published (younger than max_age_s when given), oldest first."""
+        return self._oldest_first("published_at IS NULL", max_age_s)
+
+    def events_since(self, max_age_s: float) -> list[Event]:
+        """Every event younger than max_age_s, oldest first (for replay)."""
+        return self._oldest_first("TRUE", max_age_s)
+
+    def _oldest_first(self, condition: str, max_age_s: float | None) -> list[Event]:
+        params: list[Any] = []
+        if max_age_s is not None:
+            condition += ' AND "timestamp" >= ?'
+            params.append(utcnow() - timedelta(seconds=max_age_s))
+        with self._lock:
+            sql = f"SELECT {_SELECT_EVENT} FROM events WHERE {condition}"  # noqa: S608
+            rows = self.con.execute(sql + ' ORDER BY "timestamp", seq', params).fetchall()
+        return [_row_to_event(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Number of stored, published and unpublished events."""
+        with self._lock:
+            row = _first(self.con.execute("SELECT count(*), count(published_at) FROM events"))
+        stored, published = (int(row[0]), int(row[1])) if row else (0, 0)
+        return {"stored": stored, "published": published, "unpublished": stored - published}
+
+    def stats(self) -> dict[str, Any]:
+        """Counts plus on-disk facts: schema version, file sizes, Parquet files, watermark."""
+        with self._lock:
+            info = dict(self.counts())
+            info["schema_version"] = self.schema_version()
+            info["export_watermark"] = self._watermark()
+        info["db_bytes"] = self.db_path.stat().st_size if self.db_path.exists() else 0
+        info["thumbnails"] = sum(1 for _ in self.thumbnail_dir.glob("*.jpg"))
+        info["parquet_files"] = sum(1 for _ in self.parquet_dir.glob("date=*/*.parquet"))
+        return info
+
+    # ---------------------------------------------------------------- correlation
+    def correlation_group(self, camera_id: str, timestamp: datetime, window_s: float) -> str | None:
+        """Group id shared with other cameras' events starting within window_s, else None.
+
+        Every other-camera start in the window gets the id too: rows already stored are
+        updated in place; starts not stored yet are remembered here and get it at append time.
+        An existing group among them (the nearest one) is reused.
+        """
+        if window_s <= 0:
+            return None
+        ts = _utc(timestamp)
+        window = timedelta(seconds=window_s)
+        with self._lock:
+            self._prune_starts(ts, window)
+            # (gap, camera, start, group) of every other-camera start in the window
+            near: list[tuple[timedelta, str, datetime, str | None]] = [
+                (abs(start - ts), other, start, group)
+                for other, starts in self._starts.items()
+                if other != camera_id
+                for start, group in starts
+                if abs(start - ts) <= window
+            ]
+            try:  # the table too: after a restart the memory is empty
+                rows = self.con.execute(
+                    'SELECT camera_id, "timestamp", correlation_group_id FROM events '
+                    'WHERE camera_id <> ? AND "timestamp" BETWEEN ? AND ?',
+                    [camera_id, ts - window, ts + window],
+                ).fetchall()
+            except (duckdb.Error, OSError) as exc:
+                raise self._fail("correlation lookup", exc) from exc
+            near += [(abs(r[1] - ts), r[0], r[1], r[2]) for r in rows]
+            if not near:
+                self._starts.setdefault(camera_id, []).append((ts, None))
+                return None
+            near.sort(key=lambda item: item[0])
+            group = next((g for *_, g in near if g is not None), None) or str(uuid.uuid4())
+            for _, other, start, _ in near:
+                starts = self._starts.setdefault(other, [])
+                starts[:] = [(s, group if s == start and g is None else g) for s, g in starts]
+                if not any(s == start for s, _ in starts):
+                    starts.append((start, group))
+            self._starts.setdefault(camera_id, []).append((ts, group))
+            try:
+                self.con.execute(
+                    "UPDATE events SET correlation_group_id = ? WHERE camera_id <> ? "
+                    'AND "timestamp" BETWEEN ? AND ? AND correlation_group_id IS NULL',
+                    [group, camera_id, ts - window, ts + window],
+                ).fetchall()
+            except (duckdb.Error, OSError) as exc:
+                raise self._fail("correlation update", exc) from exc
+            return group
+
+    def _prune_starts(self, now: datetime, window: timedelta) -> None:
+        horizon = max(window * 2, timedelta(minutes=5))
+        for cam in list(self._starts):
+            kept = [(s, g) for s, g in self._starts[cam] if abs(now - s) <= horizon]
+            if kept:
+                self._starts[cam] = kept[-256:]
+            else:
+                del self._starts[cam]
+
+    def _with_group(self, ev: Event) -> Event:
+        if ev.correlation_group_id is not None:
+            return ev
+        for start, group in self._starts.get(ev.camera_id, ()):
+            if group is not None and start == ev.timestamp:
+                return ev.model_copy(update={"correlation_group_id": group})
+        return ev
+
+    # ---------------------------------------------------------------- parquet
+    def _watermark(self) -> int:
+        row = _first(self.con.execute("SELECT value FROM meta WHERE key = 'export_seq'"))
+        recorded = int(row[0]) if row else 0
+        return max(recorded, self._files_watermark())
+
+    def _files_watermark(self) -> int:
+        high = 0
+        for path in self.parquet_dir.glob("date=*/part-*.parquet"):
+            match = PART_RE.match(path.name)
+            if match:
+                high = max(high, int(match.group(2)))
+        return high
+
+    def export_parquet(self) -> int:
+        """Write rows not yet exported as one Parquet file per date; returns rows written."""
+        with self._lock:
+            try:
+                start = self._watermark()
+                table: pa.Table = self.con.sql(
+                    f'SELECT seq, {_SELECT_EVENT}, stored_at, CAST("timestamp" AS DATE) AS day '  # noqa: S608
+                    "FROM events WHERE seq > ? ORDER BY seq",
+                    params=[start],
+                ).to_arrow_table()
+                if table.num_rows == 0:
+                    return 0
+                days = table.column("day").to_pylist()
+                high = int(pc.max(table.column("seq")).as_py())
+                for day in sorted(set(days)):
+                    mask = pc.equal(table.column("day"), pa.scalar(day, pa.date32()))
+                    part = table.filter(mask)
+                    seqs = part.column("seq")
+                    lo = int(pc.min(seqs).as_py())
+                    hi = int(pc.max(seqs).as_py())
+                    name = f"part-{lo:012d}-{hi:012d}-{uuid.uuid4().hex[:8]}.parquet"
+                    self._write_parquet(day, name, part.drop_columns(["seq", "day"]))
+                self.con.execute(
+                    "INSERT INTO meta VALUES ('export_seq', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [str(high)],
+                )
+            except (duckdb.Error, OSError) as exc:
+                raise self._fail("parquet export", exc) from exc
+            return table.num_rows
+
+    def _write_parquet(self, day: date, name: str, table: pa.Table) -> Path:
+        folder = self.parquet_dir / f"date={day.isoformat()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".tmp-{uuid.uuid4().hex}.parquet.partial"
+        target = folder / name
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            _fsync_dir(folder)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return target
+
+    def compact_parquet(self, max_files: int = 8, include_today: bool = False) -> int:
+        """Merge each day's files into one when it has more than max_files; returns days merged."""
+        today = utcnow().date()
+        merged = 0
+        with self._lock:
+            for folder in sorted(self.parquet_dir.glob("date=*")):
+                match = DATE_DIR_RE.match(folder.name)
+                if not match:
+                    continue
+                day = date.fromisoformat(match.group(1))
+                if day >= today and not include_today:
+                    continue
+                parts = sorted(p for p in folder.glob("part-*.parquet") if PART_RE.match(p.name))
+                if len(parts) <= max_files:
+                    continue
+                ranges = [PART_RE.match(p.name).groups() for p in parts]  # type: ignore[union-attr]
+                lo = min(int(r[0]) for r in ranges)
+                hi = max(int(r[1]) for r in ranges)
+                try:
+                    table = pa.concat_tables([pq.read_table(p) for p in parts])
+                    name = f"part-{lo:012d}-{hi:012d}-c{uuid.uuid4().hex[:8]}.parquet"
+                    self._write_parquet(day, name, table)
+                except OSError as exc:
+                    raise self._fail("parquet compaction", exc) from exc
+                for p in parts:  # right after the merged file appears: see module docstring
+                    p.unlink(missing_ok=True)
+                merged += 1
+        return merged
+
+    # ---------------------------------------------------------------- retention
+    def apply_retention(self, now: datetime | None = None) -> int:
+        """Delete events older than retention_days with their thumbnails and old partitions."""
+        if self.retention_days <= 0:
+            return 0
+        cutoff = _utc(now or utcnow()) - timedelta(days=self.retention_days)
+        with self._lock:
+            try:
+                ids = [
+                    r[0]
+                    for r in self.con.execute(
+                        'SELECT event_id FROM events WHERE "timestamp" < ?', [cutoff]
+                    ).fetchall()
+                ]
+                if ids:
+                    self.con.execute('DELETE FROM events WHERE "timestamp" < ?', [cutoff])
+            except (duckdb.Error, OSError) as exc:
+                raise self._fail("retention", exc) from exc
+            for event_id in ids:
+                (self.thumbnail_dir / f"{event_id}.jpg").unlink(missing_ok=True)
+            # Whole partitions only: a day strictly before the cutoff's day is all expired.
+            for folder in self.parquet_dir.glob("date=*"):
+                match = DATE_DIR_RE.match(folder.name)
+                if match and date.fromisoformat(match.group(1)) < cutoff.date():
+                    shutil.rmtree(folder, ignore_errors=True)
+        if ids:
+            logger.info("retention removed %d events older than %s", len(ids), cutoff.date())
+        return len(ids)
+
+    def close(self) -> None:
+        """Checkpoint and close the database."""
+        with self._lock:
+            if self._con is not None:
+                try:
+                    self._con.execute("CHECKPOINT")
+                except duckdb.Error as exc:
+                    logger.warning("checkpoint on close failed: %s", exc)
+                self._con.close()
+                self._con = None
+            self._closed = True

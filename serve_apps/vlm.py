@@ -1,0 +1,166 @@
+"""The `vlm` Serve application: a batching deployment over `pipelines.vlm.VLMEngine`.
+
+Requests from camera actors are grouped by ``@serve.batch``; a batch is bounded by the total
+number of images (``vlm.max_batch_size``), since generate cost grows with images, not events.
+One request alone always fits, however many frames it has.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ray import serve
+
+from pipelines.naming import VLM_DEPLOYMENT as DEPLOYMENT_NAME
+from pipelines.vlm.backends import VLMEngine
+from pipelines.vlm.types import VLMRequest, VLMResult
+
+if TYPE_CHECKING:
+    from pipelines.config import VLMConfig
+
+logger = logging.getLogger(__name__)
+
+
+_BATCH_BOUNDARIES: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+_TIME_BOUNDARIES_MS: list[float] = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
+
+
+def images_in_batch(requests: list[VLMRequest]) -> int:
+    """@serve.batch size function: total frames; a lone request counts 1 so it always fits."""
+    if len(requests) <= 1:
+        return len(requests)
+    return sum(max(1, len(r.frames)) for r in requests)
+
+
+def _warmup_request() -> VLMRequest:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(buf, "JPEG")
+    return VLMRequest("warmup", "Warm-up", (buf.getvalue(),), request_id="warmup")
+
+
+class _Metrics:
+    """ray.util.metrics instruments; a no-op when they cannot be created (no exporter/agent)."""
+
+    def __init__(self) -> None:
+        try:
+            from ray.util import metrics
+
+            self.batch_size: Any = metrics.Histogram(
+                "liveobject_vlm_batch_size",
+                description="Requests per VLM batch.",
+                boundaries=_BATCH_BOUNDARIES,
+            )
+            self.batch_images: Any = metrics.Histogram(
+                "liveobject_vlm_batch_images",
+                description="Images per VLM batch.",
+                boundaries=_BATCH_BOUNDARIES,
+            )
+            self.generate_ms: Any = metrics.Histogram(
+                "liveobject_vlm_generate_ms",
+                description="Wall time of one VLM batch (ms).",
+                boundaries=_TIME_BOUNDARIES_MS,
+            )
+            self.fallbacks: Any = metrics.Counter(
+                "liveobject_vlm_fallbacks", description="Results answered by the fallback text."
+            )
+        except Exception as exc:  # metrics are best effort
+            logger.info("VLM metrics disabled: %s", exc)
+            self.batch_size = self.batch_images = self.generate_ms = self.fallbacks = None
+
+    def record(self, requests: int, images: int, elapsed_ms: float, fallbacks: int) -> None:
+        if self.batch_size is None:
+            return
+        try:
+            self.batch_size.observe(requests)
+            self.batch_images.observe(images)
+            self.generate_ms.observe(elapsed_ms)
+            if fallbacks:
+                self.fallbacks.inc(fallbacks)
+        except Exception:  # never fail a batch over metrics
+            logger.debug("recording VLM metrics failed", exc_info=True)
+
+
+@serve.deployment(name=DEPLOYMENT_NAME)
+class VLMDeployment:
+    """Batches VLMRequests across callers and answers each with a VLMResult."""
+
+    async def __init__(self, vlm_config: VLMConfig) -> None:  # type: ignore[misc]
+        self.config = vlm_config
+        self.engine = VLMEngine.from_config(vlm_config)
+        self.__call__.set_max_batch_size(vlm_config.max_batch_size)  # type: ignore[attr-defined]
+        self.__call__.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
+            vlm_config.batch_wait_timeout_s
+        )
+        self.counters = {"requests": 0, "batches": 0, "max_batch_seen": 0, "images": 0}
+        self.counters["fallbacks"] = 0
+        self.metrics = _Metrics()
+        await self.engine.start()
+        started = time.monotonic()
+        warm = await self.engine.describe(_warmup_request())
+        logger.info(
+            "VLM replica ready: backends %s, warm-up by %s in %.0f ms",
+            [b.name for b in self.engine.backends],
+            warm.provider_used or "fallback",
+            (time.monotonic() - started) * 1000.0,
+        )
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05, batch_size_fn=images_in_batch)
+    async def __call__(self, requests: list[VLMRequest]) -> list[VLMResult]:
+        """Describe a batch of motion events (one result per request, in order)."""
+        started = time.monotonic()
+        results = await self.engine.describe_batch(requests)
+        elapsed_ms = (time.monotonic() - started) * 1000.0
+        images = sum(len(r.frames) for r in requests)
+        fallbacks = sum(r.provider_used is None for r in results)
+        self.counters["requests"] += len(requests)
+        self.counters["batches"] += 1
+        self.counters["images"] += images
+        self.counters["fallbacks"] += fallbacks
+        self.counters["max_batch_seen"] = max(self.counters["max_batch_seen"], len(requests))
+        self.metrics.record(len(requests), images, elapsed_ms, fallbacks)
+        logger.debug(
+            "VLM batch: %d requests, %d images, %.0f ms", len(requests), images, elapsed_ms
+        )
+        return results
+
+    async def stats(self) -> dict[str, Any]:
+        """Counters of this replica (requests, batches, max_batch_seen, images) and its backends."""
+        return dict(self.counters) | {"engine": self.engine.stats()}
+
+    async def check_health(self) -> None:
+        """Unhealthy while every backend sits in its failure cool-down (Serve then restarts us)."""
+        if not self.engine.healthy():
+            raise RuntimeError(f"no usable VLM backend: {self.engine.stats()['backends']}")
+
+
+def deployment_options(vlm_config: VLMConfig) -> dict[str, Any]:
+    """Serve options for the VLM deployment derived from the `vlm:` config."""
+    actor_options: dict[str, Any] = {"num_cpus": vlm_config.num_cpus}
+    if vlm_config.num_gpus:
+        actor_options["num_gpus"] = vlm_config.num_gpus
+    options: dict[str, Any] = {
+        "ray_actor_options": actor_options,
+        # room for a full batch waiting while another one runs
+        "max_ongoing_requests": max(vlm_config.max_ongoing_requests, vlm_config.max_batch_size * 2),
+    }
+    if vlm_config.num_replicas == "auto":
+        auto = vlm_config.autoscaling
+        options["autoscaling_config"] = {
+            "min_replicas": auto.min_replicas if auto else 1,
+            "max_replicas": auto.max_replicas if auto else 4,
+            "target_ongoing_requests": auto.target_ongoing_requests if auto else 8,
+        }
+    else:
+        options["num_replicas"] = vlm_config.num_replicas
+    return options
+
+
+def build_vlm_app(vlm_config: VLMConfig) -> serve.Application:
+    """The `vlm` application (deployment "VLM") for `serve.run(..., name="vlm")`."""
+    deployment: Any = VLMDeployment  # a serve.Deployment once decorated
+    return deployment.options(**deployment_options(vlm_config)).bind(vlm_config)

@@ -1,0 +1,43 @@
+"""One real Ray cluster (with Serve) per integration test session, torn down at the end."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.conftest import free_port
+
+
+@dataclass(frozen=True)
+class RaySession:
+    """The shared local Ray cluster: its namespace and where Serve's HTTP proxy listens."""
+
+    namespace: str
+    serve_port: int
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[RaySession]:
+    import ray
+    from ray import serve
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    port = free_port()
+    ray.init(
+        num_cpus=4,
+        namespace="liveobject",
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        yield RaySession(namespace="liveobject", serve_port=port)
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()

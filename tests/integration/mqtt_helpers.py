@@ -1,0 +1,157 @@
+"""A real paho subscriber (QoS 2, MQTT 5) that records everything it receives, for MQTT tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from pipelines.events import Event
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    expiry: int | None
+    at: float
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Subscriber:
+    """Subscribes at QoS 2, keeps every message, resubscribes on reconnect."""
+
+    def __init__(self, port: int, filters: list[str], protocol: int = mqtt.MQTTv5) -> None:
+        self.filters = filters
+        self.messages: list[Received] = []
+        self.subscribed = threading.Event()
+        self.connects = 0
+        self._cond = threading.Condition()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"test-sub-{uuid.uuid4().hex[:8]}",
+            protocol=protocol,
+        )
+        self.client.reconnect_delay_set(1, 1)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        self.client.on_disconnect = self._on_disconnect
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        if not self.subscribed.wait(10):
+            raise TimeoutError("subscriber did not subscribe")
+
+    def _on_connect(self, client: mqtt.Client, *_args: Any) -> None:
+        self.connects += 1
+        client.subscribe([(f, 2) for f in self.filters])
+
+    def _on_subscribe(self, *_args: Any) -> None:
+        self.subscribed.set()
+
+    def _on_disconnect(self, *_args: Any) -> None:
+        self.subscribed.clear()
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        expiry = getattr(msg.properties, "MessageExpiryInterval", None)
+        with self._cond:
+            self.messages.append(
+                Received(msg.topic, msg.payload, msg.qos, msg.retain, expiry, time.monotonic())
+            )
+            self._cond.notify_all()
+
+    def on(self, topic: str) -> list[Received]:
+        with self._cond:
+            return [m for m in self.messages if m.topic == topic]
+
+    def wait_for(
+        self, predicate: Callable[[list[Received]], bool], timeout: float = 10.0
+    ) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self.messages):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"condition not met in {timeout}s; got {len(self.messages)} messages: "
+                        + ", ".join(sorted({m.topic for m in self.messages}))
+                    )
+                self._cond.wait(left)
+            return list(self.messages)
+
+    def event_ids(self, topic: str) -> list[str]:
+        return [m.json()["event_id"] for m in self.on(topic)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def make_event(camera_id: str = "front_door", full: bool = False, **overrides: Any) -> Event:
+    """A valid event; `full` sets every optional field."""
+    fields: dict[str, Any] = {
+        "camera_id": camera_id,
+        "camera_name": "Front Door",
+        "description": "A person walks to the door.",
+        "objects_detected": ("person",),
+        "confidence": 80,
+        "source_type": "file",
+        "timestamp": datetime.now(timezone.utc),
+    }
+    if full:
+        fields.update(
+            smart_detection_type="person",
+            is_doorbell_ring=True,
+            provider_used="transformers:tiny",
+            analysis_mode="multi_frame",
+            ai_confidence=91,
+            correlation_group_id=str(uuid.uuid4()),
+        )
+    fields.update(overrides)
+    return Event(**fields)
+
+
+def unique_prefix() -> str:
+    """A topic prefix no other test uses."""
+    return f"lo-test-{uuid.uuid4().hex[:10]}"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def readable_broker_log(broker: Any) -> None:
+    """Make the fixture broker's log (connection_count, log) work when tests run as root.
+
+    As root, mosquitto drops to user `mosquitto`, which cannot write the log inside pytest's
+    0700 tmp dir, so the log stays empty and connection_count() is always 0. `user root`
+    keeps it writable. A probe connection proves the counter works before a test relies on it.
+    """
+    if os.geteuid() == 0 and "user root" not in broker.conf_path.read_text():
+        with broker.conf_path.open("a") as conf:
+            conf.write("user root\n")
+        broker.restart()
+    probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="probe")
+    probe.connect("127.0.0.1", broker.port)
+    probe.loop_start()
+    deadline = time.monotonic() + 5
+    while broker.connection_count() < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    probe.disconnect()
+    probe.loop_stop()
+    if broker.connection_count() != 1:
+        raise RuntimeError("broker log does not record connections")

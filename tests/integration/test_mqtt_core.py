@@ -1,0 +1,437 @@
+"""MqttPublisherCore against a real mosquitto and a real QoS 2 subscriber (no Ray).
+
+Covers AC1 (topic), AC2/AC7 (schema, optional fields), AC4 (QoS as received), AC5 (publish
+never blocks, broker down or hung), AC6 (disabled: no client; disconnected: no publish),
+reconnect with `online` + discovery re-send, LWT on unclean drop, and callbacks that raise.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import paho.mqtt.client as paho_client
+import pytest
+
+from pipelines.config import DiscoveryConfig, MQTTConfig
+from pipelines.events import event_json, event_schema
+from pipelines.mqtt.client import MqttPublisherCore
+from pipelines.mqtt.topics import CameraInfo, Topics, discovery_messages
+from tests.conftest import free_port, wait_port
+from tests.integration.mqtt_helpers import (
+    Subscriber,
+    make_event,
+    percentile,
+    readable_broker_log,
+    unique_prefix,
+)
+
+BASE = "http://127.0.0.1:8000"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _config(port: int, prefix: str, **overrides: Any) -> MQTTConfig:
+    fields: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "topic_prefix": prefix,
+        "discovery": DiscoveryConfig(prefix=f"{prefix}-ha"),
+        "keepalive_s": 5,
+    }
+    fields.update(overrides)
+    return MQTTConfig(**fields)
+
+
+class Acks:
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, ids: list[str]) -> None:
+        with self.lock:
+            self.ids.extend(ids)
+
+
+def _start(config: MQTTConfig, on_acked: Any = None) -> tuple[MqttPublisherCore, Topics]:
+    topics = Topics(config.topic_prefix, config.discovery.prefix)
+    core = MqttPublisherCore(config, topics, on_acked)
+    core.start()
+    assert core.wait_connected(10), core.status()
+    return core, topics
+
+
+def _wait(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_events_arrive_on_camera_topic_at_configured_qos(mosquitto: Any, qos: int) -> None:
+    prefix = unique_prefix()
+    sub = Subscriber(mosquitto.port, [f"{prefix}/#"])
+    acks = Acks()
+    config = _config(mosquitto.port, prefix, qos=qos, message_expiry_s=120)
+    core, topics = _start(config, acks)
+    try:
+        events = [make_event(), make_event(full=True), make_event(camera_id="garage")]
+        for event in events:
+            assert core.publish_event(event, event_json(event, BASE)) == "sent"
+        topic = topics.event("front_door")
+        assert topic == f"{prefix}/camera/front_door/event"  # AC1
+        sub.wait_for(
+            lambda _m: len(sub.on(topic)) == 2 and len(sub.on(topics.event("garage"))) == 1
+        )
+        received = sub.on(topic) + sub.on(topics.event("garage"))
+        assert [m.json()["event_id"] for m in received] == [e.event_id for e in events]
+        for msg in received:
+            jsonschema.validate(msg.json(), event_schema())  # AC2
+            assert msg.qos == qos  # AC4: subscribed at 2, so this is the publish QoS
+            assert msg.retain is False
+            assert msg.expiry is not None and 0 < msg.expiry <= 120
+        hostile = make_event(camera_id="a/#")
+        assert core.publish_event(hostile, event_json(hostile, BASE)) == "failed"
+        full = received[1].json()  # AC7
+        for name in (
+            "smart_detection_type",
+            "is_doorbell_ring",
+            "provider_used",
+            "analysis_mode",
+            "ai_confidence",
+            "correlation_group_id",
+        ):
+            assert name in full
+        assert "is_doorbell_ring" not in received[0].json()
+        _wait(lambda: len(acks.ids) == 3)
+        assert sorted(acks.ids) == sorted(e.event_id for e in events)
+        last = sub.wait_for(lambda _m: bool(sub.on(topics.last_event("front_door"))))
+        assert last
+        last_payload = sub.on(topics.last_event("front_door"))[-1].json()
+        assert last_payload["event_id"] == events[1].event_id
+        assert sub.on(topics.last_event("front_door"))[-1].qos == 1
+        status = core.status()
+        assert status["published"] == 3 and status["acked"] == 3 and status["pending"] == 0
+        assert status["broker"] == f"127.0.0.1:{mosquitto.port}" and status["protocol"] == "5"
+    finally:
+        core.stop()
+        sub.close()
+
+
+def test_publish_never_blocks_even_when_broker_hangs_or_stops(mosquitto: Any) -> None:
+    prefix = unique_prefix()
+    core, _topics = _start(_config(mosquitto.port, prefix, qos=1))
+    timings: list[float] = []
+    outcomes: dict[str, int] = {}
+
+    def burst(n: int) -> None:
+        for _ in range(n):
+            event = make_event()
+            payload = event_json(event, BASE)
+            t0 = time.perf_counter()
+            outcome = core.publish_event(event, payload)
+            timings.append(time.perf_counter() - t0)
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+    try:
+        burst(200)  # healthy broker
+        assert mosquitto.proc is not None
+        os.kill(mosquitto.proc.pid, signal.SIGSTOP)  # hung broker: no acks, socket still open
+        try:
+            burst(300)
+        finally:
+            os.kill(mosquitto.proc.pid, signal.SIGCONT)
+        mosquitto.stop(signal.SIGTERM)  # broker gone
+        burst(100)  # some may still be handed to paho before the drop is noticed
+        _wait(lambda: not core.connected)
+        burst(200)
+        p50, p99 = percentile(timings, 50) * 1000, percentile(timings, 99) * 1000
+        print(
+            f"\npublish_event latency over {len(timings)} calls: p50={p50:.3f} ms p99={p99:.3f} ms"
+        )
+        assert max(timings) < 0.1, f"slowest publish_event took {max(timings) * 1000:.1f} ms"
+        assert outcomes.get("unpublished", 0) >= 200
+        assert core.status()["unpublished"] == outcomes["unpublished"]
+    finally:
+        core.stop()
+
+
+def test_disabled_creates_no_client_and_no_connection(
+    mosquitto: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created: list[object] = []
+    real_init = paho_client.Client.__init__
+
+    def counting_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        created.append(self)
+        real_init(self, *args, **kwargs)
+
+    readable_broker_log(mosquitto)  # one probe connection, counted
+    monkeypatch.setattr(paho_client.Client, "__init__", counting_init)
+    config = _config(mosquitto.port, unique_prefix(), enabled=False)
+    core = MqttPublisherCore(config, Topics(config.topic_prefix), None)
+    core.start()
+    event = make_event()
+    assert core.publish_event(event, event_json(event, BASE)) == "disabled"
+    core.set_activity("front_door", True)
+    time.sleep(0.5)
+    assert created == []
+    assert mosquitto.connection_count() == 1  # the probe only
+    status = core.status()
+    assert status["enabled"] is False and status["connected"] is False
+    assert status["published"] == 0
+    core.stop()
+
+
+def test_disconnected_means_no_publish_and_counts_unpublished(mosquitto: Any) -> None:
+    readable_broker_log(mosquitto)
+    prefix = unique_prefix()
+    core, topics = _start(_config(mosquitto.port, prefix, qos=1))
+    try:
+        mosquitto.stop(signal.SIGTERM)
+        _wait(lambda: not core.connected)
+        held_back = [make_event() for _ in range(5)]
+        for i, event in enumerate(held_back, start=1):
+            assert core.publish_event(event, event_json(event, BASE)) == "unpublished"
+            assert core.status()["unpublished"] == i
+        assert core.status()["pending"] == 0
+        mosquitto.start()
+        sub = Subscriber(mosquitto.port, [f"{prefix}/#"])
+        try:
+            _wait(lambda: core.connected, 15)
+            after = make_event()
+            assert core.publish_event(after, event_json(after, BASE)) == "sent"
+            sub.wait_for(lambda _m: bool(sub.on(topics.event("front_door"))))
+            time.sleep(0.5)
+            assert sub.event_ids(topics.event("front_door")) == [after.event_id]
+            # The broker received exactly one PUBLISH on the event topic: paho was never
+            # handed the held-back events (it would have resent QoS 1 ones on reconnect).
+            core.stop()
+            mosquitto.stop()  # flushes the broker's log file
+            received = [
+                line
+                for line in mosquitto.log().splitlines()
+                if "Received PUBLISH" in line and topics.event("front_door") in line
+            ]
+            assert len(received) == 1, received
+        finally:
+            sub.close()
+    finally:
+        core.stop()
+
+
+def test_reconnect_republishes_online_discovery_and_delivers_new_events(mosquitto: Any) -> None:
+    prefix = unique_prefix()
+    acks = Acks()
+    config = _config(mosquitto.port, prefix, qos=1)
+    core, topics = _start(config, acks)
+    cam = CameraInfo("front_door", "Front Door", "file")
+    core.set_discovery(cam.camera_id, discovery_messages(cam, topics, BASE, "test"))
+    core.set_camera_status("front_door", "Front Door", "online", "file")
+    disc_topic = topics.discovery("event", "front_door", "event")
+    sub = Subscriber(mosquitto.port, [f"{prefix}/#", f"{config.discovery.prefix}/#"])
+    try:
+        sub.wait_for(lambda _m: bool(sub.on(disc_topic)) and bool(sub.on(topics.status)))
+        before = [make_event() for _ in range(10)]
+        for event in before:
+            core.publish_event(event, event_json(event, BASE))
+        sub.wait_for(lambda _m: len(sub.on(topics.event("front_door"))) == 10)
+
+        mosquitto.stop(signal.SIGTERM)  # mid-stream broker restart
+        _wait(lambda: not core.connected)
+        gap = [make_event() for _ in range(5)]
+        assert all(core.publish_event(e, event_json(e, BASE)) == "unpublished" for e in gap)
+        mosquitto.start()
+        _wait(lambda: core.connected and sub.subscribed.is_set(), 20)
+        assert core.status()["connects"] == 2
+        # The restarted broker lost every retained message; the core re-sent them.
+        sub.wait_for(
+            lambda _m: (
+                len(sub.on(disc_topic)) >= 2
+                and [m.payload for m in sub.on(topics.status)][-1] == b"online"
+                and len(sub.on(topics.camera_status("front_door"))) >= 2
+            )
+        )
+        after = [make_event() for _ in range(20)]
+        for event in after:
+            assert core.publish_event(event, event_json(event, BASE)) == "sent"
+        sub.wait_for(lambda _m: len(sub.on(topics.event("front_door"))) >= 30)
+        got = sub.event_ids(topics.event("front_door"))
+        assert got[-20:] == [e.event_id for e in after]
+        assert not {e.event_id for e in gap} & set(got)
+        _wait(lambda: {e.event_id for e in after} <= set(acks.ids))
+
+        # Home Assistant restarts: discovery is re-sent when it announces itself online.
+        seen = len(sub.on(disc_topic))
+        pub = paho_client.Client(paho_client.CallbackAPIVersion.VERSION2)
+        pub.connect("127.0.0.1", mosquitto.port)
+        pub.loop_start()
+        pub.publish(topics.ha_status, "online", qos=1).wait_for_publish(5)
+        sub.wait_for(lambda _m: len(sub.on(disc_topic)) > seen)
+        pub.publish(topics.ha_status, "offline", qos=1).wait_for_publish(5)
+        time.sleep(0.3)
+        assert len(sub.on(disc_topic)) == seen + 1
+        pub.disconnect()
+        pub.loop_stop()
+    finally:
+        core.stop()
+        sub.close()
+
+
+def test_clean_stop_publishes_offline_retained(mosquitto: Any) -> None:
+    prefix = unique_prefix()
+    core, topics = _start(_config(mosquitto.port, prefix))
+    core.stop()
+    sub = Subscriber(mosquitto.port, [topics.status])
+    try:
+        msgs = sub.wait_for(lambda m: bool(m))
+        assert (msgs[0].payload, msgs[0].retain) == (b"offline", True)
+    finally:
+        sub.close()
+
+
+def test_last_will_offline_after_unclean_drop(mosquitto: Any, tmp_path: Path) -> None:
+    prefix = unique_prefix()
+    script = tmp_path / "publisher.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import time
+            from pipelines.config import MQTTConfig
+            from pipelines.mqtt.client import MqttPublisherCore
+            from pipelines.mqtt.topics import Topics
+            config = MQTTConfig(host="127.0.0.1", port={mosquitto.port}, topic_prefix="{prefix}")
+            core = MqttPublisherCore(config, Topics("{prefix}"))
+            core.start()
+            assert core.wait_connected(10)
+            print("ready", flush=True)
+            time.sleep(60)
+            """
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        status_topic = f"{prefix}/status"
+        sub = Subscriber(mosquitto.port, [status_topic])
+        sub.wait_for(lambda m: bool(m) and m[-1].payload == b"online")
+        sub.close()
+        proc.kill()  # SIGKILL: no DISCONNECT is ever sent
+        proc.wait(10)
+        late = Subscriber(mosquitto.port, [status_topic])
+        try:
+            msgs = late.wait_for(lambda m: bool(m) and m[-1].payload == b"offline", 10)
+            assert msgs[-1].retain is True
+        finally:
+            late.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_callback_exceptions_do_not_stop_publishing(mosquitto: Any) -> None:
+    prefix = unique_prefix()
+    calls: list[list[str]] = []
+
+    def boom(ids: list[str]) -> None:
+        calls.append(ids)
+        raise RuntimeError("on_acked exploded")
+
+    sub = Subscriber(mosquitto.port, [f"{prefix}/#"])
+    core, topics = _start(_config(mosquitto.port, prefix, qos=1), boom)
+    try:
+        events = [make_event() for _ in range(5)]
+        for event in events:
+            assert core.publish_event(event, event_json(event, BASE)) == "sent"
+            time.sleep(0.05)
+        sub.wait_for(lambda _m: len(sub.on(topics.event("front_door"))) == 5)
+        _wait(lambda: len(calls) == 5)
+        assert core.connected and core.status()["acked"] == 5
+    finally:
+        core.stop()
+        sub.close()
+
+
+def test_pending_queue_is_bounded(mosquitto: Any) -> None:
+    prefix = unique_prefix()
+    core, _topics = _start(_config(mosquitto.port, prefix, qos=1, queue_size=10))
+    assert mosquitto.proc is not None
+    os.kill(mosquitto.proc.pid, signal.SIGSTOP)  # no acks come back
+    try:
+        outcomes = [
+            core.publish_event(e, event_json(e, BASE)) for e in (make_event() for _ in range(25))
+        ]
+        assert outcomes.count("sent") == 10 and outcomes.count("dropped") == 15
+        status = core.status()
+        assert status["dropped"] == 15 and status["pending"] == 10
+    finally:
+        os.kill(mosquitto.proc.pid, signal.SIGCONT)
+    _wait(lambda: core.status()["pending"] == 0)
+    core.stop()
+
+
+def test_falls_back_to_mqtt_311_when_broker_refuses_v5(tmp_path: Path) -> None:
+    """amqtt (the demo's fallback broker) speaks only 3.1.1 and refuses an MQTT 5 CONNECT."""
+    port = free_port()
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.broker", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, 30)
+        prefix = unique_prefix()
+        sub = Subscriber(port, [f"{prefix}/#"], protocol=paho_client.MQTTv311)
+        config = _config(port, prefix, qos=1)
+        assert config.protocol == "5"
+        core = MqttPublisherCore(config, Topics(prefix, config.discovery.prefix), None)
+        core.start()
+        try:
+            assert core.wait_connected(15), core.status()
+            assert core.status()["protocol"] == "3.1.1"
+            event = make_event()
+            assert core.publish_event(event, event_json(event, BASE)) == "sent"
+            sub.wait_for(lambda _m: bool(sub.on(f"{prefix}/camera/front_door/event")))
+            _wait(lambda: core.status()["acked"] == 1)
+        finally:
+            core.stop()
+            sub.close()
+    finally:
+        broker.terminate()
+        broker.wait(10)
+
+
+def test_retained_state_updates_coalesce_to_the_latest_value(mosquitto: Any) -> None:
+    prefix = unique_prefix()
+    core, topics = _start(_config(mosquitto.port, prefix))
+    sub = Subscriber(mosquitto.port, [topics.activity("front_door")])
+    try:
+        assert mosquitto.proc is not None
+        os.kill(mosquitto.proc.pid, signal.SIGSTOP)  # the first update stays unacknowledged
+        try:
+            for i in range(101):
+                core.set_activity("front_door", i % 2 == 0)  # ends with ON
+        finally:
+            os.kill(mosquitto.proc.pid, signal.SIGCONT)
+        sub.wait_for(lambda m: len(m) >= 2, 10)
+        time.sleep(0.3)
+        payloads = [m.payload for m in sub.messages]
+        assert payloads[-1] == b"ON"
+        assert len(payloads) == 2, payloads  # the first value, then only the newest
+    finally:
+        core.stop()
+        sub.close()

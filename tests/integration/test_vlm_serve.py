@@ -1,0 +1,79 @@
+"""The `vlm` Serve app with the tiny model: concurrent requests are batched and map back."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pipelines.config import VLMConfig
+from pipelines.vlm.tiny import build_tiny_vlm
+from pipelines.vlm.types import VLMRequest, VLMResult
+from serve_apps.vlm import build_vlm_app, deployment_options, images_in_batch
+
+pytestmark = pytest.mark.integration
+
+
+def jpeg(i: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (80, 60), ((40 * i) % 256, (90 * i) % 256, 120)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_images_in_batch_counts_frames_and_lets_one_request_through() -> None:
+    one, three = (
+        VLMRequest("a", "A", (b"x",)),
+        VLMRequest("b", "B", (b"x", b"y", b"z")),
+    )
+    assert images_in_batch([three]) == 1
+    assert images_in_batch([one, three, VLMRequest("c", "C", ())]) == 5
+
+
+def test_deployment_options_from_config() -> None:
+    opts = deployment_options(VLMConfig(num_gpus=0.5, max_batch_size=32, max_ongoing_requests=40))
+    assert opts["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 0.5}
+    assert opts["max_ongoing_requests"] == 64 and opts["num_replicas"] == 1
+    auto = deployment_options(
+        VLMConfig.model_validate(
+            {"num_replicas": "auto", "autoscaling": {"min_replicas": 1, "max_replicas": 3}}
+        )
+    )
+    assert "num_replicas" not in auto and auto["autoscaling_config"]["max_replicas"] == 3
+
+
+def test_concurrent_requests_are_batched(ray_session: object, tmp_path: Path) -> None:
+    from ray import serve
+
+    model = build_tiny_vlm(tmp_path / "tiny-vlm")
+    config = VLMConfig(
+        model=str(model),
+        num_cpus=0.5,
+        max_batch_size=8,
+        batch_wait_timeout_s=0.2,
+        max_new_tokens=8,
+    )
+    handle = serve.run(build_vlm_app(config), name="vlm", route_prefix=None)
+    try:
+        requests = [
+            VLMRequest(f"cam{i % 3}", f"Camera {i % 3}", (jpeg(i),), request_id=f"req-{i}")
+            for i in range(16)
+        ]
+
+        async def fire() -> list[VLMResult]:
+            return list(await asyncio.gather(*(handle.remote(r) for r in requests)))
+
+        results = asyncio.run(fire())
+        assert [r.request_id for r in results] == [r.request_id for r in requests]
+        for result in results:
+            assert result.provider_used == f"transformers:{model}"
+            assert 0 <= result.confidence <= 100 and result.analysis_mode == "single_frame"
+        stats = handle.stats.remote().result(timeout_s=30)
+        assert stats["requests"] == 16 and stats["images"] == 16
+        assert 1 < stats["max_batch_seen"] <= 8
+        assert stats["batches"] < stats["requests"]
+        assert stats["engine"]["fallbacks"] == 0
+    finally:
+        serve.delete("vlm")

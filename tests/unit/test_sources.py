@@ -1,0 +1,155 @@
+"""Frame sources: decord vs PyAV agree on files; bad files and dead streams raise SourceError."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.config import CameraConfig
+from pipelines.samples import generate_sample_video
+from pipelines.sources import FileSource, SourceError, StreamSource, open_source, sample_indices
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clips") / "clip.mp4"
+    return generate_sample_video(path, seconds=4, fps=10, motion_windows=[(1.0, 2.5)])
+
+
+def _camera(source: str | Path, detect_fps: float = 5) -> CameraConfig:
+    return CameraConfig(id="cam", source=str(source), detect_fps=detect_fps)
+
+
+@pytest.mark.parametrize("detect_fps", [5, 3, 10, 30])
+def test_decord_and_pyav_sources_agree(clip: Path, detect_fps: float) -> None:
+    decord_src = open_source(_camera(clip, detect_fps))
+    pyav_src = open_source(_camera(clip, detect_fps), force_pyav=True)
+    assert isinstance(decord_src, FileSource) and decord_src.backend == "decord"
+    assert isinstance(pyav_src, FileSource) and pyav_src.backend == "pyav"
+    with decord_src, pyav_src:
+        a = list(decord_src.frames())
+        b = list(pyav_src.frames())
+    expected = 40 if detect_fps >= 10 else len(sample_indices(40, 10.0, detect_fps))
+    assert len(a) == len(b) == expected
+    assert [f.index for f in a] == [f.index for f in b]
+    for fa, fb in zip(a, b, strict=True):
+        assert abs(fa.pts_s - fb.pts_s) < 1e-3
+        assert fa.image.shape == (240, 320, 3) and fa.image.dtype == np.uint8
+        assert fa.image.flags["C_CONTIGUOUS"] and fb.image.flags["C_CONTIGUOUS"]
+        # same decoder underneath: pixels match up to colour-conversion rounding
+        assert np.abs(fa.image.astype(np.int16) - fb.image).mean() < 2.0
+    # sampled by time: the k-th frame is the native frame nearest to k / detect_fps
+    step = 1 / min(detect_fps, 10)
+    for k, frame in enumerate(a):
+        assert abs(frame.pts_s - k * step) <= 0.5 / 10 + 1e-3
+    # wall = processing start + pts offset
+    assert (a[-1].wall - a[0].wall).total_seconds() == pytest.approx(a[-1].pts_s - a[0].pts_s)
+
+
+def test_sample_indices_by_time() -> None:
+    assert sample_indices(10, 10.0, 5.0) == [0, 2, 4, 6, 8]
+    assert sample_indices(30, 30.0, 4.0) == [0, 8, 15, 22]
+    assert sample_indices(5, 10.0, 25.0) == [0, 1, 2, 3, 4]
+    assert sample_indices(0, 10.0, 5.0) == []
+
+
+def _bad_files(tmp_path: Path, clip: Path) -> dict[str, Path]:
+    zero = tmp_path / "zero.mp4"
+    zero.write_bytes(b"")
+    half = tmp_path / "half.mp4"
+    data = clip.read_bytes()
+    half.write_bytes(data[: len(data) // 2])
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video, just text renamed to .mp4\n" * 20)
+    return {
+        "missing": tmp_path / "missing.mp4",
+        "zero": zero,
+        "truncated": half,
+        "text": text,
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ("missing", "not found"),
+        ("zero", "empty"),
+        ("truncated", "cannot read video file"),
+        ("text", "cannot read video file"),
+    ],
+)
+@pytest.mark.parametrize("force_pyav", [False, True])
+def test_bad_files_raise_source_error(
+    tmp_path: Path, clip: Path, case: str, needle: str, force_pyav: bool
+) -> None:
+    path = _bad_files(tmp_path, clip)[case]
+    source = open_source(_camera(path), force_pyav=force_pyav)
+    with pytest.raises(SourceError) as info:
+        list(source.frames())
+    message = str(info.value)
+    assert needle in message
+    assert str(path) in message
+
+
+def test_truncated_faststart_file_does_not_crash(tmp_path: Path, clip: Path) -> None:
+    """moov at the front, half the media data missing: frames up to the cut, or a SourceError."""
+    import av
+
+    faststart = tmp_path / "fs.mp4"
+    with (
+        av.open(str(clip)) as src,
+        av.open(str(faststart), "w", options={"movflags": "+faststart"}) as dst,
+    ):
+        out = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is None:
+                continue
+            packet.stream = out
+            dst.mux(packet)
+    data = faststart.read_bytes()
+    half = tmp_path / "fshalf.mp4"
+    half.write_bytes(data[: len(data) // 2])
+    for force_pyav in (False, True):
+        try:
+            frames = list(open_source(_camera(half), force_pyav=force_pyav).frames())
+        except SourceError as exc:
+            assert str(half) in str(exc)
+        else:
+            assert 0 < len(frames) < 20
+
+
+def test_password_never_leaks(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = "rtsp://admin:hunter2@127.0.0.1:1/stream"
+    source = open_source(_camera(url), stall_timeout_s=1.0, open_timeout_s=2.0)
+    assert isinstance(source, StreamSource) and source.source_type == "rtsp"
+    assert source.options["rtsp_transport"] == "tcp"
+    assert "hunter2" not in source.describe()
+    started = time.monotonic()
+    with pytest.raises(SourceError) as info:
+        source.open()
+    assert time.monotonic() - started < 5.0
+    text = str(info.value)
+    assert "hunter2" not in text and "hunter2" not in repr(info.value)
+    assert "127.0.0.1:1" in text and "admin" in text
+    import traceback
+
+    formatted = "".join(traceback.format_exception(info.value))
+    assert "hunter2" not in formatted
+    logging.getLogger("test").exception("open failed", exc_info=info.value)
+    assert caplog.records and "hunter2" not in caplog.text
+    for record in caplog.records:
+        assert "hunter2" not in record.getMessage()
+        assert "hunter2" not in str(record.args)
+    source.close()
+
+
+def test_unsupported_scheme_is_a_source_error() -> None:
+    with pytest.raises(SourceError, match="unsupported source scheme"):
+        open_source(
+            CameraConfig.model_construct(id="cam", source="ftp://u:pw123@h/x", detect_fps=5)
+        )

@@ -1,0 +1,421 @@
+"""EventStore against a real DuckDB file, real Parquet files and a real (tmpfs) full disk."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipelines.events import Event
+from pipelines.storage import EventStore, StorageError, StorageFullError, decode_cursor
+
+BASE = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+JPEG = b"\xff\xd8\xff\xe0" + b"thumb" * 20 + b"\xff\xd9"
+
+
+def make_event(i: int, camera: str = "front", ts: datetime | None = None, **kw: object) -> Event:
+    fields: dict[str, object] = {
+        "camera_id": camera,
+        "camera_name": camera.title(),
+        "description": f"event {i}",
+        "objects_detected": ("person",) if i % 3 == 0 else ("car", "dog") if i % 3 == 1 else (),
+        "confidence": i % 101,
+        "source_type": "rtsp",
+        "timestamp": ts or BASE + timedelta(seconds=i),
+    }
+    fields.update(kw)
+    return Event(**fields)  # type: ignore[arg-type]
+
+
+def all_pages(store: EventStore, limit: int, **filters: object) -> list[Event]:
+    out: list[Event] = []
+    cursor = None
+    for _ in range(10_000):
+        page, cursor = store.query(limit=limit, cursor=cursor, **filters)  # type: ignore[arg-type]
+        out.extend(page)
+        if cursor is None:
+            return out
+    raise AssertionError("pagination did not end")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> EventStore:
+    s = EventStore(tmp_path / "data")
+    yield s
+    s.close()
+
+
+def test_roundtrip_every_field(store: EventStore) -> None:
+    ev = make_event(
+        1,
+        smart_detection_type="vehicle",
+        is_doorbell_ring=True,
+        provider_used="transformers:tiny",
+        analysis_mode="multi_frame",
+        ai_confidence=77,
+        correlation_group_id="g1",
+        ended_at=BASE + timedelta(seconds=9),
+        frame_count=12,
+        merged_motion=2,
+        vlm_latency_ms=12.5,
+    )
+    plain = make_event(2)
+    assert store.append([ev, plain], {ev.event_id: JPEG}) == 2
+    assert store.get(ev.event_id) == ev
+    assert store.get(plain.event_id) == plain
+    assert store.get(str(uuid.uuid4())) is None
+    assert store.get("not-a-uuid") is None
+    path = store.thumbnail_path(ev.event_id)
+    assert path is not None and path.read_bytes() == JPEG
+    assert store.thumbnail_path(plain.event_id) is None
+    # no temporary files left behind
+    assert sorted(p.name for p in store.thumbnail_dir.iterdir()) == [f"{ev.event_id}.jpg"]
+
+
+def test_query_filters_newest_first(store: EventStore) -> None:
+    events = [make_event(i, camera="front" if i % 2 else "back") for i in range(60)]
+    store.append(events, {})
+    page, cursor = store.query(limit=10)
+    assert [e.event_id for e in page] == [e.event_id for e in reversed(events)][:10]
+    assert cursor is not None
+    back, _ = store.query(camera_id="back", limit=500)
+    assert len(back) == 30 and {e.camera_id for e in back} == {"back"}
+    window, _ = store.query(since=BASE + timedelta(seconds=10), until=BASE + timedelta(seconds=19))
+    assert sorted(int(e.description.split()[1]) for e in window) == list(range(10, 20))
+    dogs, _ = store.query(object="dog", limit=500)
+    assert len(dogs) == 20 and all("dog" in e.objects_detected for e in dogs)
+    assert store.query(object="do", limit=500)[0] == []  # whole list items, not substrings
+    assert store.query(camera_id="nope")[0] == []
+    assert store.query(limit=10_000)[0].__len__() == 60  # clamped to 500, all fit
+    with pytest.raises(ValueError):
+        store.query(cursor="garbage!")
+    with pytest.raises(ValueError):
+        decode_cursor("OTk5OTk5OTk5OTk5OTk5OTk5OXx4")
+
+
+def test_cursor_pagination_every_event_once(store: EventStore) -> None:
+    # 1,234 events, many sharing a timestamp (ties broken by event_id).
+    events = [make_event(i, ts=BASE + timedelta(seconds=i // 7)) for i in range(1234)]
+    for start in range(0, 1234, 300):
+        store.append(events[start : start + 300], {})
+    got = all_pages(store, 100)
+    assert len(got) == 1234
+    assert {e.event_id for e in got} == {e.event_id for e in events}
+    keys = [(e.timestamp, e.event_id) for e in got]
+    assert keys == sorted(keys, reverse=True)
+    persons = all_pages(store, 37, object="person")
+    assert len(persons) == len({e.event_id for e in events if "person" in e.objects_detected})
+
+
+def test_append_is_idempotent(store: EventStore) -> None:
+    events = [make_event(i) for i in range(20)]
+    assert store.append(events + events[:5], {events[0].event_id: JPEG}) == 20
+    assert store.append(events, {events[0].event_id: b"other"}) == 0
+    assert store.append([], {}) == 0
+    assert store.counts() == {"stored": 20, "published": 0, "unpublished": 20}
+    assert store.thumbnail_path(events[0].event_id).read_bytes() == JPEG  # type: ignore[union-attr]
+
+
+def test_published_bookkeeping(store: EventStore) -> None:
+    now = datetime.now(timezone.utc)
+    old = make_event(0, ts=now - timedelta(hours=2))
+    recent = [make_event(i, ts=now - timedelta(seconds=100 - i)) for i in range(1, 6)]
+    store.append([recent[2], old, *recent], {})
+    assert [e.event_id for e in store.unpublished_events(None)] == [
+        e.event_id for e in [old, *recent]
+    ]
+    assert [e.event_id for e in store.unpublished_events(300)] == [e.event_id for e in recent]
+    at = now - timedelta(seconds=5)
+    assert store.mark_published([recent[0].event_id, recent[1].event_id, "junk"], at=at) == 2
+    assert store.mark_published([recent[0].event_id]) == 0  # already published
+    assert store.published_at(recent[0].event_id) == at
+    assert store.published_at(recent[4].event_id) is None
+    assert [e.event_id for e in store.unpublished_events(300)] == [e.event_id for e in recent[2:]]
+    assert [e.event_id for e in store.events_since(300)] == [e.event_id for e in recent]
+    assert store.counts() == {"stored": 6, "published": 2, "unpublished": 4}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "..",
+        "../events.duckdb",
+        "../../etc/passwd",
+        "/etc/passwd",
+        "%2e%2e%2f",
+        "a\x00b",
+        "x" * 5000,
+        "",
+        "ABCDEF01-2345-4678-9ABC-DEF012345678",  # not canonical lowercase
+        "abcdef01-2345-4678-9abc-def012345678/../../x",
+    ],
+)
+def test_thumbnail_path_rejects_unsafe_ids(store: EventStore, bad: str) -> None:
+    assert store.thumbnail_path(bad) is None
+    assert store.get(bad) is None
+
+
+def test_thumbnail_symlink_out_of_folder_is_refused(store: EventStore, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(b"secret")
+    event_id = str(uuid.uuid4())
+    (store.thumbnail_dir / f"{event_id}.jpg").symlink_to(secret)
+    assert store.thumbnail_path(event_id) is None
+
+
+def test_parquet_readable_while_appending(store: EventStore) -> None:
+    glob = str(store.parquet_dir / "**" / "*.parquet")
+    store.append([make_event(i) for i in range(50)], {})
+    assert store.export_parquet() == 50
+    stop = threading.Event()
+    reads: list[int] = []
+    failures: list[BaseException] = []
+
+    def reader() -> None:
+        con = duckdb.connect()
+        while not stop.is_set():
+            try:
+                n = con.execute(
+                    f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning=true)"
+                ).fetchall()[0][0]
+                reads.append(int(n))
+            except BaseException as exc:  # any failure is the bug this test looks for
+                failures.append(exc)
+                return
+        con.close()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for batch in range(1, 30):
+            # spans two days so each flush writes two partitions
+            evs = [
+                make_event(batch * 100 + i, ts=BASE + timedelta(hours=6 * (i % 2), seconds=batch))
+                for i in range(40)
+            ]
+            store.append(evs, {})
+            store.export_parquet()
+    finally:
+        stop.set()
+        thread.join()
+    assert not failures, failures
+    assert reads and reads == sorted(reads)  # counts only grow: nothing partial, no dupes
+    assert store.export_parquet() == 0
+    con = duckdb.connect()
+    rows = con.execute(
+        f"SELECT count(*), count(DISTINCT event_id), min(date), max(date) "
+        f"FROM read_parquet('{glob}', hive_partitioning=true)"
+    ).fetchall()[0]
+    assert rows[0] == rows[1] == store.counts()["stored"] == 50 + 29 * 40
+    assert str(rows[2]) == "2026-03-01" and str(rows[3]) == "2026-03-01"
+    # no temp files left behind
+    assert not list(store.parquet_dir.rglob("*.partial"))
+
+
+def test_export_after_crash_does_not_duplicate(store: EventStore) -> None:
+    store.append([make_event(i) for i in range(10)], {})
+    assert store.export_parquet() == 10
+    # Simulate a crash between publishing the file and recording the watermark.
+    store.con.execute("DELETE FROM meta WHERE key = 'export_seq'")
+    store.append([make_event(i) for i in range(10, 15)], {})
+    assert store.export_parquet() == 5
+    glob = str(store.parquet_dir / "**" / "*.parquet")
+    n = duckdb.sql(f"SELECT count(DISTINCT event_id), count(*) FROM read_parquet('{glob}')")
+    assert n.fetchall()[0] == (15, 15)
+
+
+def test_compaction_merges_a_days_files(store: EventStore) -> None:
+    for batch in range(12):
+        store.append([make_event(batch * 10 + i) for i in range(10)], {})
+        store.export_parquet()
+    day_dir = store.parquet_dir / "date=2026-03-01"
+    assert len(list(day_dir.glob("*.parquet"))) == 12
+    assert store.compact_parquet(max_files=4) == 1
+    assert len(list(day_dir.glob("*.parquet"))) == 1
+    assert store.compact_parquet(max_files=4) == 0
+    glob = str(store.parquet_dir / "**" / "*.parquet")
+    n = duckdb.sql(f"SELECT count(DISTINCT event_id), count(*) FROM read_parquet('{glob}')")
+    assert n.fetchall()[0] == (120, 120)
+    # the watermark survives compaction: nothing re-exported
+    assert store.export_parquet() == 0
+
+
+def test_retention_deletes_rows_thumbnails_and_partitions(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "d", retention_days=7)
+    now = datetime(2026, 3, 20, 12, tzinfo=timezone.utc)
+    old = [make_event(i, ts=now - timedelta(days=10, seconds=i)) for i in range(5)]
+    new = [make_event(i, ts=now - timedelta(days=1, seconds=i)) for i in range(5, 9)]
+    store.append(old + new, {e.event_id: JPEG for e in old + new})
+    store.export_parquet()
+    assert (store.parquet_dir / "date=2026-03-10").is_dir()
+    assert store.apply_retention(now=now) == 5
+    assert store.counts()["stored"] == 4
+    assert all(store.get(e.event_id) is None for e in old)
+    assert all(store.thumbnail_path(e.event_id) is None for e in old)
+    assert not any((store.thumbnail_dir / f"{e.event_id}.jpg").exists() for e in old)
+    assert all(store.thumbnail_path(e.event_id) is not None for e in new)
+    assert not (store.parquet_dir / "date=2026-03-10").exists()
+    assert (store.parquet_dir / "date=2026-03-19").is_dir()
+    assert store.apply_retention(now=now) == 0
+    store.close()
+    keep = EventStore(tmp_path / "k", retention_days=0)
+    keep.append(old, {})
+    assert keep.apply_retention(now=now) == 0 and keep.counts()["stored"] == 5
+    keep.close()
+
+
+def test_reopen_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / "data"
+    store = EventStore(path)
+    events = [make_event(i) for i in range(30)]
+    store.append(events, {events[0].event_id: JPEG})
+    store.mark_published([events[1].event_id])
+    assert store.export_parquet() == 30
+    store.close()
+    with pytest.raises(StorageError):
+        store.counts()
+    again = EventStore(path)
+    assert again.schema_version() == 1
+    assert again.counts() == {"stored": 30, "published": 1, "unpublished": 29}
+    assert again.get(events[5].event_id) == events[5]
+    assert again.thumbnail_path(events[0].event_id) is not None
+    assert again.append(events, {}) == 0
+    assert again.append([make_event(99)], {}) == 1
+    assert again.export_parquet() == 1  # only the new row
+    assert again.stats()["parquet_files"] == 2
+    again.close()
+
+
+def test_correlation_across_cameras(store: EventStore) -> None:
+    a = make_event(0, camera="front", ts=BASE)
+    assert store.correlation_group("front", a.timestamp, 10) is None
+    store.append([a], {})
+    # same camera within the window: not a correlation
+    assert store.correlation_group("front", BASE + timedelta(seconds=2), 10) is None
+    group = store.correlation_group("back", BASE + timedelta(seconds=4), 10)
+    assert group is not None
+    assert store.get(a.event_id).correlation_group_id == group  # type: ignore[union-attr]
+    # a third camera joins the same group
+    assert store.correlation_group("side", BASE + timedelta(seconds=6), 10) == group
+    # outside the window: nothing
+    assert store.correlation_group("garage", BASE + timedelta(seconds=60), 10) is None
+    assert store.correlation_group("porch", BASE + timedelta(seconds=4), 0) is None
+    # the earlier event is stored only after the later one asked: it gets the group at append
+    t2 = BASE + timedelta(hours=1)
+    assert store.correlation_group("front", t2, 5) is None
+    g2 = store.correlation_group("back", t2 + timedelta(seconds=1), 5)
+    assert g2 is not None and g2 != group
+    late = make_event(1, camera="front", ts=t2)
+    store.append([late], {})
+    assert store.get(late.event_id).correlation_group_id == g2  # type: ignore[union-attr]
+
+
+def test_correlation_after_restart_uses_the_table(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "d")
+    a = make_event(0, camera="front", ts=BASE)
+    store.append([a], {})
+    store.close()
+    store = EventStore(tmp_path / "d")
+    group = store.correlation_group("back", BASE + timedelta(seconds=3), 10)
+    assert group is not None
+    assert store.get(a.event_id).correlation_group_id == group  # type: ignore[union-attr]
+    store.close()
+
+
+def test_concurrent_appends_arrive_exactly_once(store: EventStore) -> None:
+    events = [make_event(i, camera=f"cam{i % 8}") for i in range(10_000)]
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        try:
+            mine = events[k::8]
+            for start in range(0, len(mine), 50):
+                store.append(mine[start : start + 50], {})
+            store.append(mine[:100], {})  # a re-send: must not duplicate
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert store.counts()["stored"] == 10_000
+    got = all_pages(store, 500)
+    assert len(got) == 10_000 and len({e.event_id for e in got}) == 10_000
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or sys.platform != "linux":
+        return False
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def _fill(path: Path, keep_free: int) -> Path:
+    stat = os.statvfs(path)
+    free = stat.f_bavail * stat.f_frsize
+    filler = path / "filler"
+    with open(filler, "wb") as fh:
+        chunk = b"\0" * (1 << 16)
+        remaining = max(0, free - keep_free)
+        try:
+            while remaining > 0:
+                remaining -= fh.write(chunk[: min(len(chunk), remaining)])
+        except OSError:
+            pass
+    return filler
+
+
+def test_disk_full_is_reported_and_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    mnt = tmp_path / "small"
+    if not _mount_tmpfs(mnt, "8m"):
+        pytest.skip("cannot mount a size-limited tmpfs here (needs root on Linux)")
+    try:
+        store = EventStore(mnt / "data")
+        first = [make_event(i) for i in range(20)]
+        store.append(first, {e.event_id: JPEG for e in first})
+        filler = _fill(mnt, keep_free=0)
+        big = b"\xff\xd8" + os.urandom(256 * 1024)
+        caplog.set_level(logging.ERROR, logger="pipelines.storage")
+        failed = 0
+        for k in range(5):  # thumbnails fail first; rows with no thumbnail fail in the WAL
+            batch = [make_event(1000 + k * 500 + i) for i in range(500)]
+            thumbs = {batch[0].event_id: big} if k % 2 == 0 else {}
+            with pytest.raises(StorageFullError):
+                store.append(batch, thumbs)
+            failed += 1
+            assert store.get(batch[0].event_id) is None
+            assert not (store.thumbnail_dir / f"{batch[0].event_id}.jpg").exists()
+        assert failed == 5
+        assert any("disk full" in r.getMessage() for r in caplog.records)
+        assert not list(store.thumbnail_dir.glob(".tmp-*"))
+        # space returns: the next append works and nothing earlier was lost or corrupted
+        filler.unlink()
+        more = [make_event(5000 + i) for i in range(50)]
+        assert store.append(more, {more[0].event_id: JPEG}) == 50
+        assert store.counts()["stored"] == 70
+        assert store.export_parquet() == 70
+        store.close()
+        again = EventStore(mnt / "data")
+        assert again.counts()["stored"] == 70
+        assert again.get(first[3].event_id) == first[3]
+        again.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
