@@ -402,3 +402,10 @@ def build_api_app(config: Config) -> Any:
         """Stateless HTTP ingress; all state lives in the store and camera actors."""
 
     return API.bind()  # type: ignore[attr-defined]
+
+
+def app_builder(args: dict[str, str]) -> Any:
+    """Builder for a Serve config file (`import_path: serve_apps.api:app_builder`)."""
+    from pipelines.config import load_config
+
+    return build_api_app(load_config(args["config"]))

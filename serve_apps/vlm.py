@@ -164,3 +164,10 @@ def build_vlm_app(vlm_config: VLMConfig) -> serve.Application:
     """The `vlm` application (deployment "VLM") for `serve.run(..., name="vlm")`."""
     deployment: Any = VLMDeployment  # a serve.Deployment once decorated
     return deployment.options(**deployment_options(vlm_config)).bind(vlm_config)
+
+
+def app_builder(args: dict[str, str]) -> serve.Application:
+    """Builder for a Serve config file (`import_path: serve_apps.vlm:app_builder`)."""
+    from pipelines.config import load_config
+
+    return build_vlm_app(load_config(args["config"]).vlm)
