@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,13 +66,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
-def _running_config(args: argparse.Namespace) -> Config:
-    if args.config:
-        return _load(args.config)
-    return Config.model_validate({"cameras": [{"id": "placeholder", "source": "none.mp4"}]})
+def _client_env() -> None:
+    """Before Ray is imported: send the auth token that a local `ray.init()` created."""
+    if (Path.home() / ".ray" / "auth_token").exists() or os.environ.get("RAY_AUTH_TOKEN"):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def _running_config(args: argparse.Namespace) -> Config | None:
+    return _load(args.config) if args.config else None
+
+
+def _namespace(config: Config | None) -> str:
+    return config.ray.namespace if config is not None else "liveobject"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    _client_env()
     import ray
 
     from cluster.runtime import join_running
@@ -84,7 +94,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"no running liveobject cluster found: {type(exc).__name__}", file=sys.stderr)
         return 1
     try:
-        state = gather_status(config.ray.namespace)
+        state = gather_status(_namespace(config))
         print(json.dumps(state, indent=2, default=str))
         return 0
     finally:
@@ -92,6 +102,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    _client_env()
     import ray
 
     from cluster.runtime import join_running
@@ -100,7 +111,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = _running_config(args)
     try:
         join_running(config)
-        publisher = ray.get_actor(PUBLISHER_ACTOR, namespace=config.ray.namespace)
+        publisher = ray.get_actor(PUBLISHER_ACTOR, namespace=_namespace(config))
     except Exception as exc:
         print(f"no running mqtt-publisher found: {type(exc).__name__}", file=sys.stderr)
         return 1
@@ -113,6 +124,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    _client_env()
     import ray
 
     from cluster.runtime import join_running
@@ -121,7 +133,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     config = _running_config(args)
     try:
         join_running(config)
-        store = ray.get_actor(STORE_ACTOR, namespace=config.ray.namespace)
+        store = ray.get_actor(STORE_ACTOR, namespace=_namespace(config))
     except Exception as exc:
         print(f"no running liveobject cluster found: {type(exc).__name__}", file=sys.stderr)
         return 1

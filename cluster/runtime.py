@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -25,6 +26,7 @@ from serve_apps.vlm import build_vlm_app
 logger = logging.getLogger(__name__)
 
 POLL_S = 1.0
+ADDRESS_FILE = ".ray-address"  # under storage.path: how status/stop/replay find a local run
 
 
 @dataclass
@@ -78,6 +80,7 @@ def deploy(config: Config, *, include_dashboard: bool = True) -> Cluster:
     try:
         started_local, dashboard = connect(config, include_dashboard=include_dashboard)
         serve.start(http_options={"host": config.api.host, "port": config.api.port})
+        _write_address_file(config)
         store = get_store(config)
         ray.get(store.counts.remote())  # the store is up before anything writes to it
         publisher = get_publisher(config) if mqtt.enabled else None
@@ -200,10 +203,35 @@ def shutdown(cluster: Cluster) -> None:
             ray.shutdown()
     if cluster.broker is not None:
         cluster.broker.stop()
+    if cluster.started_local_ray:
+        _address_file(cluster.config).unlink(missing_ok=True)
 
 
-def join_running(config: Config) -> None:
+def _address_file(config: Config) -> Path:
+    return Path(config.storage.path) / ADDRESS_FILE
+
+
+def _write_address_file(config: Config) -> None:
+    path = _address_file(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(ray.get_runtime_context().gcs_address)
+
+
+def join_running(config: Config | None) -> None:
     """Connect to the cluster a `liveobject run` started (for status, stop, replay)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = config.ray.address or "auto"
-    ray.init(address=address, namespace=config.ray.namespace, log_to_driver=False)
+    address = "auto"
+    namespace = "liveobject"
+    if config is not None:
+        namespace = config.ray.namespace
+        recorded = _address_file(config)
+        if config.ray.address:
+            address = config.ray.address
+        elif recorded.exists():
+            address = recorded.read_text().strip()
+    if address != "auto" and not address.startswith("ray://"):
+        host, _, port = address.rpartition(":")
+        if not broker_reachable(host or "127.0.0.1", int(port or 6379), timeout_s=3.0):
+            # ray.init would retry for minutes against an address nothing listens on
+            raise ConnectionError(f"nothing answers at {address}")
+    ray.init(address=address, namespace=namespace, log_to_driver=False)

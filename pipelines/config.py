@@ -178,6 +178,18 @@ class CameraConfig(_Model):
     )
     enabled: bool = Field(default=True, description="Disabled cameras are not started.")
     motion: MotionConfig = Field(default_factory=MotionConfig, description="Motion settings.")
+    stall_timeout_s: float = Field(
+        default=10,
+        ge=0.5,
+        le=600,
+        description="Live streams: no new frame for this long means the stream is offline.",
+    )
+    max_pending_events: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="Events waiting for the VLM; when full, new motion merges into the newest.",
+    )
 
     @model_validator(mode="before")
     @classmethod

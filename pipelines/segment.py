@@ -8,12 +8,17 @@ Rules (times are media times, `Frame.pts_s`):
 - after an event ends, no new event starts for `cooldown_s` (measured from its end).
 Key frames (at most `max_frames`) are the peak-motion frame, the first, the last, then frames
 spread evenly in between, in time order, downscaled so the long side is `key_frame_side`.
+
+`PendingEvents` is the bounded queue of closed segments waiting for the VLM: when it is full, a
+new segment is merged into the newest queued one (its key frames kept, its end extended), so
+detection never waits for the VLM and no motion is lost.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -28,7 +33,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EventSegmenter", "Segment"]
+__all__ = ["EventSegmenter", "PendingEvents", "Segment"]
 
 _EPS = 1e-6
 
@@ -250,3 +255,68 @@ class EventSegmenter:
             best_frame=np.ascontiguousarray(best),
             peak_score=event.peak_score,
         )
+
+
+class PendingEvents:
+    """Bounded FIFO of segments waiting for analysis; when full, new motion merges into the newest.
+
+    Doorbell rings are never merged and never refused: they go to the front of the queue and
+    do not count against `max_pending` (a ring is rare and the user is waiting for it).
+    """
+
+    def __init__(self, max_pending: int) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be >= 1")
+        self.max_pending = max_pending
+        self._motion: deque[Segment] = deque()
+        self._rings: deque[Segment] = deque()
+        self.pushed = 0  # motion segments accepted (queued or merged)
+        self.merged = 0  # of those, merged into a queued segment because the queue was full
+        self.max_depth = 0  # high-water mark of queued motion segments
+
+    def __len__(self) -> int:
+        return len(self._motion) + len(self._rings)
+
+    @property
+    def depth(self) -> int:
+        """Queued motion segments (rings excluded); never above max_pending."""
+        return len(self._motion)
+
+    def push(self, segment: Segment) -> bool:
+        """Queue a motion segment; True when it was merged into the newest queued one."""
+        self.pushed += 1
+        if len(self._motion) < self.max_pending:
+            self._motion.append(segment)
+            self.max_depth = max(self.max_depth, len(self._motion))
+            return False
+        self._motion[-1] = merge_segments(self._motion[-1], segment)
+        self.merged += 1
+        return True
+
+    def push_ring(self, segment: Segment) -> None:
+        """Queue a doorbell ring ahead of every motion segment."""
+        self._rings.append(segment)
+
+    def pop(self) -> tuple[Segment, bool] | None:
+        """The next (segment, is_ring) to analyse, rings first; None when empty."""
+        if self._rings:
+            return self._rings.popleft(), True
+        if self._motion:
+            return self._motion.popleft(), False
+        return None
+
+
+def merge_segments(older: Segment, newer: Segment) -> Segment:
+    """One segment spanning both: the older key frames, the later end, counts added up."""
+    best, score = older.best_frame, older.peak_score
+    if newer.peak_score > older.peak_score:
+        best, score = newer.best_frame, newer.peak_score
+    return replace(
+        older,
+        end_wall=max(older.end_wall, newer.end_wall),
+        end_pts=max(older.end_pts, newer.end_pts),
+        frame_count=older.frame_count + newer.frame_count,
+        merged_motion=older.merged_motion + newer.merged_motion + 1,
+        best_frame=best,
+        peak_score=score,
+    )

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "Backoff",
     "FileSource",
     "Frame",
     "FrameSource",
@@ -52,6 +53,27 @@ STREAM_SCHEMES: dict[str, SourceType] = {
     "udp": "udp",
 }
 BATCH_SIZE = 16
+
+
+class Backoff:
+    """Exponential retry delay: start, 2x start, ... capped at maximum; reset() after a success."""
+
+    def __init__(self, start: float = 1.0, maximum: float = 60.0) -> None:
+        if not 0 < start <= maximum:
+            raise ValueError("need 0 < start <= maximum")
+        self.start = start
+        self.maximum = maximum
+        self.current = start
+
+    def next_delay(self) -> float:
+        """The delay to wait now; the following one doubles (up to maximum)."""
+        delay = self.current
+        self.current = min(self.current * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        """Back to the start delay (the source worked again)."""
+        self.current = self.start
 
 
 def _url_secrets(text: str) -> list[str]:
@@ -313,7 +335,7 @@ class StreamSource(FrameSource):
         self._container: Any = None
         self._thread: threading.Thread | None = None
         self._cond = threading.Condition()
-        self._latest: tuple[int, float, datetime, np.ndarray] | None = None
+        self._latest: tuple[int, float, datetime, av.VideoFrame] | None = None
         self._seq = 0
         self._consumed = 0
         self._error: str | None = None
@@ -381,13 +403,14 @@ class StreamSource(FrameSource):
                 if media is None or media <= last_pts:
                     media = max(now - t0, last_pts + 1e-3)
                 last_pts = media
-                image = vframe.to_ndarray(format="rgb24")
+                # keep the decoded frame as is: only the frames the consumer takes are converted
+                # to RGB (at detect_fps), the others are dropped unconverted
                 with self._cond:
                     if self._latest is not None and self._latest[0] > self._consumed:
                         self.dropped += 1
                     self._seq += 1
                     self.decoded += 1
-                    self._latest = (self._seq, media, datetime.now(timezone.utc), image)
+                    self._latest = (self._seq, media, datetime.now(timezone.utc), vframe)
                     self._cond.notify_all()
         except av.ExitError:
             error = f"stream stalled: no data for {self._read_timeout():g}s"
@@ -422,10 +445,11 @@ class StreamSource(FrameSource):
                             url=self.url,
                         )
                     self._cond.wait(remaining)
-                seq, pts, wall, image = self._latest
+                seq, pts, wall, vframe = self._latest
                 self._consumed = seq
             last_seq = seq
             next_due = max(next_due + interval, time.monotonic())
+            image = vframe.to_ndarray(format="rgb24")
             yield Frame(index=index, pts_s=pts, wall=wall, image=np.ascontiguousarray(image))
             index += 1
 
@@ -467,10 +491,12 @@ def open_source(
     camera: CameraConfig,
     *,
     force_pyav: bool = False,
-    stall_timeout_s: float = 10.0,
+    stall_timeout_s: float | None = None,
     open_timeout_s: float = 10.0,
 ) -> FrameSource:
     """Build the right (unopened) FrameSource for a camera: decord for files, PyAV for streams."""
+    if stall_timeout_s is None:
+        stall_timeout_s = float(camera.stall_timeout_s)
     source = camera.source
     kind = source_type_of(source)
     if kind == "file":

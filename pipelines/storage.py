@@ -11,21 +11,31 @@ Parquet file names carry the range of store sequence numbers they hold
 themselves after a crash between writing a file and recording the watermark (no duplicates).
 Temporary files are named ``.tmp-<uuid>.parquet.partial``: the ``**/*.parquet`` glob skips them.
 
-Compaction writes the merged file under a new name and removes the small ones right after; a
-reader that expands the glob in that window (microseconds to a few ms) may see a day's rows twice,
-and a reader that expanded the glob just before may fail with a missing-file error (retry).
-Compaction is meant for past days (see ``compact_parquet``), which analysts rarely read live.
+What a reader of ``read_parquet('parquet/**/*.parquet', hive_partitioning=true)`` can rely on:
+
+* A Parquet file, once visible, is never modified (DuckDB readers cache footers by path, so an
+  in-place rewrite could be read torn) and today's partition is never compacted: it only gains
+  whole files. A reader of live data never fails and never counts a row twice.
+* Compaction merges the small files of *closed* days (before today, UTC) only. The merged file
+  is built in ``.parquet-staging/`` (outside the glob) and swapped in with one atomic directory
+  exchange (``renameat2(RENAME_EXCHANGE)``), so a listing shows either the old files or the merged
+  one, never both: no double counting. The one unavoidable window: a query that listed a past
+  day's old files just before the swap and opens one after it gets a file-not-found error (retry);
+  that happens at most once per closed day (the first maintenance pass after midnight UTC, or at
+  startup). Retention moves an expired partition out of the glob with one rename, then deletes it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ctypes
 import errno
 import logging
 import os
 import re
 import shutil
+import sys
 import threading
 import uuid
 from collections.abc import Iterable
@@ -199,6 +209,27 @@ def _write_atomic(target: Path, data: bytes) -> None:
         raise
 
 
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange_dirs(a: Path, b: Path) -> bool:
+    """Atomically swap two directories (Linux renameat2); False where unsupported."""
+    if sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        rc = libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    except (AttributeError, OSError):
+        return False
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL):  # old kernel or a filesystem without exchange
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
 def _is_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
         return True
@@ -228,8 +259,11 @@ class EventStore:
         self.db_path = self.path / "events.duckdb"
         self.thumbnail_dir = self.path / "thumbnails"
         self.parquet_dir = self.path / "parquet"
+        # Compaction and retention stage directories here: same filesystem, outside the glob.
+        self.staging_dir = self.path / ".parquet-staging"
         for folder in (self.path, self.thumbnail_dir, self.parquet_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        self.staging_dir.mkdir(exist_ok=True)
         self._thumb_root = self.thumbnail_dir.resolve()
         self._lock = threading.RLock()
         # camera_id -> [(start, group id or None)] of recent starts, for correlation.
@@ -237,6 +271,9 @@ class EventStore:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._closed = False
         self._connect()
+        # We hold DuckDB's writer lock now: staging leftovers are an interrupted run's.
+        for leftover in self.staging_dir.iterdir():
+            shutil.rmtree(leftover, ignore_errors=True)
 
     # ---------------------------------------------------------------- connection & schema
     def _connect(self) -> None:
@@ -311,29 +348,29 @@ class EventStore:
         if not events:
             return 0
         with self._lock:
-            # Dedupe within the batch, then drop ids already stored (idempotent re-sends).
-            unique: dict[str, Event] = {}
-            for ev in events:
-                unique.setdefault(ev.event_id, ev)
+            unique = list({ev.event_id: ev for ev in reversed(events)}.values())[::-1]
+            if self._starts:
+                unique = [self._with_group(ev) for ev in unique]
+            # The primary key makes the insert idempotent (ON CONFLICT DO NOTHING, an index
+            # probe per row, not a scan of the growing table). Only ids that come with a
+            # thumbnail are looked up first: a re-send must neither rewrite nor, on failure,
+            # delete the file of the event already stored.
+            with_thumb = [ev.event_id for ev in unique if thumbnails.get(ev.event_id)]
             try:
-                stored = {r[0] for r in self._join_ids(list(unique), "SELECT e.event_id")}
+                stored = self._stored_ids(with_thumb) if with_thumb else set()
             except (duckdb.Error, OSError) as exc:
                 raise self._fail("append", exc) from exc
-            fresh = [self._with_group(ev) for eid, ev in unique.items() if eid not in stored]
-            if not fresh:
-                return 0
             written: list[Path] = []
             try:
-                for ev in fresh:  # thumbnails first: a committed row always has its file
-                    jpeg = thumbnails.get(ev.event_id)
-                    if jpeg:
-                        target = self.thumbnail_dir / f"{ev.event_id}.jpg"
-                        _write_atomic(target, jpeg)
+                for event_id in with_thumb:  # thumbnails first: a committed row has its file
+                    if event_id not in stored:
+                        target = self.thumbnail_dir / f"{event_id}.jpg"
+                        _write_atomic(target, thumbnails[event_id])
                         written.append(target)
                 if written:
                     _fsync_dir(self.thumbnail_dir)
                 con = self.con
-                con.register("_batch", self._arrow_rows(fresh))
+                con.register("_batch", self._arrow_rows(unique))
                 try:
                     con.execute("BEGIN TRANSACTION")
                     row = _first(
@@ -349,8 +386,14 @@ class EventStore:
                 for path in written:
                     path.unlink(missing_ok=True)
                 raise self._fail("append", exc) from exc
-            self._seq += len(fresh)
-            return int(row[0]) if row else len(fresh)
+            self._seq += len(unique)  # seq of a duplicate stays unused: gaps are harmless
+            return int(row[0]) if row else len(unique)
+
+    def _stored_ids(self, ids: list[str]) -> set[str]:
+        """Which of ids are stored (primary-key index lookups)."""
+        marks = ", ".join("?" * len(ids))
+        sql = f"SELECT event_id FROM events WHERE event_id IN ({marks})"  # noqa: S608 - only ?s
+        return {r[0] for r in self.con.execute(sql, ids).fetchall()}
 
     def _join_ids(
         self, ids: list[str], head: str, params: list[Any] | None = None, update: bool = False
@@ -371,16 +414,15 @@ class EventStore:
             con.unregister("_ids")
 
     def _arrow_rows(self, events: list[Event]) -> pa.Table:
-        now = utcnow()
-        cols: dict[str, list[Any]] = {name: [] for name in ARROW_SCHEMA.names}
-        for offset, ev in enumerate(events, start=1):
-            cols["seq"].append(self._seq + offset)
-            for name in EVENT_COLUMNS:
-                value = getattr(ev, name)
-                cols[name].append(list(value) if name == "objects_detected" else value)
-            cols["stored_at"].append(now)
-            cols["published_at"].append(None)
-        return pa.table(cols, schema=ARROW_SCHEMA)
+        """The events as an Arrow table in the events table's column order (column-wise)."""
+        n = len(events)
+        rows = [ev.__dict__ for ev in events]  # pydantic keeps validated fields here
+        arrays: list[pa.Array] = [pa.array(range(self._seq + 1, self._seq + n + 1), pa.int64())]
+        for name in EVENT_COLUMNS:
+            arrays.append(pa.array([r[name] for r in rows], ARROW_SCHEMA.field(name).type))
+        arrays.append(pa.repeat(pa.scalar(utcnow(), _TS), n))
+        arrays.append(pa.nulls(n, _TS))
+        return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
 
     def mark_published(self, event_ids: Iterable[str], at: datetime | None = None) -> int:
         """Record events as published; returns how many were newly marked."""
@@ -628,6 +670,11 @@ class EventStore:
     def _write_parquet(self, day: date, name: str, table: pa.Table) -> Path:
         folder = self.parquet_dir / f"date={day.isoformat()}"
         folder.mkdir(parents=True, exist_ok=True)
+        return self._write_parquet_to(folder, name, table)
+
+    @staticmethod
+    def _write_parquet_to(folder: Path, name: str, table: pa.Table) -> Path:
+        """Write a Parquet file under a name the glob skips, fsync, then rename it into place."""
         tmp = folder / f".tmp-{uuid.uuid4().hex}.parquet.partial"
         target = folder / name
         try:
@@ -642,7 +689,11 @@ class EventStore:
         return target
 
     def compact_parquet(self, max_files: int = 8, include_today: bool = False) -> int:
-        """Merge each day's files into one when it has more than max_files; returns days merged."""
+        """Merge each closed day's files into one when it has more than max_files; days merged.
+
+        Today's partition is left alone (readers of live data must never see files vanish);
+        include_today is for offline use only (no reader running).
+        """
         today = utcnow().date()
         merged = 0
         with self._lock:
@@ -656,19 +707,38 @@ class EventStore:
                 parts = sorted(p for p in folder.glob("part-*.parquet") if PART_RE.match(p.name))
                 if len(parts) <= max_files:
                     continue
-                ranges = [PART_RE.match(p.name).groups() for p in parts]  # type: ignore[union-attr]
-                lo = min(int(r[0]) for r in ranges)
-                hi = max(int(r[1]) for r in ranges)
                 try:
-                    table = pa.concat_tables([pq.read_table(p) for p in parts])
-                    name = f"part-{lo:012d}-{hi:012d}-c{uuid.uuid4().hex[:8]}.parquet"
-                    self._write_parquet(day, name, table)
+                    self._compact_day(folder, day, parts)
                 except OSError as exc:
                     raise self._fail("parquet compaction", exc) from exc
-                for p in parts:  # right after the merged file appears: see module docstring
-                    p.unlink(missing_ok=True)
                 merged += 1
         return merged
+
+    def _compact_day(self, folder: Path, day: date, parts: list[Path]) -> None:
+        ranges = [PART_RE.match(p.name).groups() for p in parts]  # type: ignore[union-attr]
+        lo = min(int(r[0]) for r in ranges)
+        hi = max(int(r[1]) for r in ranges)
+        table = pa.concat_tables([pq.read_table(p) for p in parts])
+        name = f"part-{lo:012d}-{hi:012d}-c{uuid.uuid4().hex[:8]}.parquet"
+        # Files other than ours (an analyst's copy) move along into the new directory.
+        others = [p for p in folder.iterdir() if p.is_file() and p not in parts]
+        stage = self.staging_dir / f"{folder.name}-{uuid.uuid4().hex[:8]}"
+        stage.mkdir(parents=True)
+        try:
+            self._write_parquet_to(stage, name, table)
+            for other in others:
+                os.link(other, stage / other.name)
+            _fsync_dir(stage)
+            if _exchange_dirs(stage, folder):  # one atomic step: old files out, merged file in
+                _fsync_dir(self.parquet_dir)
+            else:  # no exchange: the day is briefly absent from a listing, never doubled
+                old = self.staging_dir / f"old-{uuid.uuid4().hex[:8]}"
+                os.replace(folder, old)
+                os.replace(stage, folder)
+                _fsync_dir(self.parquet_dir)
+                stage = old
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
     # ---------------------------------------------------------------- retention
     def apply_retention(self, now: datetime | None = None) -> int:
@@ -694,7 +764,14 @@ class EventStore:
             for folder in self.parquet_dir.glob("date=*"):
                 match = DATE_DIR_RE.match(folder.name)
                 if match and date.fromisoformat(match.group(1)) < cutoff.date():
-                    shutil.rmtree(folder, ignore_errors=True)
+                    # one rename takes the whole day out of readers' globs, then delete it
+                    trash = self.staging_dir / f"expired-{uuid.uuid4().hex[:8]}"
+                    try:
+                        os.replace(folder, trash)
+                    except OSError as exc:
+                        logger.warning("cannot expire partition %s: %s", folder.name, exc)
+                        continue
+                    shutil.rmtree(trash, ignore_errors=True)
         if ids:
             logger.info("retention removed %d events older than %s", len(ids), cutoff.date())
         return len(ids)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ray import serve
@@ -43,10 +44,23 @@ def _warmup_request() -> VLMRequest:
     return VLMRequest("warmup", "Warm-up", (buf.getvalue(),), request_id="warmup")
 
 
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A request and when it reached this replica (for the queue-wait metric)."""
+
+    request: VLMRequest
+    arrived: float
+
+
+def _queued_images(items: list[_Queued]) -> int:
+    return images_in_batch([item.request for item in items])
+
+
 class _Metrics:
     """ray.util.metrics instruments; a no-op when they cannot be created (no exporter/agent)."""
 
     def __init__(self) -> None:
+        self.enabled = False
         try:
             from ray.util import metrics
 
@@ -60,25 +74,46 @@ class _Metrics:
                 description="Images per VLM batch.",
                 boundaries=_BATCH_BOUNDARIES,
             )
+            self.queue_wait_ms: Any = metrics.Histogram(
+                "liveobject_vlm_queue_wait_ms",
+                description="Time a request waited in the replica before its batch ran (ms).",
+                boundaries=_TIME_BOUNDARIES_MS,
+            )
             self.generate_ms: Any = metrics.Histogram(
                 "liveobject_vlm_generate_ms",
                 description="Wall time of one VLM batch (ms).",
                 boundaries=_TIME_BOUNDARIES_MS,
             )
+            self.tokens_per_s: Any = metrics.Gauge(
+                "liveobject_vlm_tokens_per_s",
+                description="Generated tokens per second of the last VLM batch.",
+            )
             self.fallbacks: Any = metrics.Counter(
                 "liveobject_vlm_fallbacks", description="Results answered by the fallback text."
             )
+            self.enabled = True
         except Exception as exc:  # metrics are best effort
             logger.info("VLM metrics disabled: %s", exc)
-            self.batch_size = self.batch_images = self.generate_ms = self.fallbacks = None
 
-    def record(self, requests: int, images: int, elapsed_ms: float, fallbacks: int) -> None:
-        if self.batch_size is None:
+    def record(
+        self,
+        requests: int,
+        images: int,
+        waits_ms: list[float],
+        elapsed_ms: float,
+        tokens_per_s: float | None,
+        fallbacks: int,
+    ) -> None:
+        if not self.enabled:
             return
         try:
             self.batch_size.observe(requests)
             self.batch_images.observe(images)
+            for wait in waits_ms:
+                self.queue_wait_ms.observe(wait)
             self.generate_ms.observe(elapsed_ms)
+            if tokens_per_s is not None:
+                self.tokens_per_s.set(tokens_per_s)
             if fallbacks:
                 self.fallbacks.inc(fallbacks)
         except Exception:  # never fail a batch over metrics
@@ -92,12 +127,13 @@ class VLMDeployment:
     async def __init__(self, vlm_config: VLMConfig) -> None:  # type: ignore[misc]
         self.config = vlm_config
         self.engine = VLMEngine.from_config(vlm_config)
-        self.__call__.set_max_batch_size(vlm_config.max_batch_size)  # type: ignore[attr-defined]
-        self.__call__.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
+        self._describe.set_max_batch_size(vlm_config.max_batch_size)  # type: ignore[attr-defined]
+        self._describe.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
             vlm_config.batch_wait_timeout_s
         )
         self.counters = {"requests": 0, "batches": 0, "max_batch_seen": 0, "images": 0}
-        self.counters["fallbacks"] = 0
+        self.counters |= {"fallbacks": 0, "generated_tokens": 0}
+        self.totals = {"queue_wait_ms": 0.0, "queue_wait_ms_max": 0.0, "generate_ms": 0.0}
         self.metrics = _Metrics()
         await self.engine.start()
         started = time.monotonic()
@@ -109,33 +145,67 @@ class VLMDeployment:
             (time.monotonic() - started) * 1000.0,
         )
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05, batch_size_fn=images_in_batch)
-    async def __call__(self, requests: list[VLMRequest]) -> list[VLMResult]:
-        """Describe a batch of motion events (one result per request, in order)."""
+    async def __call__(self, request: VLMRequest) -> VLMResult:
+        """Describe one motion event; concurrent calls are batched together."""
+        result: VLMResult = await self._describe(_Queued(request, time.monotonic()))
+        return result
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05, batch_size_fn=_queued_images)
+    async def _describe(self, items: list[_Queued]) -> list[VLMResult]:
         started = time.monotonic()
+        requests = [item.request for item in items]
+        waits_ms = [(started - item.arrived) * 1000.0 for item in items]
+        tokens_before = self.engine.generated_tokens()
         results = await self.engine.describe_batch(requests)
         elapsed_ms = (time.monotonic() - started) * 1000.0
+        tokens = self.engine.generated_tokens() - tokens_before
+        tokens_per_s = tokens / (elapsed_ms / 1000.0) if tokens and elapsed_ms > 0 else None
         images = sum(len(r.frames) for r in requests)
         fallbacks = sum(r.provider_used is None for r in results)
         self.counters["requests"] += len(requests)
         self.counters["batches"] += 1
         self.counters["images"] += images
         self.counters["fallbacks"] += fallbacks
+        self.counters["generated_tokens"] += tokens
         self.counters["max_batch_seen"] = max(self.counters["max_batch_seen"], len(requests))
-        self.metrics.record(len(requests), images, elapsed_ms, fallbacks)
+        self.totals["queue_wait_ms"] += sum(waits_ms)
+        self.totals["queue_wait_ms_max"] = max(self.totals["queue_wait_ms_max"], *waits_ms)
+        self.totals["generate_ms"] += elapsed_ms
+        self.metrics.record(len(requests), images, waits_ms, elapsed_ms, tokens_per_s, fallbacks)
         logger.debug(
-            "VLM batch: %d requests, %d images, %.0f ms", len(requests), images, elapsed_ms
+            "VLM batch: %d requests, %d images, %d tokens, %.0f ms",
+            len(requests),
+            images,
+            tokens,
+            elapsed_ms,
         )
         return results
 
     async def stats(self) -> dict[str, Any]:
-        """Counters of this replica (requests, batches, max_batch_seen, images) and its backends."""
-        return dict(self.counters) | {"engine": self.engine.stats()}
+        """Counters of this replica (requests, batches, images, tokens, waits) and its backends."""
+        requests, generate_s = self.counters["requests"], self.totals["generate_ms"] / 1000.0
+        return dict(self.counters) | {
+            "queue_wait_ms_avg": round(self.totals["queue_wait_ms"] / requests, 2)
+            if requests
+            else 0.0,
+            "queue_wait_ms_max": round(self.totals["queue_wait_ms_max"], 2),
+            "generate_ms_total": round(self.totals["generate_ms"], 1),
+            "tokens_per_s": (
+                round(self.counters["generated_tokens"] / generate_s, 1) if generate_s else 0.0
+            ),
+            "metrics_enabled": self.metrics.enabled,
+            "engine": self.engine.stats(),
+        }
 
     async def check_health(self) -> None:
-        """Unhealthy while every backend sits in its failure cool-down (Serve then restarts us)."""
-        if not self.engine.healthy():
-            raise RuntimeError(f"no usable VLM backend: {self.engine.stats()['backends']}")
+        """Unhealthy when a local model failed to load (Serve then replaces this replica).
+
+        Remote backends that are down do not make the replica unhealthy: a new replica would
+        not bring them back, and meanwhile every event still gets the fallback description.
+        """
+        broken = self.engine.load_errors()
+        if broken:
+            raise RuntimeError(f"VLM model failed to load: {broken}")
 
 
 def deployment_options(vlm_config: VLMConfig) -> dict[str, Any]:

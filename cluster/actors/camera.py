@@ -1,4 +1,22 @@
-"""One Ray actor per camera: decode → motion → event segments → VLM → event-store."""
+"""One Ray actor per camera: decode → motion → event segments → VLM → event-store.
+
+Decoding and motion run in a worker thread and never wait for the VLM: closed segments go to a
+bounded `PendingEvents` queue (`camera.max_pending_events`, K) drained by `MAX_IN_FLIGHT` async
+VLM calls. When the queue is full, new motion is merged into the newest queued event (its key
+frames kept, its end and frame count extended) and counted in `status()["merged_pending"]`.
+Only JPEG bytes cross to other actors (the VLM request and the thumbnail).
+
+Faults: a source that never delivered a frame is `unavailable`, one that delivered frames and
+then failed or stalled is `offline`; live streams are retried with exponential backoff 1 → 60 s
+(reset once frames flow again) and go back `online` on the first new frame. A file that cannot
+be read is not retried (it will not heal). Every error text is redacted before it is stored,
+logged or returned (no `user:pass@` or known secret ever leaves the actor).
+
+Timestamps: an event's `timestamp` is its start as wall clock. For files this is the wall clock
+at which processing of the file started plus the media offset of the event's first frame (the
+file replays as if it were live from that moment); for live streams it is the wall clock at
+which the first motion frame was decoded.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +24,7 @@ import asyncio
 import logging
 import threading
 import time
+import traceback
 from typing import Any
 
 import numpy as np
@@ -23,16 +42,16 @@ from pipelines.naming import (
 )
 from pipelines.redact import redact
 from pipelines.samples import encode_jpeg, resize_long_side
-from pipelines.segment import EventSegmenter, Segment
-from pipelines.sources import SourceError, open_source
+from pipelines.segment import EventSegmenter, PendingEvents, Segment
+from pipelines.sources import Backoff, SourceError, open_source
 from pipelines.vlm.types import VLMRequest, VLMResult, fallback_result
 
 logger = logging.getLogger(__name__)
 
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 60.0
-MAX_IN_FLIGHT = 2  # concurrent VLM calls per camera
-MAX_PENDING_EVENTS = 16  # events waiting for the VLM before decoding waits
+MAX_IN_FLIGHT = 2  # concurrent VLM calls per camera (K, the queue bound, is per camera config)
+BEST_FRAME_SIDE = 1280  # thumbnail long side
 
 
 class _Stop(Exception):
@@ -58,9 +77,14 @@ class CameraActor:
         self._last_error: str | None = None
         self._last_event: dict[str, Any] | None = None
         self._latest_frame: np.ndarray | None = None
-        self._pending: asyncio.Queue[tuple[Segment | None, bool]] | None = None
+        self._queue = PendingEvents(self._camera.max_pending_events)
+        self._wake: asyncio.Event | None = None
+        self._segments = 0
         self._in_flight = 0
         self._activity = False
+        self._backoff = Backoff(BACKOFF_START_S, BACKOFF_MAX_S)
+        self._retry_in_s: float | None = None
+        self._store: Any = None
         self._task: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
 
@@ -70,7 +94,7 @@ class CameraActor:
         if self._task is not None:
             return
         loop = asyncio.get_running_loop()
-        self._pending = asyncio.Queue(maxsize=MAX_PENDING_EVENTS)
+        self._wake = asyncio.Event()
         self._workers = [loop.create_task(self._analyse_worker()) for _ in range(MAX_IN_FLIGHT)]
         self._task = loop.create_task(self._ingest_forever())
 
@@ -88,19 +112,22 @@ class CameraActor:
         if frame is None:
             return {"accepted": False, "reason": "no frame received yet"}
         now = utcnow()
+        key = resize_long_side(frame, self._config.vlm.image_size)
         segment = Segment(
             start_wall=now,
             end_wall=now,
             start_pts=0.0,
             end_pts=0.0,
-            key_frames=(frame,),
+            key_frames=(key,),
             peak_index=0,
             frame_count=1,
             merged_motion=0,
-            best_frame=frame,
+            best_frame=resize_long_side(frame, BEST_FRAME_SIDE),
         )
-        assert self._pending is not None
-        await self._pending.put((segment, True))
+        self._queue.push_ring(segment)
+        if self._wake is not None:
+            self._wake.set()
+        logger.info("camera %s: doorbell ring queued", self._camera.id)
         return {"accepted": True}
 
     def status(self) -> dict[str, Any]:
@@ -115,25 +142,33 @@ class CameraActor:
             "frames": self._frames,
             "events": self._events,
             "merged_motion": self._merged,
-            "queue_depth": self._pending.qsize() if self._pending is not None else 0,
+            "segments": self._segments,
+            "merged_pending": self._queue.merged,
+            "queue_depth": self._queue.depth,
+            "max_queue_depth": self._queue.max_depth,
+            "max_pending_events": self._queue.max_pending,
             "in_flight": self._in_flight,
             "activity": self._activity,
+            "ingest_done": self._done,
             "done": self._done and self._idle(),
+            "failures": self._failures,
+            "retry_in_s": self._retry_in_s,
             "last_error": self._last_error,
             "last_event": self._last_event,
             "doorbell": self._camera.doorbell,
         }
 
     def _idle(self) -> bool:
-        return self._in_flight == 0 and (self._pending is None or self._pending.empty())
+        return self._in_flight == 0 and len(self._queue) == 0
 
     # ---- ingest ----------------------------------------------------------------------------
     async def _ingest_forever(self) -> None:
-        backoff = BACKOFF_START_S
         is_file = self._camera.source_type == "file"
+        loop = asyncio.get_running_loop()
         while not self._stop.is_set():
+            frames_before = self._frames
             try:
-                await asyncio.to_thread(self._decode_blocking, asyncio.get_running_loop())
+                await asyncio.to_thread(self._decode_blocking, loop)
                 if is_file:
                     break
                 # A live stream that ends is an outage: come back with backoff.
@@ -141,43 +176,60 @@ class CameraActor:
             except _Stop:
                 break
             except SourceError as exc:
-                self._failures += 1
-                self._last_error = redact(str(exc), self._secrets)
-                new_status = "unavailable" if self._frames == 0 else "offline"
-                logger.error("camera %s: %s", self._camera.id, self._last_error)
-                self._set_status(new_status)
-                if is_file:
-                    break
+                self._record_failure(str(exc))
             except Exception as exc:  # a bug must not kill the actor silently
-                self._failures += 1
-                self._last_error = redact(f"{type(exc).__name__}: {exc}", self._secrets)
-                logger.exception("camera %s failed", self._camera.id)
-                self._set_status("unavailable")
-                if is_file:
-                    break
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+                detail = redact(traceback.format_exc(), self._secrets)
+                self._record_failure(f"{type(exc).__name__}: {exc}", detail)
+            if is_file:
+                break
+            if self._frames > frames_before:
+                self._backoff.reset()  # it worked for a while: retry quickly
+            delay = self._backoff.next_delay()
+            self._retry_in_s = delay
+            logger.info("camera %s: reconnecting in %.0f s", self._camera.id, delay)
+            deadline = time.monotonic() + delay
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+            self._retry_in_s = None
         self._done = True
         if self._status == "online" and is_file:
             self._set_status("offline")
+
+    def _record_failure(self, message: str, detail: str | None = None) -> None:
+        self._failures += 1
+        self._last_error = redact(message, self._secrets)
+        if detail is not None:
+            logger.error("camera %s failed: %s", self._camera.id, detail)
+        else:
+            logger.error("camera %s: %s", self._camera.id, self._last_error)
+        # never delivered a frame: the source is unavailable; it worked before: offline
+        self._set_status("unavailable" if self._frames == 0 else "offline")
 
     def _decode_blocking(self, loop: asyncio.AbstractEventLoop) -> None:
         camera = self._camera
         source = open_source(camera)
         detector = MotionDetector(camera.motion)
-        segmenter = EventSegmenter(camera.motion, camera.detect_fps)
+        segmenter = EventSegmenter(
+            camera.motion,
+            camera.detect_fps,
+            key_frame_side=self._config.vlm.image_size,
+            best_frame_side=BEST_FRAME_SIDE,
+        )
         window_start = time.monotonic()
         window_frames = 0
+        online = False
         try:
             source.open()
-            loop.call_soon_threadsafe(self._set_status, "online")
             for frame in source.frames():
                 if self._stop.is_set():
                     raise _Stop
+                if not online:
+                    online = True
+                    loop.call_soon_threadsafe(self._set_status, "online")
                 self._frames += 1
                 window_frames += 1
-                if camera.doorbell:  # kept only where a ring can ask for it
-                    self._latest_frame = resize_long_side(frame.image, self._config.vlm.image_size)
+                if camera.doorbell:  # a reference, resized only when a ring asks for it
+                    self._latest_frame = frame.image
                 result = detector.update(frame.image)
                 for segment in segmenter.feed(frame, result):
                     self._submit(loop, segment)
@@ -193,16 +245,19 @@ class CameraActor:
             source.close()
 
     def _submit(self, loop: asyncio.AbstractEventLoop, segment: Segment) -> None:
-        assert self._pending is not None
-        pending = self._pending
-        future = asyncio.run_coroutine_threadsafe(pending.put((segment, False)), loop)
-        # Back-pressure: when the VLM falls behind, decoding waits here (the queue is bounded).
-        while not self._stop.is_set():
-            try:
-                future.result(timeout=0.5)
-                return
-            except TimeoutError:
-                continue
+        # never blocks: the event loop queues it (or merges it when K events already wait)
+        self._segments += 1
+        loop.call_soon_threadsafe(self._enqueue, segment)
+
+    def _enqueue(self, segment: Segment) -> None:
+        if self._queue.push(segment):
+            logger.info(
+                "camera %s: VLM behind, motion merged into a queued event (%d merged so far)",
+                self._camera.id,
+                self._queue.merged,
+            )
+        if self._wake is not None:
+            self._wake.set()
 
     def _set_activity(self, loop: asyncio.AbstractEventLoop, active: bool) -> None:
         if active != self._activity:
@@ -211,16 +266,23 @@ class CameraActor:
 
     # ---- analysis ------------------------------------------------------------------------
     async def _analyse_worker(self) -> None:
-        assert self._pending is not None
+        assert self._wake is not None
         while True:
-            segment, is_ring = await self._pending.get()
-            if segment is None:
-                return
+            item = self._queue.pop()
+            if item is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            segment, is_ring = item
             self._in_flight += 1
             try:
                 await self._analyse(segment, is_ring)
-            except Exception:
-                logger.exception("camera %s: event analysis failed", self._camera.id)
+            except Exception as exc:
+                logger.error(
+                    "camera %s: event analysis failed: %s",
+                    self._camera.id,
+                    redact(f"{type(exc).__name__}: {exc}", self._secrets),
+                )
             finally:
                 self._in_flight -= 1
 
@@ -256,8 +318,13 @@ class CameraActor:
             vlm_latency_ms=round(latency_ms, 1),
         )
         thumbnail = encode_jpeg(segment.best_frame, quality=self._config.storage.thumbnail_quality)
-        store = ray.get_actor(STORE_ACTOR, namespace=self._config.ray.namespace)
-        saved: Event = await store.save.remote(event, thumbnail)
+        if self._store is None:
+            self._store = ray.get_actor(STORE_ACTOR, namespace=self._config.ray.namespace)
+        try:
+            saved: Event = await self._store.save.remote(event, thumbnail)
+        except Exception:
+            self._store = None  # look it up again next time (it may have been restarted)
+            raise
         self._events += 1
         self._merged += segment.merged_motion
         self._last_event = {

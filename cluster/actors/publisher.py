@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -27,11 +28,12 @@ from pipelines.mqtt.topics import (
     Topics,
     discovery_messages,
 )
-from pipelines.naming import PUBLISHER_ACTOR, STORE_ACTOR
+from pipelines.naming import PUBLISHER_ACTOR, STORE_ACTOR, camera_actor_name
 
 logger = logging.getLogger(__name__)
 
 _RECENT_IDS = 20_000  # ids sent by this actor lately: not replayed again on reconnect
+_MAX_PENDING_RINGS = 32  # ring commands waiting for dispatch; more are dropped (flood guard)
 _LATENCY_BOUNDARIES_MS: list[float] = [
     1,
     2,
@@ -58,9 +60,33 @@ def _sw_version() -> str:
 
 
 class _Metrics:
-    """Ray metrics of the publisher (exported by the Ray metrics agent)."""
+    """Ray metrics of the publisher (exported by the Ray metrics agent, when there is one).
+
+    Recording never raises: metrics must not stop publishing (e.g. no metrics agent).
+    """
 
     def __init__(self) -> None:
+        self._failed = False
+        try:
+            self._create()
+        except Exception as exc:
+            self._disable(exc)
+
+    def _disable(self, exc: Exception) -> None:
+        if not self._failed:
+            logger.warning("mqtt-publisher metrics disabled: %s", exc)
+        self._failed = True
+
+    def record(self, name: str, op: str, value: float = 1.0, **tags: str) -> None:
+        """Apply `op` (inc/set/observe) to metric `name`; errors only disable metrics."""
+        if self._failed:
+            return
+        try:
+            getattr(getattr(self, name), op)(value, tags=tags or None)
+        except Exception as exc:
+            self._disable(exc)
+
+    def _create(self) -> None:
         self.published = metrics.Counter(
             "liveobject_mqtt_published_total",
             description="Event messages handed to the MQTT client.",
@@ -112,8 +138,17 @@ class MqttPublisher:
         self._stopping = False
         self._replayed_total = 0
         self._metrics = _Metrics()
+        # Ring commands arrive on paho's thread; one worker thread looks the camera actor up
+        # and fires its `ring` (never paho's thread, never behind a long replay).
+        self._rings = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqtt-ring")
+        self._rings_pending = 0
+        self._ring_counts = {"rings_dispatched": 0, "rings_rejected": 0}
         self._core = MqttPublisherCore(
-            mqtt_config, self._topics, self._on_acked, on_connected=self._on_connected
+            mqtt_config,
+            self._topics,
+            self._on_acked,
+            on_connected=self._on_connected,
+            on_ring=self._on_ring,
         )
         sw = _sw_version()
         for camera in config.cameras:
@@ -152,6 +187,7 @@ class MqttPublisher:
         with self._lock:
             out["acks_to_store"] = len(self._acked)
             out["replayed"] = max(out["replayed"], self._replayed_total)
+            out.update(self._ring_counts)
         out["replay_window_s"] = self._config.mqtt.replay_window_s
         return out
 
@@ -188,6 +224,7 @@ class MqttPublisher:
         self._stopping = True
         self._wake.set()
         await asyncio.to_thread(self._core.stop)
+        self._rings.shutdown(wait=False, cancel_futures=True)
         status["connected"] = False
         return status
 
@@ -199,7 +236,7 @@ class MqttPublisher:
         # last_event is derived from the payload by the core, only when it is sent
         outcome = self._core.publish_event(event, payload, replay=replay)
         if outcome == "sent":
-            self._metrics.published.inc(tags={"qos": self._qos})
+            self._metrics.record("published", "inc", qos=self._qos)
             with self._lock:
                 self._recent[event.event_id] = None
                 self._recent.move_to_end(event.event_id)
@@ -209,7 +246,7 @@ class MqttPublisher:
             with self._lock:
                 self._sent_at.pop(event.event_id, None)
             if outcome != "disabled":
-                self._metrics.failures.inc(tags={"reason": outcome})
+                self._metrics.record("failures", "inc", reason=outcome)
         return outcome
 
     def _on_acked(self, event_ids: list[str]) -> None:
@@ -220,9 +257,50 @@ class MqttPublisher:
             started = [self._sent_at.pop(i, None) for i in event_ids]
         for t0 in started:
             if t0 is not None:
-                self._metrics.latency.observe((now - t0) * 1000.0)
-        self._metrics.acked.inc(len(event_ids), tags={"qos": self._qos})
+                self._metrics.record("latency", "observe", (now - t0) * 1000.0)
+        self._metrics.record("acked", "inc", len(event_ids), qos=self._qos)
         self._wake.set()
+
+    def _on_ring(self, camera_id: str) -> None:
+        # paho's thread: queue the dispatch, never wait on Ray here.
+        with self._lock:
+            if self._rings_pending >= _MAX_PENDING_RINGS:
+                self._ring_counts["rings_rejected"] += 1
+                logger.warning("too many ring commands pending; ignoring one for %s", camera_id)
+                return
+            self._rings_pending += 1
+        self._rings.submit(self._dispatch_ring, camera_id)
+
+    def _dispatch_ring(self, camera_id: str) -> None:
+        """Fire `ring` on the camera's actor when the camera is a configured doorbell."""
+        try:
+            try:
+                camera = self._config.camera(camera_id)
+            except KeyError:
+                camera = None
+            if camera is None or not camera.doorbell or not camera.enabled:
+                with self._lock:
+                    self._ring_counts["rings_rejected"] += 1
+                logger.warning("ring command for %s ignored: not a configured doorbell", camera_id)
+                return
+            try:
+                actor = ray.get_actor(
+                    camera_actor_name(camera_id), namespace=self._config.ray.namespace
+                )
+            except ValueError:
+                with self._lock:
+                    self._ring_counts["rings_rejected"] += 1
+                logger.warning("ring command for %s ignored: camera actor not running", camera_id)
+                return
+            actor.ring.remote()  # fire and forget: the camera analyses and stores the event
+            with self._lock:
+                self._ring_counts["rings_dispatched"] += 1
+            logger.info("doorbell ring for %s sent to its camera actor", camera_id)
+        except Exception:
+            logger.exception("dispatching a ring command for %s failed", camera_id)
+        finally:
+            with self._lock:
+                self._rings_pending -= 1
 
     def _on_connected(self) -> None:
         self._replay_wanted = True
@@ -248,7 +326,7 @@ class MqttPublisher:
                 if self._replay_wanted:
                     self._replay_wanted = False
                     self._replay_unpublished()
-                self._metrics.queue_depth.set(self._core.pending)
+                self._metrics.record("queue_depth", "set", self._core.pending)
             except Exception:
                 logger.exception("mqtt-publisher background step failed")
 
@@ -301,7 +379,7 @@ class MqttPublisher:
         with self._lock:
             self._replayed_total += sent
         if sent:
-            self._metrics.replayed.inc(sent)
+            self._metrics.record("replayed", "inc", sent)
         return sent
 
 

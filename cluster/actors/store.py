@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from datetime import datetime
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import ray
 
 from pipelines.config import Config
-from pipelines.events import Event
+from pipelines.events import Event, utcnow
 from pipelines.naming import PUBLISHER_ACTOR, STORE_ACTOR
 from pipelines.storage import EventStore
 
@@ -41,15 +42,25 @@ class EventStoreActor:
             self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
 
     async def _maintain(self) -> None:
+        """Export every flush interval; expire and compact closed days once a day (and now).
+
+        Compaction and retention remove Parquet files, the one thing a reader mid-query can
+        trip over (see pipelines.storage): they run at startup and at the first pass after
+        midnight UTC only, never against today's partition.
+        """
         interval = self._config.storage.parquet_flush_interval_s
+        last_day = None
         while True:
-            await asyncio.sleep(interval)
             try:
                 await asyncio.to_thread(self._store.export_parquet)
-                await asyncio.to_thread(self._store.compact_parquet)
-                await asyncio.to_thread(self._store.apply_retention)
+                today = utcnow().date()
+                if today != last_day:
+                    await asyncio.to_thread(self._store.apply_retention)
+                    await asyncio.to_thread(self._store.compact_parquet)
+                    last_day = today
             except Exception as exc:  # keep the loop alive; the error is in the log
                 logger.error("store maintenance failed: %s", exc)
+            await asyncio.sleep(interval)
 
     def _publisher_handle(self) -> Any:
         if not self._config.mqtt.enabled:
@@ -113,6 +124,10 @@ class EventStoreActor:
     async def health(self) -> dict[str, Any]:
         counts = await self.counts()
         return {"ok": True, "path": str(self._config.storage.path), **counts}
+
+    def pid(self) -> int:
+        """The actor's process id (operators and crash tests)."""
+        return os.getpid()
 
     def request_stop(self) -> None:
         """Ask the process running the cluster (`liveobject run`) to shut down gracefully."""

@@ -32,8 +32,11 @@ from pipelines.mqtt.topics import (
     STATE_QOS,
     Topics,
     activity_payload,
+    camera_registry_payload,
     camera_status_payload,
+    clear_discovery_messages,
     last_event_from_event_payload,
+    parse_camera_registry,
     to_json,
 )
 
@@ -45,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 Outcome = Literal["sent", "unpublished", "dropped", "disabled", "failed"]
 AckCallback = Callable[[list[str]], None]
+RingCallback = Callable[[str], None]
 # CONNACK codes that mean "this broker does not speak MQTT 5": v5 0x84, v3.1.1 1.
 _UNSUPPORTED_PROTOCOL = {0x84, 1}
 CONNACK_TIMEOUT_S = 3.0
@@ -79,11 +83,13 @@ class MqttPublisherCore:
         on_acked: AckCallback | None = None,
         *,
         on_connected: Callable[[], None] | None = None,
+        on_ring: RingCallback | None = None,
     ) -> None:
         self._config = mqtt_config
         self._topics = topics
         self._on_acked = on_acked
         self._on_connected = on_connected
+        self._on_ring = on_ring
         self._lock = threading.Lock()
         self._client: mqtt.Client | None = None
         self._protocol: str = mqtt_config.protocol
@@ -114,6 +120,9 @@ class MqttPublisherCore:
                 "replayed",
                 "connects",
                 "discovery_sent",
+                "discovery_cleared",
+                "rings_received",
+                "rings_ignored",
             ),
             0,
         )
@@ -134,6 +143,7 @@ class MqttPublisherCore:
         if not self.enabled or self._client is not None:
             return
         self._stopping = False
+        self._update_registry()  # even with no camera: then every old camera is cleared
         self._client = self._make_client(self._protocol)
         self._client.connect_async(
             self._config.host, self._config.port, keepalive=self._config.keepalive_s
@@ -298,13 +308,53 @@ class MqttPublisherCore:
             self._discovery[camera_id] = list(messages)
         if self._connected:
             self._send_discovery([camera_id])
+        self._update_registry()
 
     def clear_discovery(self, camera_id: str, messages: list[tuple[str, str]]) -> None:
         """Forget a camera and publish its empty discovery configs (removes its entities)."""
         with self._lock:
             self._discovery.pop(camera_id, None)
+            self._counts["discovery_cleared"] += len(messages)
         for topic, payload in messages:
             self._publish(topic, payload, DISCOVERY_QOS, retain=True)
+        self._update_registry()
+
+    def _update_registry(self) -> None:
+        # `{prefix}/cameras` (retained) lists the cameras that have discovery configs, so that
+        # the next run can clear the configs of cameras removed from the config meanwhile.
+        if not self._config.discovery.enabled:
+            return
+        with self._lock:
+            ids = list(self._discovery)
+        payload = camera_registry_payload(ids, self._topics.discovery_prefix)
+        self._set_retained(self._topics.cameras, payload)
+
+    def _clear_removed_cameras(self, payload: bytes) -> None:
+        """Clear discovery configs of cameras in a (previous) registry that are gone now."""
+        try:
+            old_prefix, old_ids = parse_camera_registry(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            logger.warning(
+                "ignoring malformed camera registry on %s: %s", self._topics.cameras, exc
+            )
+            return
+        same_prefix = old_prefix == self._topics.discovery_prefix
+        with self._lock:
+            current = set(self._discovery)
+        stale = [cid for cid in old_ids if not (same_prefix and cid in current)]
+        if not stale:
+            return
+        old_topics = Topics(self._topics.prefix, old_prefix)
+        messages = [m for cid in stale for m in clear_discovery_messages(cid, old_topics)]
+        logger.info(
+            "clearing Home Assistant discovery of %d removed camera(s): %s",
+            len(stale),
+            ", ".join(stale),
+        )
+        with self._lock:
+            self._counts["discovery_cleared"] += len(messages)
+        for topic, empty in messages:
+            self._publish(topic, empty, DISCOVERY_QOS, retain=True)
 
     def _set_retained(self, topic: str, payload: str | Callable[[], str]) -> None:
         # Latest value wins: while an update of this topic is unacknowledged, newer values
@@ -452,8 +502,15 @@ class MqttPublisherCore:
                 connects = self._counts["connects"]
             logger.info("MQTT connected to %s (MQTT %s)", self.broker, self._protocol)
             self._publish(self._topics.status, PAYLOAD_ONLINE, 1, retain=True)
+            # Subscribe before _republish_state sends our new registry: the broker handles one
+            # connection's packets in order, so the previous retained registry reaches us first.
+            subscriptions = []
             if self._config.discovery.enabled:
-                client.subscribe(self._topics.ha_status, qos=1)
+                subscriptions += [(self._topics.ha_status, 1), (self._topics.cameras, 1)]
+            if self._on_ring is not None:
+                subscriptions.append((self._topics.ring_filter, 1))
+            if subscriptions:
+                client.subscribe(subscriptions)
             self._republish_state()
             if self._on_connected is not None:
                 self._on_connected()
@@ -505,11 +562,38 @@ class MqttPublisherCore:
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: Any) -> None:
         try:
-            if message.topic == self._topics.ha_status and message.payload == b"online":
-                logger.info("Home Assistant is online: re-sending discovery and states")
-                self._republish_state()
+            topic = message.topic
+            if topic == self._topics.ha_status:
+                if message.payload == b"online":
+                    logger.info("Home Assistant is online: re-sending discovery and states")
+                    self._republish_state()
+            elif topic == self._topics.cameras:
+                self._clear_removed_cameras(message.payload)
+            elif self._on_ring is not None and mqtt.topic_matches_sub(
+                self._topics.ring_filter, topic
+            ):
+                self._handle_ring(topic, bool(message.retain), bool(message.payload))
         except Exception:
             logger.exception("MQTT on_message handling failed")
+
+    def _handle_ring(self, topic: str, retained: bool, has_payload: bool) -> None:
+        camera_id = self._topics.ring_camera(topic)
+        # A retained ring would ring again on every reconnect, an empty payload is somebody
+        # clearing a retained one, and a level that is not a camera id is hostile.
+        why = "retained" if retained else "empty" if not has_payload else None
+        if camera_id is None:
+            why = "invalid"
+        if why is not None or camera_id is None or self._on_ring is None:
+            with self._lock:
+                self._counts["rings_ignored"] += 1
+            logger.warning("ignoring %s ring command on %r", why, topic[:200])
+            return
+        with self._lock:
+            self._counts["rings_received"] += 1
+        try:
+            self._on_ring(camera_id)
+        except Exception:
+            logger.exception("MQTT on_ring callback raised; continuing")
 
     def _on_socket_open(self, _client: mqtt.Client, _userdata: Any, _sock: Any) -> None:
         self._socket_opened_at = time.monotonic()

@@ -152,6 +152,24 @@ class Topics:
         """Per-camera doorbell ring command topic."""
         return self._camera(camera_id, "ring")
 
+    @property
+    def ring_filter(self) -> str:
+        """Subscription filter matching the ring command topic of every camera."""
+        return f"{self.prefix}/camera/+/ring"
+
+    def ring_camera(self, topic: str) -> str | None:
+        """The camera id of a ring command topic, or None when the topic is not a safe one."""
+        head, tail = f"{self.prefix}/camera/", "/ring"
+        if not topic.startswith(head) or not topic.endswith(tail):
+            return None
+        level = topic[len(head) : len(topic) - len(tail)]
+        return level if CAMERA_ID_PATTERN.fullmatch(level) else None
+
+    @property
+    def cameras(self) -> str:
+        """Retained registry of the cameras whose discovery configs we published."""
+        return f"{self.prefix}/cameras"
+
     def discovery(self, component: str, camera_id: str, object_id: str) -> str:
         """Home Assistant discovery config topic of one entity."""
         for what, level in (("component", component), ("object id", object_id)):
@@ -258,6 +276,27 @@ def clear_discovery_messages(camera_id: str, topics: Topics) -> list[tuple[str, 
         (topics.discovery(component, camera_id, object_id), "")
         for component, object_id in COMPONENTS
     ]
+
+
+def camera_registry_payload(camera_ids: list[str], discovery_prefix: str) -> str:
+    """Retained `{prefix}/cameras` JSON: the cameras with discovery configs, and their prefix."""
+    ids = sorted({safe_topic_level(cid) for cid in camera_ids})
+    return to_json({"discovery_prefix": discovery_prefix, "cameras": ids})
+
+
+def parse_camera_registry(payload: bytes, max_bytes: int = 1 << 20) -> tuple[str, list[str]]:
+    """(discovery prefix, camera ids) of a registry payload; unsafe entries are left out.
+
+    Raises ValueError when the payload is not a registry (the message is then ignored).
+    """
+    if len(payload) > max_bytes:
+        raise ValueError("camera registry payload too large")
+    data = json.loads(payload.decode("utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("cameras"), list):
+        raise ValueError("camera registry payload is not an object with a `cameras` list")
+    prefix = check_topic_prefix(data.get("discovery_prefix"), "discovery prefix")
+    ids = [c for c in data["cameras"] if isinstance(c, str) and CAMERA_ID_PATTERN.fullmatch(c)]
+    return prefix, ids
 
 
 def last_event_payload(

@@ -101,6 +101,7 @@ class Backend(ABC):
         self.config = config
         self.model = config.model
         self.max_new_tokens = max_new_tokens
+        self.generated_tokens = 0  # cumulative, for tokens/s metrics
 
     @property
     def name(self) -> str:
@@ -149,6 +150,7 @@ class TransformersBackend(Backend):
         self.generate_kwargs = dict(generate_kwargs or {})
         self.processor: Any = None
         self.hf_model: Any = None
+        self.load_error: str | None = None
         self._load_lock = asyncio.Lock()
         self._generate_lock = asyncio.Lock()
 
@@ -161,7 +163,12 @@ class TransformersBackend(Backend):
         """Load processor and model (in a thread) unless already loaded."""
         async with self._load_lock:
             if not self.loaded:
-                await asyncio.to_thread(self._load)
+                try:
+                    await asyncio.to_thread(self._load)
+                except Exception as exc:
+                    self.load_error = _error_text(exc)
+                    raise
+                self.load_error = None
 
     def _load_from(self, source: str, device: str, dtype: Any) -> None:
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -249,6 +256,9 @@ class TransformersBackend(Backend):
         with torch.inference_mode():
             output = self.hf_model.generate(**inputs, **kwargs)
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        pad_id = self.processor.tokenizer.pad_token_id
+        counted = new_tokens.numel() if pad_id is None else int((new_tokens != pad_id).sum())
+        self.generated_tokens += int(counted)
         texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
         return [str(t) for t in texts]
 
@@ -354,6 +364,9 @@ class OpenAIBackend(Backend):
 
     async def _describe_one(self, request: VLMRequest) -> ParsedOutput:
         data = await self._post(self._body(request))
+        usage = data.get("usage")
+        if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+            self.generated_tokens += usage["completion_tokens"]
         try:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as exc:
@@ -505,14 +518,8 @@ class VLMEngine:
         self.counters["images"] += sum(len(r.frames) for r in requests)
         self.counters["max_batch_seen"] = max(self.counters["max_batch_seen"], len(requests))
         results: list[VLMResult | None] = [None] * len(requests)
-        try:
-            if self.deadline_s:
-                await asyncio.wait_for(self._run(requests, results, started), self.deadline_s)
-            else:
-                await self._run(requests, results, started)
-        except asyncio.TimeoutError:
-            self.counters["deadline_exceeded"] += 1
-            logger.warning("VLM deadline of %.1f s passed; fallback descriptions", self.deadline_s)
+        deadline_at = started + self.deadline_s if self.deadline_s else None
+        await self._run(requests, results, started, deadline_at)
         latency = (time.monotonic() - started) * 1000.0
         out: list[VLMResult] = []
         for request, result in zip(requests, results, strict=True):
@@ -523,18 +530,40 @@ class VLMEngine:
         return out
 
     async def _run(
-        self, requests: list[VLMRequest], results: list[VLMResult | None], started: float
+        self,
+        requests: list[VLMRequest],
+        results: list[VLMResult | None],
+        started: float,
+        deadline_at: float | None,
     ) -> None:
         # requests without frames have nothing to show a model
         pending = [i for i, r in enumerate(requests) if r.frames]
         for slot in self.slots:
             if not pending:
                 return
-            if not slot.available(time.monotonic()):
+            now = time.monotonic()
+            if not slot.available(now):
                 continue
+            if deadline_at is not None and now >= deadline_at:
+                self.counters["deadline_exceeded"] += 1
+                logger.warning(
+                    "VLM deadline of %.1f s passed; fallback descriptions", self.deadline_s
+                )
+                return
             backend = slot.backend
+            batch = [requests[i] for i in pending]
             try:
-                answers = await backend.describe([requests[i] for i in pending])
+                if deadline_at is None:
+                    answers = await backend.describe(batch)
+                else:
+                    # each backend gets what is left of the per-event deadline, no more
+                    answers = await asyncio.wait_for(backend.describe(batch), deadline_at - now)
+            except TimeoutError:
+                # a backend that blows the deadline sits out its cool-down like a failed one,
+                # so the next batches go straight to the fallbacks instead of waiting again
+                self.counters["deadline_exceeded"] += 1
+                self._mark_failed(slot, f"no answer within the {self.deadline_s:g} s deadline")
+                return
             except Exception as exc:
                 self._mark_failed(slot, _error_text(exc))
                 continue
@@ -571,11 +600,24 @@ class VLMEngine:
                 )
             pending = still
 
+    def generated_tokens(self) -> int:
+        """Tokens generated so far by every backend (where the backend reports them)."""
+        return sum(slot.backend.generated_tokens for slot in self.slots)
+
     def stats(self) -> dict[str, Any]:
         """Counters plus each backend's state (ok/failed), served and failure counts."""
         now = time.monotonic()
         return dict(self.counters) | {
-            "backends": {slot.backend.name: slot.stats(now) for slot in self.slots}
+            "generated_tokens": self.generated_tokens(),
+            "backends": {slot.backend.name: slot.stats(now) for slot in self.slots},
+        }
+
+    def load_errors(self) -> dict[str, str]:
+        """Local backends whose model failed to load, with the error (restarting may help)."""
+        return {
+            b.name: b.load_error
+            for b in self.backends
+            if isinstance(b, TransformersBackend) and b.load_error is not None
         }
 
     def healthy(self) -> bool:

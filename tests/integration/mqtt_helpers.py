@@ -10,12 +10,24 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
+from pipelines.config import (
+    CameraConfig,
+    Config,
+    DiscoveryConfig,
+    MQTTConfig,
+    RayConfig,
+    StorageConfig,
+)
 from pipelines.events import Event
+from pipelines.naming import PUBLISHER_ACTOR, STORE_ACTOR
 
 
 @dataclass(frozen=True)
@@ -34,7 +46,14 @@ class Received:
 class Subscriber:
     """Subscribes at QoS 2, keeps every message, resubscribes on reconnect."""
 
-    def __init__(self, port: int, filters: list[str], protocol: int = mqtt.MQTTv5) -> None:
+    def __init__(
+        self,
+        port: int,
+        filters: list[str],
+        protocol: int = mqtt.MQTTv5,
+        *,
+        persistent: bool = False,
+    ) -> None:
         self.filters = filters
         self.messages: list[Received] = []
         self.subscribed = threading.Event()
@@ -50,7 +69,14 @@ class Subscriber:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
-        self.client.connect("127.0.0.1", port, keepalive=10)
+        if persistent:  # the broker keeps our subscriptions and queues messages while we are away
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+            self.client.connect(
+                "127.0.0.1", port, keepalive=10, clean_start=False, properties=props
+            )
+        else:
+            self.client.connect("127.0.0.1", port, keepalive=10)
         self.client.loop_start()
         if not self.subscribed.wait(10):
             raise TimeoutError("subscriber did not subscribe")
@@ -94,6 +120,15 @@ class Subscriber:
 
     def event_ids(self, topic: str) -> list[str]:
         return [m.json()["event_id"] for m in self.on(topic)]
+
+    def wait_for_ids(self, topic: str, ids: set[str], timeout: float = 30.0) -> set[str]:
+        """Wait until every id arrived on topic (duplicates allowed); the distinct ids seen."""
+        try:
+            self.wait_for(lambda _m: ids <= set(self.event_ids(topic)), timeout)
+        except TimeoutError as exc:
+            missing = ids - set(self.event_ids(topic))
+            raise TimeoutError(f"{len(missing)} of {len(ids)} events never arrived") from exc
+        return set(self.event_ids(topic))
 
     def close(self) -> None:
         self.client.disconnect()
@@ -155,3 +190,124 @@ def readable_broker_log(broker: Any) -> None:
     probe.loop_stop()
     if broker.connection_count() != 1:
         raise RuntimeError("broker log does not record connections")
+
+
+# ---------------------------------------------------------------- Ray-side helpers
+
+
+def actor_config(
+    port: int,
+    storage: Path,
+    *,
+    cameras: list[CameraConfig] | None = None,
+    prefix: str | None = None,
+    namespace: str | None = None,
+    **mqtt_fields: Any,
+) -> Config:
+    """A Config for one test: its own topic prefix, Ray namespace and storage dir."""
+    prefix = prefix or unique_prefix()
+    fields: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "topic_prefix": prefix,
+        "discovery": DiscoveryConfig(prefix=f"{prefix}-ha"),
+        "keepalive_s": 5,
+    }
+    fields.update(mqtt_fields)
+    if cameras is None:
+        cameras = [CameraConfig(id="front_door", name="Front Door", source=str(storage / "x.mp4"))]
+    return Config(
+        cameras=cameras,
+        ray=RayConfig(namespace=namespace or f"lo-test-{uuid.uuid4().hex[:8]}"),
+        mqtt=MQTTConfig(**fields),
+        storage=StorageConfig(path=storage),
+    )
+
+
+def kill_actors(namespace: str, names: tuple[str, ...] = (PUBLISHER_ACTOR, STORE_ACTOR)) -> None:
+    """Kill this test's detached actors for good."""
+    import ray
+
+    for name in names:
+        try:
+            ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+        except ValueError:
+            pass
+
+
+def poll(call: Callable[[], Any], predicate: Callable[[Any], bool], timeout: float = 20.0) -> Any:
+    """Call a remote method (`actor.m.remote`) until its value satisfies predicate."""
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = ray.get(call(), timeout=max(1.0, timeout))
+        if predicate(value):
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met in {timeout}s; last value {value!r}")
+        time.sleep(0.1)
+
+
+class Feeder:
+    """Saves events through the real `event-store` actor in a loop, like camera actors do."""
+
+    def __init__(self, store: Any, rate_per_s: float = 50.0, camera_id: str = "front_door"):
+        self.store = store
+        self.interval = 1.0 / rate_per_s
+        self.camera_id = camera_id
+        self.saved: list[str] = []
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="feeder", daemon=True)
+        self._jpeg = tiny_jpeg()
+
+    def __enter__(self) -> Feeder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        import ray
+
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            event = make_event(self.camera_id)
+            try:
+                ray.get(self.store.save.remote(event, self._jpeg), timeout=30)
+            except BaseException as exc:  # surfaced by stop()
+                self.errors.append(exc)
+                return
+            self.saved.append(event.event_id)
+            next_at += self.interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def wait_saved(self, count: int, timeout: float = 20.0) -> None:
+        """Block until at least `count` events were saved in total."""
+        deadline = time.monotonic() + timeout
+        while len(self.saved) < count:
+            if self.errors:
+                raise self.errors[0]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(self.saved)} of {count} events saved")
+            time.sleep(0.02)
+
+    def stop(self) -> set[str]:
+        """Stop saving; the ids saved (raises what the loop hit)."""
+        self._stop.set()
+        self._thread.join(40)
+        if self.errors:
+            raise self.errors[0]
+        return set(self.saved)
+
+
+def tiny_jpeg() -> bytes:
+    """A small valid JPEG (the thumbnail the store writes)."""
+    import cv2
+    import numpy as np
+
+    ok, buf = cv2.imencode(".jpg", np.full((16, 16, 3), 128, dtype=np.uint8))
+    assert ok
+    return bytes(buf)

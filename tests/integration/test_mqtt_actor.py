@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,64 +18,26 @@ import pytest
 import ray
 
 from cluster.actors.publisher import get_publisher
-from pipelines.config import (
-    CameraConfig,
-    Config,
-    DiscoveryConfig,
-    MQTTConfig,
-    RayConfig,
-    StorageConfig,
-)
+from pipelines.config import Config
 from pipelines.events import event_schema
 from pipelines.mqtt.topics import Topics
-from pipelines.naming import PUBLISHER_ACTOR, STORE_ACTOR
-from tests.integration.mqtt_helpers import Subscriber, make_event, unique_prefix
+from pipelines.naming import PUBLISHER_ACTOR
+from tests.integration.mqtt_helpers import (
+    Subscriber,
+    actor_config,
+    kill_actors,
+    make_event,
+    poll,
+)
 
 pytestmark = pytest.mark.integration
 
 
-def _config(port: int, storage: Path, **mqtt: Any) -> Config:
-    prefix = unique_prefix()
-    fields: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": port,
-        "topic_prefix": prefix,
-        "discovery": DiscoveryConfig(prefix=f"{prefix}-ha"),
-        "keepalive_s": 5,
-    }
-    fields.update(mqtt)
-    return Config(
-        cameras=[CameraConfig(id="front_door", name="Front Door", source=str(storage / "x.mp4"))],
-        ray=RayConfig(namespace=f"lo-test-{uuid.uuid4().hex[:8]}"),
-        mqtt=MQTTConfig(**fields),
-        storage=StorageConfig(path=storage),
-    )
-
-
-def _cleanup(namespace: str) -> None:
-    for name in (PUBLISHER_ACTOR, STORE_ACTOR):
-        try:
-            ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
-        except ValueError:
-            pass
-
-
-def _poll(call: Any, predicate: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = ray.get(call(), timeout=timeout)
-        if predicate(value):
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met; last value {value!r}")
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def config(ray_session: Any, mosquitto: Any, tmp_path: Path) -> Iterator[Config]:
-    cfg = _config(mosquitto.port, tmp_path)
+    cfg = actor_config(mosquitto.port, tmp_path)
     yield cfg
-    _cleanup(cfg.ray.namespace)
+    kill_actors(cfg.ray.namespace)
 
 
 @ray.remote(num_cpus=0)
@@ -100,7 +61,7 @@ def test_event_published_through_actor_arrives(config: Config, mosquitto: Any) -
     )
     try:
         actor = get_publisher(config)
-        _poll(actor.status.remote, lambda s: s["connected"])
+        poll(actor.status.remote, lambda s: s["connected"])
         event = make_event(full=True)
         actor.publish_event.remote(event)
         actor.set_activity.remote("front_door", True)
@@ -127,9 +88,9 @@ def test_event_published_through_actor_arrives(config: Config, mosquitto: Any) -
 
 def test_killed_actor_comes_back(config: Config) -> None:
     actor = get_publisher(config)
-    _poll(actor.status.remote, lambda s: s["connected"])
+    poll(actor.status.remote, lambda s: s["connected"])
     ray.kill(actor, no_restart=False)
-    status = _poll(actor.status.remote, lambda s: s["connected"], timeout=60)
+    status = poll(actor.status.remote, lambda s: s["connected"], timeout=60)
     assert status["connects"] == 1  # a fresh core in the restarted actor
     assert (
         ray.get_actor(PUBLISHER_ACTOR, namespace=config.ray.namespace)._actor_id == actor._actor_id
@@ -144,9 +105,9 @@ def test_unpublished_events_replayed_in_order_after_reconnect(
     store = get_store(config)
     ray.get(store.counts.remote(), timeout=60)
     actor = get_publisher(config)
-    _poll(actor.status.remote, lambda s: s["connected"])
+    poll(actor.status.remote, lambda s: s["connected"])
     mosquitto.stop(signal.SIGTERM)
-    _poll(actor.status.remote, lambda s: not s["connected"])
+    poll(actor.status.remote, lambda s: not s["connected"])
     start = time.time()
     events = [
         make_event(timestamp=datetime.fromtimestamp(start - 10 + i, tz=timezone.utc))
@@ -154,7 +115,7 @@ def test_unpublished_events_replayed_in_order_after_reconnect(
     ]
     for event in events:  # the store hands each to the publisher, which cannot send it
         ray.get(store.save.remote(event, None), timeout=30)
-    _poll(actor.status.remote, lambda s: s["unpublished"] >= 3)
+    poll(actor.status.remote, lambda s: s["unpublished"] >= 3)
     assert ray.get(store.counts.remote())["unpublished"] == 3
     topics = Topics(config.mqtt.topic_prefix, config.mqtt.discovery.prefix)
     mosquitto.start()
@@ -163,7 +124,7 @@ def test_unpublished_events_replayed_in_order_after_reconnect(
         sub.wait_for(lambda m: len(m) >= 3, 30)
         assert [m.json()["event_id"] for m in sub.messages[:3]] == [e.event_id for e in events]
         ray.get(actor.flush.remote(10), timeout=30)
-        _poll(store.counts.remote, lambda c: c["published"] == 3 and c["unpublished"] == 0)
+        poll(store.counts.remote, lambda c: c["published"] == 3 and c["unpublished"] == 0)
         assert ray.get(actor.status.remote())["replayed"] == 3
         # `liveobject replay --since`: republish stored events even though they are published
         assert ray.get(actor.replay.remote(3600), timeout=30) == 3

@@ -189,3 +189,29 @@ def test_all_backends_down_gives_fallback_result_then_retries_lazily(
     calls = len(fake_openai.calls)
     asyncio.run(eng.describe(request("y")))
     assert len(fake_openai.calls) == calls + 3
+
+
+def test_deadline_bounds_a_hung_primary_and_benches_it(fake_openai: FakeOpenAI) -> None:
+    config = VLMConfig(
+        backend="openai",
+        model="hang",  # answers after 3 s, long before its 30 s timeout but after the deadline
+        base_url=fake_openai.base_url,
+        timeout_s=30,
+        deadline_s=1.0,
+        fallback=[{"backend": "openai", "model": "ok", "base_url": fake_openai.base_url}],
+    )
+    eng = VLMEngine.from_config(config)
+    started = time.monotonic()
+    first = asyncio.run(eng.describe(request("a")))
+    assert time.monotonic() - started < 1.8
+    assert first.provider_used is None and first.description == "Motion detected on Front Door"
+    stats = eng.stats()
+    assert stats["deadline_exceeded"] == 1 and stats["fallbacks"] == 1
+    assert stats["backends"]["openai:hang"]["state"] == "failed"
+    assert "deadline" in stats["backends"]["openai:hang"]["last_error"]
+    # benched: the next event goes straight to the fallback, well within the deadline
+    started = time.monotonic()
+    second = asyncio.run(eng.describe(request("b")))
+    assert time.monotonic() - started < 1.0
+    assert second.provider_used == "openai:ok"
+    assert fake_openai.models_called().count("hang") == 1

@@ -75,5 +75,11 @@ def test_concurrent_requests_are_batched(ray_session: object, tmp_path: Path) ->
         assert 1 < stats["max_batch_seen"] <= 8
         assert stats["batches"] < stats["requests"]
         assert stats["engine"]["fallbacks"] == 0
+        # per-batch metrics: tokens/s from real generated tokens, queue wait from arrivals
+        assert 0 < stats["generated_tokens"] <= 16 * config.max_new_tokens
+        assert stats["tokens_per_s"] > 0 and stats["generate_ms_total"] > 0
+        # requests waited for their batch to fill (batch_wait_timeout_s) or for the one before
+        assert 0 < stats["queue_wait_ms_avg"] <= stats["queue_wait_ms_max"]
+        assert stats["metrics_enabled"] is True
     finally:
         serve.delete("vlm")

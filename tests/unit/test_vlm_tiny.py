@@ -138,6 +138,7 @@ def test_missing_model_fails_over_to_fallback_result(tmp_path: Path) -> None:
     state = eng.stats()["backends"][f"transformers:{missing}"]
     assert state["state"] == "failed" and state["failures"] == 1
     assert "no-such-model" in state["last_error"]
+    assert "no-such-model" in eng.load_errors()[f"transformers:{missing}"]
 
 
 def test_build_tiny_if_missing_substitutes_tiny_model(

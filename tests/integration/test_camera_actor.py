@@ -1,0 +1,407 @@
+"""Camera actors on the shared Ray cluster: faults, live streams, redaction, correlation,
+doorbell rings and flow control, with the real event-store actor and the tiny-model `vlm` app.
+
+The `vlm` app batches with a 1 s wait, so each VLM call takes at least about a second: slow
+enough that a camera with a short queue must merge motion, fast enough for the other tests.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.config import Config
+from pipelines.events import Event
+from pipelines.samples import generate_sample_video
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE = "cam-tests"
+SERVER = Path(__file__).with_name("ts_server.py")
+VLM = {
+    "model": "",  # filled with the tiny model's path
+    "num_cpus": 0.5,
+    "max_batch_size": 8,
+    "batch_wait_timeout_s": 1.0,
+    "max_new_tokens": 8,
+    "image_size": 96,
+}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll check() until it returns something truthy; fail naming `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+
+
+def make_config(storage: Path, cameras: list[dict[str, Any]], model: str) -> Config:
+    return Config.model_validate(
+        {
+            "ray": {"namespace": NAMESPACE},
+            "cameras": cameras,
+            "vlm": {**VLM, "model": model},
+            "storage": {"path": str(storage)},
+            "mqtt": {"enabled": False},
+            "correlation": {"window_s": 2},
+        }
+    )
+
+
+class Cluster:
+    """The module's store and VLM; starts camera actors and kills them all at teardown."""
+
+    def __init__(self, storage: Path, model: str, store: Any) -> None:
+        self.storage, self.model, self.store = storage, model, store
+        self.actors: list[Any] = []
+
+    def config(self, cameras: list[dict[str, Any]]) -> Config:
+        return make_config(self.storage, cameras, self.model)
+
+    def start(self, config: Config) -> dict[str, Any]:
+        from cluster.actors.camera import start_camera
+
+        handles = {}
+        for camera in config.cameras:
+            handle = start_camera(config, camera.id)
+            self.actors.append(handle)
+            handles[camera.id] = handle
+        return handles
+
+    def events(self, camera_id: str) -> list[Event]:
+        import ray
+
+        events, _cursor = ray.get(self.store.query.remote(camera_id=camera_id, limit=500))
+        return list(events)
+
+    def kill_cameras(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        self.actors.clear()
+
+
+def status(actor: Any) -> dict[str, Any]:
+    import ray
+
+    result: dict[str, Any] = ray.get(actor.status.remote(), timeout=30)
+    return result
+
+
+def ray_logs() -> str:
+    """Everything the Ray processes of this session wrote to their log files so far."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    chunks = []
+    for path in logs.rglob("*"):
+        if path.is_file() and path.suffix in (".out", ".err", ".log"):
+            chunks.append(path.read_text(errors="replace"))
+    return "\n".join(chunks)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TSServer:
+    """A looping real-time MPEG-TS/UDP sender (tests/integration/ts_server.py)."""
+
+    def __init__(self, clip: Path, port: int) -> None:
+        self.clip, self.port = clip, port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SERVER), str(self.clip), str(self.port)],
+            stdout=subprocess.DEVNULL,
+        )
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("clips")
+    flow_windows = [(1.0 + 2 * k, 1.8 + 2 * k) for k in range(19)]
+    return {
+        "early": generate_sample_video(folder / "early.mp4", seconds=6, motion_windows=[(1, 3)]),
+        "late": generate_sample_video(
+            folder / "late.mp4", seconds=13, motion_windows=[(9, 11)], seed=1
+        ),
+        "loop": generate_sample_video(folder / "loop.mp4", seconds=4, motion_windows=[(1, 2.5)]),
+        "flow": generate_sample_video(
+            folder / "flow.mp4", seconds=40, motion_windows=flow_windows, seed=2
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def cluster(ray_session: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    import ray
+    from ray import serve
+
+    from cluster.actors.store import get_store
+    from pipelines.config import VLMConfig
+    from pipelines.vlm.tiny import build_tiny_vlm
+    from serve_apps.vlm import build_vlm_app
+
+    root = tmp_path_factory.mktemp("camera-actors")
+    model = str(build_tiny_vlm(root / "tiny-vlm"))
+    serve.run(
+        build_vlm_app(VLMConfig.model_validate({**VLM, "model": model})),
+        name="vlm",
+        route_prefix=None,
+    )
+    config = make_config(root / "data", [{"id": "unused", "source": "udp://127.0.0.1:9"}], model)
+    store = get_store(config)
+    helper = Cluster(root / "data", model, store)
+    try:
+        yield helper
+    finally:
+        helper.kill_cameras()
+        ray.kill(store, no_restart=True)
+        serve.delete("vlm")
+
+
+@pytest.fixture
+def cams(cluster: Cluster) -> Iterator[Cluster]:
+    """The cluster, with every camera actor the test started killed afterwards."""
+    yield cluster
+    cluster.kill_cameras()
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_broken_files_are_unavailable_and_others_still_flow(
+    cams: Cluster, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    truncated = tmp_path / "truncated.mp4"
+    data = clips["early"].read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    expected = {
+        "bad_missing": (tmp_path / "missing.mp4", "not found"),
+        "bad_empty": (empty, "empty (0 bytes)"),
+        "bad_truncated": (truncated, "cannot read video file"),
+        "bad_text": (text, "cannot read video file"),
+    }
+    cameras = [{"id": cid, "source": str(path)} for cid, (path, _) in expected.items()]
+    cameras.append({"id": "good", "source": str(clips["early"])})
+    actors = cams.start(cams.config(cameras))
+
+    for cid, (_path, message) in expected.items():
+        st = wait_for(
+            lambda a=actors[cid]: (s := status(a))["status"] == "unavailable" and s,
+            30,
+            f"{cid} to become unavailable",
+        )
+        assert message in st["last_error"], (cid, st["last_error"])
+        assert st["ingest_done"] and st["frames"] == 0 and st["events"] == 0
+    events = wait_for(lambda: cams.events("good"), 60, "events of the good camera")
+    assert events[0].camera_id == "good" and events[0].source_type == "file"
+    assert status(actors["good"])["frames"] > 0
+    # each failure is logged with the camera and the reason
+    logs = wait_for(
+        lambda: (
+            (text := ray_logs()) and "camera bad_missing: video file not found" in text and text
+        ),
+        15,
+        "the logged error",
+    )
+    for cid in expected:
+        assert f"camera {cid}:" in logs
+
+
+def test_live_stream_goes_offline_and_recovers(cams: Cluster, clips: dict[str, Path]) -> None:
+    server = TSServer(clips["loop"], free_udp_port())
+    server.start()
+    try:
+        config = cams.config(
+            [
+                {
+                    "id": "live",
+                    "source": f"udp://127.0.0.1:{server.port}",
+                    "detect_fps": 5,
+                    "stall_timeout_s": 2,
+                    "motion": {"end_after_s": 1.0},
+                }
+            ]
+        )
+        actor = cams.start(config)["live"]
+        first = wait_for(lambda: cams.events("live"), 40, "a first event from the live stream")
+        assert first[0].source_type == "udp"
+        assert status(actor)["status"] == "online"
+
+        server.kill()
+        killed = time.monotonic()
+        wait_for(lambda: status(actor)["status"] == "offline", 10, "status offline")
+        assert time.monotonic() - killed < 6  # stall timeout 2 s + detection slack
+        st = status(actor)
+        assert st["failures"] >= 1 and "stall" in st["last_error"]
+
+        server.start()
+        wait_for(lambda: status(actor)["status"] == "online", 30, "status back online")
+        back = datetime.now(timezone.utc)
+        wait_for(
+            lambda: [e for e in cams.events("live") if e.timestamp >= back],
+            30,
+            "events after the restart",
+        )
+    finally:
+        server.kill()
+
+
+def test_password_in_source_url_never_leaks(cams: Cluster) -> None:
+    from fastapi.testclient import TestClient
+
+    from serve_apps.api import RayStoreClient, build_api
+
+    secret = "hunter2"
+    closed = free_port()
+    config = cams.config(
+        [{"id": "secret_cam", "source": f"rtsp://admin:{secret}@127.0.0.1:{closed}/s"}]
+    )
+    actor = cams.start(config)["secret_cam"]
+    st = wait_for(
+        lambda: (s := status(actor))["status"] == "unavailable" and s["last_error"] and s,
+        30,
+        "the rtsp camera to fail",
+    )
+    assert st["failures"] >= 1
+    assert secret not in repr(st)
+    assert "***" in st["source"] and f"127.0.0.1:{closed}" in st["last_error"]
+
+    import ray
+
+    refused = ray.get(actor.ring.remote())
+    assert refused["accepted"] is False and secret not in repr(refused)
+
+    with TestClient(build_api(RayStoreClient(config), config)) as client:
+        for path in ("/api/v1/cameras", "/api/v1/events", "/api/v1/health"):
+            resp = client.get(path)
+            assert resp.status_code < 500 or path.endswith("health"), (path, resp.text)
+            assert secret not in resp.text, path
+        cameras = client.get("/api/v1/cameras").json()["cameras"]
+        assert cameras[0]["status"] == "unavailable" and cameras[0]["last_error"]
+        assert client.post("/api/v1/cameras/secret_cam/ring").status_code == 409
+    logs = ray_logs()
+    assert "camera secret_cam:" in logs  # the failure was logged...
+    assert secret not in logs  # ...without the password, anywhere in the cluster's logs
+
+
+def test_overlapping_motion_shares_a_correlation_group(
+    cams: Cluster, clips: dict[str, Path]
+) -> None:
+    config = cams.config(
+        [
+            {"id": "corr_a", "source": str(clips["early"])},
+            {"id": "corr_b", "source": str(clips["early"])},
+            {"id": "corr_c", "source": str(clips["late"])},
+        ]
+    )
+    actors = cams.start(config)
+    for cid, actor in actors.items():
+        wait_for(lambda a=actor: status(a)["done"], 60, f"{cid} to finish")
+    a, b, c = (cams.events(cid) for cid in ("corr_a", "corr_b", "corr_c"))
+    assert len(a) == len(b) == len(c) == 1, (a, b, c)
+    # sanity: a and b start together, c starts about 8 s later (window 2 s)
+    assert abs((a[0].timestamp - b[0].timestamp).total_seconds()) < 2
+    assert (c[0].timestamp - a[0].timestamp).total_seconds() > 4
+    assert a[0].correlation_group_id is not None
+    assert a[0].correlation_group_id == b[0].correlation_group_id
+    assert c[0].correlation_group_id != a[0].correlation_group_id
+
+
+def test_doorbell_ring_makes_a_ring_event_on_that_camera(
+    cams: Cluster, clips: dict[str, Path]
+) -> None:
+    import ray
+
+    config = cams.config(
+        [
+            {"id": "bell", "source": str(clips["late"]), "doorbell": True},
+            {"id": "porch", "source": str(clips["late"])},
+        ]
+    )
+    actors = cams.start(config)
+    for cid, actor in actors.items():
+        wait_for(lambda a=actor: status(a)["frames"] > 0, 30, f"frames on {cid}")
+    refused = ray.get(actors["porch"].ring.remote())
+    assert refused == {"accepted": False, "reason": "camera is not a doorbell"}
+
+    rung = datetime.now(timezone.utc)
+    assert ray.get(actors["bell"].ring.remote()) == {"accepted": True}
+    started = time.monotonic()
+    rings = wait_for(
+        lambda: [e for e in cams.events("bell") if e.is_doorbell_ring],
+        5,
+        "the ring event",
+        interval=0.1,
+    )
+    assert time.monotonic() - started < 5
+    assert len(rings) == 1 and rings[0].timestamp >= rung
+    assert rings[0].analysis_mode == "single_frame"
+    assert not [e for e in cams.events("porch") if e.is_doorbell_ring]
+
+
+def test_slow_vlm_merges_motion_and_loses_none(cams: Cluster, clips: dict[str, Path]) -> None:
+    config = cams.config(
+        [
+            {
+                "id": "flow",
+                "source": str(clips["flow"]),
+                "detect_fps": 10,
+                "max_pending_events": 2,
+                "motion": {"end_after_s": 0.5},
+            }
+        ]
+    )
+    actor = cams.start(config)["flow"]
+    st = wait_for(lambda: (s := status(actor))["done"] and s, 90, "the flow camera to finish")
+    assert st["frames"] == 400  # every frame decoded: detection never waited for the VLM
+    assert st["segments"] >= 15, st
+    assert st["max_queue_depth"] <= 2 and st["max_pending_events"] == 2
+    assert st["merged_pending"] > 0, st
+    # every motion segment is either its own event or merged into one
+    assert st["events"] + st["merged_pending"] == st["segments"]
+    events = sorted(cams.events("flow"), key=lambda e: e.timestamp)
+    assert len(events) == st["events"]
+    assert sum(e.merged_motion or 0 for e in events) >= st["merged_pending"]
+    # together the events cover the clip's motion: the first window starts at 1 s, the last
+    # ends at 37.8 s of media time
+    span = (events[-1].ended_at - events[0].timestamp).total_seconds()  # type: ignore[operator]
+    assert span >= 35, span
+    merged = [e for e in events if e.merged_motion]
+    assert any((e.ended_at - e.timestamp).total_seconds() > 2 for e in merged)  # type: ignore[operator]
