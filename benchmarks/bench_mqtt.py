@@ -5,7 +5,12 @@ Starts its own mosquitto on a free loopback port (killed at the end), then, per 
 - the same payloads through a bare paho client on the same broker, in the same run,
 - publish_event (enqueue) latency p50/p99,
 - hand-over→ack latency p50/p99 at a steady 100 events/s,
-and, unless --no-ray, events/s through the `mqtt-publisher` actor.
+and, unless --no-ray, through the real actors:
+- events/s through the `mqtt-publisher` actor (one fire-and-forget `publish_event.remote` per
+  event, as the `event-store` does) and the caller-side cost of that call p50/p99,
+- at a steady 100 events/s saved through the `event-store` actor (QoS 1): the store's
+  `save()` call → event received by a QoS 2 subscriber p50/p99, the publisher's hand-over → ack
+  p50/p99, and that every event ends up with published_at in the store.
 Writes benchmarks/results/mqtt.json.
 
     .venv/bin/python benchmarks/bench_mqtt.py [--events 5000] [--no-ray]
@@ -217,13 +222,119 @@ def bench_actor(port: int, qos: int, n: int, storage: Path) -> dict[str, Any]:
             raise TimeoutError("actor did not connect")
         time.sleep(0.1)
     events = [e for e, _ in _events(n)]
+    calls: list[float] = []
     t0 = time.perf_counter()
     for event in events:
+        s = time.perf_counter()
         actor.publish_event.remote(event)
+        calls.append(time.perf_counter() - s)
     status = ray.get(actor.flush.remote(120), timeout=180)
     elapsed = time.perf_counter() - t0
     ray.kill(actor, no_restart=True)
-    return {"events_per_s": n / elapsed, "acked": status["acked"], "pending": status["pending"]}
+    return {
+        "events_per_s": n / elapsed,
+        "acked": status["acked"],
+        "pending": status["pending"],
+        "call_p50_ms": _pct(calls, 50) * 1000,
+        "call_p99_ms": _pct(calls, 99) * 1000,
+    }
+
+
+def bench_pipeline_latency(port: int, rate: float, seconds: float, storage: Path) -> dict[str, Any]:
+    """QoS 1 at a steady rate through event-store.save → mqtt-publisher → broker → subscriber."""
+    import cv2
+    import numpy as np
+    import ray
+
+    from cluster.actors.publisher import get_publisher
+    from cluster.actors.store import get_store
+
+    prefix = f"pipe-{uuid.uuid4().hex[:6]}"
+    config = Config(
+        cameras=[CameraConfig(id="front_door", source=str(storage / "x.mp4"))],
+        ray=RayConfig(namespace=f"bench-{uuid.uuid4().hex[:6]}"),
+        mqtt=_mqtt_config(port, 1, prefix),
+        storage=StorageConfig(path=storage),
+    )
+    received: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+        now = time.perf_counter()
+        event_id = json.loads(msg.payload)["event_id"]
+        with lock:
+            received.setdefault(event_id, now)
+
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", port)
+    sub.subscribe(Topics(prefix).event("front_door"), qos=2)
+    sub.loop_start()
+    publisher = get_publisher(config)
+    store = get_store(config)
+    deadline = time.monotonic() + 30
+    while not ray.get(publisher.status.remote())["connected"]:
+        if time.monotonic() > deadline:
+            raise TimeoutError("actor did not connect")
+        time.sleep(0.1)
+    ray.get(store.counts.remote())
+    ok, jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), 100, dtype=np.uint8))
+    assert ok
+    thumb = bytes(jpeg)
+    n = int(rate * seconds)
+    events = [e for e, _ in _events(n)]
+    started: dict[str, float] = {}
+    saved: dict[str, float] = {}
+    refs = []
+
+    def on_saved(event_id: str) -> Any:
+        def done(_future: Any) -> None:
+            saved[event_id] = time.perf_counter()
+
+        return done
+
+    start = time.perf_counter()
+    for i, event in enumerate(events):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        started[event.event_id] = time.perf_counter()
+        ref = store.save.remote(event, thumb)
+        ref.future().add_done_callback(on_saved(event.event_id))
+        refs.append(ref)
+    ray.get(refs, timeout=120)
+    status = ray.get(publisher.flush.remote(30), timeout=60)
+    deadline = time.monotonic() + 30
+    while True:
+        counts = ray.get(store.counts.remote())
+        with lock:
+            got = len(received)
+        if (counts["unpublished"] == 0 and got >= n) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    sub.disconnect()
+    sub.loop_stop()
+    with lock:
+        lat = [received[i] - started[i] for i in started if i in received]
+        after_save = [received[i] - saved[i] for i in saved if i in received]
+    save_lat = [saved[i] - started[i] for i in saved]
+    ray.kill(publisher, no_restart=True)
+    ray.kill(store, no_restart=True)
+    return {
+        "rate_per_s": rate,
+        "events": n,
+        "received": len(lat),
+        "store_unpublished_after": counts["unpublished"],
+        "save_call_to_received_p50_ms": _pct(lat, 50) * 1000,
+        "save_call_to_received_p99_ms": _pct(lat, 99) * 1000,
+        "save_call_to_saved_p50_ms": _pct(save_lat, 50) * 1000,
+        "save_call_to_saved_p99_ms": _pct(save_lat, 99) * 1000,
+        # negative when the subscriber had the event before the caller saw save() return
+        "saved_to_received_p50_ms": _pct(after_save, 50) * 1000,
+        "saved_to_received_p99_ms": _pct(after_save, 99) * 1000,
+        "handover_to_ack_p50_ms": status["ack_p50_ms"],
+        "handover_to_ack_p99_ms": status["ack_p99_ms"],
+    }
 
 
 def main() -> None:
@@ -231,6 +342,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--latency-seconds", type=float, default=3.0)
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument(
+        "--pipeline-only", action="store_true", help="only the 100 events/s run through the actors"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/mqtt.json")
     args = parser.parse_args()
 
@@ -249,7 +363,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         proc, port = _start_broker(Path(tmp))
         try:
-            for qos in (0, 1, 2):
+            for qos in () if args.pipeline_only else (0, 1, 2):
                 core = bench_core(port, qos, args.events)
                 raw = bench_raw(port, qos, args.events)
                 latency = bench_latency(port, qos, 100.0, args.latency_seconds)
@@ -268,7 +382,8 @@ def main() -> None:
                     f"{latency['ack_p50_ms']:.2f} ms p99 {latency['ack_p99_ms']:.2f} ms",
                     flush=True,
                 )
-            results["ratio_qos1"] = results["qos"]["1"]["core_vs_raw"]
+            if not args.pipeline_only:
+                results["ratio_qos1"] = results["qos"]["1"]["core_vs_raw"]
             if not args.no_ray:
                 import ray
 
@@ -278,15 +393,33 @@ def main() -> None:
                 results["ray_init_s"] = time.monotonic() - t0
                 try:
                     actor_results = {}
-                    for qos in (0, 1, 2):
+                    for qos in () if args.pipeline_only else (0, 1, 2):
                         actor_results[str(qos)] = bench_actor(
                             port, qos, args.events, Path(tmp) / "data"
                         )
+                        a = actor_results[str(qos)]
                         print(
-                            f"QoS {qos}: actor {actor_results[str(qos)]['events_per_s']:.0f} ev/s",
+                            f"QoS {qos}: actor {a['events_per_s']:.0f} ev/s; "
+                            f"publish_event.remote() p50 {a['call_p50_ms']:.3f} ms "
+                            f"p99 {a['call_p99_ms']:.3f} ms",
                             flush=True,
                         )
                     results["actor"] = actor_results
+                    pipe = bench_pipeline_latency(
+                        port, 100.0, args.latency_seconds, Path(tmp) / "pipe"
+                    )
+                    results["pipeline_qos1_at_100_per_s"] = pipe
+                    print(
+                        "QoS 1 pipeline at 100/s: save() call → saved p50 "
+                        f"{pipe['save_call_to_saved_p50_ms']:.2f} ms p99 "
+                        f"{pipe['save_call_to_saved_p99_ms']:.2f} ms; saved → subscriber p50 "
+                        f"{pipe['saved_to_received_p50_ms']:.2f} ms p99 "
+                        f"{pipe['saved_to_received_p99_ms']:.2f} ms; publisher hand-over → ack "
+                        f"p50 {pipe['handover_to_ack_p50_ms']} ms p99 "
+                        f"{pipe['handover_to_ack_p99_ms']} ms; "
+                        f"{pipe['store_unpublished_after']} left unpublished",
+                        flush=True,
+                    )
                 finally:
                     ray.shutdown()
         finally:

@@ -201,7 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("ray", "ray.serve", "filelock", "urllib3", "httpx", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    result: Any = args.func(args)
+    try:
+        result: Any = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return int(result or 0)
 
 

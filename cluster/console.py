@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -54,6 +56,22 @@ def plain_line(snap: dict[str, Any]) -> str:
     )
 
 
+_STOP = threading.Event()
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    if _STOP.is_set():  # a second Ctrl-C / SIGTERM: stop waiting, clean up now
+        raise KeyboardInterrupt
+    print("\nstopping: publishing offline and flushing the store", file=sys.stderr, flush=True)
+    _STOP.set()
+
+
+def _graceful_signals() -> None:
+    """SIGTERM (systemd, docker stop, Kubernetes) and SIGINT both end in a graceful shutdown."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (nohup, &)
+
+
 def run_cluster(
     config: Config,
     *,
@@ -63,7 +81,8 @@ def run_cluster(
 ) -> int:
     """Deploy everything, show progress until done/stopped, print the summary, clean up."""
     console = Console(stderr=False)
-    cluster: Cluster = deploy(config, include_dashboard=dashboard)
+    # after ray.init, which installs its own SIGTERM handler (exit without cleanup)
+    cluster: Cluster = deploy(config, include_dashboard=dashboard, after_connect=_graceful_signals)
     try:
         print(f"API: {cluster.api_url}  (docs: {cluster.api_url.rsplit('/api/v1', 1)[0]}/docs)")
         print(f"Ray dashboard: {cluster.dashboard_url or 'not started'}")
@@ -85,7 +104,7 @@ def run_cluster(
                     last[0] = time.monotonic()
                     print(plain_line(snap), flush=True)
 
-            wait(cluster, until_done=until_done, on_tick=tick)
+            wait(cluster, until_done=until_done, on_tick=tick, stop=_STOP)
         stored, published = finish(cluster)
         print(f"events: {stored} stored, {published} published", flush=True)
         return 0

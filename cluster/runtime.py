@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,14 +72,22 @@ def connect(config: Config, *, include_dashboard: bool = True) -> tuple[bool, st
     return started_local, dashboard
 
 
-def deploy(config: Config, *, include_dashboard: bool = True) -> Cluster:
+def deploy(
+    config: Config,
+    *,
+    include_dashboard: bool = True,
+    after_connect: Callable[[], None] | None = None,
+) -> Cluster:
     """Bring up every part: broker (demo), store, publisher, Serve apps, camera actors."""
     broker = None
     mqtt = config.mqtt
     if mqtt.enabled and mqtt.embedded_broker and not broker_reachable(mqtt.host, mqtt.port):
         broker = start_embedded_broker(mqtt.host, mqtt.port)
+    started_local = False
     try:
         started_local, dashboard = connect(config, include_dashboard=include_dashboard)
+        if after_connect is not None:
+            after_connect()
         serve.start(http_options={"host": config.api.host, "port": config.api.port})
         _write_address_file(config)
         store = get_store(config)
@@ -89,6 +98,8 @@ def deploy(config: Config, *, include_dashboard: bool = True) -> Cluster:
         serve.run(build_api_app(config), name=API_APP, route_prefix="/")
         cameras = {cam.id: start_camera(config, cam.id) for cam in config.cameras if cam.enabled}
     except BaseException:
+        if started_local:  # a failed or interrupted start leaves no Ray processes behind
+            ray.shutdown()
         if broker is not None:
             broker.stop()
         raise
@@ -137,6 +148,7 @@ def wait(
     *,
     until_done: bool,
     on_tick: Callable[[dict[str, Any]], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Block until done (file sources), a `liveobject stop`, or Ctrl-C; returns the last state."""
     snap = snapshot(cluster)
@@ -145,6 +157,8 @@ def wait(
             if on_tick is not None:
                 on_tick(snap)
             if until_done and all_done(snap):
+                break
+            if stop is not None and stop.is_set():
                 break
             if ray.get(cluster.store.stop_requested.remote(), timeout=10):
                 logger.info("stop requested")
@@ -192,15 +206,16 @@ def shutdown(cluster: Cluster) -> None:
     except Exception:
         logger.warning("store did not close cleanly")
     if cluster.started_local_ray:
+        try:
+            serve.shutdown()
+        except Exception:
+            logger.debug("serve already shut down")
         for name in [PUBLISHER_ACTOR, STORE_ACTOR, *map(camera_actor_name, cluster.cameras)]:
             try:
                 ray.kill(ray.get_actor(name, namespace=cluster.config.ray.namespace))
             except Exception:
                 logger.debug("actor %s already gone", name)
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
+        ray.shutdown()
     if cluster.broker is not None:
         cluster.broker.stop()
     if cluster.started_local_ray:

@@ -16,7 +16,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from pipelines.mqtt.inbound import InboundHandler, InboundHooks, RingCallback
 from pipelines.mqtt.topics import (
     DISCOVERY_QOS,
     PAYLOAD_OFFLINE,
@@ -34,11 +35,10 @@ from pipelines.mqtt.topics import (
     activity_payload,
     camera_registry_payload,
     camera_status_payload,
-    clear_discovery_messages,
     last_event_from_event_payload,
-    parse_camera_registry,
     to_json,
 )
+from pipelines.redact import redact
 
 if TYPE_CHECKING:
     from pipelines.config import MQTTConfig
@@ -48,7 +48,6 @@ logger = logging.getLogger(__name__)
 
 Outcome = Literal["sent", "unpublished", "dropped", "disabled", "failed"]
 AckCallback = Callable[[list[str]], None]
-RingCallback = Callable[[str], None]
 # CONNACK codes that mean "this broker does not speak MQTT 5": v5 0x84, v3.1.1 1.
 _UNSUPPORTED_PROTOCOL = {0x84, 1}
 CONNACK_TIMEOUT_S = 3.0
@@ -59,18 +58,6 @@ class _Pending:
     event_id: str | None  # None for state/discovery messages
     sent_at: float
     state_topic: str | None = None  # retained state topic (coalesced updates)
-
-
-def _redact(text: str, secret_values: Iterable[str]) -> str:
-    try:
-        from pipelines.redact import redact
-    except ImportError:  # pragma: no cover - redact ships with config
-        out = text
-        for value in secret_values:
-            if value:
-                out = out.replace(value, "***")
-        return out
-    return redact(text, secret_values)
 
 
 class MqttPublisherCore:
@@ -89,7 +76,19 @@ class MqttPublisherCore:
         self._topics = topics
         self._on_acked = on_acked
         self._on_connected = on_connected
-        self._on_ring = on_ring
+        self._inbound = InboundHandler(
+            topics,
+            InboundHooks(
+                publish_retained=lambda topic, payload: self._publish(
+                    topic, payload, DISCOVERY_QOS, retain=True
+                ),
+                current_cameras=self._discovery_ids,
+                republish_state=self._republish_state,
+                count=self._count,
+                on_ring=on_ring,
+            ),
+            discovery=mqtt_config.discovery.enabled,
+        )
         self._lock = threading.Lock()
         self._client: mqtt.Client | None = None
         self._protocol: str = mqtt_config.protocol
@@ -319,6 +318,14 @@ class MqttPublisherCore:
             self._publish(topic, payload, DISCOVERY_QOS, retain=True)
         self._update_registry()
 
+    def _discovery_ids(self) -> set[str]:
+        with self._lock:
+            return set(self._discovery)
+
+    def _count(self, name: str, n: int) -> None:
+        with self._lock:
+            self._counts[name] += n
+
     def _update_registry(self) -> None:
         # `{prefix}/cameras` (retained) lists the cameras that have discovery configs, so that
         # the next run can clear the configs of cameras removed from the config meanwhile.
@@ -328,33 +335,6 @@ class MqttPublisherCore:
             ids = list(self._discovery)
         payload = camera_registry_payload(ids, self._topics.discovery_prefix)
         self._set_retained(self._topics.cameras, payload)
-
-    def _clear_removed_cameras(self, payload: bytes) -> None:
-        """Clear discovery configs of cameras in a (previous) registry that are gone now."""
-        try:
-            old_prefix, old_ids = parse_camera_registry(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
-            logger.warning(
-                "ignoring malformed camera registry on %s: %s", self._topics.cameras, exc
-            )
-            return
-        same_prefix = old_prefix == self._topics.discovery_prefix
-        with self._lock:
-            current = set(self._discovery)
-        stale = [cid for cid in old_ids if not (same_prefix and cid in current)]
-        if not stale:
-            return
-        old_topics = Topics(self._topics.prefix, old_prefix)
-        messages = [m for cid in stale for m in clear_discovery_messages(cid, old_topics)]
-        logger.info(
-            "clearing Home Assistant discovery of %d removed camera(s): %s",
-            len(stale),
-            ", ".join(stale),
-        )
-        with self._lock:
-            self._counts["discovery_cleared"] += len(messages)
-        for topic, empty in messages:
-            self._publish(topic, empty, DISCOVERY_QOS, retain=True)
 
     def _set_retained(self, topic: str, payload: str | Callable[[], str]) -> None:
         # Latest value wins: while an update of this topic is unacknowledged, newer values
@@ -502,13 +482,7 @@ class MqttPublisherCore:
                 connects = self._counts["connects"]
             logger.info("MQTT connected to %s (MQTT %s)", self.broker, self._protocol)
             self._publish(self._topics.status, PAYLOAD_ONLINE, 1, retain=True)
-            # Subscribe before _republish_state sends our new registry: the broker handles one
-            # connection's packets in order, so the previous retained registry reaches us first.
-            subscriptions = []
-            if self._config.discovery.enabled:
-                subscriptions += [(self._topics.ha_status, 1), (self._topics.cameras, 1)]
-            if self._on_ring is not None:
-                subscriptions.append((self._topics.ring_filter, 1))
+            subscriptions = self._inbound.subscriptions()  # before the registry is re-sent
             if subscriptions:
                 client.subscribe(subscriptions)
             self._republish_state()
@@ -562,38 +536,9 @@ class MqttPublisherCore:
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: Any) -> None:
         try:
-            topic = message.topic
-            if topic == self._topics.ha_status:
-                if message.payload == b"online":
-                    logger.info("Home Assistant is online: re-sending discovery and states")
-                    self._republish_state()
-            elif topic == self._topics.cameras:
-                self._clear_removed_cameras(message.payload)
-            elif self._on_ring is not None and mqtt.topic_matches_sub(
-                self._topics.ring_filter, topic
-            ):
-                self._handle_ring(topic, bool(message.retain), bool(message.payload))
+            self._inbound.handle(message.topic, bytes(message.payload), bool(message.retain))
         except Exception:
             logger.exception("MQTT on_message handling failed")
-
-    def _handle_ring(self, topic: str, retained: bool, has_payload: bool) -> None:
-        camera_id = self._topics.ring_camera(topic)
-        # A retained ring would ring again on every reconnect, an empty payload is somebody
-        # clearing a retained one, and a level that is not a camera id is hostile.
-        why = "retained" if retained else "empty" if not has_payload else None
-        if camera_id is None:
-            why = "invalid"
-        if why is not None or camera_id is None or self._on_ring is None:
-            with self._lock:
-                self._counts["rings_ignored"] += 1
-            logger.warning("ignoring %s ring command on %r", why, topic[:200])
-            return
-        with self._lock:
-            self._counts["rings_received"] += 1
-        try:
-            self._on_ring(camera_id)
-        except Exception:
-            logger.exception("MQTT on_ring callback raised; continuing")
 
     def _on_socket_open(self, _client: mqtt.Client, _userdata: Any, _sock: Any) -> None:
         self._socket_opened_at = time.monotonic()
@@ -639,7 +584,7 @@ class MqttPublisherCore:
 
     # ------------------------------------------------------------------ status
     def _note_error(self, fmt: str, *args: object) -> None:
-        text = _redact(fmt % args, self._secrets)
+        text = redact(fmt % args, self._secrets)
         self._last_error = text
         logger.warning("MQTT: %s", text)
 
@@ -672,6 +617,11 @@ class MqttPublisherCore:
         with self._lock:
             counts = dict(self._counts)
             pending = self._pending_events
+            recent = sorted(self._latencies[-1000:])
+        p50 = p99 = None
+        if recent:
+            p50 = round(recent[(len(recent) - 1) // 2] * 1000, 3)
+            p99 = round(recent[round(0.99 * (len(recent) - 1))] * 1000, 3)
         return {
             "enabled": self.enabled,
             "connected": self._connected,
@@ -681,5 +631,7 @@ class MqttPublisherCore:
             "pending": pending,
             "queue_size": self._config.queue_size,
             "last_error": self._last_error,
+            "ack_p50_ms": p50,  # hand-over → ack over the last 1000 acked events
+            "ack_p99_ms": p99,
             **counts,
         }

@@ -23,8 +23,14 @@ from tests.integration.test_end_to_end import tiny_model, write_config  # noqa: 
 CLI = [sys.executable, "-m", "cluster.cli"]
 
 
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli_env() -> dict[str, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)  # the shared test cluster must not be joined by accident
+    return env
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = cli_env()
     return subprocess.run(
         [*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
     )
@@ -70,7 +76,7 @@ def test_run_status_replay_stop(tmp_path: Path, tiny_model: Path, mosquitto: Mos
     api_port = free_port()
     config = write_config(tmp_path, tiny_model, mosquitto.port, api_port, 1, [clip])
     watcher = StatusWatcher(mosquitto.port, "e2e/status")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = cli_env()
     proc = subprocess.Popen(
         [*CLI, "run", "--config", str(config), "--no-dashboard"],
         stdout=subprocess.PIPE,
@@ -153,3 +159,35 @@ def test_run_with_missing_config_is_a_clear_error(args: list[str]) -> None:
     result = cli(*args)
     assert result.returncode == 2
     assert "nonexistent.yaml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sigterm_is_a_graceful_stop_that_leaves_no_process(
+    tmp_path: Path,
+    tiny_model: Path,  # noqa: F811
+    mosquitto: Mosquitto,
+) -> None:
+    import psutil
+
+    clip = generate_sample_video(tmp_path / "a.mp4", seconds=3, motion_windows=[(1.0, 2.0)])
+    api_port = free_port()
+    config = write_config(tmp_path, tiny_model, mosquitto.port, api_port, 1, [clip])
+    watcher = StatusWatcher(mosquitto.port, "e2e/status")
+    proc = subprocess.Popen(
+        [*CLI, "run", "--config", str(config), "--no-dashboard"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=cli_env(),
+    )
+    try:
+        wait_healthy(api_port, proc)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children, "a local Ray cluster has processes"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        watcher.stop()
+    assert watcher.payloads and watcher.payloads[-1] == "offline"
+    _gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"left behind: {[p.pid for p in alive]}"

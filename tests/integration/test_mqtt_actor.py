@@ -72,6 +72,7 @@ def test_event_published_through_actor_arrives(config: Config, mosquitto: Any) -
         assert msg.json()["event_id"] == event.event_id and msg.qos == 1 and not msg.retain
         status = ray.get(actor.flush.remote(10), timeout=30)
         assert status["pending"] == 0 and status["acked"] >= 1
+        assert status["ack_p50_ms"] is not None and status["ack_p99_ms"] >= status["ack_p50_ms"]
         assert "password" not in str(status)
         sub.wait_for(
             lambda _m: (
@@ -131,3 +132,17 @@ def test_unpublished_events_replayed_in_order_after_reconnect(
         sub.wait_for(lambda m: len(m) >= 6, 20)
     finally:
         sub.close()
+
+
+def test_metrics_record_and_never_raise(ray_session: Any) -> None:
+    from cluster.actors.publisher import _Metrics
+
+    m = _Metrics()  # on a cluster started without the dashboard (no metrics exporter)
+    m.record("published", "inc", qos="1")
+    m.record("acked", "inc", 3, qos="1")
+    m.record("latency", "observe", 1.5)
+    m.record("queue_depth", "set", 2)
+    assert not m._failed
+    m.record("published", "inc", undeclared_tag="x")  # Ray rejects it: metrics switch off
+    assert m._failed
+    m.record("published", "inc", qos="1")  # and stay off, silently

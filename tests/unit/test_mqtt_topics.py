@@ -15,12 +15,14 @@ from pipelines.mqtt.topics import (
     EVENT_TYPES,
     CameraInfo,
     Topics,
+    camera_registry_payload,
     camera_status_payload,
     check_topic_prefix,
     clear_discovery_messages,
     discovery_messages,
     last_event_from_event_payload,
     last_event_payload,
+    parse_camera_registry,
     safe_topic_level,
 )
 
@@ -298,3 +300,55 @@ def test_camera_status_payload() -> None:
     assert camera_status_payload("door", "Door", "online", "file")["last_updated"].endswith("Z")
     with pytest.raises(ValueError):
         camera_status_payload("door", "Door", "broken", "file")  # type: ignore[arg-type]
+
+
+def test_ring_filter_and_ring_camera() -> None:
+    t = Topics("site/a")
+    assert t.ring_filter == "site/a/camera/+/ring"
+    assert t.ring_camera(t.ring("front_door")) == "front_door"
+    assert t.cameras == "site/a/cameras"
+
+
+@pytest.mark.parametrize("camera_id", [*HOSTILE_IDS, "x/y", ""], ids=repr)
+def test_ring_camera_rejects_hostile_levels(camera_id: str) -> None:
+    t = Topics("liveobject")
+    assert t.ring_camera(f"liveobject/camera/{camera_id}/ring") is None
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["other/camera/door/ring", "liveobject/camera/door/ring/x", "liveobject/camera/door/event"],
+)
+def test_ring_camera_rejects_other_topics(topic: str) -> None:
+    assert Topics("liveobject").ring_camera(topic) is None
+
+
+def test_camera_registry_round_trip() -> None:
+    payload = camera_registry_payload(["garage", "front_door", "garage"], "ha")
+    assert json.loads(payload) == {"discovery_prefix": "ha", "cameras": ["front_door", "garage"]}
+    assert parse_camera_registry(payload.encode()) == ("ha", ["front_door", "garage"])
+    with pytest.raises(ValueError):
+        camera_registry_payload(["a/b"], "ha")
+
+
+def test_camera_registry_parse_skips_unsafe_ids() -> None:
+    raw = {"discovery_prefix": "ha", "cameras": ["ok", "a/b", "#", 3, None, "Bad"]}
+    assert parse_camera_registry(json.dumps(raw).encode()) == ("ha", ["ok"])
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"cameras": "x", "discovery_prefix": "ha"}',
+        b'{"cameras": [], "discovery_prefix": "ha/#"}',
+        b'{"cameras": []}',
+        b"\xff\xfe",
+        b'{"cameras": [], "discovery_prefix": "ha", "pad": "' + b"x" * (1 << 20) + b'"}',
+    ],
+)
+def test_camera_registry_parse_rejects_garbage(payload: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_camera_registry(payload)

@@ -151,3 +151,30 @@ def test_compaction_swap_never_double_counts(tmp_path: Path) -> None:
     for err in seen["errors"]:
         assert "No files found" in err or "No such file" in err or "Cannot open" in err, err
     assert len(list((tmp_path / "data" / "parquet" / "date=2026-01-05").glob("*.parquet"))) <= 3
+
+
+def test_compaction_skips_today_and_leaves_no_staging(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "data", retention_days=0)
+    now = utcnow()
+    for k in range(6):
+        store.append([make_event(k, now), make_event(100 + k, now - timedelta(days=2))], {})
+        store.export_parquet()
+    today = store.parquet_dir / f"date={now.date()}"
+    past = store.parquet_dir / f"date={(now - timedelta(days=2)).date()}"
+    before_today = sorted(p.name for p in today.glob("*.parquet"))
+    assert len(before_today) == 6
+    assert store.compact_parquet(max_files=2) == 1
+    assert sorted(p.name for p in today.glob("*.parquet")) == before_today  # untouched
+    assert len(list(past.glob("*.parquet"))) == 1
+    assert list(store.staging_dir.iterdir()) == []  # the old files went with the swap
+    # An interrupted compaction leaves a staging folder behind: the next open removes it.
+    (store.staging_dir / "date=2026-01-01-deadbeef").mkdir()
+    store.close()
+    again = EventStore(tmp_path / "data")
+    assert list(again.staging_dir.iterdir()) == []
+    rows = duckdb.sql(
+        f"SELECT count(*), count(DISTINCT event_id) FROM "
+        f"read_parquet('{again.parquet_dir}/**/*.parquet', hive_partitioning=true)"
+    ).fetchall()[0]
+    assert rows == (12, 12)
+    again.close()
