@@ -192,7 +192,7 @@ def live_trial(path: Path, n: int, seconds: float, detect_fps: float) -> dict[st
     cpu = sum(float(r["cpu_s"]) for r in results)
     return {
         "cameras": n,
-        "keeps_up": lag_end < 1.0 and lag_end - lag_mid < 0.5,
+        "keeps_up": lag_end < MAX_LAG_S and lag_end - lag_mid < MAX_LAG_GROWTH_S,
         "max_lag_end_s": round(lag_end, 3),
         "max_lag_mid_s": round(lag_mid, 3),
         "cores_per_camera": round(cpu / seconds / n, 3),
@@ -201,6 +201,8 @@ def live_trial(path: Path, n: int, seconds: float, detect_fps: float) -> dict[st
     }
 
 
+MAX_LAG_S = 3.0  # a fixed delay (e.g. from the simultaneous start) is not falling behind...
+MAX_LAG_GROWTH_S = 0.3  # ...a lag that keeps growing is
 LIVE_STEPS = (1, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 64)
 
 
@@ -225,8 +227,9 @@ def live_capacity(
         "clip": "720p 25 fps H.264 with sensor grain (~4 Mbit/s), looped",
         "trial_seconds": seconds,
         "keeps_up_rule": (
-            "for every camera, the median lag behind real time over the last 20% of the trial "
-            "is < 1 s and at most 0.5 s more than over the middle 20% (not growing)"
+            f"for every camera, the median lag behind real time over the last 20% of the trial "
+            f"is < {MAX_LAG_S:g} s and at most {MAX_LAG_GROWTH_S:g} s more than over the middle "
+            f"20% (no growing lag)"
         ),
         "max_realtime_cameras": best,
         "cores_per_camera_single": per_camera,
@@ -243,7 +246,7 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=25)
     parser.add_argument("--detect-fps", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--live-seconds", type=float, default=15.0)
+    parser.add_argument("--live-seconds", type=float, default=20.0)
     parser.add_argument("--max-cameras", type=int, default=64, help="0 skips the live test")
     parser.add_argument("--live-budget-s", type=float, default=240.0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ingest.json"))

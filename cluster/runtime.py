@@ -57,6 +57,7 @@ def connect(config: Config, *, include_dashboard: bool = True) -> tuple[bool, st
         started_local = False
     else:
         context = ray.init(
+            address="local",  # empty ray.address: always a new local cluster, never a stray one
             num_cpus=config.ray.num_cpus,
             namespace=config.ray.namespace,
             include_dashboard=include_dashboard,

@@ -5,6 +5,7 @@ Layout under ``path``::
     events.duckdb                           the store (one writing process: the event-store actor)
     thumbnails/<event_id>.jpg               written atomically before the event row commits
     parquet/date=YYYY-MM-DD/part-*.parquet  hive partitions, each file published by os.replace
+    .parquet-staging/                       compaction/retention work area (outside the glob)
 
 Parquet file names carry the range of store sequence numbers they hold
 (``part-<first>-<last>-<tag>.parquet``), so the export watermark can be recovered from the files
@@ -19,10 +20,12 @@ What a reader of ``read_parquet('parquet/**/*.parquet', hive_partitioning=true)`
 * Compaction merges the small files of *closed* days (before today, UTC) only. The merged file
   is built in ``.parquet-staging/`` (outside the glob) and swapped in with one atomic directory
   exchange (``renameat2(RENAME_EXCHANGE)``), so a listing shows either the old files or the merged
-  one, never both: no double counting. The one unavoidable window: a query that listed a past
-  day's old files just before the swap and opens one after it gets a file-not-found error (retry);
-  that happens at most once per closed day (the first maintenance pass after midnight UTC, or at
-  startup). Retention moves an expired partition out of the glob with one rename, then deletes it.
+  one, never both: no double counting. Retention likewise takes an expired partition out of the
+  glob with one rename, then deletes it. The one unavoidable window (files cannot be swapped
+  under a query that already listed them): a query over a past day that listed its old files
+  just before a swap and opens one after it gets a file-not-found error; retry it. The
+  event-store actor runs compaction and retention once a day only, at startup and at the first
+  maintenance pass after midnight UTC, so the window is one instant a day, on closed days.
 """
 
 from __future__ import annotations
@@ -721,7 +724,11 @@ class EventStore:
         table = pa.concat_tables([pq.read_table(p) for p in parts])
         name = f"part-{lo:012d}-{hi:012d}-c{uuid.uuid4().hex[:8]}.parquet"
         # Files other than ours (an analyst's copy) move along into the new directory.
-        others = [p for p in folder.iterdir() if p.is_file() and p not in parts]
+        others = [
+            p
+            for p in folder.iterdir()
+            if p.is_file() and p not in parts and not p.name.startswith(".tmp-")
+        ]
         stage = self.staging_dir / f"{folder.name}-{uuid.uuid4().hex[:8]}"
         stage.mkdir(parents=True)
         try:

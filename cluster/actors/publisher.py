@@ -169,6 +169,11 @@ class MqttPublisher:
         """Hand one stored event to MQTT; returns at once (never waits for the broker)."""
         self._publish(event, replay=False)
 
+    async def publish_events(self, events: list[Event]) -> None:
+        """Hand several stored events to MQTT in order (one Ray call for a batch)."""
+        for event in events:
+            self._publish(event, replay=False)
+
     async def set_camera_status(self, camera_id: str, status: str, source_type: str) -> None:
         """Publish a camera's retained status (online/offline/unavailable)."""
         try:

@@ -27,6 +27,7 @@ def ray_session() -> Iterator[RaySession]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     port = free_port()
     ray.init(
+        address="local",  # a new cluster even when another one runs on this machine
         num_cpus=4,
         namespace="liveobject",
         include_dashboard=False,

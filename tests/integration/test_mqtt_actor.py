@@ -83,6 +83,10 @@ def test_event_published_through_actor_arrives(config: Config, mosquitto: Any) -
         )
         assert sub.on(topics.activity("front_door"))[-1].payload == b"ON"
         assert sub.on(topics.camera_status("front_door"))[-1].json()["camera_name"] == "Front Door"
+        batch = [make_event() for _ in range(3)]
+        actor.publish_events.remote(batch)  # the batch form: same topic, same order
+        sub.wait_for(lambda _m: len(sub.on(topics.event("front_door"))) >= 4, 20)
+        assert sub.event_ids(topics.event("front_door"))[1:] == [e.event_id for e in batch]
     finally:
         sub.close()
 

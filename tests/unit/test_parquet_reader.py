@@ -148,6 +148,7 @@ def test_compaction_swap_never_double_counts(tmp_path: Path) -> None:
     assert live == sorted(live), "rows went missing from a listing"
     # The documented window: a query that listed the old files just before a swap may find one
     # gone. Nothing else (a torn or partial file) may ever show up.
+    print(f"{len(seen['errors'])} of {seen['reads']} reads hit the window")
     for err in seen["errors"]:
         assert "No files found" in err or "No such file" in err or "Cannot open" in err, err
     assert len(list((tmp_path / "data" / "parquet" / "date=2026-01-05").glob("*.parquet"))) <= 3
