@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check pipelines serve_apps cluster tests benchmarks
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy pipelines
+	$(VENV)/bin/mypy pipelines serve_apps cluster
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q -p no:cacheprovider

@@ -43,6 +43,9 @@ from pipelines.segment import EventSegmenter
 from pipelines.sources import FileSource, Frame
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
+MAX_LAG_S = 3.0  # a fixed delay (e.g. from the simultaneous start) is not falling behind...
+MAX_LAG_GROWTH_S = 0.3  # ...a lag that keeps growing is
+LIVE_STEPS = (1, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 64)
 
 
 def _cpu_s() -> float:
@@ -199,11 +202,6 @@ def live_trial(path: Path, n: int, seconds: float, detect_fps: float) -> dict[st
         "cores_total": round(cpu / seconds, 3),
         "decoded_fps_per_camera": round(sum(int(r["decoded"]) for r in results) / n / seconds, 2),
     }
-
-
-MAX_LAG_S = 3.0  # a fixed delay (e.g. from the simultaneous start) is not falling behind...
-MAX_LAG_GROWTH_S = 0.3  # ...a lag that keeps growing is
-LIVE_STEPS = (1, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 64)
 
 
 def live_capacity(

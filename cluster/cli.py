@@ -51,7 +51,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cluster.console import run_cluster
 
     config = _load(args.config)
-    return run_cluster(config, until_done=args.until_done, dashboard=not args.no_dashboard)
+    return run_cluster(
+        config,
+        until_done=args.until_done,
+        dashboard=not args.no_dashboard,
+        linger_s=args.linger,
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -116,7 +121,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"no running mqtt-publisher found: {type(exc).__name__}", file=sys.stderr)
         return 1
     try:
-        count = ray.get(publisher.replay.remote(args.since), timeout=300)
+        replayed: Any = ray.get(publisher.replay.remote(args.since), timeout=300)
+        count = int(replayed)
         print(f"replayed {count} events")
         return 0
     finally:
@@ -160,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="YAML config file")
     run.add_argument("--until-done", action="store_true", help="exit once every file is done")
     run.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
+    run.add_argument(
+        "--linger",
+        type=_parse_duration,
+        default=0.0,
+        help="with --until-done: keep the API up this long after the summary (thumbnail fetches)",
+    )
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="offline demo on generated videos and a tiny VLM")

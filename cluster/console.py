@@ -78,6 +78,7 @@ def run_cluster(
     until_done: bool,
     dashboard: bool = True,
     on_ready: Callable[[], None] | None = None,
+    linger_s: float = 0.0,
 ) -> int:
     """Deploy everything, show progress until done/stopped, print the summary, clean up."""
     console = Console(stderr=False)
@@ -107,6 +108,9 @@ def run_cluster(
             wait(cluster, until_done=until_done, on_tick=tick, stop=_STOP)
         stored, published = finish(cluster)
         print(f"events: {stored} stored, {published} published", flush=True)
+        if linger_s > 0 and not _STOP.is_set():
+            # subscribers that got the last events can still fetch their thumbnails
+            _STOP.wait(linger_s)
         return 0
     finally:
         shutdown(cluster)

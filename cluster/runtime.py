@@ -58,7 +58,7 @@ def connect(config: Config, *, include_dashboard: bool = True) -> tuple[bool, st
     else:
         context = ray.init(
             address="local",  # empty ray.address: always a new local cluster, never a stray one
-            num_cpus=config.ray.num_cpus,
+            num_cpus=config.ray.num_cpus,  # type: ignore[arg-type]  # Ray accepts fractions
             namespace=config.ray.namespace,
             include_dashboard=include_dashboard,
             dashboard_host="127.0.0.1",

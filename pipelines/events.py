@@ -14,8 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.auth import sign_thumbnail_token
 
-SMART_DETECTION_PRIORITY: tuple[str, ...] = ("person", "vehicle", "package", "animal")
 SourceType = Literal["file", "rtsp", "http", "udp"]
+SmartDetectionType = Literal["person", "vehicle", "package", "animal"]
+SMART_DETECTION_PRIORITY: tuple[SmartDetectionType, ...] = (
+    "person",
+    "vehicle",
+    "package",
+    "animal",
+)
 AnalysisMode = Literal["single_frame", "multi_frame"]
 
 REQUIRED_FIELDS: tuple[str, ...] = (
@@ -49,7 +55,7 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def smart_detection_type(objects: tuple[str, ...] | list[str]) -> str | None:
+def smart_detection_type(objects: tuple[str, ...] | list[str]) -> SmartDetectionType | None:
     """The most important of person > vehicle > package > animal among objects, else None."""
     found = set(objects)
     for kind in SMART_DETECTION_PRIORITY:
@@ -71,7 +77,7 @@ class Event(BaseModel):
     confidence: int = Field(ge=0, le=100)
     source_type: SourceType
     timestamp: datetime = Field(description="Event start, UTC.")
-    smart_detection_type: Literal["person", "vehicle", "package", "animal"] | None = None
+    smart_detection_type: SmartDetectionType | None = None
     is_doorbell_ring: bool | None = None
     provider_used: str | None = None
     analysis_mode: AnalysisMode | None = None

@@ -120,7 +120,10 @@ def test_run_until_done_publishes_every_stored_event(
     config = write_config(tmp_path, tiny_model, mosquitto.port, api_port, 2, clips)
     subscriber = Subscriber(mosquitto.port, "e2e/camera/+/event")
     try:
-        proc = run_cli(["run", "--config", str(config), "--until-done", "--no-dashboard"], tmp_path)
+        proc = run_cli(
+            ["run", "--config", str(config), "--until-done", "--no-dashboard", "--linger", "5s"],
+            tmp_path,
+        )
         time.sleep(0.5)
     finally:
         subscriber.stop()

@@ -132,7 +132,7 @@ def test_compaction_swap_never_double_counts(tmp_path: Path) -> None:
     reader = Reader(store, tmp_path)
     merged = 0
     try:
-        for batch in range(80):  # late events keep landing in a closed day; it is re-compacted
+        for batch in range(40):  # late events keep landing in a closed day; it is re-compacted
             store.append(
                 [make_event(batch * 10 + k, day + timedelta(seconds=batch)) for k in range(10)], {}
             )
@@ -141,7 +141,7 @@ def test_compaction_swap_never_double_counts(tmp_path: Path) -> None:
     finally:
         seen = reader.finish()
     store.close()
-    assert merged >= 20
+    assert merged >= 10
     counts = seen["counts"]
     assert counts and all(n == distinct for n, distinct in counts), "a row was counted twice"
     live = [n for n, _ in counts]
