@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit integration mosquitto bench clean
+.PHONY: demo test lint typecheck unit integration mosquitto bench bench-gpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,13 @@ integration: $(STAMP) mosquitto
 test: $(STAMP) mosquitto lint typecheck
 	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15
 
+# CPU benchmarks (ratios against raw decord/PyAV, paho, DuckDB, unbatched VLM in the same run).
 bench: $(STAMP) mosquitto
-	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+	for b in ingest mqtt store vlm_batching; do $(PY) benchmarks/bench_$$b.py || exit 1; done
+
+# On a GPU machine only: random-weight SmolVLM-256M at batch 1/8/32 (under 8 minutes).
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/bench_vlm_gpu.py
 
 clean:
 	rm -rf $(VENV) demo-data .pytest_cache .mypy_cache .ruff_cache
