@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import ctypes
 import errno
 import logging
@@ -392,6 +393,15 @@ class EventStore:
             self._seq += len(unique)  # seq of a duplicate stays unused: gaps are harmless
             return int(row[0]) if row else len(unique)
 
+    def save_batch(
+        self, events: list[Event], thumbnails: dict[str, bytes] | None, window_s: float
+    ) -> list[Event]:
+        """Correlate and append a batch in one go; the events as stored, in input order."""
+        with self._lock:
+            events = self.assign_correlation(events, window_s)
+            self.append(events, thumbnails)
+            return events
+
     def _stored_ids(self, ids: list[str]) -> set[str]:
         """Which of ids are stored (primary-key index lookups)."""
         marks = ", ".join("?" * len(ids))
@@ -564,54 +574,123 @@ class EventStore:
         updated in place; starts not stored yet are remembered here and get it at append time.
         An existing group among them (the nearest one) is reused.
         """
-        if window_s <= 0:
-            return None
-        ts = _utc(timestamp)
-        window = timedelta(seconds=window_s)
+        return self._correlate([(camera_id, timestamp)], window_s)[0]
+
+    def assign_correlation(self, events: list[Event], window_s: float) -> list[Event]:
+        """The events with their correlation groups, as if correlation_group ran for each in turn.
+
+        Events of the same batch on different cameras within window_s share a group too; the
+        table is read once and updated once for the whole batch. An event that already has a
+        group keeps it (and takes no part).
+        """
+        if window_s <= 0 or not events:
+            return list(events)
+        todo = [i for i, ev in enumerate(events) if ev.correlation_group_id is None]
         with self._lock:
-            self._prune_starts(ts, window)
-            # (gap, camera, start, group) of every other-camera start in the window
-            near: list[tuple[timedelta, str, datetime, str | None]] = [
-                (abs(start - ts), other, start, group)
-                for other, starts in self._starts.items()
-                if other != camera_id
-                for start, group in starts
-                if abs(start - ts) <= window
-            ]
+            groups = self._correlate(
+                [(events[i].camera_id, events[i].timestamp) for i in todo], window_s
+            )
+            out = list(events)
+            for i, group in zip(todo, groups, strict=True):
+                ev = events[i]
+                if group is not None:
+                    out[i] = ev.model_copy(update={"correlation_group_id": group})
+                else:  # a later event of this batch may have pulled it into a group
+                    out[i] = self._with_group(ev)
+            return out
+
+    def _correlate(self, starts: list[tuple[str, datetime]], window_s: float) -> list[str | None]:
+        """Correlation groups of (camera_id, start) in order: one table read, one update."""
+        if window_s <= 0 or not starts:
+            return [None] * len(starts)
+        window = timedelta(seconds=window_s)
+        stamps = [_utc(ts) for _, ts in starts]
+        lo, hi = min(stamps), max(stamps)
+        with self._lock:
+            self._prune_starts(lo, hi, window)
             try:  # the table too: after a restart the memory is empty
                 rows = self.con.execute(
-                    'SELECT camera_id, "timestamp", correlation_group_id FROM events '
-                    'WHERE camera_id <> ? AND "timestamp" BETWEEN ? AND ?',
-                    [camera_id, ts - window, ts + window],
+                    'SELECT event_id, camera_id, "timestamp", correlation_group_id FROM events '
+                    'WHERE "timestamp" BETWEEN ? AND ? ORDER BY "timestamp"',
+                    [lo - window, hi + window],
                 ).fetchall()
             except (duckdb.Error, OSError) as exc:
                 raise self._fail("correlation lookup", exc) from exc
-            near += [(abs(r[1] - ts), r[0], r[1], r[2]) for r in rows]
-            if not near:
-                self._starts.setdefault(camera_id, []).append((ts, None))
-                return None
-            near.sort(key=lambda item: item[0])
-            group = next((g for *_, g in near if g is not None), None) or str(uuid.uuid4())
-            for _, other, start, _ in near:
-                starts = self._starts.setdefault(other, [])
-                starts[:] = [(s, group if s == start and g is None else g) for s, g in starts]
-                if not any(s == start for s, _ in starts):
-                    starts.append((start, group))
-            self._starts.setdefault(camera_id, []).append((ts, group))
-            try:
-                self.con.execute(
-                    "UPDATE events SET correlation_group_id = ? WHERE camera_id <> ? "
-                    'AND "timestamp" BETWEEN ? AND ? AND correlation_group_id IS NULL',
-                    [group, camera_id, ts - window, ts + window],
-                ).fetchall()
-            except (duckdb.Error, OSError) as exc:
-                raise self._fail("correlation update", exc) from exc
-            return group
+            # camera -> stored rows [event_id, start, group] by start, with their starts apart
+            table: dict[str, list[list[Any]]] = {}
+            for event_id, cam, start, group in rows:
+                table.setdefault(cam, []).append([event_id, start, group])
+            table_starts = {cam: [r[1] for r in cam_rows] for cam, cam_rows in table.items()}
+            changed: dict[str, str] = {}  # stored event_id -> group this batch gave it
+            out: list[str | None] = []
+            for (camera_id, _), ts in zip(starts, stamps, strict=True):
+                near: list[tuple[timedelta, str, datetime, str | None]] = [
+                    (abs(start - ts), other, start, group)
+                    for other, cam_starts in self._starts.items()
+                    if other != camera_id
+                    for start, group in cam_starts
+                    if abs(start - ts) <= window
+                ]
+                in_window: list[list[Any]] = []
+                for other, cam_rows in table.items():
+                    if other == camera_id:
+                        continue
+                    keys = table_starts[other]
+                    first = bisect.bisect_left(keys, ts - window)
+                    last = bisect.bisect_right(keys, ts + window)
+                    in_window += cam_rows[first:last]
+                    near += [(abs(r[1] - ts), other, r[1], r[2]) for r in cam_rows[first:last]]
+                if not near:
+                    self._starts.setdefault(camera_id, []).append((ts, None))
+                    out.append(None)
+                    continue
+                near.sort(key=lambda item: item[0])
+                group = next((g for *_, g in near if g is not None), None) or str(uuid.uuid4())
+                for _, other, start, _ in near:
+                    cam_starts = self._starts.setdefault(other, [])
+                    cam_starts[:] = [
+                        (s, group if s == start and g is None else g) for s, g in cam_starts
+                    ]
+                    if not any(s == start for s, _ in cam_starts):
+                        cam_starts.append((start, group))
+                self._starts.setdefault(camera_id, []).append((ts, group))
+                for row in in_window:  # stored rows without a group join this one
+                    if row[2] is None:
+                        row[2] = group
+                        changed[row[0]] = group
+                out.append(group)
+            if changed:
+                self._set_groups(changed)
+            return out
 
-    def _prune_starts(self, now: datetime, window: timedelta) -> None:
+    def _set_groups(self, groups: dict[str, str]) -> None:
+        """Give stored events (that still have none) their correlation group, in one update."""
+        con = self.con
+        con.register(
+            "_groups",
+            pa.table(
+                {
+                    "event_id": pa.array(list(groups), pa.string()),
+                    "group_id": pa.array(list(groups.values()), pa.string()),
+                }
+            ),
+        )
+        try:
+            con.execute(
+                "UPDATE events SET correlation_group_id = _groups.group_id FROM _groups "
+                "WHERE events.event_id = _groups.event_id "
+                "AND events.correlation_group_id IS NULL"
+            ).fetchall()
+        except (duckdb.Error, OSError) as exc:
+            raise self._fail("correlation update", exc) from exc
+        finally:
+            if self._con is not None:
+                self._con.unregister("_groups")
+
+    def _prune_starts(self, lo: datetime, hi: datetime, window: timedelta) -> None:
         horizon = max(window * 2, timedelta(minutes=5))
         for cam in list(self._starts):
-            kept = [(s, g) for s, g in self._starts[cam] if abs(now - s) <= horizon]
+            kept = [(s, g) for s, g in self._starts[cam] if lo - horizon <= s <= hi + horizon]
             if kept:
                 self._starts[cam] = kept[-256:]
             else:

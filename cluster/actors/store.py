@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,18 @@ from pipelines.naming import PUBLISHER_ACTOR, STORE_ACTOR
 from pipelines.storage import EventStore
 
 logger = logging.getLogger(__name__)
+
+MAX_BATCH = 512  # saves committed in one transaction at most
+GATHER_S = 0.002  # after a lone save, how long the writer waits for others to join it
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """One queued save: what to store and the future its caller awaits."""
+
+    event: Event
+    thumbnail: bytes | None
+    done: asyncio.Future[Event]
 
 
 @ray.remote(num_cpus=0.05, max_restarts=-1, max_task_retries=-1)
@@ -35,6 +48,10 @@ class EventStoreActor:
         self._stop_requested = False
         self._started = time.time()
         self._maintenance: asyncio.Task[None] | None = None
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._batches = 0
+        self._max_batch = 0
         logger.info("event-store opened %s", storage.path)
 
     async def _ensure_maintenance(self) -> None:
@@ -75,21 +92,70 @@ class EventStoreActor:
         return self._publisher
 
     async def save(self, event: Event, thumbnail: bytes | None) -> Event:
-        """Store one event (with its correlation group) and hand it to the publisher."""
+        """Store one event (with its correlation group) and hand it to the publisher.
+
+        Group commit: the call waits in a queue and the writer stores everything queued in
+        one transaction; the result (or the batch's storage error) is this event's own.
+        """
         await self._ensure_maintenance()
+        queue = self._ensure_writer()
+        done: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        queue.put_nowait(_Pending(event, thumbnail, done))
+        return await done
+
+    def _ensure_writer(self) -> asyncio.Queue[_Pending]:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop(self._queue))
+        return self._queue
+
+    async def _write_loop(self, queue: asyncio.Queue[_Pending]) -> None:
+        """The single writer: take what is queued (a batch), commit it, answer every caller."""
+        while True:
+            batch = [await queue.get()]
+            if queue.empty():  # let a burst of concurrent saves land in the same batch
+                await asyncio.sleep(GATHER_S)
+            while len(batch) < MAX_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
+            self._batches += 1
+            self._max_batch = max(self._max_batch, len(batch))
+            try:
+                saved = await self._commit(batch)
+            except Exception as exc:  # every caller of the batch gets the error: none is lost
+                logger.error("saving a batch of %d events failed: %s", len(batch), exc)
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(exc)
+            else:
+                for item, event in zip(batch, saved, strict=True):
+                    if not item.done.done():  # a cancelled caller's event is stored all the same
+                        item.done.set_result(event)
+                self._publish(saved)
+            finally:
+                for _ in batch:
+                    queue.task_done()
+
+    async def _commit(self, batch: list[_Pending]) -> list[Event]:
+        """Correlate and append a batch with one storage call (in a thread); the stored events."""
+        events = [item.event for item in batch]
+        thumbs = {item.event.event_id: item.thumbnail for item in batch if item.thumbnail}
         window = self._config.correlation.window_s
-        if window > 0 and event.correlation_group_id is None:
-            group = await asyncio.to_thread(
-                self._store.correlation_group, event.camera_id, event.timestamp, window
-            )
-            if group is not None:
-                event = event.model_copy(update={"correlation_group_id": group})
-        thumbs = {event.event_id: thumbnail} if thumbnail else {}
-        await asyncio.to_thread(self._store.append, [event], thumbs)
-        publisher = self._publisher_handle()
-        if publisher is not None:
-            publisher.publish_event.remote(event)  # fire and forget: never waits on MQTT
-        return event
+        return await asyncio.to_thread(self._store.save_batch, events, thumbs, window)
+
+    def _publish(self, saved: list[Event]) -> None:
+        try:
+            publisher = self._publisher_handle()
+            if publisher is not None:  # fire and forget, one call a batch: never waits on MQTT
+                unique = list({event.event_id: event for event in saved}.values())
+                publisher.publish_events.remote(unique)
+        except Exception as exc:  # stored as unpublished: the publisher's replay catches up
+            logger.warning("handing %d events to the publisher failed: %s", len(saved), exc)
+
+    def writer_stats(self) -> dict[str, int]:
+        """Group-commit counters of this process: batches committed, largest, still queued."""
+        queued = 0 if self._queue is None else self._queue.qsize()
+        return {"batches": self._batches, "max_batch": self._max_batch, "queued": queued}
 
     async def get(self, event_id: str) -> Event | None:
         return await asyncio.to_thread(self._store.get, event_id)
@@ -137,6 +203,10 @@ class EventStoreActor:
         return self._stop_requested
 
     async def close(self) -> None:
+        if self._queue is not None:  # saves already queued are committed first
+            await asyncio.wait_for(self._queue.join(), 60)
+        if self._writer is not None:
+            self._writer.cancel()
         if self._maintenance is not None:
             self._maintenance.cancel()
         await asyncio.to_thread(self._store.export_parquet)

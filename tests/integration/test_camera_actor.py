@@ -7,9 +7,6 @@ enough that a camera with a short queue must merge motion, fast enough for the o
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -22,11 +19,11 @@ from pipelines.config import Config
 from pipelines.events import Event
 from pipelines.samples import generate_sample_video
 from tests.conftest import free_port
+from tests.integration.stream_helpers import TSServer, free_udp_port
 
 pytestmark = pytest.mark.integration
 
 NAMESPACE = "cam-tests"
-SERVER = Path(__file__).with_name("ts_server.py")
 VLM = {
     "model": "",  # filled with the tiny model's path
     "num_cpus": 0.5,
@@ -116,32 +113,6 @@ def ray_logs() -> str:
         if path.is_file() and path.suffix in (".out", ".err", ".log"):
             chunks.append(path.read_text(errors="replace"))
     return "\n".join(chunks)
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class TSServer:
-    """A looping real-time MPEG-TS/UDP sender (tests/integration/ts_server.py)."""
-
-    def __init__(self, clip: Path, port: int) -> None:
-        self.clip, self.port = clip, port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(SERVER), str(self.clip), str(self.port)],
-            stdout=subprocess.DEVNULL,
-        )
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
 
 
 # ---------------------------------------------------------------- fixtures

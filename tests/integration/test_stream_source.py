@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,35 +13,9 @@ from pipelines.motion import MotionDetector
 from pipelines.samples import generate_sample_video
 from pipelines.segment import EventSegmenter, Segment
 from pipelines.sources import SourceError, StreamSource
+from tests.integration.stream_helpers import TSServer, free_udp_port
 
-SERVER = Path(__file__).with_name("ts_server.py")
 STALL_S = 2.0
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """A looping real-time MPEG-TS sender; kill() stops it like a camera losing power."""
-
-    def __init__(self, clip: Path, port: int) -> None:
-        self.clip, self.port = clip, port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(SERVER), str(self.clip), str(self.port)],
-            stdout=subprocess.DEVNULL,
-        )
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +26,8 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def server(clip: Path) -> Iterator[Server]:
-    srv = Server(clip, _free_udp_port())
+def server(clip: Path) -> Iterator[TSServer]:
+    srv = TSServer(clip, free_udp_port())
     srv.start()
     yield srv
     srv.kill()
@@ -68,7 +39,7 @@ def _source(port: int) -> StreamSource:
     )
 
 
-def test_stream_frames_motion_stall_and_restart(server: Server) -> None:
+def test_stream_frames_motion_stall_and_restart(server: TSServer) -> None:
     settings = MotionConfig(end_after_s=1.0)
     source = _source(server.port)
     assert source.source_type == "udp"
@@ -116,7 +87,7 @@ def test_stream_frames_motion_stall_and_restart(server: Server) -> None:
         again.close()
 
 
-def test_slow_consumer_gets_latest_frame(server: Server) -> None:
+def test_slow_consumer_gets_latest_frame(server: TSServer) -> None:
     source = _source(server.port)
     with source:
         stream = source.frames()

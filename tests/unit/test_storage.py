@@ -330,6 +330,71 @@ def test_correlation_after_restart_uses_the_table(tmp_path: Path) -> None:
     store.close()
 
 
+def test_assign_correlation_groups_cameras_inside_one_batch(store: EventStore) -> None:
+    stored = make_event(0, camera="side", ts=BASE - timedelta(seconds=3))
+    store.append([stored], {})
+    batch = [
+        make_event(1, camera="front", ts=BASE),
+        make_event(2, camera="front", ts=BASE + timedelta(seconds=1)),  # same camera as 1
+        make_event(3, camera="back", ts=BASE + timedelta(seconds=2)),
+        make_event(4, camera="garage", ts=BASE + timedelta(seconds=60)),  # alone
+        make_event(5, camera="porch", ts=BASE + timedelta(seconds=61), correlation_group_id="x"),
+    ]
+    out = store.assign_correlation(batch, 5)
+    assert [e.event_id for e in out] == [e.event_id for e in batch]
+    group = out[2].correlation_group_id
+    assert group is not None
+    # 1 was correlated before 3 arrived in the same batch: it gets the group all the same
+    assert out[0].correlation_group_id == out[1].correlation_group_id == group
+    assert out[3].correlation_group_id is None
+    assert out[4].correlation_group_id == "x"  # a given group is kept
+    # the row stored before the batch was pulled into the group, in the table
+    assert store.get(stored.event_id).correlation_group_id == group  # type: ignore[union-attr]
+    assert store.assign_correlation(batch, 0) == batch  # window 0 disables
+
+
+def _partition(groups: list[str | None]) -> list[int | None]:
+    """Group ids as first-seen indices (uuids differ between runs; the grouping must not)."""
+    seen: dict[str, int] = {}
+    return [None if g is None else seen.setdefault(g, len(seen)) for g in groups]
+
+
+def test_assign_correlation_matches_one_call_per_event(tmp_path: Path) -> None:
+    cams = ["front", "back", "side"]
+    history = [
+        make_event(i, camera=cams[i % 3], ts=BASE + timedelta(seconds=7 * i)) for i in range(6)
+    ]
+    stamps = [0, 1, 2, 9, 15, 16, 30, 31, 33, 47, 48, 70, 71, 72, 90, 100, 101, 140]
+    batch = [
+        make_event(100 + k, camera=cams[(k * 2) % 3], ts=BASE + timedelta(seconds=s))
+        for k, s in enumerate(stamps)
+    ]
+    one_by_one = EventStore(tmp_path / "a")
+    batched = EventStore(tmp_path / "b")
+    try:
+        for s in (one_by_one, batched):
+            s.append(history, {})
+        for ev in batch:  # what the actor did before group commit: correlate, append, next
+            group = one_by_one.correlation_group(ev.camera_id, ev.timestamp, 4)
+            one_by_one.append([ev.model_copy(update={"correlation_group_id": group})], {})
+        got = batched.save_batch(batch, {batch[0].event_id: JPEG}, 4)
+        assert any(e.correlation_group_id for e in got)
+        assert [e.event_id for e in got] == [e.event_id for e in batch]
+        ids = [e.event_id for e in history + batch]
+        want = [one_by_one.get(i).correlation_group_id for i in ids]  # type: ignore[union-attr]
+        have = [batched.get(i).correlation_group_id for i in ids]  # type: ignore[union-attr]
+        assert _partition(have) == _partition(want)
+        assert [e.correlation_group_id for e in got] == have[len(history) :]
+        assert batched.thumbnail_path(batch[0].event_id) is not None
+        batched.save_batch(batch, {}, 4)  # a re-sent batch (retries): nothing stored twice
+        assert batched.counts()["stored"] == len(history) + len(batch)
+        again = [batched.get(i).correlation_group_id for i in ids]  # type: ignore[union-attr]
+        assert again == have
+    finally:
+        one_by_one.close()
+        batched.close()
+
+
 def test_concurrent_appends_arrive_exactly_once(store: EventStore) -> None:
     events = [make_event(i, camera=f"cam{i % 8}") for i in range(10_000)]
     errors: list[BaseException] = []
