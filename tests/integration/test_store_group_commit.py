@@ -91,6 +91,7 @@ def test_concurrent_saves_are_batched_and_each_stored_once(
                 row = row.model_copy(update={"correlation_group_id": None})
             assert got == row
         assert answered_alone < stats["batches"], (answered_alone, stats)
+        print(f"group commit: {stats}; {answered_alone} answered before their partner")  # -s
         for ev in saved[::37]:
             assert ray.get(store.thumbnail_bytes.remote(ev.event_id), timeout=30) == JPEG
 
