@@ -1,256 +1,47 @@
-"""Event storage: DuckDB (single writer) + atomic Parquet export + JPEG thumbnails on disk.
-
-Layout under ``path``::
-
-    events.duckdb                           the store (one writing process: the event-store actor)
-    thumbnails/<event_id>.jpg               written atomically before the event row commits
-    parquet/date=YYYY-MM-DD/part-*.parquet  hive partitions, each file published by os.replace
-    .parquet-staging/                       compaction/retention work area (outside the glob)
-
-Parquet file names carry the range of store sequence numbers they hold
-(``part-<first>-<last>-<tag>.parquet``), so the export watermark can be recovered from the files
-themselves after a crash between writing a file and recording the watermark (no duplicates).
-Temporary files are named ``.tmp-<uuid>.parquet.partial``: the ``**/*.parquet`` glob skips them.
-
-What a reader of ``read_parquet('parquet/**/*.parquet', hive_partitioning=true)`` can rely on:
-
-* A Parquet file, once visible, is never modified (DuckDB readers cache footers by path, so an
-  in-place rewrite could be read torn) and today's partition is never compacted: it only gains
-  whole files. A reader of live data never fails and never counts a row twice.
-* Compaction merges the small files of *closed* days (before today, UTC) only. The merged file
-  is built in ``.parquet-staging/`` (outside the glob) and swapped in with one atomic directory
-  exchange (``renameat2(RENAME_EXCHANGE)``), so a listing shows either the old files or the merged
-  one, never both: no double counting. Retention likewise takes an expired partition out of the
-  glob with one rename, then deletes it. The one unavoidable window (files cannot be swapped
-  under a query that already listed them): a query over a past day that listed its old files
-  just before a swap and opens one after it gets a file-not-found error; retry it. The
-  event-store actor runs compaction and retention once a day only, at startup and at the first
-  maintenance pass after midnight UTC, so the window is one instant a day, on closed days.
+"""EventStore: the DuckDB event table (schema, migrations, appends, queries, correlation groups,
+published state) with thumbnails on disk; Parquet export, compaction and retention are delegated
+to ``pipelines.storage.parquet``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
-import ctypes
-import errno
 import logging
-import os
-import re
 import shutil
-import sys
 import threading
 import uuid
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipelines.events import Event, utcnow
+from pipelines.storage.cursors import _utc, decode_cursor, encode_cursor, is_event_id
+from pipelines.storage.errors import StorageError, StorageFullError, _is_full
+from pipelines.storage.files import _fsync_dir, _write_atomic
+from pipelines.storage.parquet import (
+    compact_day,
+    days_to_compact,
+    expire_partitions,
+    files_watermark,
+    write_days,
+)
+from pipelines.storage.schema import (
+    _SELECT_EVENT,
+    _TS,
+    ARROW_SCHEMA,
+    EVENT_COLUMNS,
+    MIGRATIONS,
+    _first,
+    _row_to_event,
+)
 
 logger = logging.getLogger(__name__)
 
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-PART_RE = re.compile(r"^part-(\d{12})-(\d{12})-[0-9a-z]+\.parquet$")
-DATE_DIR_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 MAX_QUERY_LIMIT = 500
-_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-# Event fields in column order; Parquet files hold these plus stored_at.
-EVENT_COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "camera_id",
-    "camera_name",
-    "description",
-    "objects_detected",
-    "confidence",
-    "source_type",
-    "timestamp",
-    "smart_detection_type",
-    "is_doorbell_ring",
-    "provider_used",
-    "analysis_mode",
-    "ai_confidence",
-    "correlation_group_id",
-    "ended_at",
-    "frame_count",
-    "merged_motion",
-    "vlm_latency_ms",
-)
-_TS = pa.timestamp("us", tz="UTC")
-ARROW_SCHEMA = pa.schema(
-    [
-        ("seq", pa.int64()),
-        ("event_id", pa.string()),
-        ("camera_id", pa.string()),
-        ("camera_name", pa.string()),
-        ("description", pa.string()),
-        ("objects_detected", pa.list_(pa.string())),
-        ("confidence", pa.int16()),
-        ("source_type", pa.string()),
-        ("timestamp", _TS),
-        ("smart_detection_type", pa.string()),
-        ("is_doorbell_ring", pa.bool_()),
-        ("provider_used", pa.string()),
-        ("analysis_mode", pa.string()),
-        ("ai_confidence", pa.int16()),
-        ("correlation_group_id", pa.string()),
-        ("ended_at", _TS),
-        ("frame_count", pa.int32()),
-        ("merged_motion", pa.int32()),
-        ("vlm_latency_ms", pa.float64()),
-        ("stored_at", _TS),
-        ("published_at", _TS),
-    ]
-)
-_SELECT_EVENT = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
-
-# Forward-only migrations: (version, statements). Never edit a shipped entry; append a new one.
-MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
-    (
-        1,
-        (
-            """CREATE TABLE IF NOT EXISTS events (
-                seq BIGINT NOT NULL,
-                event_id VARCHAR PRIMARY KEY,
-                camera_id VARCHAR NOT NULL,
-                camera_name VARCHAR NOT NULL,
-                description VARCHAR NOT NULL,
-                objects_detected VARCHAR[] NOT NULL,
-                confidence SMALLINT NOT NULL,
-                source_type VARCHAR NOT NULL,
-                "timestamp" TIMESTAMPTZ NOT NULL,
-                smart_detection_type VARCHAR,
-                is_doorbell_ring BOOLEAN,
-                provider_used VARCHAR,
-                analysis_mode VARCHAR,
-                ai_confidence SMALLINT,
-                correlation_group_id VARCHAR,
-                ended_at TIMESTAMPTZ,
-                frame_count INTEGER NOT NULL,
-                merged_motion INTEGER NOT NULL,
-                vlm_latency_ms DOUBLE,
-                stored_at TIMESTAMPTZ NOT NULL,
-                published_at TIMESTAMPTZ
-            )""",
-            "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
-        ),
-    ),
-]
-
-
-class StorageError(Exception):
-    """A storage operation failed; the database is left consistent (rolled back)."""
-
-
-class StorageFullError(StorageError):
-    """The disk (or quota/file-size limit) is full; retry once space returns."""
-
-
-def is_event_id(value: object) -> bool:
-    """True for a canonical lowercase uuid string (the only form used for file names)."""
-    return isinstance(value, str) and UUID_RE.fullmatch(value) is not None
-
-
-def encode_cursor(ts: datetime, event_id: str) -> str:
-    """Opaque keyset cursor for the position after (ts, event_id) in newest-first order."""
-    micros = _micros(ts)
-    raw = f"{micros}|{event_id}".encode("ascii")
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Inverse of encode_cursor; ValueError on anything malformed."""
-    if not isinstance(cursor, str) or not 0 < len(cursor) <= 200:
-        raise ValueError("malformed cursor")
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError("malformed cursor") from exc
-    micros_text, _, event_id = raw.partition("|")
-    if not re.fullmatch(r"-?\d{1,19}", micros_text) or not is_event_id(event_id):
-        raise ValueError("malformed cursor")
-    try:
-        ts = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(micros_text))
-    except OverflowError as exc:
-        raise ValueError("malformed cursor") from exc
-    return ts, event_id
-
-
-def _micros(ts: datetime) -> int:
-    delta = ts.astimezone(timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}.partial")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange_dirs(a: Path, b: Path) -> bool:
-    """Atomically swap two directories (Linux renameat2); False where unsupported."""
-    if sys.platform != "linux":
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        rc = libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    except (AttributeError, OSError):
-        return False
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL):  # old kernel or a filesystem without exchange
-        return False
-    raise OSError(err, os.strerror(err), str(a))
-
-
-def _is_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
-        return True
-    text = str(exc).lower()
-    return "no space left" in text or "file too large" in text or "quota exceeded" in text
-
-
-def _first(result: duckdb.DuckDBPyConnection) -> Any:
-    """First row of a result (or None), consuming it: DuckDB 2 refuses work on a half-read one."""
-    rows = result.fetchall()
-    return rows[0] if rows else None
-
-
-def _row_to_event(row: tuple[Any, ...]) -> Event:
-    data = dict(zip(EVENT_COLUMNS, row, strict=True))
-    data["objects_detected"] = tuple(data["objects_detected"] or ())
-    return Event.model_validate({k: v for k, v in data.items() if v is not None})
 
 
 class EventStore:
@@ -708,15 +499,7 @@ class EventStore:
     def _watermark(self) -> int:
         row = _first(self.con.execute("SELECT value FROM meta WHERE key = 'export_seq'"))
         recorded = int(row[0]) if row else 0
-        return max(recorded, self._files_watermark())
-
-    def _files_watermark(self) -> int:
-        high = 0
-        for path in self.parquet_dir.glob("date=*/part-*.parquet"):
-            match = PART_RE.match(path.name)
-            if match:
-                high = max(high, int(match.group(2)))
-        return high
+        return max(recorded, files_watermark(self.parquet_dir))
 
     def export_parquet(self) -> int:
         """Write rows not yet exported as one Parquet file per date; returns rows written."""
@@ -730,16 +513,7 @@ class EventStore:
                 ).to_arrow_table()
                 if table.num_rows == 0:
                     return 0
-                days = table.column("day").to_pylist()
-                high = int(pc.max(table.column("seq")).as_py())
-                for day in sorted(set(days)):
-                    mask = pc.equal(table.column("day"), pa.scalar(day, pa.date32()))
-                    part = table.filter(mask)
-                    seqs = part.column("seq")
-                    lo = int(pc.min(seqs).as_py())
-                    hi = int(pc.max(seqs).as_py())
-                    name = f"part-{lo:012d}-{hi:012d}-{uuid.uuid4().hex[:8]}.parquet"
-                    self._write_parquet(day, name, part.drop_columns(["seq", "day"]))
+                high = write_days(self.parquet_dir, table)
                 self.con.execute(
                     "INSERT INTO meta VALUES ('export_seq', ?) "
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -748,27 +522,6 @@ class EventStore:
             except (duckdb.Error, OSError) as exc:
                 raise self._fail("parquet export", exc) from exc
             return table.num_rows
-
-    def _write_parquet(self, day: date, name: str, table: pa.Table) -> Path:
-        folder = self.parquet_dir / f"date={day.isoformat()}"
-        folder.mkdir(parents=True, exist_ok=True)
-        return self._write_parquet_to(folder, name, table)
-
-    @staticmethod
-    def _write_parquet_to(folder: Path, name: str, table: pa.Table) -> Path:
-        """Write a Parquet file under a name the glob skips, fsync, then rename it into place."""
-        tmp = folder / f".tmp-{uuid.uuid4().hex}.parquet.partial"
-        target = folder / name
-        try:
-            pq.write_table(table, tmp, compression="zstd")
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-            _fsync_dir(folder)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return target
 
     def compact_parquet(self, max_files: int = 8, include_today: bool = False) -> int:
         """Merge each closed day's files into one when it has more than max_files; days merged.
@@ -779,52 +532,13 @@ class EventStore:
         today = utcnow().date()
         merged = 0
         with self._lock:
-            for folder in sorted(self.parquet_dir.glob("date=*")):
-                match = DATE_DIR_RE.match(folder.name)
-                if not match:
-                    continue
-                day = date.fromisoformat(match.group(1))
-                if day >= today and not include_today:
-                    continue
-                parts = sorted(p for p in folder.glob("part-*.parquet") if PART_RE.match(p.name))
-                if len(parts) <= max_files:
-                    continue
+            for folder, parts in days_to_compact(self.parquet_dir, today, max_files, include_today):
                 try:
-                    self._compact_day(folder, day, parts)
+                    compact_day(self.parquet_dir, self.staging_dir, folder, parts)
                 except OSError as exc:
                     raise self._fail("parquet compaction", exc) from exc
                 merged += 1
         return merged
-
-    def _compact_day(self, folder: Path, day: date, parts: list[Path]) -> None:
-        ranges = [PART_RE.match(p.name).groups() for p in parts]  # type: ignore[union-attr]
-        lo = min(int(r[0]) for r in ranges)
-        hi = max(int(r[1]) for r in ranges)
-        table = pa.concat_tables([pq.read_table(p) for p in parts])
-        name = f"part-{lo:012d}-{hi:012d}-c{uuid.uuid4().hex[:8]}.parquet"
-        # Files other than ours (an analyst's copy) move along into the new directory.
-        others = [
-            p
-            for p in folder.iterdir()
-            if p.is_file() and p not in parts and not p.name.startswith(".tmp-")
-        ]
-        stage = self.staging_dir / f"{folder.name}-{uuid.uuid4().hex[:8]}"
-        stage.mkdir(parents=True)
-        try:
-            self._write_parquet_to(stage, name, table)
-            for other in others:
-                os.link(other, stage / other.name)
-            _fsync_dir(stage)
-            if _exchange_dirs(stage, folder):  # one atomic step: old files out, merged file in
-                _fsync_dir(self.parquet_dir)
-            else:  # no exchange: the day is briefly absent from a listing, never doubled
-                old = self.staging_dir / f"old-{uuid.uuid4().hex[:8]}"
-                os.replace(folder, old)
-                os.replace(stage, folder)
-                _fsync_dir(self.parquet_dir)
-                stage = old
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
 
     # ---------------------------------------------------------------- retention
     def apply_retention(self, now: datetime | None = None) -> int:
@@ -847,17 +561,7 @@ class EventStore:
             for event_id in ids:
                 (self.thumbnail_dir / f"{event_id}.jpg").unlink(missing_ok=True)
             # Whole partitions only: a day strictly before the cutoff's day is all expired.
-            for folder in self.parquet_dir.glob("date=*"):
-                match = DATE_DIR_RE.match(folder.name)
-                if match and date.fromisoformat(match.group(1)) < cutoff.date():
-                    # one rename takes the whole day out of readers' globs, then delete it
-                    trash = self.staging_dir / f"expired-{uuid.uuid4().hex[:8]}"
-                    try:
-                        os.replace(folder, trash)
-                    except OSError as exc:
-                        logger.warning("cannot expire partition %s: %s", folder.name, exc)
-                        continue
-                    shutil.rmtree(trash, ignore_errors=True)
+            expire_partitions(self.parquet_dir, self.staging_dir, cutoff.date())
         if ids:
             logger.info("retention removed %d events older than %s", len(ids), cutoff.date())
         return len(ids)

@@ -1,0 +1,138 @@
+"""Parquet side of the event store: per-day export files, compaction and retention of partitions.
+
+Functions here work on the ``parquet/`` and ``.parquet-staging/`` directories only; EventStore
+calls them under its lock and turns their errors into StorageError. The guarantees they keep
+for readers of ``parquet/**/*.parquet`` are described in the ``pipelines.storage`` docstring.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines.storage.files import _exchange_dirs, _fsync_dir
+
+logger = logging.getLogger(__name__)
+
+PART_RE = re.compile(r"^part-(\d{12})-(\d{12})-[0-9a-z]+\.parquet$")
+DATE_DIR_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+
+
+def files_watermark(parquet_dir: Path) -> int:
+    """Highest store sequence number held by any exported Parquet file (0 for none)."""
+    high = 0
+    for path in parquet_dir.glob("date=*/part-*.parquet"):
+        match = PART_RE.match(path.name)
+        if match:
+            high = max(high, int(match.group(2)))
+    return high
+
+
+def write_days(parquet_dir: Path, table: pa.Table) -> int:
+    """Write rows (with seq and day columns) as one file per day; the highest seq written."""
+    days = table.column("day").to_pylist()
+    high = int(pc.max(table.column("seq")).as_py())
+    for day in sorted(set(days)):
+        mask = pc.equal(table.column("day"), pa.scalar(day, pa.date32()))
+        part = table.filter(mask)
+        seqs = part.column("seq")
+        lo = int(pc.min(seqs).as_py())
+        hi = int(pc.max(seqs).as_py())
+        name = f"part-{lo:012d}-{hi:012d}-{uuid.uuid4().hex[:8]}.parquet"
+        folder = parquet_dir / f"date={day.isoformat()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_parquet_file(folder, name, part.drop_columns(["seq", "day"]))
+    return high
+
+
+def write_parquet_file(folder: Path, name: str, table: pa.Table) -> Path:
+    """Write a Parquet file under a name the glob skips, fsync, then rename it into place."""
+    tmp = folder / f".tmp-{uuid.uuid4().hex}.parquet.partial"
+    target = folder / name
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(folder)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def days_to_compact(
+    parquet_dir: Path, today: date, max_files: int, include_today: bool
+) -> Iterator[tuple[Path, list[Path]]]:
+    """(folder, part files) of each day with more than max_files, before today unless included.
+
+    Lazy: each day's files are listed just before it is yielded, after the previous day's swap.
+    """
+    for folder in sorted(parquet_dir.glob("date=*")):
+        match = DATE_DIR_RE.match(folder.name)
+        if not match:
+            continue
+        day = date.fromisoformat(match.group(1))
+        if day >= today and not include_today:
+            continue
+        parts = sorted(p for p in folder.glob("part-*.parquet") if PART_RE.match(p.name))
+        if len(parts) <= max_files:
+            continue
+        yield folder, parts
+
+
+def compact_day(parquet_dir: Path, staging_dir: Path, folder: Path, parts: list[Path]) -> None:
+    """Merge a day's part files into one, swapped in for the old ones in one atomic step."""
+    ranges = [PART_RE.match(p.name).groups() for p in parts]  # type: ignore[union-attr]
+    lo = min(int(r[0]) for r in ranges)
+    hi = max(int(r[1]) for r in ranges)
+    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    name = f"part-{lo:012d}-{hi:012d}-c{uuid.uuid4().hex[:8]}.parquet"
+    # Files other than ours (an analyst's copy) move along into the new directory.
+    others = [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p not in parts and not p.name.startswith(".tmp-")
+    ]
+    stage = staging_dir / f"{folder.name}-{uuid.uuid4().hex[:8]}"
+    stage.mkdir(parents=True)
+    try:
+        write_parquet_file(stage, name, table)
+        for other in others:
+            os.link(other, stage / other.name)
+        _fsync_dir(stage)
+        if _exchange_dirs(stage, folder):  # one atomic step: old files out, merged file in
+            _fsync_dir(parquet_dir)
+        else:  # no exchange: the day is briefly absent from a listing, never doubled
+            old = staging_dir / f"old-{uuid.uuid4().hex[:8]}"
+            os.replace(folder, old)
+            os.replace(stage, folder)
+            _fsync_dir(parquet_dir)
+            stage = old
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def expire_partitions(parquet_dir: Path, staging_dir: Path, cutoff: date) -> None:
+    """Delete every whole day partition strictly before cutoff (a day then is all expired)."""
+    for folder in parquet_dir.glob("date=*"):
+        match = DATE_DIR_RE.match(folder.name)
+        if match and date.fromisoformat(match.group(1)) < cutoff:
+            # one rename takes the whole day out of readers' globs, then delete it
+            trash = staging_dir / f"expired-{uuid.uuid4().hex[:8]}"
+            try:
+                os.replace(folder, trash)
+            except OSError as exc:
+                logger.warning("cannot expire partition %s: %s", folder.name, exc)
+                continue
+            shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,104 @@
+"""Event table layout: column order, the Arrow schema, DuckDB migrations, row conversion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from pipelines.events import Event
+
+# Event fields in column order; Parquet files hold these plus stored_at.
+EVENT_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "camera_id",
+    "camera_name",
+    "description",
+    "objects_detected",
+    "confidence",
+    "source_type",
+    "timestamp",
+    "smart_detection_type",
+    "is_doorbell_ring",
+    "provider_used",
+    "analysis_mode",
+    "ai_confidence",
+    "correlation_group_id",
+    "ended_at",
+    "frame_count",
+    "merged_motion",
+    "vlm_latency_ms",
+)
+_TS = pa.timestamp("us", tz="UTC")
+ARROW_SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()),
+        ("event_id", pa.string()),
+        ("camera_id", pa.string()),
+        ("camera_name", pa.string()),
+        ("description", pa.string()),
+        ("objects_detected", pa.list_(pa.string())),
+        ("confidence", pa.int16()),
+        ("source_type", pa.string()),
+        ("timestamp", _TS),
+        ("smart_detection_type", pa.string()),
+        ("is_doorbell_ring", pa.bool_()),
+        ("provider_used", pa.string()),
+        ("analysis_mode", pa.string()),
+        ("ai_confidence", pa.int16()),
+        ("correlation_group_id", pa.string()),
+        ("ended_at", _TS),
+        ("frame_count", pa.int32()),
+        ("merged_motion", pa.int32()),
+        ("vlm_latency_ms", pa.float64()),
+        ("stored_at", _TS),
+        ("published_at", _TS),
+    ]
+)
+_SELECT_EVENT = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
+
+# Forward-only migrations: (version, statements). Never edit a shipped entry; append a new one.
+MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
+    (
+        1,
+        (
+            """CREATE TABLE IF NOT EXISTS events (
+                seq BIGINT NOT NULL,
+                event_id VARCHAR PRIMARY KEY,
+                camera_id VARCHAR NOT NULL,
+                camera_name VARCHAR NOT NULL,
+                description VARCHAR NOT NULL,
+                objects_detected VARCHAR[] NOT NULL,
+                confidence SMALLINT NOT NULL,
+                source_type VARCHAR NOT NULL,
+                "timestamp" TIMESTAMPTZ NOT NULL,
+                smart_detection_type VARCHAR,
+                is_doorbell_ring BOOLEAN,
+                provider_used VARCHAR,
+                analysis_mode VARCHAR,
+                ai_confidence SMALLINT,
+                correlation_group_id VARCHAR,
+                ended_at TIMESTAMPTZ,
+                frame_count INTEGER NOT NULL,
+                merged_motion INTEGER NOT NULL,
+                vlm_latency_ms DOUBLE,
+                stored_at TIMESTAMPTZ NOT NULL,
+                published_at TIMESTAMPTZ
+            )""",
+            "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+        ),
+    ),
+]
+
+
+def _first(result: duckdb.DuckDBPyConnection) -> Any:
+    """First row of a result (or None), consuming it: DuckDB 2 refuses work on a half-read one."""
+    rows = result.fetchall()
+    return rows[0] if rows else None
+
+
+def _row_to_event(row: tuple[Any, ...]) -> Event:
+    data = dict(zip(EVENT_COLUMNS, row, strict=True))
+    data["objects_detected"] = tuple(data["objects_detected"] or ())
+    return Event.model_validate({k: v for k, v in data.items() if v is not None})
