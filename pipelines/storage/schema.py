@@ -9,27 +9,8 @@ import pyarrow as pa
 
 from pipelines.events import Event
 
-# Event fields in column order; Parquet files hold these plus stored_at.
-EVENT_COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "camera_id",
-    "camera_name",
-    "description",
-    "objects_detected",
-    "confidence",
-    "source_type",
-    "timestamp",
-    "smart_detection_type",
-    "is_doorbell_ring",
-    "provider_used",
-    "analysis_mode",
-    "ai_confidence",
-    "correlation_group_id",
-    "ended_at",
-    "frame_count",
-    "merged_motion",
-    "vlm_latency_ms",
-)
+# Event fields in column order (the model is the one source); Parquet holds these plus stored_at.
+EVENT_COLUMNS: tuple[str, ...] = tuple(Event.model_fields)
 _TS = pa.timestamp("us", tz="UTC")
 ARROW_SCHEMA = pa.schema(
     [

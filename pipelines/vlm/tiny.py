@@ -62,22 +62,28 @@ def _corpus(n_lines: int = 400, seed: int = 0) -> list[str]:
     return lines
 
 
-def _build_tokenizer() -> Any:
-    """A byte-level BPE tokenizer trained on a generated corpus, with Idefics3 special tokens."""
+def train_bpe(special_tokens: list[str], unk_token: str, vocab_size: int = 512) -> Any:
+    """A byte-level BPE `tokenizers.Tokenizer` trained on the spot on a generated corpus."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
-    specials = [UNK, BOS, EOS, PAD, IMAGE, FAKE_IMAGE, GLOBAL_IMAGE, *ROW_COL]
-    tok = Tokenizer(models.BPE(unk_token=UNK))
+    tok = Tokenizer(models.BPE(unk_token=unk_token))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=512,
-        special_tokens=specials,
+        vocab_size=vocab_size,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(_corpus(), trainer=trainer)
+    return tok
+
+
+def _build_tokenizer() -> Any:
+    """A byte-level BPE tokenizer trained on a generated corpus, with Idefics3 special tokens."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = train_bpe([UNK, BOS, EOS, PAD, IMAGE, FAKE_IMAGE, GLOBAL_IMAGE, *ROW_COL], unk_token=UNK)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS,

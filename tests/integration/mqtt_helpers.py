@@ -195,6 +195,19 @@ def readable_broker_log(broker: Any) -> None:
 # ---------------------------------------------------------------- Ray-side helpers
 
 
+def mqtt_settings(port: int, prefix: str, **overrides: Any) -> MQTTConfig:
+    """MQTT settings for one test: loopback broker, its own topic and discovery prefixes."""
+    fields: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "topic_prefix": prefix,
+        "discovery": DiscoveryConfig(prefix=f"{prefix}-ha"),
+        "keepalive_s": 5,
+    }
+    fields.update(overrides)
+    return MQTTConfig(**fields)
+
+
 def actor_config(
     port: int,
     storage: Path,
@@ -205,21 +218,12 @@ def actor_config(
     **mqtt_fields: Any,
 ) -> Config:
     """A Config for one test: its own topic prefix, Ray namespace and storage dir."""
-    prefix = prefix or unique_prefix()
-    fields: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": port,
-        "topic_prefix": prefix,
-        "discovery": DiscoveryConfig(prefix=f"{prefix}-ha"),
-        "keepalive_s": 5,
-    }
-    fields.update(mqtt_fields)
     if cameras is None:
         cameras = [CameraConfig(id="front_door", name="Front Door", source=str(storage / "x.mp4"))]
     return Config(
         cameras=cameras,
         ray=RayConfig(namespace=namespace or f"lo-test-{uuid.uuid4().hex[:8]}"),
-        mqtt=MQTTConfig(**fields),
+        mqtt=mqtt_settings(port, prefix or unique_prefix(), **mqtt_fields),
         storage=StorageConfig(path=storage),
     )
 

@@ -69,16 +69,30 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def write_config(
-    folder: Path, model: Path, broker_port: int, api_port: int, qos: int, clips: list[Path]
+    folder: Path,
+    model: Path,
+    broker_port: int | None,
+    api_port: int,
+    qos: int,
+    clips: list[Path],
+    *,
+    namespace: str = "liveobject-e2e",
+    storage_extra: str = "",
 ) -> Path:
+    """A `liveobject run` config: one camera per clip, the tiny VLM, MQTT off when no broker."""
     cameras = "\n".join(
         f"  - id: cam_{i}\n    name: Camera {i}\n    source: {clip}\n    detect_fps: 5"
         for i, clip in enumerate(clips)
     )
+    mqtt = (
+        "{enabled: false}"
+        if broker_port is None
+        else f"{{host: 127.0.0.1, port: {broker_port}, qos: {qos}, topic_prefix: e2e}}"
+    )
     config = folder / "liveobject.yaml"
     config.write_text(
         f"""
-ray: {{namespace: liveobject-e2e, num_cpus: 4}}
+ray: {{namespace: {namespace}, num_cpus: 4}}
 cameras:
 {cameras}
 vlm:
@@ -87,8 +101,8 @@ vlm:
   max_batch_size: 4
   max_new_tokens: 12
   image_size: 96
-storage: {{path: {folder / "store"}}}
-mqtt: {{host: 127.0.0.1, port: {broker_port}, qos: {qos}, topic_prefix: e2e}}
+storage: {{path: {folder / "store"}{storage_extra}}}
+mqtt: {mqtt}
 api: {{host: 127.0.0.1, port: {api_port}, base_url: "http://127.0.0.1:{api_port}"}}
 """
     )

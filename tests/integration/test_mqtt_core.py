@@ -21,7 +21,7 @@ import jsonschema
 import paho.mqtt.client as paho_client
 import pytest
 
-from pipelines.config import DiscoveryConfig, MQTTConfig
+from pipelines.config import MQTTConfig
 from pipelines.events import event_json, event_schema
 from pipelines.mqtt.client import MqttPublisherCore
 from pipelines.mqtt.topics import CameraInfo, Topics, discovery_messages
@@ -29,6 +29,7 @@ from tests.conftest import free_port, wait_port
 from tests.integration.mqtt_helpers import (
     Subscriber,
     make_event,
+    mqtt_settings,
     percentile,
     readable_broker_log,
     unique_prefix,
@@ -36,18 +37,6 @@ from tests.integration.mqtt_helpers import (
 
 BASE = "http://127.0.0.1:8000"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _config(port: int, prefix: str, **overrides: Any) -> MQTTConfig:
-    fields: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": port,
-        "topic_prefix": prefix,
-        "discovery": DiscoveryConfig(prefix=f"{prefix}-ha"),
-        "keepalive_s": 5,
-    }
-    fields.update(overrides)
-    return MQTTConfig(**fields)
 
 
 class Acks:
@@ -81,7 +70,7 @@ def test_events_arrive_on_camera_topic_at_configured_qos(mosquitto: Any, qos: in
     prefix = unique_prefix()
     sub = Subscriber(mosquitto.port, [f"{prefix}/#"])
     acks = Acks()
-    config = _config(mosquitto.port, prefix, qos=qos, message_expiry_s=120)
+    config = mqtt_settings(mosquitto.port, prefix, qos=qos, message_expiry_s=120)
     core, topics = _start(config, acks)
     try:
         events = [make_event(), make_event(full=True), make_event(camera_id="garage")]
@@ -137,7 +126,7 @@ def test_events_arrive_on_camera_topic_at_configured_qos(mosquitto: Any, qos: in
 
 def test_publish_never_blocks_even_when_broker_hangs_or_stops(mosquitto: Any) -> None:
     prefix = unique_prefix()
-    core, _topics = _start(_config(mosquitto.port, prefix, qos=1))
+    core, _topics = _start(mqtt_settings(mosquitto.port, prefix, qos=1))
     timings: list[float] = []
     outcomes: dict[str, int] = {}
 
@@ -185,7 +174,7 @@ def test_disabled_creates_no_client_and_no_connection(
 
     readable_broker_log(mosquitto)  # one probe connection, counted
     monkeypatch.setattr(paho_client.Client, "__init__", counting_init)
-    config = _config(mosquitto.port, unique_prefix(), enabled=False)
+    config = mqtt_settings(mosquitto.port, unique_prefix(), enabled=False)
     core = MqttPublisherCore(config, Topics(config.topic_prefix), None)
     core.start()
     event = make_event()
@@ -203,7 +192,7 @@ def test_disabled_creates_no_client_and_no_connection(
 def test_disconnected_means_no_publish_and_counts_unpublished(mosquitto: Any) -> None:
     readable_broker_log(mosquitto)
     prefix = unique_prefix()
-    core, topics = _start(_config(mosquitto.port, prefix, qos=1))
+    core, topics = _start(mqtt_settings(mosquitto.port, prefix, qos=1))
     try:
         mosquitto.stop(signal.SIGTERM)
         _wait(lambda: not core.connected)
@@ -240,7 +229,7 @@ def test_disconnected_means_no_publish_and_counts_unpublished(mosquitto: Any) ->
 def test_reconnect_republishes_online_discovery_and_delivers_new_events(mosquitto: Any) -> None:
     prefix = unique_prefix()
     acks = Acks()
-    config = _config(mosquitto.port, prefix, qos=1)
+    config = mqtt_settings(mosquitto.port, prefix, qos=1)
     core, topics = _start(config, acks)
     cam = CameraInfo("front_door", "Front Door", "file")
     core.set_discovery(cam.camera_id, discovery_messages(cam, topics, BASE, "test"))
@@ -297,7 +286,7 @@ def test_reconnect_republishes_online_discovery_and_delivers_new_events(mosquitt
 
 def test_clean_stop_publishes_offline_retained(mosquitto: Any) -> None:
     prefix = unique_prefix()
-    core, topics = _start(_config(mosquitto.port, prefix))
+    core, topics = _start(mqtt_settings(mosquitto.port, prefix))
     core.stop()
     sub = Subscriber(mosquitto.port, [topics.status])
     try:
@@ -359,7 +348,7 @@ def test_callback_exceptions_do_not_stop_publishing(mosquitto: Any) -> None:
         raise RuntimeError("on_acked exploded")
 
     sub = Subscriber(mosquitto.port, [f"{prefix}/#"])
-    core, topics = _start(_config(mosquitto.port, prefix, qos=1), boom)
+    core, topics = _start(mqtt_settings(mosquitto.port, prefix, qos=1), boom)
     try:
         events = [make_event() for _ in range(5)]
         for event in events:
@@ -375,7 +364,7 @@ def test_callback_exceptions_do_not_stop_publishing(mosquitto: Any) -> None:
 
 def test_pending_queue_is_bounded(mosquitto: Any) -> None:
     prefix = unique_prefix()
-    core, _topics = _start(_config(mosquitto.port, prefix, qos=1, queue_size=10))
+    core, _topics = _start(mqtt_settings(mosquitto.port, prefix, qos=1, queue_size=10))
     assert mosquitto.proc is not None
     os.kill(mosquitto.proc.pid, signal.SIGSTOP)  # no acks come back
     try:
@@ -404,7 +393,7 @@ def test_falls_back_to_mqtt_311_when_broker_refuses_v5(tmp_path: Path) -> None:
         wait_port(port, 30)
         prefix = unique_prefix()
         sub = Subscriber(port, [f"{prefix}/#"], protocol=paho_client.MQTTv311)
-        config = _config(port, prefix, qos=1)
+        config = mqtt_settings(port, prefix, qos=1)
         assert config.protocol == "5"
         core = MqttPublisherCore(config, Topics(prefix, config.discovery.prefix), None)
         core.start()
@@ -425,7 +414,7 @@ def test_falls_back_to_mqtt_311_when_broker_refuses_v5(tmp_path: Path) -> None:
 
 def test_retained_state_updates_coalesce_to_the_latest_value(mosquitto: Any) -> None:
     prefix = unique_prefix()
-    core, topics = _start(_config(mosquitto.port, prefix))
+    core, topics = _start(mqtt_settings(mosquitto.port, prefix))
     sub = Subscriber(mosquitto.port, [topics.activity("front_door")])
     try:
         assert mosquitto.proc is not None

@@ -15,37 +15,12 @@ from nbclient import NotebookClient
 from pipelines.samples import generate_sample_video
 from pipelines.vlm.tiny import build_tiny_vlm
 from tests.conftest import free_port
+from tests.integration.test_end_to_end import write_config
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "event_analysis.ipynb"
-
-
-def write_config(folder: Path, model: Path, clips: list[Path]) -> Path:
-    cameras = "\n".join(
-        f"  - id: cam_{i}\n    name: Camera {i}\n    source: {clip}\n    detect_fps: 5"
-        for i, clip in enumerate(clips)
-    )
-    port = free_port()
-    config = folder / "liveobject.yaml"
-    config.write_text(
-        f"""
-ray: {{namespace: liveobject-notebook, num_cpus: 4}}
-cameras:
-{cameras}
-vlm:
-  model: {model}
-  num_cpus: 0.5
-  max_batch_size: 4
-  max_new_tokens: 12
-  image_size: 96
-storage: {{path: {folder / "store"}, parquet_flush_interval_s: 2}}
-mqtt: {{enabled: false}}
-api: {{host: 127.0.0.1, port: {port}, base_url: "http://127.0.0.1:{port}"}}
-"""
-    )
-    return config
 
 
 def test_notebook_runs_clean_on_a_real_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,7 +29,16 @@ def test_notebook_runs_clean_on_a_real_run(tmp_path: Path, monkeypatch: pytest.M
         generate_sample_video(tmp_path / "a.mp4", seconds=6, motion_windows=[(1.0, 3.0)], seed=5),
         generate_sample_video(tmp_path / "b.mp4", seconds=6, motion_windows=[(2.0, 4.0)], seed=6),
     ]
-    config = write_config(tmp_path, model, clips)
+    config = write_config(
+        tmp_path,
+        model,
+        None,
+        free_port(),
+        1,
+        clips,
+        namespace="liveobject-notebook",
+        storage_extra=", parquet_flush_interval_s: 2",
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     command = ["run", "--config", str(config), "--until-done", "--no-dashboard"]

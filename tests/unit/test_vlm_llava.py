@@ -15,7 +15,7 @@ import pytest
 
 from pipelines.config import VLMConfig
 from pipelines.vlm.backends import TransformersBackend, VLMEngine
-from pipelines.vlm.tiny import _corpus
+from pipelines.vlm.tiny import train_bpe
 from pipelines.vlm.types import VLMRequest
 from tests.unit.test_vlm_tiny import jpeg
 
@@ -32,7 +32,6 @@ CHAT_TEMPLATE = (
 def build_tiny_llava(path: Path) -> Path:
     """A random-weight LLaVA (CLIP 32 px, 16 image tokens) with a tokenizer trained on the spot."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         LlavaConfig,
         LlavaForConditionalGeneration,
@@ -41,16 +40,7 @@ def build_tiny_llava(path: Path) -> Path:
     )
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512,
-        special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok = train_bpe(SPECIALS, unk_token="<unk>")
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",
