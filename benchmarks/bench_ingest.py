@@ -37,10 +37,10 @@ import av
 import decord
 
 from pipelines.config import MotionConfig
-from pipelines.motion import MotionDetector
+from pipelines.ingest.motion import MotionDetector
+from pipelines.ingest.segment import EventSegmenter
+from pipelines.ingest.sources import FileSource, Frame
 from pipelines.samples import generate_sample_video
-from pipelines.segment import EventSegmenter
-from pipelines.sources import FileSource, Frame
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 MAX_LAG_S = 3.0  # a fixed delay (e.g. from the simultaneous start) is not falling behind...

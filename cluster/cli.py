@@ -106,19 +106,30 @@ def cmd_status(args: argparse.Namespace) -> int:
         ray.shutdown()
 
 
+def _join_actor(config: Config | None, name: str, missing: str) -> Any:
+    """Join the running cluster and look up one of its named actors (None, said, if absent)."""
+    import ray
+
+    from cluster.runtime import join_running
+
+    try:
+        join_running(config)
+        return ray.get_actor(name, namespace=_namespace(config))
+    except Exception as exc:
+        print(f"{missing}: {type(exc).__name__}", file=sys.stderr)
+        return None
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     _client_env()
     import ray
 
-    from cluster.runtime import join_running
     from pipelines.naming import PUBLISHER_ACTOR
 
-    config = _running_config(args)
-    try:
-        join_running(config)
-        publisher = ray.get_actor(PUBLISHER_ACTOR, namespace=_namespace(config))
-    except Exception as exc:
-        print(f"no running mqtt-publisher found: {type(exc).__name__}", file=sys.stderr)
+    publisher = _join_actor(
+        _running_config(args), PUBLISHER_ACTOR, "no running mqtt-publisher found"
+    )
+    if publisher is None:
         return 1
     try:
         replayed: Any = ray.get(publisher.replay.remote(args.since), timeout=300)
@@ -133,15 +144,10 @@ def cmd_stop(args: argparse.Namespace) -> int:
     _client_env()
     import ray
 
-    from cluster.runtime import join_running
     from pipelines.naming import STORE_ACTOR
 
-    config = _running_config(args)
-    try:
-        join_running(config)
-        store = ray.get_actor(STORE_ACTOR, namespace=_namespace(config))
-    except Exception as exc:
-        print(f"no running liveobject cluster found: {type(exc).__name__}", file=sys.stderr)
+    store = _join_actor(_running_config(args), STORE_ACTOR, "no running liveobject cluster found")
+    if store is None:
         return 1
     try:
         ray.get(store.request_stop.remote(), timeout=30)

@@ -8,13 +8,21 @@ import uuid
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.auth import sign_thumbnail_token
 
 SourceType = Literal["file", "rtsp", "http", "udp"]
+# URL scheme -> source type for stream sources; anything without "://" (or file://) is a file.
+SOURCE_SCHEMES: dict[str, SourceType] = {
+    "rtsp": "rtsp",
+    "rtsps": "rtsp",
+    "http": "http",
+    "https": "http",
+    "udp": "udp",
+}
 SmartDetectionType = Literal["person", "vehicle", "package", "animal"]
 SMART_DETECTION_PRIORITY: tuple[SmartDetectionType, ...] = (
     "person",
@@ -97,11 +105,32 @@ class Event(BaseModel):
     @field_validator("timestamp", "ended_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+        return as_utc(value)
+
+
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+def as_utc(value: datetime | None) -> datetime | None:
+    """The same instant in UTC; a naive datetime is taken to be UTC already."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def source_type_of(source: str) -> SourceType:
+    """file | rtsp | http | udp for a camera source (ValueError for an unsupported scheme)."""
+    if "://" not in source:
+        return "file"
+    scheme = source.split("://", 1)[0].lower()
+    if scheme == "file":
+        return "file"
+    if scheme not in SOURCE_SCHEMES:
+        raise ValueError(f"unsupported source scheme {scheme[:16]!r}")
+    return SOURCE_SCHEMES[scheme]
 
 
 def resolve_base_url(configured: str) -> str:

@@ -2,7 +2,8 @@
 
 Used wherever a camera source URL, a broker error or an exception text could carry a password:
 `redact_url` hides URL userinfo passwords and secret-looking query parameters, `redact` also
-replaces every known secret value literally (raw and percent-encoded).
+replaces every known secret value literally (raw and percent-encoded), and `url_password` is the
+one place a URL's password is read out of its userinfo.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
+
+__all__ = ["MASK", "redact", "redact_url", "url_password"]
 
 MASK = "***"
 
@@ -45,6 +48,17 @@ def _userinfo(match: re.Match[str]) -> str:
         return f"{match.group('scheme')}{user}:{MASK}@"
     # A lone user part is often a token (https://TOKEN@host): hide it too.
     return f"{match.group('scheme')}{MASK}@"
+
+
+def url_password(url: str) -> list[str]:
+    """The password in a URL's userinfo, raw and percent-decoded (longest first); [] if none."""
+    match = _USERINFO_RE.match(url)
+    if match is None or ":" not in match.group("userinfo"):
+        return []
+    password = match.group("userinfo").split(":", 1)[1]
+    if not password:
+        return []
+    return sorted({password, unquote(password)}, key=len, reverse=True)
 
 
 def _query(match: re.Match[str]) -> str:

@@ -1,4 +1,4 @@
-"""Deterministic sample videos for demos and tests, plus the JPEG/resize helpers for key frames.
+"""Deterministic sample videos for demos and tests.
 
 A sample video is a textured static background (fixed low-amplitude noise and a few shapes) with
 moving objects -- a filled rectangle ("vehicle") and an ellipse ("person") -- that are visible and
@@ -20,10 +20,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "encode_jpeg",
     "generate_sample_video",
     "render_sample_frame",
-    "resize_long_side",
     "sample_background",
 ]
 
@@ -98,6 +96,35 @@ def render_sample_frame(
     return img
 
 
+def _grain_fields(
+    rng: np.random.Generator, width: int, height: int, grain: float
+) -> list[np.ndarray]:
+    """17 fixed noise fields to cycle (more than any encoder reference window); none if 0."""
+    if grain <= 0:
+        return []
+    return [rng.normal(0.0, grain, size=(height, width, 1)).astype(np.int16) for _ in range(17)]
+
+
+def _add_video_stream(
+    container: av.container.OutputContainer,
+    codec: str,
+    fps: int,
+    size: tuple[int, int],
+    gop: int | None,
+) -> av.VideoStream:
+    """A yuv420p stream of this codec for a sample video."""
+    rate = Fraction(fps).limit_denominator(1000)
+    stream = cast("av.VideoStream", container.add_stream(codec, rate=rate))
+    stream.width, stream.height = size
+    stream.pix_fmt = "yuv420p"
+    stream.gop_size = gop if gop is not None else max(1, int(fps * 2))
+    if codec == "libx264":
+        stream.options = {"preset": "ultrafast", "crf": "20", "threads": "1"}
+    else:
+        stream.bit_rate = 2_000_000
+    return stream
+
+
 def generate_sample_video(
     path: str | Path,
     *,
@@ -126,27 +153,14 @@ def generate_sample_video(
     codec = _pick_codec()
     path.parent.mkdir(parents=True, exist_ok=True)
     n_frames = round(seconds * fps)
-    grains = (
-        [rng.normal(0.0, grain, size=(height, width, 1)).astype(np.int16) for _ in range(17)]
-        if grain > 0
-        else []
-    )
+    grains = _grain_fields(rng, width, height, grain)
     with av.open(str(path), mode="w", format="mp4") as container:
-        rate = Fraction(fps).limit_denominator(1000)
-        stream = cast("av.VideoStream", container.add_stream(codec, rate=rate))
-        stream.width = width
-        stream.height = height
-        stream.pix_fmt = "yuv420p"
-        stream.gop_size = gop if gop is not None else max(1, int(fps * 2))
-        if codec == "libx264":
-            stream.options = {"preset": "ultrafast", "crf": "20", "threads": "1"}
-        else:
-            stream.bit_rate = 2_000_000
+        stream = _add_video_stream(container, codec, fps, size, gop)
         for i in range(n_frames):
             rgb = render_sample_frame(
                 background, i / fps, objects=objects, motion_windows=motion_windows
             )
-            if grains:  # 17 noise fields cycled: more than any encoder reference window
+            if grains:
                 rgb = np.clip(rgb.astype(np.int16) + grains[i % len(grains)], 0, 255).astype(
                     np.uint8
                 )
@@ -158,29 +172,3 @@ def generate_sample_video(
             container.mux(packet)
     logger.debug("wrote sample video %s (%d frames, %s)", path, n_frames, codec)
     return path
-
-
-def resize_long_side(image: np.ndarray, n: int) -> np.ndarray:
-    """Downscale an image so its long side is at most n pixels (never upscales)."""
-    if n <= 0:
-        raise ValueError("n must be positive")
-    height, width = image.shape[:2]
-    long_side = max(height, width)
-    if long_side <= n:
-        return np.ascontiguousarray(image)
-    factor = n / long_side
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    return np.ascontiguousarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
-
-
-def encode_jpeg(image: np.ndarray, quality: int = 85, max_side: int | None = None) -> bytes:
-    """Encode an RGB uint8 image as JPEG bytes, optionally downscaled to max_side first."""
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
-    if max_side is not None:
-        image = resize_long_side(image, max_side)
-    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return bytes(buf.tobytes())

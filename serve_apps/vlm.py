@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ray import serve
 
 from pipelines.naming import VLM_DEPLOYMENT as DEPLOYMENT_NAME
-from pipelines.vlm.backends import VLMEngine
+from pipelines.vlm.engine import VLMEngine
 from pipelines.vlm.types import VLMRequest, VLMResult
 
 if TYPE_CHECKING:
@@ -56,6 +56,12 @@ def _queued_images(items: list[_Queued]) -> int:
     return images_in_batch([item.request for item in items])
 
 
+def _histogram(name: str, description: str, boundaries: list[float]) -> Any:
+    from ray.util import metrics
+
+    return metrics.Histogram(name, description=description, boundaries=boundaries)
+
+
 class _Metrics:
     """ray.util.metrics instruments; a no-op when they cannot be created (no exporter/agent)."""
 
@@ -64,25 +70,21 @@ class _Metrics:
         try:
             from ray.util import metrics
 
-            self.batch_size: Any = metrics.Histogram(
-                "liveobject_vlm_batch_size",
-                description="Requests per VLM batch.",
-                boundaries=_BATCH_BOUNDARIES,
+            self.batch_size: Any = _histogram(
+                "liveobject_vlm_batch_size", "Requests per VLM batch.", _BATCH_BOUNDARIES
             )
-            self.batch_images: Any = metrics.Histogram(
-                "liveobject_vlm_batch_images",
-                description="Images per VLM batch.",
-                boundaries=_BATCH_BOUNDARIES,
+            self.batch_images: Any = _histogram(
+                "liveobject_vlm_batch_images", "Images per VLM batch.", _BATCH_BOUNDARIES
             )
-            self.queue_wait_ms: Any = metrics.Histogram(
+            self.queue_wait_ms: Any = _histogram(
                 "liveobject_vlm_queue_wait_ms",
-                description="Time a request waited in the replica before its batch ran (ms).",
-                boundaries=_TIME_BOUNDARIES_MS,
+                "Time a request waited in the replica before its batch ran (ms).",
+                _TIME_BOUNDARIES_MS,
             )
-            self.generate_ms: Any = metrics.Histogram(
+            self.generate_ms: Any = _histogram(
                 "liveobject_vlm_generate_ms",
-                description="Wall time of one VLM batch (ms).",
-                boundaries=_TIME_BOUNDARIES_MS,
+                "Wall time of one VLM batch (ms).",
+                _TIME_BOUNDARIES_MS,
             )
             self.tokens_per_s: Any = metrics.Gauge(
                 "liveobject_vlm_tokens_per_s",

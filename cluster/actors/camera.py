@@ -32,7 +32,10 @@ import ray
 
 from pipelines.config import CameraConfig, Config
 from pipelines.events import Event, smart_detection_type, utcnow
-from pipelines.motion import MotionDetector
+from pipelines.imaging import encode_jpeg, resize_long_side
+from pipelines.ingest.motion import MotionDetector
+from pipelines.ingest.segment import EventSegmenter, PendingEvents, Segment
+from pipelines.ingest.sources import Backoff, SourceError, open_source
 from pipelines.naming import (
     PUBLISHER_ACTOR,
     STORE_ACTOR,
@@ -41,9 +44,6 @@ from pipelines.naming import (
     camera_actor_name,
 )
 from pipelines.redact import redact
-from pipelines.samples import encode_jpeg, resize_long_side
-from pipelines.segment import EventSegmenter, PendingEvents, Segment
-from pipelines.sources import Backoff, SourceError, open_source
 from pipelines.vlm.types import VLMRequest, VLMResult, fallback_result
 
 logger = logging.getLogger(__name__)

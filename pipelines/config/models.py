@@ -7,7 +7,6 @@ against the `base_dir` validation context (set by `pipelines.config.loading`).
 from __future__ import annotations
 
 import re
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,20 +23,18 @@ from pydantic import (
 from pipelines.config.validators import (
     _CONTROL,
     _check_base_url,
-    _check_topic,
     _empty_to_none,
     _invalid,
     _resolve_path,
     _short_repr,
 )
-from pipelines.events import resolve_base_url
-from pipelines.redact import redact_url
+from pipelines.config.validators import check_topic_prefix as _check_topic
+from pipelines.events import SOURCE_SCHEMES, SourceType, resolve_base_url
+from pipelines.redact import redact_url, url_password
 
 CAMERA_ID_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _CAMERA_ID = re.compile(CAMERA_ID_RE)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_SOURCE_SCHEMES = {"rtsp": "rtsp", "rtsps": "rtsp", "http": "http", "https": "http", "udp": "udp"}
-SourceType = Literal["file", "rtsp", "http", "udp"]
 
 
 class _Model(BaseModel):
@@ -171,7 +168,7 @@ class CameraConfig(_Model):
         if scheme == "file":
             resolved = _resolve_path(Path(value[len("file://") :]), info)
             return str(resolved)
-        if scheme not in _SOURCE_SCHEMES:
+        if scheme not in SOURCE_SCHEMES:
             raise _invalid(
                 f"unsupported source scheme {_short_repr(scheme, 16)}: use a file path or an "
                 "rtsp://, rtsps://, http://, https:// or udp:// URL"
@@ -190,8 +187,7 @@ class CameraConfig(_Model):
         match = _SCHEME.match(self.source)
         if match is None:
             return "file"
-        kind = _SOURCE_SCHEMES.get(match.group(1).lower(), "file")
-        return typing.cast(SourceType, kind)
+        return SOURCE_SCHEMES.get(match.group(1).lower(), "file")
 
 
 class AutoscalingConfig(_Model):
@@ -526,7 +522,5 @@ class Config(_Model):
         secrets += [backend.api_key for backend in self.vlm.backends()]
         values = [s.get_secret_value() for s in secrets if s is not None]
         for camera in self.cameras:
-            match = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^\s/?#]*)@", camera.source)
-            if match and ":" in match.group(1):
-                values.append(match.group(1).split(":", 1)[1])
+            values += url_password(camera.source)
         return [v for v in values if v]

@@ -35,24 +35,34 @@ def _secret(value: Any) -> str:
     return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
 
 
-def _check_topic(value: str, what: str) -> str:
-    """Validate an MQTT topic prefix without echoing it (it may come from the environment)."""
+MAX_TOPIC_BYTES = 1024
+
+
+def check_topic_prefix(prefix: object, what: str = "topic prefix") -> str:
+    """The prefix unchanged when it is a valid, wildcard-free MQTT topic prefix, else an error.
+
+    The one rule set for topic prefixes: config load and `pipelines.mqtt.topics` both use it.
+    The error is a `config_invalid` pydantic error (a ValueError) that never echoes the value
+    (it may come from the environment).
+    """
+    if not isinstance(prefix, str) or not prefix:
+        raise _invalid(f"invalid {what}: must be a non-empty string")
     problems = []
-    if not value:
-        problems.append("must not be empty")
-    if "+" in value or "#" in value:
+    if "+" in prefix or "#" in prefix:
         problems.append("must not contain the MQTT wildcards '+' or '#'")
-    if _CONTROL.search(value):
+    if _CONTROL.search(prefix):
         problems.append("must not contain NUL or control characters")
-    if value.startswith("$"):
+    if prefix.startswith("$"):
         problems.append("must not start with '$' (reserved for broker topics like $SYS)")
-    if value.startswith("/") or value.endswith("/"):
+    if prefix.startswith("/") or prefix.endswith("/"):
         problems.append("must not start or end with '/'")
-    elif "//" in value:
+    if "//" in prefix:
         problems.append("must not contain an empty level ('//')")
+    if len(prefix.encode("utf-8")) > MAX_TOPIC_BYTES:
+        problems.append(f"must be at most {MAX_TOPIC_BYTES} bytes (UTF-8)")
     if problems:
         raise _invalid(f"invalid {what}: " + "; ".join(problems))
-    return value
+    return prefix
 
 
 def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:

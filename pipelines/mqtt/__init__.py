@@ -1,4 +1,5 @@
-"""MQTT for liveobject: topics and HA discovery (`topics`), the paho client core (`client`)."""
+"""MQTT for liveobject: topics and HA discovery (`topics`), what is published (`client`),
+the paho broker link (`transport`) and received messages (`inbound`)."""
 
 from pipelines.mqtt.topics import (
     CameraInfo,

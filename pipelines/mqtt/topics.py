@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+# Re-exported: the one topic-prefix rule lives in config (mqtt may import config, not back).
+from pipelines.config.validators import check_topic_prefix as check_topic_prefix
 from pipelines.events import Event, format_timestamp, thumbnail_url, utcnow
 
 # Same rule as pipelines.config.CAMERA_ID_RE (config rejects bad ids at load; this is the
@@ -62,28 +64,6 @@ def safe_topic_level(camera_id: object) -> str:
             "starting with a letter or digit, at most 64 characters)"
         )
     return camera_id
-
-
-def check_topic_prefix(prefix: object, what: str = "topic prefix") -> str:
-    """The prefix unchanged when it is a valid, wildcard-free topic prefix, else ValueError."""
-    if not isinstance(prefix, str) or not prefix:
-        raise ValueError(f"{what} must be a non-empty string")
-    problems = []
-    if any(ch in prefix for ch in "+#\x00"):
-        problems.append("must not contain '+', '#' or NUL")
-    if prefix.startswith("$"):
-        problems.append("must not start with '$'")
-    if prefix.startswith("/") or prefix.endswith("/"):
-        problems.append("must not start or end with '/'")
-    if "//" in prefix:
-        problems.append("must not contain an empty level ('//')")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in prefix):
-        problems.append("must not contain control characters")
-    if len(prefix.encode("utf-8")) > 1024:
-        problems.append("is too long")
-    if problems:
-        raise ValueError(f"{what} {prefix!r} " + "; ".join(problems))
-    return prefix
 
 
 @dataclass(frozen=True)
@@ -189,18 +169,18 @@ def truncate(text: str, limit: int = MAX_DESCRIPTION) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _entity_configs(
+def _common_config(
     camera: CameraInfo, topics: Topics, base_url: str, sw_version: str
-) -> list[tuple[str, str, dict[str, Any]]]:
-    cid = camera.camera_id
+) -> dict[str, Any]:
+    """Device, origin, availability and QoS: the same in every entity config of a camera."""
     device = {
-        "identifiers": [f"liveobject_{cid}"],
+        "identifiers": [f"liveobject_{camera.camera_id}"],
         "name": camera.name,
         "manufacturer": MANUFACTURER,
         "model": f"{camera.source_type} camera" + (" (doorbell)" if camera.doorbell else ""),
         "sw_version": sw_version,
     }
-    common: dict[str, Any] = {
+    return {
         "device": device,
         "origin": {"name": ORIGIN_NAME, "sw": sw_version, "url": base_url},
         "availability": [
@@ -212,7 +192,12 @@ def _entity_configs(
         ],
         "qos": STATE_QOS,
     }
-    specific: dict[tuple[str, str], dict[str, Any]] = {
+
+
+def _specific_configs(camera: CameraInfo, topics: Topics) -> dict[tuple[str, str], dict[str, Any]]:
+    """What each entity (keyed by component and object id) adds to the common config."""
+    cid = camera.camera_id
+    return {
         ("event", "event"): {
             "name": "Event",
             "state_topic": topics.event(cid),
@@ -249,10 +234,17 @@ def _entity_configs(
             "icon": "mdi:cctv",
         },
     }
+
+
+def _entity_configs(
+    camera: CameraInfo, topics: Topics, base_url: str, sw_version: str
+) -> list[tuple[str, str, dict[str, Any]]]:
+    common = _common_config(camera, topics, base_url, sw_version)
+    specific = _specific_configs(camera, topics)
     configs = []
     for component, object_id in COMPONENTS:
         config = {
-            "unique_id": f"liveobject_{cid}_{object_id}",
+            "unique_id": f"liveobject_{camera.camera_id}_{object_id}",
             **specific[(component, object_id)],
             **common,
         }

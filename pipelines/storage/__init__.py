@@ -27,16 +27,21 @@ What a reader of ``read_parquet('parquet/**/*.parquet', hive_partitioning=true)`
   event-store actor runs compaction and retention once a day only, at startup and at the first
   maintenance pass after midnight UTC, so the window is one instant a day, on closed days.
 
-Modules: ``store`` (EventStore), ``parquet`` (export, compaction, retention of partitions),
-``schema`` (columns, Arrow schema, migrations), ``cursors`` (event ids, keyset cursors),
-``files`` (atomic writes and directory swaps), ``errors`` (StorageError, StorageFullError).
+Modules: ``store`` (EventStore, assembled from one mixin per job on ``connection.StoreBase``:
+directories, connection, lock, failure handling), ``writes`` (appends, published state),
+``queries`` (reads, MAX_QUERY_LIMIT), ``correlation`` (correlation groups), ``export`` (Parquet
+export and compaction), ``retention`` (expiry), ``parquet`` (the partition files: export,
+compaction, retention), ``schema`` (columns, Arrow schema, migrations), ``cursors`` (event ids,
+keyset cursors), ``files`` (atomic writes and directory swaps), ``errors`` (StorageError,
+StorageFullError).
 """
 
 from pipelines.storage.cursors import UUID_RE, decode_cursor, encode_cursor, is_event_id
 from pipelines.storage.errors import StorageError, StorageFullError
 from pipelines.storage.parquet import DATE_DIR_RE, PART_RE
+from pipelines.storage.queries import MAX_QUERY_LIMIT
 from pipelines.storage.schema import ARROW_SCHEMA, EVENT_COLUMNS, MIGRATIONS
-from pipelines.storage.store import MAX_QUERY_LIMIT, EventStore
+from pipelines.storage.store import EventStore
 
 __all__ = [
     "ARROW_SCHEMA",

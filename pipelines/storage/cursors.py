@@ -1,4 +1,4 @@
-"""Event ids and keyset cursors: uuid validation, cursor encode/decode, UTC timestamp helpers."""
+"""Event ids and keyset cursors: uuid validation, cursor encode/decode."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import base64
 import binascii
 import re
 from datetime import datetime, timedelta, timezone
+
+from pipelines.events import as_utc
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -41,9 +43,5 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def _micros(ts: datetime) -> int:
-    delta = ts.astimezone(timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    delta = as_utc(ts) - datetime(1970, 1, 1, tzinfo=timezone.utc)
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value

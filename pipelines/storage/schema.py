@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from pipelines.events import Event
+
+logger = logging.getLogger(__name__)
 
 # Event fields in column order (the model is the one source); Parquet holds these plus stored_at.
 EVENT_COLUMNS: tuple[str, ...] = tuple(Event.model_fields)
@@ -71,6 +74,31 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
         ),
     ),
 ]
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The schema version of a database that has a schema_version table (0: none applied)."""
+    row = _first(con.execute("SELECT max(version) FROM schema_version"))
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Apply the MIGRATIONS newer than the database's version, each in its own transaction."""
+    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    current = schema_version(con)
+    for version, statements in MIGRATIONS:
+        if version <= current:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for sql in statements:
+                con.execute(sql)
+            con.execute("INSERT INTO schema_version VALUES (?)", [version])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        logger.info("storage schema migrated to version %d", version)
 
 
 def _first(result: duckdb.DuckDBPyConnection) -> Any:

@@ -18,8 +18,6 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TINY_DIR = Path("~/.cache/liveobject/tiny-vlm")
-
 # Idefics3: image_seq_len = (image_size // patch_size) ** 2 // scale_factor ** 2
 IMAGE_SIZE = 64
 PATCH_SIZE = 16
@@ -100,37 +98,29 @@ def _is_built(path: Path) -> bool:
     return (path / "config.json").is_file() and (path / "processor_config.json").is_file()
 
 
-def build_tiny_vlm(path: Path | str, *, seed: int = 0) -> Path:
-    """Build (once) a tiny random-weight Idefics3 model + processor under `path`; returns it."""
-    import torch
-    from transformers import (
-        Idefics3Config,
-        Idefics3ForConditionalGeneration,
-        Idefics3ImageProcessorPil,
-        Idefics3Processor,
-    )
+def _build_processor(tokenizer: Any) -> Any:
+    """An Idefics3 processor (no image splitting, tiny images) around `tokenizer`."""
+    from transformers import Idefics3ImageProcessorPil, Idefics3Processor
 
-    path = Path(path).expanduser()
-    if _is_built(path):
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Build in a temp dir next to `path` and rename: a half-written model is never visible and
-    # two processes racing to build both end with one complete copy.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    tokenizer = _build_tokenizer()
     image_processor = Idefics3ImageProcessorPil(
         do_resize=True,
         size={"longest_edge": IMAGE_SIZE},
         max_image_size={"longest_edge": IMAGE_SIZE},
         do_image_splitting=False,
     )
-    processor = Idefics3Processor(
+    return Idefics3Processor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         image_seq_len=IMAGE_SEQ_LEN,
         chat_template=CHAT_TEMPLATE,
     )
-    vocab = len(tokenizer)
+
+
+def _build_model(tokenizer: Any, seed: int) -> Any:
+    """A random-weight Idefics3 model (one vision layer, two text layers) for `tokenizer`."""
+    import torch
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration
+
     ids = tokenizer.convert_tokens_to_ids
     config = Idefics3Config(
         image_token_id=ids(IMAGE),
@@ -146,7 +136,7 @@ def build_tiny_vlm(path: Path | str, *, seed: int = 0) -> Path:
         },
         text_config={
             "model_type": "llama",
-            "vocab_size": vocab,
+            "vocab_size": len(tokenizer),
             "hidden_size": 32,
             "intermediate_size": 64,
             "num_hidden_layers": 2,
@@ -164,12 +154,11 @@ def build_tiny_vlm(path: Path | str, *, seed: int = 0) -> Path:
     model.generation_config.bos_token_id = ids(BOS)
     model.generation_config.eos_token_id = ids(EOS)
     model.generation_config.pad_token_id = ids(PAD)
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    (tmp / "liveobject-tiny.json").write_text(
-        json.dumps({"note": "random weights: descriptions are gibberish", "seed": seed})
-    )
-    tmp.chmod(0o755)  # mkdtemp makes it private; the model is not a secret
+    return model
+
+
+def _move_into_place(tmp: Path, path: Path) -> None:
+    """Rename the finished `tmp` to `path`; if another process got there first, keep its copy."""
     try:
         os.rename(tmp, path)
     except OSError:
@@ -179,5 +168,26 @@ def build_tiny_vlm(path: Path | str, *, seed: int = 0) -> Path:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("built tiny random-weight VLM at %s (vocab %d)", path, vocab)
+
+
+def build_tiny_vlm(path: Path | str, *, seed: int = 0) -> Path:
+    """Build (once) a tiny random-weight Idefics3 model + processor under `path`; returns it."""
+    path = Path(path).expanduser()
+    if _is_built(path):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Build in a temp dir next to `path` and rename: a half-written model is never visible and
+    # two processes racing to build both end with one complete copy.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    tokenizer = _build_tokenizer()
+    processor = _build_processor(tokenizer)
+    model = _build_model(tokenizer, seed)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    (tmp / "liveobject-tiny.json").write_text(
+        json.dumps({"note": "random weights: descriptions are gibberish", "seed": seed})
+    )
+    tmp.chmod(0o755)  # mkdtemp makes it private; the model is not a secret
+    _move_into_place(tmp, path)
+    logger.info("built tiny random-weight VLM at %s (vocab %d)", path, len(tokenizer))
     return path

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import MotionConfig
-from pipelines.motion import MotionDetector
+from pipelines.ingest.motion import MotionDetector
+from pipelines.ingest.segment import EventSegmenter, Segment
+from pipelines.ingest.sources import SourceError, StreamSource
 from pipelines.samples import generate_sample_video
-from pipelines.segment import EventSegmenter, Segment
-from pipelines.sources import SourceError, StreamSource
 from tests.integration.stream_helpers import TSServer, free_udp_port
 
 STALL_S = 2.0

@@ -184,7 +184,6 @@ def test_all_backends_down_gives_fallback_result_then_retries_lazily(
     stats = eng.stats()
     assert stats["fallbacks"] == 1
     assert {b["state"] for b in stats["backends"].values()} == {"failed"}
-    assert not eng.healthy()
     time.sleep(1.05)  # cool-down over: the primary is tried again by the next request
     calls = len(fake_openai.calls)
     asyncio.run(eng.describe(request("y")))

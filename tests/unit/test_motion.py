@@ -10,16 +10,11 @@ import numpy as np
 import pytest
 
 from pipelines.config import MotionConfig
-from pipelines.motion import MotionDetector, MotionResult
-from pipelines.samples import (
-    encode_jpeg,
-    generate_sample_video,
-    render_sample_frame,
-    resize_long_side,
-    sample_background,
-)
-from pipelines.segment import EventSegmenter, Segment
-from pipelines.sources import FileSource, Frame
+from pipelines.imaging import encode_jpeg, resize_long_side
+from pipelines.ingest.motion import MotionDetector, MotionResult
+from pipelines.ingest.segment import EventSegmenter, Segment
+from pipelines.ingest.sources import FileSource, Frame
+from pipelines.samples import generate_sample_video, render_sample_frame, sample_background
 
 FPS = 5.0
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 import jinja2
 import pytest
 
+from pipelines.config import ConfigError, parse_config_text
+from pipelines.config.validators import check_topic_prefix as config_check_topic_prefix
 from pipelines.events import Event, event_payload
 from pipelines.mqtt.topics import (
     COMPONENTS,
@@ -128,6 +130,46 @@ def test_bad_prefixes_raise(prefix: str) -> None:
         Topics(prefix)
     with pytest.raises(ValueError):
         Topics("liveobject", prefix)
+
+
+# The one topic-prefix rule (pipelines.config.validators): stricter than either old copy.
+STRICTER_PREFIXES = [
+    "a\x1bb",  # C0 control (ESC)
+    "a\x7fb",  # DEL
+    "a\x85b",  # C1 control (NEL): the old mqtt copy let it through
+    "a//b/",  # empty level and trailing '/' together: the old config copy named only one
+    "a" * 1025,  # over 1024 bytes
+    "é" * 513,  # 513 characters, 1026 bytes of UTF-8
+]
+
+
+@pytest.mark.parametrize("prefix", STRICTER_PREFIXES, ids=range(len(STRICTER_PREFIXES)))
+def test_topic_prefix_rule_is_one_and_the_stricter_union(prefix: str) -> None:
+    assert check_topic_prefix is config_check_topic_prefix  # one definition, re-exported
+    text = "cameras:\n  - {id: cam, source: /videos/cam.mp4}\n"
+    text += f"mqtt:\n  topic_prefix: {json.dumps(prefix)}\n"
+    with pytest.raises(ConfigError) as info:  # config load rejects it...
+        parse_config_text(text, "cfg.yaml", {})
+    assert "mqtt.topic_prefix" in str(info.value)
+    with pytest.raises(ValueError):  # ...and so does every MQTT-side use
+        check_topic_prefix(prefix)
+    with pytest.raises(ValueError):
+        Topics(prefix)
+    with pytest.raises(ValueError):
+        Topics("liveobject", prefix)
+    assert not any(ch in str(info.value) for ch in "\x1b\x7f\x85")  # never echoed raw
+
+
+def test_topic_prefix_problems_are_all_named_without_echoing_the_prefix() -> None:
+    with pytest.raises(ValueError) as info:
+        check_topic_prefix("/a//b\x85", "discovery prefix")
+    text = str(info.value)
+    assert text.startswith("invalid discovery prefix: ")
+    for problem in ("control characters", "start or end with '/'", "empty level"):
+        assert problem in text
+    assert "\x85" not in text
+    with pytest.raises(ValueError, match="at most 1024 bytes"):
+        check_topic_prefix("é" * 513)
 
 
 def test_discovery_component_and_object_levels_are_checked() -> None:

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from pipelines.segment import PendingEvents, Segment, merge_segments
-from pipelines.sources import Backoff
+from pipelines.ingest.segment import PendingEvents, Segment, merge_segments
+from pipelines.ingest.sources import Backoff
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

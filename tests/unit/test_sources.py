@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 
 from pipelines.config import CameraConfig
+from pipelines.ingest.sources import (
+    FileSource,
+    SourceError,
+    StreamSource,
+    open_source,
+    sample_indices,
+)
 from pipelines.samples import generate_sample_video
-from pipelines.sources import FileSource, SourceError, StreamSource, open_source, sample_indices
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipelines.samples import resize_long_side
+from pipelines.imaging import resize_long_side
 
 if TYPE_CHECKING:
     from pipelines.config import MotionConfig
-    from pipelines.motion import MotionResult
-    from pipelines.sources import Frame
+    from pipelines.ingest.motion import MotionResult
+    from pipelines.ingest.sources import Frame
 
 logger = logging.getLogger(__name__)
 

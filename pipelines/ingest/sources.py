@@ -21,12 +21,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import av
 import numpy as np
 
-from pipelines.redact import redact
+from pipelines.events import SOURCE_SCHEMES, SourceType, source_type_of
+from pipelines.redact import redact, url_password
 
 if TYPE_CHECKING:
     from pipelines.config import CameraConfig
@@ -44,14 +45,6 @@ __all__ = [
     "sample_indices",
 ]
 
-SourceType = Literal["file", "rtsp", "http", "udp"]
-STREAM_SCHEMES: dict[str, SourceType] = {
-    "rtsp": "rtsp",
-    "rtsps": "rtsp",
-    "http": "http",
-    "https": "http",
-    "udp": "udp",
-}
 BATCH_SIZE = 16
 
 
@@ -76,20 +69,8 @@ class Backoff:
         self.current = self.start
 
 
-def _url_secrets(text: str) -> list[str]:
-    """Password (raw and percent-decoded) embedded in a URL's userinfo, if any."""
-    try:
-        parts = urlsplit(text)
-        password = parts.password
-    except ValueError:
-        return []
-    if not password:
-        return []
-    return sorted({password, unquote(password)}, key=len, reverse=True)
-
-
 def _safe(text: str, url: str = "") -> str:
-    return redact(text, _url_secrets(url) + _url_secrets(text))
+    return redact(text, url_password(url) + url_password(text))
 
 
 class SourceError(Exception):
@@ -321,7 +302,7 @@ class StreamSource(FrameSource):
         self.stall_timeout_s = stall_timeout_s
         self.open_timeout_s = open_timeout_s
         scheme = urlsplit(url).scheme.lower() if "://" in url else "file"
-        self.source_type = STREAM_SCHEMES.get(scheme, "file")
+        self.source_type = SOURCE_SCHEMES.get(scheme, "file")
         self.options = {
             "probesize": "500000",
             "analyzeduration": "1000000",
@@ -475,18 +456,6 @@ class StreamSource(FrameSource):
         self._opened = False
 
 
-def source_type_of(source: str) -> SourceType:
-    """file | rtsp | http | udp for a camera source string."""
-    if "://" not in source:
-        return "file"
-    scheme = source.split("://", 1)[0].lower()
-    if scheme == "file":
-        return "file"
-    if scheme not in STREAM_SCHEMES:
-        raise SourceError(f"unsupported source scheme {scheme!r}", url=source)
-    return STREAM_SCHEMES[scheme]
-
-
 def open_source(
     camera: CameraConfig,
     *,
@@ -498,7 +467,10 @@ def open_source(
     if stall_timeout_s is None:
         stall_timeout_s = float(camera.stall_timeout_s)
     source = camera.source
-    kind = source_type_of(source)
+    try:
+        kind = source_type_of(source)
+    except ValueError as exc:
+        raise SourceError(str(exc), url=source) from exc
     if kind == "file":
         path = source[len("file://") :] if source.startswith("file://") else source
         return FileSource(

@@ -1,0 +1,34 @@
+"""Image helpers for key frames and thumbnails: downscale by long side, encode as JPEG."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+__all__ = ["encode_jpeg", "resize_long_side"]
+
+
+def resize_long_side(image: np.ndarray, n: int) -> np.ndarray:
+    """Downscale an image so its long side is at most n pixels (never upscales)."""
+    if n <= 0:
+        raise ValueError("n must be positive")
+    height, width = image.shape[:2]
+    long_side = max(height, width)
+    if long_side <= n:
+        return np.ascontiguousarray(image)
+    factor = n / long_side
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return np.ascontiguousarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 85, max_side: int | None = None) -> bytes:
+    """Encode an RGB uint8 image as JPEG bytes, optionally downscaled to max_side first."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
+    if max_side is not None:
+        image = resize_long_side(image, max_side)
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return bytes(buf.tobytes())

@@ -1,0 +1,100 @@
+"""StoreBase: what every part of EventStore shares: directories, the DuckDB connection (opened,
+migrated, reopened after a fatal error, closed), the one lock, and failure handling (_fail).
+
+The jobs live in mixins built on this class: ``writes`` (appends, published state),
+``queries`` (reads), ``correlation`` (correlation groups), ``export`` (Parquet export and
+compaction), ``retention`` (expiry); ``store`` puts them together as EventStore.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from pipelines.storage.errors import StorageError, StorageFullError, _is_full
+from pipelines.storage.schema import _first, migrate
+
+logger = logging.getLogger(__name__)
+
+
+class StoreBase:
+    """Directories, connection, lock and failure handling shared by the EventStore mixins."""
+
+    def __init__(self, path: Path, *, retention_days: int = 30, thumbnail_quality: int = 85):
+        self.path = Path(path)
+        self.retention_days = retention_days
+        self.thumbnail_quality = thumbnail_quality  # used by callers that encode JPEGs
+        self.db_path = self.path / "events.duckdb"
+        self.thumbnail_dir = self.path / "thumbnails"
+        self.parquet_dir = self.path / "parquet"
+        # Compaction and retention stage directories here: same filesystem, outside the glob.
+        self.staging_dir = self.path / ".parquet-staging"
+        for folder in (self.path, self.thumbnail_dir, self.parquet_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.staging_dir.mkdir(exist_ok=True)
+        self._thumb_root = self.thumbnail_dir.resolve()
+        self._lock = threading.RLock()
+        # camera_id -> [(start, group id or None)] of recent starts, for correlation.
+        self._starts: dict[str, list[tuple[datetime, str | None]]] = {}
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._closed = False
+        self._connect()
+        # We hold DuckDB's writer lock now: staging leftovers are an interrupted run's.
+        for leftover in self.staging_dir.iterdir():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def _connect(self) -> None:
+        con = duckdb.connect(str(self.db_path))
+        con.execute("SET TimeZone='UTC'")
+        self._con = con
+        migrate(con)
+        row = _first(con.execute("SELECT coalesce(max(seq), 0) FROM events"))
+        self._seq = int(row[0]) if row else 0
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The open DuckDB connection (reconnects after a fatal error)."""
+        if self._con is None:
+            if self._closed:
+                raise StorageError("store is closed")
+            self._connect()
+        assert self._con is not None
+        return self._con
+
+    def _fail(self, what: str, exc: BaseException) -> StorageError:
+        """Log a failed write, roll back, reset a broken connection; the error to raise."""
+        full = _is_full(exc)
+        reason = "disk full" if full else type(exc).__name__
+        logger.error("storage %s failed (%s): %s", what, reason, exc)
+        if self._con is not None:
+            try:
+                self._con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            try:  # a fatal I/O error invalidates the instance: reopen on next use
+                _first(self._con.execute("SELECT 1"))
+            except duckdb.Error:
+                try:
+                    self._con.close()
+                except duckdb.Error:
+                    pass
+                self._con = None
+        cls = StorageFullError if full else StorageError
+        return cls(f"storage {what} failed: {reason}")
+
+    def close(self) -> None:
+        """Checkpoint and close the database."""
+        with self._lock:
+            if self._con is not None:
+                try:
+                    self._con.execute("CHECKPOINT")
+                except duckdb.Error as exc:
+                    logger.warning("checkpoint on close failed: %s", exc)
+                self._con.close()
+                self._con = None
+            self._closed = True

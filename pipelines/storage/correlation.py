@@ -1,0 +1,191 @@
+"""Correlation groups: events of different cameras that start within a window share a group id.
+
+Recent starts are remembered in memory (``_starts``) so that an event correlated before it is
+stored gets its group at append time; the table is read too, since after a restart the memory
+is empty. Stored rows that join a group are updated in place, once per batch.
+"""
+
+from __future__ import annotations
+
+import bisect
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from pipelines.events import Event, as_utc
+from pipelines.storage.connection import StoreBase
+
+# camera_id -> (starts, rows): stored rows [event_id, start, group] ordered by start, and their
+# starts apart for bisecting. A row's group is filled in when the batch gives it one.
+_Stored = dict[str, tuple[list[datetime], list[list[Any]]]]
+# (distance from the start being correlated, camera_id, start, group or None)
+_Near = tuple[timedelta, str, datetime, str | None]
+
+
+class CorrelationMixin(StoreBase):
+    """assign_correlation and the in-memory/stored start bookkeeping behind it."""
+
+    def assign_correlation(self, events: list[Event], window_s: float) -> list[Event]:
+        """The events with their correlation groups, as if each were correlated in turn.
+
+        An event gets a group shared with other cameras' events starting within window_s (the
+        nearest existing group among them, else a new one); every other-camera start in the
+        window gets the id too: rows already stored are updated in place, starts not stored yet
+        are remembered and get it at append time. Events of the same batch on different cameras
+        within window_s share a group too; the table is read once and updated once for the whole
+        batch. An event that already has a group keeps it (and takes no part).
+        """
+        if window_s <= 0 or not events:
+            return list(events)
+        todo = [i for i, ev in enumerate(events) if ev.correlation_group_id is None]
+        with self._lock:
+            groups = self._correlate(
+                [(events[i].camera_id, events[i].timestamp) for i in todo], window_s
+            )
+            out = list(events)
+            for i, group in zip(todo, groups, strict=True):
+                ev = events[i]
+                if group is not None:
+                    out[i] = ev.model_copy(update={"correlation_group_id": group})
+                else:  # a later event of this batch may have pulled it into a group
+                    out[i] = self._with_group(ev)
+            return out
+
+    def _correlate(self, starts: list[tuple[str, datetime]], window_s: float) -> list[str | None]:
+        """Correlation groups of (camera_id, start) in order: one table read, one update."""
+        if window_s <= 0 or not starts:
+            return [None] * len(starts)
+        window = timedelta(seconds=window_s)
+        stamps = [as_utc(ts) for _, ts in starts]
+        lo, hi = min(stamps), max(stamps)
+        with self._lock:
+            self._prune_starts(lo, hi, window)
+            stored = self._stored_starts(lo - window, hi + window)
+            changed: dict[str, str] = {}  # stored event_id -> group this batch gave it
+            out = [
+                self._correlate_one(camera_id, ts, window, stored, changed)
+                for (camera_id, _), ts in zip(starts, stamps, strict=True)
+            ]
+            if changed:
+                self._set_groups(changed)
+            return out
+
+    def _stored_starts(self, lo: datetime, hi: datetime) -> _Stored:
+        """Stored events starting in [lo, hi], by camera."""
+        try:
+            rows = self.con.execute(
+                'SELECT event_id, camera_id, "timestamp", correlation_group_id FROM events '
+                'WHERE "timestamp" BETWEEN ? AND ? ORDER BY "timestamp"',
+                [lo, hi],
+            ).fetchall()
+        except (duckdb.Error, OSError) as exc:
+            raise self._fail("correlation lookup", exc) from exc
+        stored: _Stored = {}
+        for event_id, cam, start, group in rows:
+            keys, cam_rows = stored.setdefault(cam, ([], []))
+            keys.append(start)
+            cam_rows.append([event_id, start, group])
+        return stored
+
+    def _correlate_one(
+        self,
+        camera_id: str,
+        ts: datetime,
+        window: timedelta,
+        stored: _Stored,
+        changed: dict[str, str],
+    ) -> str | None:
+        """The group of one start; other cameras' starts in the window (remembered or stored)
+        join it. Stored rows that had no group are updated in `stored` and added to `changed`."""
+        near = self._near_remembered(camera_id, ts, window)
+        in_window = _near_stored(camera_id, ts, window, stored)
+        near += [(abs(row[1] - ts), other, row[1], row[2]) for other, row in in_window]
+        if not near:
+            self._starts.setdefault(camera_id, []).append((ts, None))
+            return None
+        near.sort(key=lambda item: item[0])
+        group = next((g for *_, g in near if g is not None), None) or str(uuid.uuid4())
+        for _, other, start, _ in near:
+            self._remember(other, start, group)
+        self._starts.setdefault(camera_id, []).append((ts, group))
+        for _, row in in_window:  # stored rows without a group join this one
+            if row[2] is None:
+                row[2] = group
+                changed[row[0]] = group
+        return group
+
+    def _near_remembered(self, camera_id: str, ts: datetime, window: timedelta) -> list[_Near]:
+        """Remembered starts of other cameras within window of ts."""
+        return [
+            (abs(start - ts), other, start, group)
+            for other, cam_starts in self._starts.items()
+            if other != camera_id
+            for start, group in cam_starts
+            if abs(start - ts) <= window
+        ]
+
+    def _remember(self, camera_id: str, start: datetime, group: str) -> None:
+        """Give a remembered start without a group this one, or remember the start with it."""
+        cam_starts = self._starts.setdefault(camera_id, [])
+        cam_starts[:] = [(s, group if s == start and g is None else g) for s, g in cam_starts]
+        if not any(s == start for s, _ in cam_starts):
+            cam_starts.append((start, group))
+
+    def _set_groups(self, groups: dict[str, str]) -> None:
+        """Give stored events (that still have none) their correlation group, in one update."""
+        con = self.con
+        con.register(
+            "_groups",
+            pa.table(
+                {
+                    "event_id": pa.array(list(groups), pa.string()),
+                    "group_id": pa.array(list(groups.values()), pa.string()),
+                }
+            ),
+        )
+        try:
+            con.execute(
+                "UPDATE events SET correlation_group_id = _groups.group_id FROM _groups "
+                "WHERE events.event_id = _groups.event_id "
+                "AND events.correlation_group_id IS NULL"
+            ).fetchall()
+        except (duckdb.Error, OSError) as exc:
+            raise self._fail("correlation update", exc) from exc
+        finally:
+            if self._con is not None:
+                self._con.unregister("_groups")
+
+    def _prune_starts(self, lo: datetime, hi: datetime, window: timedelta) -> None:
+        horizon = max(window * 2, timedelta(minutes=5))
+        for cam in list(self._starts):
+            kept = [(s, g) for s, g in self._starts[cam] if lo - horizon <= s <= hi + horizon]
+            if kept:
+                self._starts[cam] = kept[-256:]
+            else:
+                del self._starts[cam]
+
+    def _with_group(self, ev: Event) -> Event:
+        """The event with the group remembered for its (camera, start), if it has none yet."""
+        if ev.correlation_group_id is not None:
+            return ev
+        for start, group in self._starts.get(ev.camera_id, ()):
+            if group is not None and start == ev.timestamp:
+                return ev.model_copy(update={"correlation_group_id": group})
+        return ev
+
+
+def _near_stored(
+    camera_id: str, ts: datetime, window: timedelta, stored: _Stored
+) -> list[tuple[str, list[Any]]]:
+    """(camera_id, row) of stored rows of other cameras starting within window of ts."""
+    out: list[tuple[str, list[Any]]] = []
+    for other, (keys, cam_rows) in stored.items():
+        if other == camera_id:
+            continue
+        first = bisect.bisect_left(keys, ts - window)
+        last = bisect.bisect_right(keys, ts + window)
+        out += [(other, row) for row in cam_rows[first:last]]
+    return out

@@ -1,0 +1,121 @@
+"""Reads: one event, thumbnail paths, filtered keyset-paginated queries, replay lists, counts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pipelines.events import Event, as_utc, utcnow
+from pipelines.storage.connection import StoreBase
+from pipelines.storage.cursors import decode_cursor, encode_cursor, is_event_id
+from pipelines.storage.schema import _SELECT_EVENT, _first, _row_to_event
+
+MAX_QUERY_LIMIT = 500
+
+
+class QueriesMixin(StoreBase):
+    """get, thumbnail_path, query, unpublished_events, events_since, counts."""
+
+    def get(self, event_id: str) -> Event | None:
+        """One event by id, or None (also for a malformed id)."""
+        if not is_event_id(event_id):
+            return None
+        with self._lock:
+            row = _first(
+                self.con.execute(
+                    f"SELECT {_SELECT_EVENT} FROM events WHERE event_id = ?",  # noqa: S608 - constant
+                    [event_id],
+                )
+            )
+        return _row_to_event(row) if row else None
+
+    def thumbnail_path(self, event_id: str) -> Path | None:
+        """Path of an event's thumbnail file, or None; never a path outside the thumbnails dir."""
+        if not is_event_id(event_id):
+            return None
+        candidate = (self.thumbnail_dir / f"{event_id}.jpg").resolve()
+        if candidate.parent != self._thumb_root or not candidate.is_file():
+            return None
+        return candidate
+
+    def query(
+        self,
+        camera_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        object: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Event], str | None]:
+        """Events matching the filters, newest first, with a keyset cursor for the next page."""
+        limit = max(1, min(int(limit), MAX_QUERY_LIMIT))
+        where, params = _filters(camera_id, since, until, object, cursor)
+        # Column names are module constants; every value is a bound parameter.
+        sql = f"SELECT {_SELECT_EVENT} FROM events"  # noqa: S608
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += ' ORDER BY "timestamp" DESC, event_id DESC LIMIT ?'
+        params.append(limit + 1)
+        with self._lock:
+            rows = self.con.execute(sql, params).fetchall()
+        events = [_row_to_event(r) for r in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = events[-1]
+            next_cursor = encode_cursor(last.timestamp, last.event_id)
+        return events, next_cursor
+
+    def unpublished_events(self, max_age_s: float | None = None) -> list[Event]:
+        """Events never published (younger than max_age_s when given), oldest first."""
+        return self._oldest_first("published_at IS NULL", max_age_s)
+
+    def events_since(self, max_age_s: float) -> list[Event]:
+        """Every event younger than max_age_s, oldest first (for replay)."""
+        return self._oldest_first("TRUE", max_age_s)
+
+    def _oldest_first(self, condition: str, max_age_s: float | None) -> list[Event]:
+        params: list[Any] = []
+        if max_age_s is not None:
+            condition += ' AND "timestamp" >= ?'
+            params.append(utcnow() - timedelta(seconds=max_age_s))
+        with self._lock:
+            sql = f"SELECT {_SELECT_EVENT} FROM events WHERE {condition}"  # noqa: S608
+            rows = self.con.execute(sql + ' ORDER BY "timestamp", seq', params).fetchall()
+        return [_row_to_event(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Number of stored, published and unpublished events."""
+        with self._lock:
+            row = _first(self.con.execute("SELECT count(*), count(published_at) FROM events"))
+        stored, published = (int(row[0]), int(row[1])) if row else (0, 0)
+        return {"stored": stored, "published": published, "unpublished": stored - published}
+
+
+def _filters(
+    camera_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    object: str | None,
+    cursor: str | None,
+) -> tuple[list[str], list[Any]]:
+    """WHERE conditions and their bound values for query (ValueError for a malformed cursor)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if camera_id is not None:
+        where.append("camera_id = ?")
+        params.append(camera_id)
+    if since is not None:
+        where.append('"timestamp" >= ?')
+        params.append(as_utc(since))
+    if until is not None:
+        where.append('"timestamp" <= ?')
+        params.append(as_utc(until))
+    if object is not None:
+        where.append("list_contains(objects_detected, ?)")
+        params.append(object)
+    if cursor:
+        ts, last_id = decode_cursor(cursor)
+        where.append('("timestamp" < ? OR ("timestamp" = ? AND event_id < ?))')
+        params.extend([ts, ts, last_id])
+    return where, params

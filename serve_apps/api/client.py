@@ -1,0 +1,180 @@
+"""The store client: what the routes need (`StoreClient`) and its Ray implementation.
+
+`RayStoreClient` talks to the `event-store`, `camera:<id>` and `mqtt-publisher` actors, each call
+with a short timeout, so that a component that is gone answers `Unavailable` (→ 503) instead of
+hanging the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipelines.config import CameraConfig, Config
+from pipelines.events import Event
+from pipelines.naming import PUBLISHER_ACTOR, STORE_ACTOR, VLM_APP, camera_actor_name
+
+CALL_TIMEOUT_S = 3.0
+
+
+class Unavailable(Exception):
+    """A cluster component (store, camera, publisher) did not answer in time or is gone."""
+
+
+class StoreClient(Protocol):
+    """What the API needs from the store and the cluster (async; Ray or in-process)."""
+
+    async def get(self, event_id: str) -> Event | None: ...
+
+    async def query(self, **filters: Any) -> tuple[list[Event], str | None]: ...
+
+    async def thumbnail_path(self, event_id: str) -> Path | None: ...
+
+    async def thumbnail_bytes(self, event_id: str) -> bytes | None: ...
+
+    async def health(self) -> dict[str, dict[str, Any]]: ...
+
+    async def cameras(self) -> list[dict[str, Any]]: ...
+
+    async def ring(self, camera_id: str) -> dict[str, Any]: ...
+
+
+async def _with_timeout(awaitable: Any, timeout: float = CALL_TIMEOUT_S) -> Any:
+    return await asyncio.wait_for(awaitable, timeout=timeout)
+
+
+def _component(ok: bool, why: str, **extra: Any) -> dict[str, Any]:
+    """One health entry: {"ok", "detail" ("" when ok, else why), **extra}."""
+    return {"ok": ok, "detail": "" if ok else why, **extra}
+
+
+class RayStoreClient:
+    """StoreClient over the cluster's actors; handles are looked up lazily in the replica."""
+
+    def __init__(self, config: Config, timeout_s: float = CALL_TIMEOUT_S) -> None:
+        self._config = config
+        self._namespace = config.ray.namespace
+        self._timeout = timeout_s
+        self._handles: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        return state
+
+    async def _actor(self, name: str) -> Any:
+        handle = self._handles.get(name)
+        if handle is None:
+            import ray
+
+            handle = await _with_timeout(
+                asyncio.to_thread(ray.get_actor, name, namespace=self._namespace), self._timeout
+            )
+            self._handles[name] = handle
+        return handle
+
+    async def _call(self, actor: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        from ray.exceptions import RayActorError
+
+        try:
+            handle = await self._actor(actor)
+            return await _with_timeout(
+                getattr(handle, method).remote(*args, **kwargs), self._timeout
+            )
+        except (ValueError, TimeoutError, RayActorError) as exc:
+            self._handles.pop(actor, None)  # restarted or gone: look it up again next time
+            if isinstance(exc, ValueError) and not isinstance(exc, RayActorError):
+                from ray.exceptions import RayTaskError
+
+                if isinstance(exc, RayTaskError):  # the method itself refused the input
+                    raise
+            raise Unavailable(actor) from exc
+
+    async def get(self, event_id: str) -> Event | None:
+        """One event from the store actor."""
+        result: Event | None = await self._call(STORE_ACTOR, "get", event_id)
+        return result
+
+    async def query(self, **filters: Any) -> tuple[list[Event], str | None]:
+        """A page of events from the store actor."""
+        result: tuple[list[Event], str | None] = await self._call(STORE_ACTOR, "query", **filters)
+        return result
+
+    async def thumbnail_path(self, event_id: str) -> Path | None:
+        """The thumbnail's path when it is readable from this node, else None."""
+        path = await self._call(STORE_ACTOR, "thumbnail_path", event_id)
+        return Path(path) if path is not None and Path(path).is_file() else None
+
+    async def thumbnail_bytes(self, event_id: str) -> bytes | None:
+        """The thumbnail's bytes (when the store runs on another node)."""
+        data: bytes | None = await self._call(STORE_ACTOR, "thumbnail_bytes", event_id)
+        return data
+
+    async def cameras(self) -> list[dict[str, Any]]:
+        """Configured cameras merged with their actors' live status."""
+        return list(await asyncio.gather(*(self._camera(c) for c in self._config.cameras)))
+
+    async def _camera(self, cam: CameraConfig) -> dict[str, Any]:
+        base = {
+            "camera_id": cam.id,
+            "camera_name": cam.name,
+            "source_type": cam.source_type,
+            "doorbell": cam.doorbell,
+            "enabled": cam.enabled,
+        }
+        try:
+            live = await self._call(camera_actor_name(cam.id), "status")
+        except Exception as exc:
+            return {
+                **base,
+                "status": "unavailable",
+                "fps": 0.0,
+                "last_event": None,
+                "error": type(exc).__name__,
+            }
+        return {**base, **{k: v for k, v in live.items() if k != "source"}}
+
+    async def ring(self, camera_id: str) -> dict[str, Any]:
+        """Ask the camera actor to analyse its newest frame as a doorbell ring."""
+        result: dict[str, Any] = await self._call(camera_actor_name(camera_id), "ring")
+        return result  # Unavailable (→ 503) when the camera actor does not answer
+
+    async def health(self) -> dict[str, dict[str, Any]]:
+        """Ray, store, VLM and (when enabled) MQTT, each {"ok": bool, "detail": str}."""
+        checks = {"ray": self._ray_ok(), "store": self._store_ok(), "vlm": self._vlm_ok()}
+        if self._config.mqtt.enabled:
+            checks["mqtt"] = self._mqtt_ok()
+        results = await asyncio.gather(*checks.values(), return_exceptions=True)
+        out: dict[str, dict[str, Any]] = {}
+        for name, result in zip(checks, results, strict=True):
+            if isinstance(result, BaseException):
+                detail = "timeout" if isinstance(result, TimeoutError) else type(result).__name__
+                out[name] = {"ok": False, "detail": detail}
+            else:
+                out[name] = result
+        return out
+
+    async def _ray_ok(self) -> dict[str, Any]:
+        import ray
+
+        return _component(ray.is_initialized(), "down")
+
+    async def _store_ok(self) -> dict[str, Any]:
+        info = await self._call(STORE_ACTOR, "health")
+        counts = {k: v for k, v in info.items() if k in ("stored", "published", "unpublished")}
+        return _component(bool(info.get("ok")), "unhealthy", **counts)
+
+    async def _vlm_ok(self) -> dict[str, Any]:
+        from ray import serve
+
+        status = await _with_timeout(asyncio.to_thread(serve.status), self._timeout)
+        app = status.applications.get(VLM_APP)
+        state = str(getattr(app, "status", "NOT_DEPLOYED")).rsplit(".", 1)[-1]
+        return _component(state == "RUNNING", f"vlm app {state.lower()}")
+
+    async def _mqtt_ok(self) -> dict[str, Any]:
+        info = await self._call(PUBLISHER_ACTOR, "status")
+        return _component(
+            bool(info.get("connected")), "broker not connected", pending=info.get("pending", 0)
+        )
