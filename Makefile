@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit integration mosquitto bench bench-gpu clean
+.PHONY: demo test lint typecheck unit integration mosquitto browser bench bench-gpu bench-gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ mosquitto:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto; }
 
+# The review page's test drives Debian's chromium through its chromedriver (no browser download).
+browser:
+	@{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+
 demo: $(STAMP)
 	$(VENV)/bin/liveobject demo --until-done
 
@@ -35,19 +40,28 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q -p no:cacheprovider
 
-integration: $(STAMP) mosquitto
+integration: $(STAMP) mosquitto browser
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider
 
-test: $(STAMP) mosquitto lint typecheck
+test: $(STAMP) mosquitto browser lint typecheck
 	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15
 
-# CPU benchmarks (ratios against raw decord/PyAV, paho, DuckDB, unbatched VLM in the same run).
+# Every benchmark through the product, each against a baseline run beside it; one table in
+# benchmarks/results/latest.md (and the README). BENCH_QUICK=1 make bench: seconds each.
 bench: $(STAMP) mosquitto
-	for b in ingest mqtt store vlm_batching; do $(PY) benchmarks/bench_$$b.py || exit 1; done
+	$(PY) benchmarks/run.py
 
-# On a GPU machine only: random-weight SmolVLM-256M at batch 1/8/32 (under 8 minutes).
+# On a CUDA machine only: random-weight SmolVLM-256M through TransformersBackend at batch
+# 1/8/32 (under 8 minutes). A machine with only torch + transformers: benchmarks/README.md.
 bench-gpu: $(STAMP)
 	$(PY) benchmarks/bench_vlm_gpu.py
+
+# The wheels such a GPU image lacks (pydantic and what it needs; CPython 3.12, x86-64).
+GPU_WHEELS := pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 \
+	typing-inspection==0.4.5 typing_extensions==4.16.0
+bench-gpu-wheels: $(STAMP)
+	$(PY) -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_17_x86_64 -d benchmarks/wheels $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) demo-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,198 +1,287 @@
-"""GPU benchmark: batched generate throughput of a random-weight SmolVLM-256M-sized model.
+"""GPU run: the product's `TransformersBackend` on a random-weight SmolVLM-256M, batch 1/8/32.
 
-No hub access: the model is built from SmolVLM-256M-Instruct's config values written inline
-(Idefics3: SigLIP-style 512 px vision tower, 30-layer Llama text model, scale_factor 4, so 64
-image tokens per image) with random weights, in bf16. Inputs are token ids with the real image
-token layout and random pixels, so the processor is not measured, only the model.
-Every batch generates exactly --max-new-tokens tokens (min_new_tokens = max_new_tokens, so EOS
-is ignored). Prints the card, then per batch size images/s and p50/p99 batch latency; writes
-benchmarks/results/vlm_gpu.json. Budget: stops measuring early to stay under --budget-s.
+The model is built on the spot from SmolVLM-256M-Instruct's real architecture and image
+processor settings (benchmarks/models/smolvlm-256m.json; no hub access), with random weights
+and a byte-level BPE tokenizer trained here (as pipelines/vlm/tiny.py does), saved to a
+temporary directory and loaded back by `TransformersBackend` exactly as a replica loads a model:
+`AutoProcessor` / `AutoModelForImageTextToText`, bf16 on CUDA. Requests are what a camera sends
+(1280x720 frames resized to `vlm.image_size` and JPEG-encoded); each batch goes through the
+backend's whole path — JPEG decode, chat template, image splitting, padding, generate, decode,
+parsing. Every answer is exactly --max-new-tokens long (EOS suppressed), so batch sizes compare
+fairly. Reports images/s, generated tokens/s, p50/p99 batch latency, peak GPU memory per batch
+size, the batch-32 ÷ batch-1 throughput ratio (target ≥ 5), and the card's name.
 
-Usage: python benchmarks/bench_vlm_gpu.py [--batches 1,8,32] [--max-new-tokens 64]
-       python benchmarks/bench_vlm_gpu.py --quick   (CPU smoke run of the same code path)
+Needs only torch, transformers, tokenizers, pillow, numpy, opencv and pyyaml (all on the GPU
+image) plus the pydantic wheels listed in benchmarks/README.md — no Ray, no PyAV, no DuckDB:
+
+    python3 benchmarks/bench_vlm_gpu.py                  # CUDA only; writes results/vlm_gpu.json
+    python3 benchmarks/bench_vlm_gpu.py --quick          # tiny sizes on CPU, batch 1 and 2
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import platform
 import statistics
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).parent / "results" / "vlm_gpu.json"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` when run as a script
 
-# HuggingFaceTB/SmolVLM-256M-Instruct config.json values
-SMOLVLM_256M: dict[str, Any] = {
-    "image_token_id": 49190,
-    "scale_factor": 4,
-    "tie_word_embeddings": True,
-    "vision_config": {
-        "hidden_size": 768,
-        "intermediate_size": 3072,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
-        "image_size": 512,
-        "patch_size": 16,
-    },
+from benchmarks.harness import RESULTS, Row, Target, pct, ratio, write_results
+
+SPEC = Path(__file__).with_name("models") / "smolvlm-256m.json"
+QUICK = {  # the same architecture, shrunk so a CPU test runs it in seconds
+    "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1},
+    "vision_config_heads": 2,
     "text_config": {
-        "model_type": "llama",
-        "vocab_size": 49280,
-        "hidden_size": 576,
-        "intermediate_size": 1536,
-        "num_hidden_layers": 30,
-        "num_attention_heads": 9,
-        "num_key_value_heads": 3,
-        "head_dim": 64,
-        "max_position_embeddings": 8192,
-        "rope_theta": 100000.0,
-        "rms_norm_eps": 1e-5,
-        "tie_word_embeddings": True,
-        "bos_token_id": 1,
-        "eos_token_id": 49279,
-        "pad_token_id": 2,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
     },
+    "image_processor": {"size": {"longest_edge": 128}, "max_image_size": {"longest_edge": 64}},
 }
-FAKE_IMAGE_TOKEN_ID = 49189
-GLOBAL_IMAGE_TOKEN_ID = 49152
-TEXT_TOKENS = 48  # prompt words around the image (camera name, instructions, JSON ask)
 
 
-def _quick_config() -> dict[str, Any]:
-    cfg = json.loads(json.dumps(SMOLVLM_256M))
-    cfg["vision_config"] |= {"num_hidden_layers": 2, "image_size": 128}
-    cfg["text_config"] |= {"num_hidden_layers": 2}
-    return cfg
+def _tokenizer() -> Any:
+    """A BPE tokenizer trained here, with Idefics3's special tokens and SmolVLM's template."""
+    from transformers import PreTrainedTokenizerFast
+
+    from pipelines.vlm import tiny
+
+    specials = [tiny.UNK, tiny.BOS, tiny.EOS, tiny.PAD, tiny.IMAGE, tiny.FAKE_IMAGE]
+    specials += [tiny.GLOBAL_IMAGE, *tiny.ROW_COL]
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tiny.train_bpe(specials, unk_token=tiny.UNK),
+        bos_token=tiny.BOS,
+        eos_token=tiny.EOS,
+        pad_token=tiny.PAD,
+        unk_token=tiny.UNK,
+        additional_special_tokens=[
+            tiny.FAKE_IMAGE,
+            tiny.IMAGE,
+            tiny.EOS,
+            tiny.GLOBAL_IMAGE,
+            *tiny.ROW_COL,
+        ],
+        padding_side="left",
+        chat_template=tiny.CHAT_TEMPLATE,
+    )
 
 
-def _inputs(cfg: dict[str, Any], batch: int, device: str, dtype: Any) -> dict[str, Any]:
+def build_model(folder: Path, quick: bool) -> dict[str, Any]:
+    """Write processor + random-weight model (bf16 unless quick) to folder; what was built."""
+    import torch
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+    )
+
+    from pipelines.vlm import tiny
+
+    spec = json.loads(SPEC.read_text())
+    model_cfg, image_cfg = spec["model"], dict(spec["image_processor"])
+    if quick:
+        model_cfg["vision_config"] |= QUICK["vision_config"] | {
+            "num_attention_heads": QUICK["vision_config_heads"],
+            "image_size": 64,
+        }
+        model_cfg["text_config"] |= QUICK["text_config"]
+        image_cfg |= QUICK["image_processor"]
+    tokenizer = _tokenizer()
+    ids = tokenizer.convert_tokens_to_ids
+    vision = model_cfg["vision_config"]
+    seq_len = (vision["image_size"] // vision["patch_size"]) ** 2 // model_cfg["scale_factor"] ** 2
+    text = model_cfg["text_config"] | {
+        "bos_token_id": ids(tiny.BOS),
+        "eos_token_id": ids(tiny.EOS),
+        "pad_token_id": ids(tiny.PAD),
+    }
+    config = Idefics3Config(
+        image_token_id=ids(tiny.IMAGE),
+        scale_factor=model_cfg["scale_factor"],
+        tie_word_embeddings=model_cfg["tie_word_embeddings"],
+        vision_config=vision,
+        text_config=text,
+    )
+    torch.manual_seed(0)
+    model = Idefics3ForConditionalGeneration(config).eval()
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(model.generation_config, key, text[key])
+    if not quick:
+        model = model.to(torch.bfloat16)
+    model.save_pretrained(folder)
+    processor = Idefics3Processor(
+        image_processor=Idefics3ImageProcessor(**image_cfg),
+        tokenizer=tokenizer,
+        image_seq_len=seq_len,
+        chat_template=tiny.CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(folder)
+    params = sum(p.numel() for p in model.parameters())
+    return {"params_m": round(params / 1e6, 1), "image_seq_len": seq_len, "image": image_cfg}
+
+
+def camera_frame(i: int) -> Any:
+    """A 1280x720 camera-like RGB frame: textured ground, two moving shapes, sensor noise."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(i)
+    y, x = np.mgrid[0:720, 0:1280]
+    frame = np.stack([(x // 5) % 256, (y // 3) % 256, ((x + y) // 7) % 256], -1).astype(np.uint8)
+    cv2.rectangle(frame, (100 + 30 * i, 300), (400 + 30 * i, 450), (200, 30, 30), -1)
+    cv2.ellipse(frame, (900 - 20 * i, 400), (40, 110), 0, 0, 360, (240, 220, 40), -1)
+    noise = rng.normal(0, 4, frame.shape)
+    return np.clip(frame + noise, 0, 255).astype(np.uint8)
+
+
+def camera_requests(n: int, image_size: int) -> list[Any]:
+    """n requests of one key frame each, as a camera sends them (resized, JPEG)."""
+    from pipelines.imaging import encode_jpeg, resize_long_side
+    from pipelines.vlm.types import VLMRequest
+
+    out = []
+    for i in range(n):
+        jpeg = encode_jpeg(resize_long_side(camera_frame(i), image_size), quality=85)
+        out.append(VLMRequest(f"cam{i % 8}", f"Camera {i % 8}", (jpeg,), request_id=str(i)))
+    return out
+
+
+async def time_batches(backend: Any, sizes: list[int], iters: int, args: Any) -> list[dict]:
+    """Warm up, then time `iters` describe() calls per batch size (within the time budget)."""
     import torch
 
-    vision = cfg["vision_config"]
-    side = vision["image_size"] // vision["patch_size"]
-    image_seq_len = side * side // cfg["scale_factor"] ** 2
-    gen = torch.Generator().manual_seed(0)
-    text = torch.randint(100, 49000, (batch, TEXT_TOKENS), generator=gen)
-    image = torch.tensor(
-        [FAKE_IMAGE_TOKEN_ID, GLOBAL_IMAGE_TOKEN_ID]
-        + [cfg["image_token_id"]] * image_seq_len
-        + [FAKE_IMAGE_TOKEN_ID]
-    ).expand(batch, -1)
-    bos = torch.full((batch, 1), cfg["text_config"]["bos_token_id"])
-    input_ids = torch.cat([bos, text[:, :8], image, text[:, 8:]], dim=1)
-    size = vision["image_size"]
-    pixel_values = torch.randn(batch, 1, 3, size, size, generator=gen)
-    return {
-        "input_ids": input_ids.to(device),
-        "attention_mask": torch.ones_like(input_ids).to(device),
-        "pixel_values": pixel_values.to(device, dtype=dtype),
-        "pixel_attention_mask": torch.ones(batch, 1, size, size, dtype=torch.bool).to(device),
-    }
+    cuda = torch.cuda.is_available() and not args.quick
+    rows = []
+    await backend.start()
+    for size in sizes:
+        requests = camera_requests(size, args.image_size)
+        await backend.describe(requests)  # warm-up: kernels, allocator, this shape
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        tokens_before = backend.generated_tokens
+        latencies, parsed = [], 0
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            results = await backend.describe(requests)
+            if cuda:
+                torch.cuda.synchronize()
+            latencies.append(time.perf_counter() - t0)
+            parsed += sum(not isinstance(r, Exception) for r in results)
+            if time.monotonic() - args.started > args.budget_s:
+                break
+        total = sum(latencies)
+        tokens = backend.generated_tokens - tokens_before
+        row = {
+            "batch": size,
+            "iters": len(latencies),
+            "images_per_s": round(size * len(latencies) / total, 2),
+            "tokens_per_s": round(tokens / total, 1),
+            "p50_s": round(statistics.median(latencies), 4),
+            "p99_s": round(pct(latencies, 99), 4),
+            "answers_parsed": parsed,
+            "tokens": tokens,
+        }
+        if cuda:
+            row["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        if time.monotonic() - args.started > args.budget_s:
+            print("time budget reached: larger batches not measured", flush=True)
+            break
+    return rows
 
 
-def main() -> None:
-    """Build the model, time generate per batch size, print and write the results."""
+def rows_for(measured: list[dict], detail: dict[str, Any], quick: bool, new_tokens: int):
+    """One row per batch size, and the largest ÷ smallest batch throughput ratio."""
+    card, dtype = detail["device"], detail["dtype"]
+    rows = [
+        Row(
+            "VLM (GPU)",
+            f"images/s via `TransformersBackend`, random-weight SmolVLM-256M, batch {r['batch']}",
+            "images/s",
+            r["images_per_s"],
+            detail=detail | r,
+            note=f"{card}, {dtype}: {r['tokens_per_s']} tokens/s, p50 {r['p50_s']} s, p99 "
+            f"{r['p99_s']} s per batch, peak {r.get('peak_gpu_memory_gib', '-')} GiB",
+        )
+        for r in measured
+    ]
+    if len(measured) > 1:
+        small, large = measured[0], measured[-1]
+        rows.append(
+            Row(
+                "VLM (GPU)",
+                f"batch {large['batch']} ÷ batch {small['batch']} images/s",
+                "images/s",
+                large["images_per_s"],
+                small["images_per_s"],
+                f"batch {small['batch']}",
+                ratio(large["images_per_s"], small["images_per_s"]),
+                None if quick else Target("ratio", ">=", 5),
+                detail=detail,
+                note=f"{card}, {dtype}, {new_tokens} new tokens per answer",
+            )
+        )
+    return rows
+
+
+def main() -> int:
+    """Build, load through TransformersBackend, time each batch size, write the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes on CPU (a smoke test)")
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--iters", type=int, default=10, help="timed batches per batch size")
+    parser.add_argument("--iters", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=384, help="vlm.image_size")
     parser.add_argument("--budget-s", type=float, default=420.0)
-    parser.add_argument("--quick", action="store_true", help="small model on CPU: smoke test")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-
+    args.started = time.monotonic()
+    started = time.time()
     import torch
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration
 
-    started = time.monotonic()
-    quick = args.quick or not torch.cuda.is_available()
-    if quick and not args.quick:
-        print("no CUDA device: running the --quick CPU smoke configuration")
-    device = "cpu" if quick else "cuda"
-    dtype = torch.float32 if quick else torch.bfloat16
+    from pipelines.config import BackendConfig
+    from pipelines.vlm.transformers_backend import TransformersBackend
+
+    if not args.quick and not torch.cuda.is_available():
+        print("no CUDA device: a GPU figure cannot be measured here (--quick runs the CPU smoke)")
+        return 2
+    device = "cpu" if args.quick else "cuda"
     card = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu"
-    cfg = _quick_config() if quick else SMOLVLM_256M
-    batches = [1, 2] if quick else [int(b) for b in args.batches.split(",")]
-    max_new = 4 if quick else args.max_new_tokens
-    iters = 2 if quick else args.iters
-    print(f"device: {card}  torch {torch.__version__}  dtype {str(dtype).removeprefix('torch.')}")
-
-    torch.manual_seed(0)
-    model = Idefics3ForConditionalGeneration(Idefics3Config(**cfg)).to(device, dtype=dtype).eval()
-    params = sum(p.numel() for p in model.parameters())
-    print(
-        f"model: random-weight SmolVLM-256M config, {params / 1e6:.0f}M params, build "
-        f"{time.monotonic() - started:.1f} s"
-    )
-    gen_kwargs = {
-        "max_new_tokens": max_new,
-        "min_new_tokens": max_new,
-        "do_sample": False,
-        "pad_token_id": cfg["text_config"]["pad_token_id"],
-    }
-
-    def sync() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    rows = []
-    for batch in batches:
-        inputs = _inputs(cfg, batch, device, dtype)
-        with torch.inference_mode():
-            model.generate(**inputs, **gen_kwargs)  # warm-up (kernels, allocator)
-            sync()
-            latencies = []
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                out = model.generate(**inputs, **gen_kwargs)
-                sync()
-                latencies.append(time.perf_counter() - t0)
-                if time.monotonic() - started > args.budget_s:
-                    break
-        assert out.shape[1] - inputs["input_ids"].shape[1] == max_new
-        latencies.sort()
-        p99_index = min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))
-        row = {
-            "batch_size": batch,
-            "iters": len(latencies),
-            "images_per_s": round(batch * len(latencies) / sum(latencies), 2),
-            "new_tokens_per_s": round(batch * max_new * len(latencies) / sum(latencies), 1),
-            "p50_batch_s": round(statistics.median(latencies), 4),
-            "p99_batch_s": round(latencies[p99_index], 4),
-            "prompt_tokens": int(inputs["input_ids"].shape[1]),
-        }
-        if device == "cuda":
-            row["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        rows.append(row)
-        print(
-            f"batch {batch:>3}: {row['images_per_s']:8.1f} images/s  "
-            f"p50 {row['p50_batch_s']:.3f} s  p99 {row['p99_batch_s']:.3f} s  "
-            f"({len(latencies)} runs)"
+    sizes = [1, 2] if args.quick else [int(b) for b in args.batches.split(",")]
+    new_tokens = 4 if args.quick else args.max_new_tokens
+    with tempfile.TemporaryDirectory() as tmp:
+        built = build_model(Path(tmp), args.quick)
+        backend = TransformersBackend(
+            BackendConfig(backend="transformers", model=tmp),
+            max_new_tokens=new_tokens,
+            device=device,
+            generate_kwargs={"min_new_tokens": new_tokens},  # fixed length: EOS never ends one
         )
-        if time.monotonic() - started > args.budget_s:
-            print("time budget reached; stopping")
-            break
-
-    result = {
-        "benchmark": "vlm_gpu" if not quick else "vlm_gpu_quick_cpu",
-        "device": card,
-        "dtype": str(dtype).removeprefix("torch."),
-        "model": "random-weight Idefics3 with SmolVLM-256M-Instruct config"
-        + (" (quick: 2 layers)" if quick else ""),
-        "params_m": round(params / 1e6, 1),
-        "max_new_tokens": max_new,
-        "images_per_request": 1,
-        "results": rows,
-        "total_s": round(time.monotonic() - started, 1),
-        "torch": torch.__version__,
-    }
-    out_path = args.out if not quick else args.out.with_name("vlm_gpu_quick_cpu.json")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out_path}")
+        print(f"{card}: torch {torch.__version__}, {built['params_m']}M params", flush=True)
+        iters = 2 if args.quick else args.iters
+        measured = asyncio.run(time_batches(backend, sizes, iters, args))
+        dtype = str(next(backend.hf_model.parameters()).dtype).removeprefix("torch.")
+    detail = {"device": card, "dtype": dtype, "torch": torch.__version__, **built}
+    rows = rows_for(measured, detail, args.quick, new_tokens)
+    name = "vlm_gpu_quick" if args.quick else "vlm_gpu"
+    out = args.out or RESULTS / f"{name}.json"
+    write_results(name, rows, quick=args.quick, started=started, raw={"batches": measured}, out=out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,12 +1,12 @@
-"""The `liveobject` command line: run, demo, config check, status, replay, stop."""
+"""The `liveobject` command line: run, demo, config check, status, apply, replay, stop."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +48,22 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from cluster.actors.run import AlreadyRunningError
     from cluster.console import run_cluster
+    from cluster.joining import JoinError
+    from cluster.placement import PlacementError
 
     config = _load(args.config)
-    return run_cluster(
-        config,
-        until_done=args.until_done,
-        dashboard=not args.no_dashboard,
-        linger_s=args.linger,
-    )
+    try:
+        return run_cluster(
+            config,
+            until_done=args.until_done,
+            dashboard=not args.no_dashboard,
+            linger_s=args.linger,
+        )
+    except (AlreadyRunningError, JoinError, PlacementError) as exc:
+        print(f"liveobject run: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -71,12 +78,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
-def _client_env() -> None:
-    """Before Ray is imported: send the auth token that a local `ray.init()` created."""
-    if (Path.home() / ".ray" / "auth_token").exists() or os.environ.get("RAY_AUTH_TOKEN"):
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-
-
 def _running_config(args: argparse.Namespace) -> Config | None:
     return _load(args.config) if args.config else None
 
@@ -86,22 +87,76 @@ def _namespace(config: Config | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    _client_env()
     import ray
+    from rich.console import Console
 
     from cluster.runtime import join_running
-    from cluster.status import gather_status
+    from cluster.status import gather_status, plain_lines, render
 
     config = _running_config(args)
     try:
         join_running(config)
     except Exception as exc:
-        print(f"no running liveobject cluster found: {type(exc).__name__}", file=sys.stderr)
+        print(f"no running liveobject cluster found: {_why(exc)}", file=sys.stderr)
         return 1
     try:
         state = gather_status(_namespace(config))
-        print(json.dumps(state, indent=2, default=str))
+        if state["run"] is None and not state["cameras"] and "error" in state["store"]:
+            print(
+                f"no running liveobject cluster found: no `liveobject run` in Ray namespace "
+                f"{_namespace(config)!r} of the cluster at {ray.get_runtime_context().gcs_address}",
+                file=sys.stderr,
+            )
+            return 1
+        console = Console()
+        if args.json:
+            print(json.dumps(state, indent=2, default=str))
+        elif console.is_terminal:
+            console.print(render(state, title=f"liveobject ({_namespace(config)})"))
+        else:
+            print("\n".join(plain_lines(state)))
         return 0
+    finally:
+        ray.shutdown()
+
+
+APPLY_WAIT_S = 600.0  # apply drains changed cameras (shutdown.drain_timeout_s each, at once)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    import ray
+
+    from cluster.actors.run import find_run
+    from cluster.runtime import join_running
+
+    config = _load(args.config)
+    try:
+        join_running(config)
+    except Exception as exc:
+        print(f"no running liveobject cluster found: {_why(exc)}", file=sys.stderr)
+        return 1
+    try:
+        run = find_run(config.ray.namespace)
+        if run is None:
+            print(
+                f"no `liveobject run` is running in namespace {config.ray.namespace!r}: "
+                "start one with `liveobject run --config FILE`",
+                file=sys.stderr,
+            )
+            return 1
+        ticket = ray.get(run.submit.remote(config), timeout=30)
+        deadline = time.monotonic() + APPLY_WAIT_S
+        result = None
+        while result is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            result = ray.get(run.result.remote(ticket), timeout=30)
+        if result is None:
+            print("the running `liveobject run` did not apply the config in time", file=sys.stderr)
+            return 1
+        print(json.dumps(result, indent=2, default=str))
+        if not result.get("ok"):
+            print(f"not applied: {result.get('error')}", file=sys.stderr)
+        return 0 if result.get("ok") else 1
     finally:
         ray.shutdown()
 
@@ -116,12 +171,18 @@ def _join_actor(config: Config | None, name: str, missing: str) -> Any:
         join_running(config)
         return ray.get_actor(name, namespace=_namespace(config))
     except Exception as exc:
-        print(f"{missing}: {type(exc).__name__}", file=sys.stderr)
+        print(f"{missing}: {_why(exc)}", file=sys.stderr)
         return None
 
 
+def _why(exc: Exception) -> str:
+    """A join error's own message (it says what to do); otherwise the exception's type."""
+    from cluster.joining import JoinError
+
+    return str(exc) if isinstance(exc, JoinError) else type(exc).__name__
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
-    _client_env()
     import ray
 
     from pipelines.naming import PUBLISHER_ACTOR
@@ -141,7 +202,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    _client_env()
     import ray
 
     from pipelines.naming import STORE_ACTOR
@@ -152,7 +212,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
     try:
         ray.get(store.request_stop.remote(), timeout=30)
         print(
-            "stop requested: the running `liveobject run` publishes offline and flushes the store"
+            "stop requested: the running `liveobject run` finishes queued and in-flight events "
+            "(within shutdown.drain_timeout_s), publishes offline and flushes the store"
         )
         return 0
     finally:
@@ -200,7 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", help="config of the running cluster (for ray.address)")
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="print the state as JSON")
         p.set_defaults(func=func)
+
+    apply = sub.add_parser(
+        "apply", help="change a running deployment in place (cameras, vlm, api) to a new config"
+    )
+    apply.add_argument("--config", required=True, help="the new YAML config")
+    apply.set_defaults(func=cmd_apply)
 
     replay = sub.add_parser("replay", help="republish stored events")
     replay.add_argument("--since", type=_parse_duration, required=True, help="e.g. 1h, 30m")

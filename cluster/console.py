@@ -9,60 +9,58 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.live import Live
-from rich.table import Table
 
-from cluster.runtime import Cluster, deploy, finish, shutdown, wait
+from cluster.runtime import Cluster, deploy, drain, finish, shutdown, wait
+from cluster.status import plain_lines, render
 from pipelines.config import Config
 
 PLAIN_EVERY_S = 5.0
 
 
-def progress_table(snap: dict[str, Any]) -> Table:
-    """Per camera fps/events/queue, and MQTT connected/published/pending."""
-    table = Table(title="liveobject", expand=False)
-    for col in ("camera", "status", "fps", "frames", "events", "queue", "vlm in flight"):
-        table.add_column(col)
-    for cam_id, cam in sorted(snap["cameras"].items()):
-        table.add_row(
-            cam_id,
-            str(cam.get("status")),
-            str(cam.get("fps", "")),
-            str(cam.get("frames", "")),
-            str(cam.get("events", "")),
-            str(cam.get("queue_depth", "")),
-            str(cam.get("in_flight", "")),
-        )
-    mqtt = snap["mqtt"]
-    table.caption = (
-        f"MQTT: connected={mqtt.get('connected', False)} published={mqtt.get('acked', 0)} "
-        f"pending={mqtt.get('pending', 0)}   store: {snap['store']}"
-    )
-    return table
+def progress_table(snap: dict[str, Any]) -> RenderableType:
+    """Per camera status/node/fps/events/queue, per VLM replica node/queue, MQTT and store."""
+    return render(snap)
 
 
 def plain_line(snap: dict[str, Any]) -> str:
-    """One log-friendly progress line for non-terminal output (CI, files)."""
-    cams = " ".join(
-        f"{cid}[{c.get('status')} fps={c.get('fps')} events={c.get('events')} "
-        f"queue={c.get('queue_depth')}]"
-        for cid, c in sorted(snap["cameras"].items())
-    )
-    mqtt = snap["mqtt"]
+    """The same as log-friendly lines for non-terminal output (CI, files), each `progress:`."""
+    return "\n".join(f"progress: {line}" for line in plain_lines(snap))
+
+
+def drain_line(counts: dict[str, int]) -> str:
+    """What the drain did: segments cut, events stored, merged, fallback at stop, dropped."""
     return (
-        f"progress: {cams} mqtt[connected={mqtt.get('connected', False)} "
-        f"published={mqtt.get('acked', 0)} pending={mqtt.get('pending', 0)}]"
+        f"segments: {counts['segments']} cut, {counts['events']} stored, "
+        f"{counts['merged_pending']} merged into others, "
+        f"{counts['fallback_at_stop']} given the fallback text at stop, "
+        f"{counts['dropped'] + counts['unsaved']} lost"
     )
 
 
-_STOP = threading.Event()
+_STOP = threading.Event()  # first Ctrl-C / SIGTERM: drain, then stop
+_HURRY = threading.Event()  # second: do not wait for the VLM (pending events get fallback text)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
-    if _STOP.is_set():  # a second Ctrl-C / SIGTERM: stop waiting, clean up now
+    if _HURRY.is_set():  # a third: give up draining (what is still pending is lost)
         raise KeyboardInterrupt
-    print("\nstopping: publishing offline and flushing the store", file=sys.stderr, flush=True)
+    if _STOP.is_set():
+        print(
+            "\nstopping now: not waiting for the VLM; pending events are stored with the "
+            "fallback text (again to quit without storing them)",
+            file=sys.stderr,
+            flush=True,
+        )
+        _HURRY.set()
+        return
+    print(
+        "\nstopping: finishing queued and in-flight events, then publishing offline "
+        "(Ctrl-C again: do not wait for the VLM)",
+        file=sys.stderr,
+        flush=True,
+    )
     _STOP.set()
 
 
@@ -95,7 +93,10 @@ def run_cluster(
         if console.is_terminal:
             with Live(console=console, refresh_per_second=2) as live:
                 wait(
-                    cluster, until_done=until_done, on_tick=lambda s: live.update(progress_table(s))
+                    cluster,
+                    until_done=until_done,
+                    on_tick=lambda s: live.update(progress_table(s)),
+                    stop=_STOP,
                 )
         else:
             last = [0.0]
@@ -106,6 +107,8 @@ def run_cluster(
                     print(plain_line(snap), flush=True)
 
             wait(cluster, until_done=until_done, on_tick=tick, stop=_STOP)
+        counts = drain(cluster, hurry=_HURRY)
+        print(drain_line(counts), flush=True)
         stored, published = finish(cluster)
         print(f"events: {stored} stored, {published} published", flush=True)
         if linger_s > 0 and not _STOP.is_set():

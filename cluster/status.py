@@ -1,14 +1,27 @@
-"""State of a running cluster, read from its named actors and Serve (for `liveobject status`)."""
+"""State of a running cluster, and how it is shown (`liveobject status` and the live table).
+
+`gather_status(namespace)` reads the named actors, the run actor (cameras Ray cannot place) and
+the VLM replicas' reports; `render` draws it as tables for a terminal and `plain_lines` as one
+line per camera and replica for logs and pipes. Both show, per camera, the node it runs on,
+and per VLM replica its node and queue. `liveobject run` draws its own snapshots with the same
+two functions.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import ray
+from rich.console import Group
+from rich.table import Table
 
+from cluster.actors.run import find_run
+from cluster.metrics import node_label
 from pipelines.naming import PUBLISHER_ACTOR, STORE_ACTOR
 
 TIMEOUT_S = 10.0
+CAMERA_COLUMNS = ("camera", "status", "node", "fps", "frames", "events", "queue", "vlm in flight")
+VLM_COLUMNS = ("vlm replica", "node", "queued", "running", "requests")
 
 
 def _call(actor_name: str, method: str, namespace: str) -> Any:
@@ -19,23 +32,138 @@ def _call(actor_name: str, method: str, namespace: str) -> Any:
         return {"error": f"{type(exc).__name__}"}
 
 
+def _cameras(namespace: str) -> dict[str, Any]:
+    """Every camera actor's status; an unplaceable one (from the run actor) is not called."""
+    run = find_run(namespace)
+    unplaceable: dict[str, str] = {}
+    if run is not None:
+        try:
+            unplaceable = ray.get(run.unplaceable.remote(), timeout=TIMEOUT_S)
+        except Exception:
+            unplaceable = {}
+    names = [
+        info["name"]
+        for info in ray.util.list_named_actors(all_namespaces=True)
+        if info["namespace"] == namespace and info["name"].startswith("camera:")
+    ]
+    cameras: dict[str, Any] = {}
+    calls: dict[str, Any] = {}
+    for name in names:
+        cam_id = name.split(":", 1)[1]
+        if cam_id in unplaceable:
+            reason = unplaceable[cam_id]
+            cameras[cam_id] = {"camera_id": cam_id, "status": "unplaceable", "reason": reason}
+        else:
+            calls[cam_id] = ray.get_actor(name, namespace=namespace).status.remote()
+    ready, _ = ray.wait(list(calls.values()), num_returns=len(calls), timeout=TIMEOUT_S)
+    for cam_id, ref in calls.items():
+        try:
+            cameras[cam_id] = ray.get(ref) if ref in ready else {"error": "GetTimeoutError"}
+        except Exception as exc:
+            cameras[cam_id] = {"camera_id": cam_id, "error": type(exc).__name__}
+    return dict(sorted(cameras.items()))
+
+
 def gather_status(namespace: str) -> dict[str, Any]:
-    """Cameras, Serve apps, MQTT and store state of the cluster in `namespace`."""
+    """Cameras, VLM replicas, Serve apps, MQTT and store state of the cluster in `namespace`."""
     from ray import serve
 
-    cameras: dict[str, Any] = {}
-    for info in ray.util.list_named_actors(all_namespaces=True):
-        name = info["name"] if isinstance(info, dict) else str(info)
-        ns = info.get("namespace", namespace) if isinstance(info, dict) else namespace
-        if ns == namespace and name.startswith("camera:"):
-            cameras[name.split(":", 1)[1]] = _call(name, "status", namespace)
+    from serve_apps.vlm import replica_reports
+
     try:
         apps = {name: str(app.status) for name, app in serve.status().applications.items()}
     except Exception as exc:
         apps = {"error": type(exc).__name__}
+    try:
+        vlm = replica_reports()
+    except Exception:
+        vlm = []
+    run = find_run(namespace)
+    try:
+        owner = None if run is None else ray.get(run.owner.remote(), timeout=TIMEOUT_S)
+    except Exception:
+        owner = None
     return {
-        "cameras": cameras,
+        "run": owner,
+        "cameras": _cameras(namespace),
+        "vlm": vlm,
         "serve": apps,
         "mqtt": _call(PUBLISHER_ACTOR, "status", namespace),
         "store": _call(STORE_ACTOR, "counts", namespace),
     }
+
+
+# ---- showing it ------------------------------------------------------------------------------
+def camera_row(cam_id: str, cam: dict[str, Any]) -> tuple[str, ...]:
+    """The table cells of one camera (an unplaceable one: its reason after the status)."""
+    status = str(cam.get("status", cam.get("error", "unknown")))
+    return (
+        cam_id,
+        status,
+        node_label(cam.get("node")),
+        str(cam.get("fps", "")),
+        str(cam.get("frames", "")),
+        str(cam.get("events", "")),
+        str(cam.get("queue_depth", "")),
+        str(cam.get("in_flight", "")),
+    )
+
+
+def vlm_row(replica: dict[str, Any]) -> tuple[str, ...]:
+    """The table cells of one VLM replica."""
+    return (
+        str(replica.get("replica", ""))[:12],
+        node_label(replica.get("node")),
+        str(replica.get("queued", "")),
+        str(replica.get("running", "")),
+        str(replica.get("requests", "")),
+    )
+
+
+def _reasons(snap: dict[str, Any]) -> list[str]:
+    return [
+        f"{cid}: {cam['status']} — {cam['reason']}"
+        for cid, cam in sorted(snap["cameras"].items())
+        if cam.get("reason")
+    ]
+
+
+def _mqtt_text(mqtt: dict[str, Any]) -> str:
+    return (
+        f"MQTT: connected={mqtt.get('connected', False)} published={mqtt.get('acked', 0)} "
+        f"pending={mqtt.get('pending', 0)}"
+    )
+
+
+def render(snap: dict[str, Any], title: str = "liveobject") -> Group:
+    """Cameras and VLM replicas as tables (for a terminal), MQTT and store below."""
+    cameras = Table(title=title, expand=False)
+    for col in CAMERA_COLUMNS:
+        cameras.add_column(col)
+    for cam_id, cam in sorted(snap["cameras"].items()):
+        cameras.add_row(*camera_row(cam_id, cam))
+    replicas = Table(expand=False)
+    for col in VLM_COLUMNS:
+        replicas.add_column(col)
+    for replica in snap.get("vlm", []):
+        replicas.add_row(*vlm_row(replica))
+    notes = _reasons(snap)
+    caption = f"{_mqtt_text(snap.get('mqtt', {}))}   store: {snap.get('store')}"
+    cameras.caption = "\n".join([*notes, caption])
+    return Group(cameras, replicas)
+
+
+def plain_lines(snap: dict[str, Any]) -> list[str]:
+    """The same, one line per camera and per replica (for logs, pipes and CI)."""
+    lines = []
+    for cam_id, cam in sorted(snap["cameras"].items()):
+        cells = dict(zip(CAMERA_COLUMNS, camera_row(cam_id, cam), strict=True))
+        text = " ".join(f"{k.replace(' ', '_')}={v}" for k, v in cells.items() if v)
+        if cam.get("reason"):
+            text += f" reason={cam['reason']!r}"
+        lines.append(text)
+    for replica in snap.get("vlm", []):
+        cells = dict(zip(VLM_COLUMNS, vlm_row(replica), strict=True))
+        lines.append(" ".join(f"{k.replace(' ', '_')}={v}" for k, v in cells.items() if v))
+    lines.append(f"{_mqtt_text(snap.get('mqtt', {}))} store={snap.get('store')}")
+    return lines

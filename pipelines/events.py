@@ -12,7 +12,7 @@ from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipelines.auth import sign_thumbnail_token
+from pipelines.auth import sign_camera_token, sign_thumbnail_token
 
 SourceType = Literal["file", "rtsp", "http", "udp"]
 # URL scheme -> source type for stream sources; anything without "://" (or file://) is a file.
@@ -50,7 +50,10 @@ OPTIONAL_FIELDS: tuple[str, ...] = (
     "analysis_mode",
     "ai_confidence",
     "correlation_group_id",
+    "zones",
+    "reused_from",
 )
+REUSED_PROVIDER = "reused"  # provider_used of an event that reused an earlier description
 
 
 def new_event_id() -> str:
@@ -96,11 +99,37 @@ class Event(BaseModel):
     frame_count: int = Field(default=0, ge=0)
     merged_motion: int = Field(default=0, ge=0, description="Motion segments merged in.")
     vlm_latency_ms: float | None = Field(default=None, ge=0)
+    media_offset_s: float | None = Field(
+        default=None, ge=0, description="File sources: media time of the first motion frame."
+    )
+    # Noise control (payload: zones and reused_from, when set; the rest is metadata).
+    zones: tuple[str, ...] | None = Field(
+        default=None, description="Zones the event's motion touched (cameras with zones)."
+    )
+    reused_from: str | None = Field(
+        default=None, description="Event whose description was reused (provider 'reused')."
+    )
+    filtered: bool = Field(
+        default=False, description="Stored but not published: no wanted object (object filter)."
+    )
+    confidence_source: str | None = Field(
+        default=None, description="Where confidence came from: tokens|logprobs|stated|default|none."
+    )
 
     @field_validator("event_id")
     @classmethod
     def _uuid(cls, value: str) -> str:
         return str(uuid.UUID(value))
+
+    @field_validator("reused_from")
+    @classmethod
+    def _reused_uuid(cls, value: str | None) -> str | None:
+        return None if value is None else str(uuid.UUID(value))
+
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return value or None  # no zones touched: absent, not an empty list
 
     @field_validator("timestamp", "ended_at")
     @classmethod
@@ -152,6 +181,16 @@ def thumbnail_url(
     return url
 
 
+def camera_thumbnail_url(camera_id: str, event_id: str, base_url: str, api_key: str | None) -> str:
+    """URL of an event's thumbnail through its camera's route (the retained last_event): with a
+    key it carries the camera's token, which does not expire, so Home Assistant's image of the
+    last event never breaks (see pipelines.auth)."""
+    url = f"{resolve_base_url(base_url)}/api/v1/cameras/{camera_id}/thumbnail?event_id={event_id}"
+    if api_key:
+        url += "&token=" + sign_camera_token(camera_id, api_key)
+    return url
+
+
 def format_timestamp(value: datetime) -> str:
     """ISO 8601 UTC with a Z suffix and millisecond precision."""
     return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -178,7 +217,7 @@ def event_payload(
     for name in OPTIONAL_FIELDS:
         value = getattr(event, name)
         if value is not None:
-            payload[name] = value
+            payload[name] = list(value) if isinstance(value, tuple) else value
     return payload
 
 

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "generate_sample_video",
+    "generate_scene_video",
     "render_sample_frame",
     "sample_background",
 ]
@@ -171,4 +172,38 @@ def generate_sample_video(
         for packet in stream.encode(None):
             container.mux(packet)
     logger.debug("wrote sample video %s (%d frames, %s)", path, n_frames, codec)
+    return path
+
+
+def generate_scene_video(
+    path: str | Path,
+    windows: Sequence[tuple[float, float, int]],
+    *,
+    seconds: float,
+    fps: int = 10,
+    size: tuple[int, int] = (320, 240),
+    seed: int = 0,
+) -> Path:
+    """A sample video whose motion windows each show their own number of objects:
+    `(start, end, objects)`. Equal windows repeat a scene; a window with more objects is a
+    changed one (near-duplicate tests and benchmarks)."""
+    path = Path(path)
+    background = _background(size[0], size[1], np.random.default_rng(seed))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = _add_video_stream(container, _pick_codec(), fps, size, None)
+        for i in range(round(seconds * fps)):
+            t = i / fps
+            rgb = background
+            for start, end, objects in windows:
+                if start <= t < end:
+                    rgb = render_sample_frame(
+                        background, t, objects=objects, motion_windows=[(start, end)]
+                    )
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
     return path

@@ -7,7 +7,9 @@ One request alone always fits, however many frames it has.
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ray import serve
 
 from pipelines.naming import VLM_DEPLOYMENT as DEPLOYMENT_NAME
+from pipelines.naming import VLM_REPLICA_KEY
 from pipelines.vlm.engine import VLMEngine
 from pipelines.vlm.types import VLMRequest, VLMResult
 
@@ -26,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 
 _BATCH_BOUNDARIES: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+REPORT_S = 2.0  # how often a replica reports its node and queue (see replica_reports)
+REPORT_STALE_S = 10.0  # older reports are of replicas that are gone
 _TIME_BOUNDARIES_MS: list[float] = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
 
 
@@ -57,18 +62,19 @@ def _queued_images(items: list[_Queued]) -> int:
 
 
 def _histogram(name: str, description: str, boundaries: list[float]) -> Any:
-    from ray.util import metrics
+    from ray.serve import metrics
 
     return metrics.Histogram(name, description=description, boundaries=boundaries)
 
 
 class _Metrics:
-    """ray.util.metrics instruments; a no-op when they cannot be created (no exporter/agent)."""
+    """Serve metrics (labelled with application, deployment and replica); a no-op when they
+    cannot be created (no exporter/agent)."""
 
     def __init__(self) -> None:
         self.enabled = False
         try:
-            from ray.util import metrics
+            from ray.serve import metrics
 
             self.batch_size: Any = _histogram(
                 "liveobject_vlm_batch_size", "Requests per VLM batch.", _BATCH_BOUNDARIES
@@ -93,6 +99,13 @@ class _Metrics:
             self.fallbacks: Any = metrics.Counter(
                 "liveobject_vlm_fallbacks", description="Results answered by the fallback text."
             )
+            self.requests: Any = metrics.Counter(
+                "liveobject_vlm_requests_total", description="Events described by this replica."
+            )
+            self.queued: Any = metrics.Gauge(
+                "liveobject_vlm_queue_depth",
+                description="Requests waiting in this replica for their batch to start.",
+            )
             self.enabled = True
         except Exception as exc:  # metrics are best effort
             logger.info("VLM metrics disabled: %s", exc)
@@ -109,6 +122,7 @@ class _Metrics:
         if not self.enabled:
             return
         try:
+            self.requests.inc(requests)
             self.batch_size.observe(requests)
             self.batch_images.observe(images)
             for wait in waits_ms:
@@ -137,6 +151,7 @@ class VLMDeployment:
         self.counters |= {"fallbacks": 0, "generated_tokens": 0}
         self.totals = {"queue_wait_ms": 0.0, "queue_wait_ms_max": 0.0, "generate_ms": 0.0}
         self.metrics = _Metrics()
+        self.load = {"queued": 0, "running": 0}  # requests waiting for / inside a batch
         await self.engine.start()
         started = time.monotonic()
         warm = await self.engine.describe(_warmup_request())
@@ -146,14 +161,35 @@ class VLMDeployment:
             warm.provider_used or "fallback",
             (time.monotonic() - started) * 1000.0,
         )
+        self._reporter = asyncio.get_running_loop().create_task(self._report_forever())
 
     async def __call__(self, request: VLMRequest) -> VLMResult:
         """Describe one motion event; concurrent calls are batched together."""
+        self.load["queued"] += 1
         result: VLMResult = await self._describe(_Queued(request, time.monotonic()))
         return result
 
+    async def _report_forever(self) -> None:
+        """Every REPORT_S: this replica's node and queue, for `liveobject status` and the table."""
+        while True:
+            try:
+                await asyncio.to_thread(_report_replica, self.load, self.counters["requests"])
+                if self.metrics.enabled:
+                    self.metrics.queued.set(self.load["queued"])
+            except Exception:  # status is best effort; describing events is not
+                logger.debug("VLM replica report failed", exc_info=True)
+            await asyncio.sleep(REPORT_S)
+
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05, batch_size_fn=_queued_images)
     async def _describe(self, items: list[_Queued]) -> list[VLMResult]:
+        self.load["queued"] = max(0, self.load["queued"] - len(items))
+        self.load["running"] += len(items)
+        try:
+            return await self._describe_batch(items)
+        finally:
+            self.load["running"] -= len(items)
+
+    async def _describe_batch(self, items: list[_Queued]) -> list[VLMResult]:
         started = time.monotonic()
         requests = [item.request for item in items]
         waits_ms = [(started - item.arrived) * 1000.0 for item in items]
@@ -208,6 +244,50 @@ class VLMDeployment:
         broken = self.engine.load_errors()
         if broken:
             raise RuntimeError(f"VLM model failed to load: {broken}")
+
+
+def _report_replica(load: dict[str, int], requests: int) -> None:
+    """Put this replica's node and queue into Ray's internal KV (key by replica id)."""
+    import ray
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    replica = serve.get_replica_context().replica_id.unique_id
+    report = {
+        "replica": replica,
+        "node": {
+            "id": ray.get_runtime_context().get_node_id(),
+            "ip": ray.util.get_node_ip_address(),
+        },
+        "queued": load["queued"],
+        "running": load["running"],
+        "requests": requests,
+        "at": time.time(),
+    }
+    _internal_kv_put(f"{VLM_REPLICA_KEY}{replica}", json.dumps(report), overwrite=True)
+
+
+def replica_reports() -> list[dict[str, Any]]:
+    """The latest report of every live VLM replica: node, queued, running, requests."""
+    import ray
+    from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_get, _internal_kv_list
+
+    alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+    reports = []
+    for key in _internal_kv_list(VLM_REPLICA_KEY):
+        raw = _internal_kv_get(key)
+        try:
+            report = json.loads(raw) if raw else None
+        except ValueError:
+            report = None
+        if (
+            report is None
+            or time.time() - float(report.get("at", 0)) > REPORT_STALE_S
+            or report.get("node", {}).get("id") not in alive
+        ):
+            _internal_kv_del(key)  # a replica that is gone (stopped, or its node lost)
+            continue
+        reports.append(report)
+    return sorted(reports, key=lambda r: str(r["replica"]))
 
 
 def deployment_options(vlm_config: VLMConfig) -> dict[str, Any]:

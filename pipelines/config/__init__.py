@@ -22,12 +22,14 @@ from pipelines.config.loading import (
 )
 from pipelines.config.models import (
     CAMERA_ID_RE,
+    ZONE_NAME_RE,
     APIConfig,
     AutoscalingConfig,
     BackendConfig,
     CameraConfig,
     Config,
     CorrelationConfig,
+    DedupeConfig,
     DiscoveryConfig,
     MotionConfig,
     MQTTConfig,
@@ -36,10 +38,12 @@ from pipelines.config.models import (
     StorageConfig,
     TLSConfig,
     VLMConfig,
+    ZoneConfig,
 )
 
 __all__ = [
     "CAMERA_ID_RE",
+    "ZONE_NAME_RE",
     "APIConfig",
     "AutoscalingConfig",
     "BackendConfig",
@@ -47,6 +51,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "CorrelationConfig",
+    "DedupeConfig",
     "DiscoveryConfig",
     "Loc",
     "MQTTConfig",
@@ -56,6 +61,7 @@ __all__ = [
     "StorageConfig",
     "TLSConfig",
     "VLMConfig",
+    "ZoneConfig",
     "check_config_file",
     "expand_env",
     "load_config",

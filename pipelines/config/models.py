@@ -29,16 +29,40 @@ from pipelines.config.validators import (
     _short_repr,
 )
 from pipelines.config.validators import check_topic_prefix as _check_topic
-from pipelines.events import SOURCE_SCHEMES, SourceType, resolve_base_url
+from pipelines.events import SOURCE_SCHEMES, SmartDetectionType, SourceType, resolve_base_url
 from pipelines.redact import redact_url, url_password
 
 CAMERA_ID_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MIN_API_KEY_LENGTH = 16  # api.api_key: shorter keys are a config error
 _CAMERA_ID = re.compile(CAMERA_ID_RE)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RuntimeEnvConfig(_Model):
+    """The Ray runtime_env of a run that joins a cluster (stock `rayproject/ray` nodes)."""
+
+    pip: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="pip requirements installed on every node, e.g. ['liveobject==0.1.0'].",
+    )
+    working_dir: str | None = Field(
+        default=None, max_length=4096, description="Local directory or URI shipped to the nodes."
+    )
+    env_vars: dict[str, str] = Field(
+        default_factory=dict, max_length=256, description="Environment variables of the workers."
+    )
+
+    def as_ray(self) -> dict[str, Any]:
+        """The runtime_env dict for ray.init (empty parts left out)."""
+        env: dict[str, Any] = {"pip": self.pip, "env_vars": self.env_vars}
+        if self.working_dir:
+            env["working_dir"] = self.working_dir
+        return {k: v for k, v in env.items() if v}
 
 
 class RayConfig(_Model):
@@ -55,9 +79,41 @@ class RayConfig(_Model):
     num_cpus: float | None = Field(
         default=None, ge=0, le=4096, description="CPUs for a local cluster (null: all)."
     )
-    dashboard_port: int = Field(default=8265, ge=1, le=65535, description="Ray dashboard port.")
+    dashboard_port: int = Field(
+        default=8265, ge=1, le=65535, description="Ray dashboard port (busy: a free one is used)."
+    )
+    metrics_export_port: int | None = Field(
+        default=None,
+        ge=1024,
+        le=65535,
+        description="Local cluster: port of Ray's Prometheus /metrics endpoint (null: a free one).",
+    )
+    placement_timeout_s: float = Field(
+        default=10,
+        gt=0,
+        le=3600,
+        description="A camera actor not placed within this is reported `unplaceable`.",
+    )
+    runtime_env: RuntimeEnvConfig | None = Field(
+        default=None,
+        description="Joining a cluster: Ray runtime_env that installs liveobject on its nodes.",
+    )
+    deploy_serve_apps: bool = Field(
+        default=True,
+        description="false: the apps vlm and api are deployed by others (KubeRay RayService).",
+    )
 
     _none_if_empty = field_validator("address", mode="before")(_empty_to_none)
+
+    @model_validator(mode="after")
+    def _apps_elsewhere_need_a_cluster(self) -> RayConfig:
+        if not self.deploy_serve_apps and not self.address:
+            raise _invalid(
+                "deploy_serve_apps: false needs ray.address (the cluster where the Serve apps "
+                "are deployed)",
+                "deploy_serve_apps",
+            )
+        return self
 
 
 class MotionConfig(_Model):
@@ -99,6 +155,49 @@ class MotionConfig(_Model):
         return mask
 
 
+ZONE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,63}$"
+_ZONE_NAME = re.compile(ZONE_NAME_RE)
+
+
+class ZoneConfig(_Model):
+    """A named zone: a polygon in normalised image coordinates (0-1, any stream resolution)."""
+
+    name: str = Field(
+        description="Zone name (letters, digits, space, '_', '-'); recorded in events' `zones`."
+    )
+    polygon: list[tuple[float, float]] = Field(
+        description="[[x, y], ...]: 3-256 points, x and y fractions (0-1) of width and height."
+    )
+    objects: list[SmartDetectionType] | None = Field(
+        default=None,
+        min_length=1,
+        description="Publish events in this zone only with one of these objects (null: camera's).",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _ZONE_NAME.match(value):
+            raise _invalid(
+                f"invalid zone name {_short_repr(value)}: use 1-64 letters, digits, spaces, "
+                "'_' or '-', starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("polygon")
+    @classmethod
+    def _polygon(cls, polygon: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if not 3 <= len(polygon) <= 256:
+            raise _invalid(f"a zone polygon needs 3 to 256 [x, y] points, got {len(polygon)}")
+        for index, point in enumerate(polygon):
+            if any(not (0.0 <= c <= 1.0) for c in point):
+                raise _invalid(
+                    "zone coordinates are fractions of the image: each x and y between 0 and 1",
+                    index,
+                )
+        return polygon
+
+
 class CameraConfig(_Model):
     """One camera: its source and how motion events are found on it."""
 
@@ -128,6 +227,59 @@ class CameraConfig(_Model):
         le=1000,
         description="Events waiting for the VLM; when full, new motion merges into the newest.",
     )
+    num_cpus: float = Field(
+        default=0.1,
+        gt=0,
+        le=64,
+        description="CPUs the camera's actor requests from Ray (decoding at detect_fps is light).",
+    )
+    max_unsaved_events: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Events kept for retry while the store cannot save; beyond, the oldest drop.",
+    )
+    ring_merge_s: float = Field(
+        default=10,
+        ge=0,
+        le=3600,
+        description="Doorbell: a ring this soon after the last accepted one merges into it.",
+    )
+    zones: list[ZoneConfig] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Named zones; when any are set, motion must touch one to start an event.",
+    )
+    objects: list[SmartDetectionType] | None = Field(
+        default=None,
+        min_length=1,
+        description="Publish only events with one of these objects (all are stored); null: all.",
+    )
+    vlm_max_per_hour: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="VLM calls per hour for this camera (token bucket); null: no own limit.",
+    )
+
+    @model_validator(mode="after")
+    def _zones_consistent(self) -> CameraConfig:
+        seen: set[str] = set()
+        for index, zone in enumerate(self.zones):
+            if zone.name in seen:
+                raise _invalid(f"duplicate zone name {zone.name!r}", "zones", index, "name")
+            seen.add(zone.name)
+            if self.objects is not None and zone.objects is not None:
+                extra = sorted(set(zone.objects) - set(self.objects))
+                if extra:
+                    raise _invalid(
+                        f"zone objects {extra} are not in the camera's objects: a zone's "
+                        "objects narrow the camera's list",
+                        "zones",
+                        index,
+                        "objects",
+                    )
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -238,6 +390,24 @@ class BackendConfig(_Model):
         return self
 
 
+class DedupeConfig(_Model):
+    """Near-duplicate suppression: reuse a recent description instead of calling the VLM."""
+
+    enabled: bool = Field(default=True, description="Compare key frames before calling the VLM.")
+    window_s: float = Field(
+        default=300,
+        gt=0,
+        le=86_400,
+        description="Reuse only a description this recent (same camera, by event start).",
+    )
+    max_distance: int = Field(
+        default=1,
+        ge=0,
+        le=1024,
+        description="Most changed cells (of 32x32, see docs/events.md) for the same scene.",
+    )
+
+
 class VLMConfig(BackendConfig):
     """The vision-language-model Serve deployment and its backends."""
 
@@ -269,6 +439,12 @@ class VLMConfig(BackendConfig):
     deadline_s: float = Field(
         default=60, gt=0, le=3600, description="Per event; after it the fallback text is used."
     )
+    bench_after_failures: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Failed or late batches in a row before a backend is benched for 30 s.",
+    )
     image_size: int = Field(
         default=384, ge=32, le=4096, description="Key frames are resized to this long side."
     )
@@ -277,6 +453,15 @@ class VLMConfig(BackendConfig):
     )
     build_tiny_if_missing: bool = Field(
         default=False, description="Demo only: build a tiny random model if `model` is missing."
+    )
+    max_per_hour: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="VLM calls per hour for all cameras, shared fairly (token bucket); null: off.",
+    )
+    dedupe: DedupeConfig = Field(
+        default_factory=DedupeConfig, description="Near-duplicate suppression."
     )
 
     @model_validator(mode="before")
@@ -340,6 +525,18 @@ class StorageConfig(_Model):
         default=30, ge=0.1, le=86_400, description="How often new rows go to Parquet."
     )
     thumbnail_quality: int = Field(default=85, ge=1, le=100, description="JPEG quality.")
+    max_queued_saves: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Saves waiting for the writer; past it a save fails with StoreBusyError.",
+    )
+    node_resource: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$",
+        description="Custom Ray resource of the node holding `path`; pins the event-store there.",
+    )
 
     _resolve = field_validator("path")(_resolve_path)
 
@@ -402,6 +599,18 @@ class MQTTConfig(_Model):
     queue_size: int = Field(
         default=10_000, ge=1, le=10_000_000, description="Pending publishes kept in memory."
     )
+    retry_interval_s: float = Field(
+        default=30,
+        ge=0.5,
+        le=3600,
+        description="Events left unsent (queue full, failed) are retried this often.",
+    )
+    ring_rate_per_min: int = Field(
+        default=12,
+        ge=1,
+        le=6000,
+        description="Ring commands accepted per camera and minute (burst as many); more drop.",
+    )
     embedded_broker: bool = Field(
         default=False, description="Demo: start a broker when none answers."
     )
@@ -433,6 +642,38 @@ class MQTTConfig(_Model):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+class StreamConfig(_Model):
+    """The live event stream `GET /api/v1/events/stream` (Server-Sent Events), per API replica."""
+
+    heartbeat_s: float = Field(
+        default=15, ge=1, le=300, description="A comment line when idle, so proxies keep it open."
+    )
+    poll_s: float = Field(
+        default=0.5, ge=0.05, le=10, description="How often a replica reads newly stored events."
+    )
+    queue_size: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Events queued per client; when full it is told and cut off (resumes).",
+    )
+    max_clients: int = Field(
+        default=100, ge=1, le=10_000, description="Open streams per replica; more get 503."
+    )
+    replay_max: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Missed events sent per connection on Last-Event-ID; more: resume again.",
+    )
+    max_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024**3,
+        description="Bytes per connection, then it ends and resumes (bounds proxy buffers).",
+    )
+
+
 class APIConfig(_Model):
     """The HTTP API (Serve FastAPI ingress)."""
 
@@ -444,13 +685,41 @@ class APIConfig(_Model):
         description="Public URL in links; env API_BASE_URL overrides.",
     )
     api_key: SecretStr | None = Field(
-        default=None, max_length=4096, description="Bearer key for every route but health."
+        default=None,
+        max_length=4096,
+        description="Bearer key (16+ chars) for every route and health details.",
     )
     thumbnail_url_ttl_s: int = Field(
         default=86_400, ge=60, le=365 * 86_400, description="Signed thumbnail URL lifetime."
     )
+    ring_rate_per_min: int = Field(
+        default=12,
+        ge=1,
+        le=6000,
+        description="Ring requests accepted per camera and minute (burst as many); more get 429.",
+    )
+    stream: StreamConfig = Field(
+        default_factory=StreamConfig, description="Live event stream (Server-Sent Events)."
+    )
+    narrative_timeout_s: float = Field(
+        default=15,
+        gt=0,
+        le=120,
+        description="Deadline of a summary's narrative=true; then the plain text is used.",
+    )
 
     _none_if_empty = field_validator("api_key", mode="before")(_empty_to_none)
+
+    @field_validator("api_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # the key signs thumbnail links (through a derived key): a short one is guessable
+        if value is not None and len(value.get_secret_value()) < MIN_API_KEY_LENGTH:
+            raise _invalid(
+                f"api_key must be at least {MIN_API_KEY_LENGTH} characters; make one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`"
+            )
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -472,6 +741,17 @@ class CorrelationConfig(_Model):
     )
 
 
+class ShutdownConfig(_Model):
+    """How a stop (Ctrl-C, SIGTERM, `liveobject stop`) drains the pipeline."""
+
+    drain_timeout_s: float = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="Time to finish queued and in-flight events; then fallback text is stored.",
+    )
+
+
 class Config(_Model):
     """The whole liveobject configuration."""
 
@@ -485,6 +765,9 @@ class Config(_Model):
     api: APIConfig = Field(default_factory=APIConfig, description="HTTP API.")
     correlation: CorrelationConfig = Field(
         default_factory=CorrelationConfig, description="Cross-camera correlation."
+    )
+    shutdown: ShutdownConfig = Field(
+        default_factory=ShutdownConfig, description="Draining on stop."
     )
 
     @model_validator(mode="before")

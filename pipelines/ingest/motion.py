@@ -5,19 +5,28 @@ grey), blur, compare with a running average (cv2.accumulateWeighted), threshold,
 contours of at least `contour_area` pixels outside the mask polygons. When more than
 `recalibrate_ratio` of the frame changes at once (lights switched on, IR mode flip, camera moved)
 the background is reset to the current frame and that frame reports no motion.
+
+Zones (`cameras[].zones`, normalised polygons) are drawn on the motion frame at its current size
+(`pipelines.ingest.zones`). When a camera has zones, each motion result names the zones its kept
+contours touch; motion that touches none is still reported (it may continue an event) but is
+flagged `outside_zones`, and only motion with `starts_event` may start one. Masks apply first:
+masked motion touches nothing.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from pipelines.ingest.zones import ZoneMap
+
 if TYPE_CHECKING:
-    from pipelines.config import MotionConfig
+    from pipelines.config import MotionConfig, ZoneConfig
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +38,19 @@ Box = tuple[int, int, int, int]
 
 @dataclass(frozen=True, slots=True)
 class MotionResult:
-    """Motion in one frame: score = changed fraction of the frame (0..1), boxes, motion flag."""
+    """Motion in one frame: score = changed fraction of the frame (0..1), boxes, motion flag,
+    and (cameras with zones) the zones touched; `outside_zones`: motion, but in no zone."""
 
     score: float
     boxes: tuple[Box, ...] = ()
     motion: bool = False
+    zones: tuple[str, ...] = ()
+    outside_zones: bool = False
+
+    @property
+    def starts_event(self) -> bool:
+        """Motion that may start an event: in a zone, or anywhere when there are no zones."""
+        return self.motion and not self.outside_zones
 
 
 _KERNEL = np.ones((3, 3), dtype=np.uint8)  # what cv2.dilate(..., None) uses
@@ -43,8 +60,17 @@ NO_MOTION = MotionResult(score=0.0, boxes=(), motion=False)
 class MotionDetector:
     """Stateful per-camera motion detector; feed frames in order with update()."""
 
-    def __init__(self, settings: MotionConfig, *, alpha: float = 0.1, blur: int = 5) -> None:
+    def __init__(
+        self,
+        settings: MotionConfig,
+        *,
+        zones: Sequence[ZoneConfig] = (),
+        alpha: float = 0.1,
+        blur: int = 5,
+    ) -> None:
         self.settings = settings
+        self.zones = tuple(zones)
+        self._zone_map: ZoneMap | None = None  # the zones drawn at the motion frame's size
         self.alpha = alpha  # background learning rate per frame
         self.blur = blur | 1  # Gaussian kernel must be odd
         self._avg: np.ndarray | None = None
@@ -70,6 +96,7 @@ class MotionDetector:
             self._shape = (target_h, target_w)
             self._avg = None
             self._mask = self._build_mask(target_h, target_w)
+            self._zone_map = ZoneMap(self.zones, target_h, target_w) if self.zones else None
         return cv2.GaussianBlur(grey, (self.blur, self.blur), 0)
 
     def _build_mask(self, height: int, width: int) -> np.ndarray | None:
@@ -104,11 +131,13 @@ class MotionDetector:
         scale_x = image.shape[1] / width
         scale_y = image.shape[0] / height
         boxes: list[Box] = []
+        kept = []
         area = 0.0
         for contour in contours:
             contour_area = cv2.contourArea(contour)
             if contour_area < self.settings.contour_area:
                 continue
+            kept.append(contour)
             area += contour_area
             x, y, w, h = cv2.boundingRect(contour)
             boxes.append(
@@ -121,4 +150,16 @@ class MotionDetector:
             )
         cv2.accumulateWeighted(grey, self._avg, self.alpha)
         score = min(1.0, area / float(height * width))
-        return MotionResult(score=score, boxes=tuple(boxes), motion=bool(boxes))
+        if self._zone_map is None or not kept:
+            return MotionResult(score=score, boxes=tuple(boxes), motion=bool(boxes))
+        zones = self._zones_touched(kept, thresh)
+        return MotionResult(
+            score=score, boxes=tuple(boxes), motion=True, zones=zones, outside_zones=not zones
+        )
+
+    def _zones_touched(self, kept: list[np.ndarray], thresh: np.ndarray) -> tuple[str, ...]:
+        """Zones reached by the changed pixels of the contours that count as motion."""
+        assert self._zone_map is not None
+        blobs = np.zeros_like(thresh)
+        cv2.drawContours(blobs, kept, -1, 255, thickness=cv2.FILLED)
+        return self._zone_map.touched(cv2.bitwise_and(blobs, thresh))

@@ -10,8 +10,10 @@ Key frames (at most `max_frames`) are the peak-motion frame, the first, the last
 spread evenly in between, in time order, downscaled so the long side is `key_frame_side`.
 
 `PendingEvents` is the bounded queue of closed segments waiting for the VLM: when it is full, a
-new segment is merged into the newest queued one (its key frames kept, its end extended), so
-detection never waits for the VLM and no motion is lost.
+new segment is merged into the newest queued one (key frames of both, within `max_frames`, its
+end extended), so detection never waits for the VLM and no motion is lost or unseen. It holds at
+most one doorbell ring: a ring arriving while another waits replaces it (the newer frame) and is
+counted as merged.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EventSegmenter", "PendingEvents", "Segment"]
+__all__ = ["EventSegmenter", "PendingEvents", "Segment", "ring_segment"]
 
 _EPS = 1e-6
 
@@ -52,6 +54,7 @@ class Segment:
     merged_motion: int  # motion bursts merged in after a short pause (0: one continuous burst)
     best_frame: np.ndarray = field(repr=False)  # the peak frame, for the thumbnail
     peak_score: float = 0.0
+    zones: tuple[str, ...] = ()  # zones its motion touched, in first-touched order
 
     @property
     def duration_s(self) -> float:
@@ -81,6 +84,7 @@ class _OpenEvent:
     merged: int = 0
     in_burst: bool = True
     pool: list[_Kept] = field(default_factory=list)
+    zones: dict[str, None] = field(default_factory=dict)  # ordered set of zones touched
     stride: int = 1
 
 
@@ -138,7 +142,7 @@ class EventSegmenter:
         if frame.pts_s < self._cooldown_until - _EPS:
             self._run.clear()
             return closed
-        if not result.motion:
+        if not result.starts_event:  # with zones: motion in none of them starts nothing
             self._run.clear()
             return closed
         self._run.append((frame, result))
@@ -169,6 +173,7 @@ class EventSegmenter:
             frames_at_last_motion=1,
         )
         event.pool.append(event.first)
+        event.zones.update(dict.fromkeys(first_result.zones))
         self._event = event
         for frame, result in run[1:]:
             self._extend(event, frame, result)
@@ -186,6 +191,7 @@ class EventSegmenter:
         event.last_motion_wall = frame.wall
         event.last_frame = frame
         event.frames_at_last_motion = event.frame_count
+        event.zones.update(dict.fromkeys(result.zones))
         if result.score > event.peak_score:
             event.peak_score = result.score
             event.peak_frame = frame
@@ -254,28 +260,37 @@ class EventSegmenter:
             merged_motion=event.merged,
             best_frame=np.ascontiguousarray(best),
             peak_score=event.peak_score,
+            zones=tuple(event.zones),
         )
 
 
 class PendingEvents:
     """Bounded FIFO of segments waiting for analysis; when full, new motion merges into the newest.
 
-    Doorbell rings are never merged and never refused: they go to the front of the queue and
-    do not count against `max_pending` (a ring is rare and the user is waiting for it).
+    Doorbell rings go to the front of the queue and do not count against `max_pending` (the
+    user is waiting for them), but at most one ring waits: a newer one replaces it (one frame
+    held, however often the button is pressed) and counts in `rings_merged`.
     """
 
-    def __init__(self, max_pending: int) -> None:
+    def __init__(self, max_pending: int, *, max_frames: int | None = None) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
         self.max_pending = max_pending
+        self.max_frames = max_frames  # key frames a merged segment keeps (None: as many as each)
         self._motion: deque[Segment] = deque()
-        self._rings: deque[Segment] = deque()
+        self._ring: Segment | None = None
         self.pushed = 0  # motion segments accepted (queued or merged)
         self.merged = 0  # of those, merged into a queued segment because the queue was full
         self.max_depth = 0  # high-water mark of queued motion segments
+        self.rings_merged = 0  # rings that replaced a ring still waiting
 
     def __len__(self) -> int:
-        return len(self._motion) + len(self._rings)
+        return len(self._motion) + (self._ring is not None)
+
+    @property
+    def ring_pending(self) -> bool:
+        """Whether a doorbell ring waits for analysis."""
+        return self._ring is not None
 
     @property
     def depth(self) -> int:
@@ -289,34 +304,83 @@ class PendingEvents:
             self._motion.append(segment)
             self.max_depth = max(self.max_depth, len(self._motion))
             return False
-        self._motion[-1] = merge_segments(self._motion[-1], segment)
+        self._motion[-1] = merge_segments(self._motion[-1], segment, self.max_frames)
         self.merged += 1
         return True
 
-    def push_ring(self, segment: Segment) -> None:
-        """Queue a doorbell ring ahead of every motion segment."""
-        self._rings.append(segment)
+    def push_ring(self, segment: Segment) -> bool:
+        """Queue a doorbell ring ahead of every motion segment; True when it replaced one."""
+        merged = self._ring is not None
+        if merged:
+            self.rings_merged += 1
+        self._ring = segment
+        return merged
 
     def pop(self) -> tuple[Segment, bool] | None:
         """The next (segment, is_ring) to analyse, rings first; None when empty."""
-        if self._rings:
-            return self._rings.popleft(), True
+        if self._ring is not None:
+            ring, self._ring = self._ring, None
+            return ring, True
         if self._motion:
             return self._motion.popleft(), False
         return None
 
 
-def merge_segments(older: Segment, newer: Segment) -> Segment:
-    """One segment spanning both: the older key frames, the later end, counts added up."""
+def ring_segment(
+    image: np.ndarray, at: datetime, key_frame_side: int, best_frame_side: int
+) -> Segment:
+    """A doorbell ring as a one-frame segment of the newest frame, at wall clock `at`."""
+    return Segment(
+        start_wall=at,
+        end_wall=at,
+        start_pts=0.0,
+        end_pts=0.0,
+        key_frames=(np.ascontiguousarray(resize_long_side(image, key_frame_side)),),
+        peak_index=0,
+        frame_count=1,
+        merged_motion=0,
+        best_frame=np.ascontiguousarray(resize_long_side(image, best_frame_side)),
+    )
+
+
+def merge_segments(older: Segment, newer: Segment, max_frames: int | None = None) -> Segment:
+    """One segment spanning both: key frames of both (at most `max_frames`, default the larger
+    of the two counts), the later end, counts added up, zones joined."""
     best, score = older.best_frame, older.peak_score
     if newer.peak_score > older.peak_score:
         best, score = newer.best_frame, newer.peak_score
+    limit = max_frames or max(len(older.key_frames), len(newer.key_frames))
+    frames, peak_index = _merged_key_frames(older, newer, limit)
     return replace(
         older,
         end_wall=max(older.end_wall, newer.end_wall),
         end_pts=max(older.end_pts, newer.end_pts),
+        key_frames=frames,
+        peak_index=peak_index,
         frame_count=older.frame_count + newer.frame_count,
         merged_motion=older.merged_motion + newer.merged_motion + 1,
         best_frame=best,
         peak_score=score,
+        zones=tuple(dict.fromkeys(older.zones + newer.zones)),
     )
+
+
+def _merged_key_frames(
+    older: Segment, newer: Segment, limit: int
+) -> tuple[tuple[np.ndarray, ...], int]:
+    """Both segments' key frames in time order, thinned to `limit`: each segment's peak first,
+    then frames spread evenly over the rest (so the newer motion is seen, not only counted)."""
+    frames = older.key_frames + newer.key_frames
+    newer_peak = len(older.key_frames) + newer.peak_index
+    peak = newer_peak if newer.peak_score > older.peak_score else older.peak_index
+    limit = max(1, limit)
+    chosen = [peak]
+    if limit > 1:
+        chosen.append(older.peak_index if peak == newer_peak else newer_peak)
+    rest = [i for i in range(len(frames)) if i not in chosen]
+    need = limit - len(chosen)
+    if need > 0 and rest:
+        picks = np.linspace(0, len(rest) - 1, num=min(need, len(rest)))
+        chosen += [rest[round(float(p))] for p in picks]
+    kept = sorted(chosen)  # distinct: the peaks are excluded from `rest`
+    return tuple(frames[i] for i in kept), kept.index(peak)

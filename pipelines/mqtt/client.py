@@ -27,6 +27,7 @@ from pipelines.mqtt.topics import (
     activity_payload,
     camera_registry_payload,
     camera_status_payload,
+    clear_discovery_messages,
     last_event_from_event_payload,
     to_json,
 )
@@ -53,6 +54,7 @@ _COUNTERS = (
     "discovery_cleared",
     "rings_received",
     "rings_ignored",
+    "rings_rate_limited",
 )
 
 
@@ -67,8 +69,10 @@ class MqttPublisherCore:
         *,
         on_connected: Callable[[], None] | None = None,
         on_ring: RingCallback | None = None,
+        on_rejected: AckCallback | None = None,
     ) -> None:
         self._config = mqtt_config
+        self._on_rejected = on_rejected  # event ids the broker refused after sending
         self._topics = topics
         self._on_acked = on_acked
         self._on_connected = on_connected
@@ -84,6 +88,7 @@ class MqttPublisherCore:
                 on_ring=on_ring,
             ),
             discovery=mqtt_config.discovery.enabled,
+            ring_rate_per_min=mqtt_config.ring_rate_per_min,
         )
         self._transport = MqttTransport(
             mqtt_config,
@@ -207,10 +212,15 @@ class MqttPublisherCore:
         self._set_retained(self._topics.activity(camera_id), activity_payload(on))
 
     def set_camera_status(
-        self, camera_id: str, camera_name: str, status: Any, source_type: str
+        self,
+        camera_id: str,
+        camera_name: str,
+        status: Any,
+        source_type: str,
+        reason: str | None = None,
     ) -> None:
-        """Retained status JSON of a camera (online/offline/unavailable)."""
-        payload = camera_status_payload(camera_id, camera_name, status, source_type)
+        """Retained status JSON of a camera (online/offline/unavailable/unplaceable)."""
+        payload = camera_status_payload(camera_id, camera_name, status, source_type, reason=reason)
         self._set_retained(self._topics.camera_status(camera_id), to_json(payload))
 
     def set_discovery(self, camera_id: str, messages: list[tuple[str, str]]) -> None:
@@ -219,6 +229,17 @@ class MqttPublisherCore:
             self._discovery[camera_id] = list(messages)
         if self._transport.connected:
             self._send_discovery([camera_id])
+        self._update_registry()
+
+    def remove_discovery(self, camera_id: str) -> None:
+        """Forget a camera's discovery configs and clear them on the broker (removed camera)."""
+        with self._lock:
+            known = self._discovery.pop(camera_id, None) is not None
+        if known and self._config.discovery.enabled:
+            messages = clear_discovery_messages(camera_id, self._topics)
+            self._count("discovery_cleared", len(messages))
+            for topic, empty in messages:
+                self._send(topic, empty, DISCOVERY_QOS, retain=True)
         self._update_registry()
 
     def _discovery_ids(self) -> set[str]:
@@ -329,6 +350,11 @@ class MqttPublisherCore:
                     resend = entry.state_topic
         if not failed and entry.event_id is not None:
             self._notify_acked([entry.event_id])
+        elif failed and entry.event_id is not None and self._on_rejected is not None:
+            try:  # still unpublished in the store: the owner retries it
+                self._on_rejected([entry.event_id])
+            except Exception:
+                logger.exception("MQTT on_rejected callback raised; continuing")
         if resend is not None:
             self._send(resend, self._resolve(resend), STATE_QOS, retain=True, state_topic=resend)
 

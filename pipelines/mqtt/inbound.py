@@ -2,7 +2,9 @@
 registry (to clear discovery of removed cameras) and doorbell ring commands.
 
 Handlers run on paho's network thread: they are quick, call only non-blocking hooks, and
-report problems by logging and counting (the core catches anything that still escapes).
+report problems by logging and counting (the core catches anything that still escapes). Ring
+commands are rate-limited per camera (`mqtt.ring_rate_per_min`, a token bucket): a flood of
+presses costs a counter increment each, not a Ray call each.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 
 from pipelines.mqtt.topics import Topics, clear_discovery_messages, parse_camera_registry
+from pipelines.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +37,18 @@ class InboundHooks:
 class InboundHandler:
     """Subscriptions of the publisher and what each received message makes it do."""
 
-    def __init__(self, topics: Topics, hooks: InboundHooks, *, discovery: bool) -> None:
+    def __init__(
+        self,
+        topics: Topics,
+        hooks: InboundHooks,
+        *,
+        discovery: bool,
+        ring_rate_per_min: float | None = None,
+    ) -> None:
         self._topics = topics
         self._hooks = hooks
         self._discovery = discovery
+        self._ring_limit = RateLimiter(ring_rate_per_min) if ring_rate_per_min else None
 
     def subscriptions(self) -> list[tuple[str, int]]:
         """(filter, QoS) to subscribe to on every connect, before any retained state is sent.
@@ -104,7 +115,22 @@ class InboundHandler:
             logger.warning("ignoring %s ring command on %r", why, topic[:200])
             return
         self._hooks.count("rings_received", 1)
+        if self._ring_limit is not None and not self._ring_limit.allow(camera_id):
+            self._rate_limited(camera_id)
+            return
         try:
             on_ring(camera_id)
         except Exception:
             logger.exception("MQTT on_ring callback raised; continuing")
+
+    def _rate_limited(self, camera_id: str) -> None:
+        """Count a ring over the rate; log the first and then every 100th (a flood logs little)."""
+        self._hooks.count("rings_rate_limited", 1)
+        assert self._ring_limit is not None
+        limited = self._ring_limit.limited
+        if limited == 1 or limited % 100 == 0:
+            logger.warning(
+                "ring command for %s dropped: over mqtt.ring_rate_per_min (%d dropped so far)",
+                camera_id,
+                limited,
+            )

@@ -25,7 +25,7 @@ DISCOVERY_QOS = 1
 STATE_QOS = 1
 MAX_DESCRIPTION = 255
 EVENT_TYPES: tuple[str, ...] = ("person", "vehicle", "package", "animal", "motion", "doorbell")
-CAMERA_STATUSES: tuple[str, ...] = ("online", "offline", "unavailable")
+CAMERA_STATUSES: tuple[str, ...] = ("online", "offline", "unavailable", "unplaceable")
 COMPONENTS: tuple[tuple[str, str], ...] = (
     ("event", "event"),
     ("sensor", "description"),
@@ -38,7 +38,7 @@ MANUFACTURER = "liveobject"
 PAYLOAD_ONLINE = "online"
 PAYLOAD_OFFLINE = "offline"
 
-CameraStatus = Literal["online", "offline", "unavailable"]
+CameraStatus = Literal["online", "offline", "unavailable", "unplaceable"]
 
 # HA's event entity needs a JSON object with `event_type`; doorbell rings win over the
 # smart detection type, and an event with neither is plain motion.
@@ -325,17 +325,21 @@ def camera_status_payload(
     status: CameraStatus,
     source_type: str,
     last_updated: datetime | None = None,
+    reason: str | None = None,
 ) -> dict[str, Any]:
-    """Retained camera status JSON."""
+    """Retained camera status JSON; `reason` (e.g. what an unplaceable camera lacks) if given."""
     if status not in CAMERA_STATUSES:
         raise ValueError(f"camera status must be one of {CAMERA_STATUSES}, got {status!r}")
-    return {
+    payload = {
         "camera_id": safe_topic_level(camera_id),
         "camera_name": camera_name,
         "status": status,
         "source_type": source_type,
         "last_updated": format_timestamp(last_updated or utcnow()),
     }
+    if reason:
+        payload["reason"] = truncate(reason)
+    return payload
 
 
 def activity_payload(on: bool) -> str:

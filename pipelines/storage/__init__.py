@@ -16,7 +16,7 @@ What a reader of ``read_parquet('parquet/**/*.parquet', hive_partitioning=true)`
 
 * A Parquet file, once visible, is never modified (DuckDB readers cache footers by path, so an
   in-place rewrite could be read torn) and today's partition is never compacted: it only gains
-  whole files. A reader of live data never fails and never counts a row twice.
+  whole files (but for a correlation rewrite, below). A reader never counts a row twice.
 * Compaction merges the small files of *closed* days (before today, UTC) only. The merged file
   is built in ``.parquet-staging/`` (outside the glob) and swapped in with one atomic directory
   exchange (``renameat2(RENAME_EXCHANGE)``), so a listing shows either the old files or the merged
@@ -26,6 +26,12 @@ What a reader of ``read_parquet('parquet/**/*.parquet', hive_partitioning=true)`
   just before a swap and opens one after it gets a file-not-found error; retry it. The
   event-store actor runs compaction and retention once a day only, at startup and at the first
   maintenance pass after midnight UTC, so the window is one instant a day, on closed days.
+* Parquet and DuckDB agree on every row's ``correlation_group_id``. A group can form after a row
+  was exported (another camera's event within the window is stored later); the row is then
+  marked in ``parquet_stale`` (in the same transaction as the update) and the next export
+  rewrites the part files holding such rows under new names (same seq range) and swaps their
+  day's directory in one step, as compaction does. This is the one case where today's
+  partition loses files; the same one-instant window applies (retry the query).
 
 Modules: ``store`` (EventStore, assembled from one mixin per job on ``connection.StoreBase``:
 directories, connection, lock, failure handling), ``writes`` (appends, published state),
@@ -33,11 +39,12 @@ directories, connection, lock, failure handling), ``writes`` (appends, published
 export and compaction), ``retention`` (expiry), ``parquet`` (the partition files: export,
 compaction, retention), ``schema`` (columns, Arrow schema, migrations), ``cursors`` (event ids,
 keyset cursors), ``files`` (atomic writes and directory swaps), ``errors`` (StorageError,
-StorageFullError).
+StorageFullError); read-only helpers over a store: ``search`` (the ``q`` text filter), ``feed``
+(events after a seq, for the live stream), ``summary`` (period summaries).
 """
 
 from pipelines.storage.cursors import UUID_RE, decode_cursor, encode_cursor, is_event_id
-from pipelines.storage.errors import StorageError, StorageFullError
+from pipelines.storage.errors import StorageError, StorageFullError, StoreBusyError
 from pipelines.storage.parquet import DATE_DIR_RE, PART_RE
 from pipelines.storage.queries import MAX_QUERY_LIMIT
 from pipelines.storage.schema import ARROW_SCHEMA, EVENT_COLUMNS, MIGRATIONS
@@ -54,6 +61,7 @@ __all__ = [
     "EventStore",
     "StorageError",
     "StorageFullError",
+    "StoreBusyError",
     "decode_cursor",
     "encode_cursor",
     "is_event_id",

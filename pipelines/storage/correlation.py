@@ -135,7 +135,8 @@ class CorrelationMixin(StoreBase):
             cam_starts.append((start, group))
 
     def _set_groups(self, groups: dict[str, str]) -> None:
-        """Give stored events (that still have none) their correlation group, in one update."""
+        """Give stored events (that still have none) their correlation group, in one update,
+        and mark them for the Parquet export to rewrite (see ExportMixin.export_parquet)."""
         con = self.con
         con.register(
             "_groups",
@@ -147,11 +148,17 @@ class CorrelationMixin(StoreBase):
             ),
         )
         try:
+            # one transaction: a row never has a new group without its Parquet copy marked stale
+            con.execute("BEGIN TRANSACTION")
             con.execute(
                 "UPDATE events SET correlation_group_id = _groups.group_id FROM _groups "
                 "WHERE events.event_id = _groups.event_id "
                 "AND events.correlation_group_id IS NULL"
             ).fetchall()
+            con.execute(
+                "INSERT INTO parquet_stale SELECT event_id FROM _groups ON CONFLICT DO NOTHING"
+            ).fetchall()
+            con.execute("COMMIT")
         except (duckdb.Error, OSError) as exc:
             raise self._fail("correlation update", exc) from exc
         finally:

@@ -15,6 +15,14 @@ class StorageFullError(StorageError):
     """The disk (or quota/file-size limit) is full; retry once space returns."""
 
 
+class StoreBusyError(StorageError):
+    """The store's write queue is full (or it is closing): nothing was stored; retry later.
+
+    The push-back of a bounded write queue: the caller keeps the event and retries with
+    backoff, so that memory stays bounded where the event was made, not in the store.
+    """
+
+
 def _is_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
         return True

@@ -3,13 +3,23 @@ errors) of the file work in ``pipelines.storage.parquet``."""
 
 from __future__ import annotations
 
+import logging
+
 import duckdb
 import pyarrow as pa
 
 from pipelines.events import utcnow
 from pipelines.storage.connection import StoreBase
-from pipelines.storage.parquet import compact_day, days_to_compact, files_watermark, write_days
+from pipelines.storage.parquet import (
+    compact_day,
+    days_to_compact,
+    files_watermark,
+    rewrite_groups,
+    write_days,
+)
 from pipelines.storage.schema import _SELECT_EVENT, _first
+
+logger = logging.getLogger(__name__)
 
 
 class ExportMixin(StoreBase):
@@ -22,7 +32,9 @@ class ExportMixin(StoreBase):
         return max(recorded, files_watermark(self.parquet_dir))
 
     def export_parquet(self) -> int:
-        """Write rows not yet exported as one Parquet file per date; returns rows written."""
+        """Write rows not yet exported as one Parquet file per date, and rewrite the files of
+        exported rows whose correlation group changed since (groups can form late); returns
+        the new rows written."""
         with self._lock:
             try:
                 start = self._watermark()
@@ -31,17 +43,32 @@ class ExportMixin(StoreBase):
                     "FROM events WHERE seq > ? ORDER BY seq",
                     params=[start],
                 ).to_arrow_table()
-                if table.num_rows == 0:
-                    return 0
-                high = write_days(self.parquet_dir, table)
-                self.con.execute(
-                    "INSERT INTO meta VALUES ('export_seq', ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    [str(high)],
-                )
+                if table.num_rows:
+                    high = write_days(self.parquet_dir, table)
+                    self.con.execute(
+                        "INSERT INTO meta VALUES ('export_seq', ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        [str(high)],
+                    )
+                self._rewrite_stale(start)
             except (duckdb.Error, OSError) as exc:
                 raise self._fail("parquet export", exc) from exc
             return table.num_rows
+
+    def _rewrite_stale(self, exported_before: int) -> int:
+        """Bring rows exported before this pass (seq <= exported_before) whose group changed
+        up to date in Parquet; rows exported by this pass already carry the current group."""
+        rows = self.con.execute(
+            'SELECT e.event_id, e.seq, CAST(e."timestamp" AS DATE), e.correlation_group_id '
+            "FROM parquet_stale s JOIN events e USING (event_id) WHERE e.seq <= ?",
+            [exported_before],
+        ).fetchall()
+        fixed = rewrite_groups(self.parquet_dir, self.staging_dir, rows) if rows else 0
+        # cleared after the files are in place: a crash in between only redoes the rewrite
+        self.con.execute("DELETE FROM parquet_stale").fetchall()
+        if fixed:
+            logger.info("Parquet: correlation groups of %d exported rows rewritten", fixed)
+        return fixed
 
     def compact_parquet(self, max_files: int = 8, include_today: bool = False) -> int:
         """Merge each closed day's files into one when it has more than max_files; days merged.

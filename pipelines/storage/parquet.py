@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -91,23 +92,95 @@ def days_to_compact(
         yield folder, parts
 
 
+def _seq_range(path: Path) -> tuple[int, int]:
+    match = PART_RE.match(path.name)
+    if match is None:
+        raise ValueError(f"not a part file: {path.name}")
+    return int(match.group(1)), int(match.group(2))
+
+
 def compact_day(parquet_dir: Path, staging_dir: Path, folder: Path, parts: list[Path]) -> None:
     """Merge a day's part files into one, swapped in for the old ones in one atomic step."""
-    ranges = [PART_RE.match(p.name).groups() for p in parts]  # type: ignore[union-attr]
-    lo = min(int(r[0]) for r in ranges)
-    hi = max(int(r[1]) for r in ranges)
-    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    ranges = [_seq_range(p) for p in parts]
+    lo = min(r[0] for r in ranges)
+    hi = max(r[1] for r in ranges)
+    # files written before a column was added lack it: promote (nulls), do not fail
+    table = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
     name = f"part-{lo:012d}-{hi:012d}-c{uuid.uuid4().hex[:8]}.parquet"
-    # Files other than ours (an analyst's copy) move along into the new directory.
+    swap_day(parquet_dir, staging_dir, folder, {name: table}, set(parts))
+
+
+def rewrite_groups(
+    parquet_dir: Path, staging_dir: Path, rows: list[tuple[str, int, date, str | None]]
+) -> int:
+    """Give exported rows (event_id, seq, day, group) their current correlation group.
+
+    Each part file holding such a row is rewritten under a new name (same seq range) and its
+    day's directory is swapped in one step, as in compaction: a listing shows the old file or
+    the new one, never both. Returns how many rows changed.
+    """
+    by_day: dict[date, dict[str, tuple[int, str | None]]] = {}
+    for event_id, seq, day, group in rows:
+        by_day.setdefault(day, {})[event_id] = (seq, group)
+    fixed = 0
+    for day, changes in sorted(by_day.items()):
+        folder = parquet_dir / f"date={day.isoformat()}"
+        if not folder.is_dir():
+            continue  # expired meanwhile
+        seqs = [seq for seq, _ in changes.values()]
+        replace: dict[str, pa.Table] = {}
+        drop: set[Path] = set()
+        for path in sorted(p for p in folder.glob("part-*.parquet") if PART_RE.match(p.name)):
+            lo, hi = _seq_range(path)
+            if not any(lo <= seq <= hi for seq in seqs):
+                continue
+            table, changed = _with_groups(pq.read_table(path), changes)
+            if changed:
+                replace[f"part-{lo:012d}-{hi:012d}-r{uuid.uuid4().hex[:8]}.parquet"] = table
+                drop.add(path)
+                fixed += changed
+        if replace:
+            swap_day(parquet_dir, staging_dir, folder, replace, drop)
+    return fixed
+
+
+def _with_groups(
+    table: pa.Table, changes: dict[str, tuple[int, str | None]]
+) -> tuple[pa.Table, int]:
+    """The table with correlation_group_id set from `changes` by event_id; rows changed."""
+    ids = table.column("event_id").to_pylist()
+    groups: list[Any] = table.column("correlation_group_id").to_pylist()
+    changed = 0
+    for k, event_id in enumerate(ids):
+        if event_id in changes and groups[k] != changes[event_id][1]:
+            groups[k] = changes[event_id][1]
+            changed += 1
+    if changed:
+        index = table.schema.get_field_index("correlation_group_id")
+        field = table.schema.field(index)
+        table = table.set_column(index, field, pa.array(groups, field.type))
+    return table, changed
+
+
+def swap_day(
+    parquet_dir: Path,
+    staging_dir: Path,
+    folder: Path,
+    new_files: dict[str, pa.Table],
+    drop: set[Path],
+) -> None:
+    """Replace a day's directory in one atomic step by a copy with `new_files` written and the
+    files in `drop` left out; every other file (an analyst's copy too) is hard-linked along."""
     others = [
         p
         for p in folder.iterdir()
-        if p.is_file() and p not in parts and not p.name.startswith(".tmp-")
+        if p.is_file() and p not in drop and not p.name.startswith(".tmp-")
     ]
     stage = staging_dir / f"{folder.name}-{uuid.uuid4().hex[:8]}"
     stage.mkdir(parents=True)
     try:
-        write_parquet_file(stage, name, table)
+        for name, table in new_files.items():
+            write_parquet_file(stage, name, table)
         for other in others:
             os.link(other, stage / other.name)
         _fsync_dir(stage)

@@ -10,8 +10,14 @@ from pipelines.events import Event, as_utc, utcnow
 from pipelines.storage.connection import StoreBase
 from pipelines.storage.cursors import decode_cursor, encode_cursor, is_event_id
 from pipelines.storage.schema import _SELECT_EVENT, _first, _row_to_event
+from pipelines.storage.search import parse_terms, search_rows
 
 MAX_QUERY_LIMIT = 500
+_PUBLISHABLE = "NOT coalesce(filtered, false)"  # filtered events are stored, never published
+_COUNTS_SQL = (
+    "SELECT count(*), count(published_at), count(*) FILTER (WHERE coalesce(filtered, false)) "
+    "FROM events"
+)
 
 
 class QueriesMixin(StoreBase):
@@ -47,10 +53,14 @@ class QueriesMixin(StoreBase):
         object: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        q: str | None = None,
+        zone: str | None = None,
     ) -> tuple[list[Event], str | None]:
-        """Events matching the filters, newest first, with a keyset cursor for the next page."""
+        """Events matching the filters (`q`: every term, see storage.search), newest first,
+        with a keyset cursor for the next page."""
         limit = max(1, min(int(limit), MAX_QUERY_LIMIT))
-        where, params = _filters(camera_id, since, until, object, cursor)
+        terms = parse_terms(q)
+        where, params = _filters(camera_id, since, until, object, cursor, zone=zone)
         # Column names are module constants; every value is a bound parameter.
         sql = f"SELECT {_SELECT_EVENT} FROM events"  # noqa: S608
         if where:
@@ -58,7 +68,10 @@ class QueriesMixin(StoreBase):
         sql += ' ORDER BY "timestamp" DESC, event_id DESC LIMIT ?'
         params.append(limit + 1)
         with self._lock:
-            rows = self.con.execute(sql, params).fetchall()
+            if terms:
+                rows = search_rows(self.con, _SELECT_EVENT, where, params[:-1], terms, limit + 1)
+            else:
+                rows = self.con.execute(sql, params).fetchall()
         events = [_row_to_event(r) for r in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
@@ -67,12 +80,13 @@ class QueriesMixin(StoreBase):
         return events, next_cursor
 
     def unpublished_events(self, max_age_s: float | None = None) -> list[Event]:
-        """Events never published (younger than max_age_s when given), oldest first."""
-        return self._oldest_first("published_at IS NULL", max_age_s)
+        """Events never published and not filtered (younger than max_age_s when given), oldest
+        first."""
+        return self._oldest_first(f"published_at IS NULL AND {_PUBLISHABLE}", max_age_s)
 
     def events_since(self, max_age_s: float) -> list[Event]:
-        """Every event younger than max_age_s, oldest first (for replay)."""
-        return self._oldest_first("TRUE", max_age_s)
+        """Every publishable (not filtered) event younger than max_age_s, oldest first (replay)."""
+        return self._oldest_first(_PUBLISHABLE, max_age_s)
 
     def _oldest_first(self, condition: str, max_age_s: float | None) -> list[Event]:
         params: list[Any] = []
@@ -85,11 +99,17 @@ class QueriesMixin(StoreBase):
         return [_row_to_event(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
-        """Number of stored, published and unpublished events."""
+        """Number of stored, published, unpublished and filtered (stored only: never to be
+        published) events."""
         with self._lock:
-            row = _first(self.con.execute("SELECT count(*), count(published_at) FROM events"))
-        stored, published = (int(row[0]), int(row[1])) if row else (0, 0)
-        return {"stored": stored, "published": published, "unpublished": stored - published}
+            row = _first(self.con.execute(_COUNTS_SQL))
+        stored, published, filtered = (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
+        return {
+            "stored": stored,
+            "published": published,
+            "unpublished": stored - published - filtered,
+            "filtered": filtered,
+        }
 
 
 def _filters(
@@ -98,6 +118,8 @@ def _filters(
     until: datetime | None,
     object: str | None,
     cursor: str | None,
+    *,
+    zone: str | None = None,
 ) -> tuple[list[str], list[Any]]:
     """WHERE conditions and their bound values for query (ValueError for a malformed cursor)."""
     where: list[str] = []
@@ -114,6 +136,9 @@ def _filters(
     if object is not None:
         where.append("list_contains(objects_detected, ?)")
         params.append(object)
+    if zone is not None:
+        where.append("list_contains(zones, ?)")
+        params.append(zone)
     if cursor:
         ts, last_id = decode_cursor(cursor)
         where.append('("timestamp" < ? OR ("timestamp" = ? AND event_id < ?))')

@@ -36,6 +36,11 @@ ARROW_SCHEMA = pa.schema(
         ("frame_count", pa.int32()),
         ("merged_motion", pa.int32()),
         ("vlm_latency_ms", pa.float64()),
+        ("media_offset_s", pa.float64()),
+        ("zones", pa.list_(pa.string())),
+        ("reused_from", pa.string()),
+        ("filtered", pa.bool_()),
+        ("confidence_source", pa.string()),
         ("stored_at", _TS),
         ("published_at", _TS),
     ]
@@ -43,6 +48,8 @@ ARROW_SCHEMA = pa.schema(
 _SELECT_EVENT = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
 
 # Forward-only migrations: (version, statements). Never edit a shipped entry; append a new one.
+# A column added later lands at the table's end: inserts name their columns (BY NAME), and a
+# new Event field goes into ARROW_SCHEMA in model order.
 MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
     (
         1,
@@ -71,6 +78,19 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
                 published_at TIMESTAMPTZ
             )""",
             "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+        ),
+    ),
+    (2, ("ALTER TABLE events ADD COLUMN IF NOT EXISTS media_offset_s DOUBLE",)),
+    # exported rows whose correlation group changed since: their Parquet files are rewritten
+    (3, ("CREATE TABLE IF NOT EXISTS parquet_stale (event_id VARCHAR PRIMARY KEY)",)),
+    # noise control (issue 13): zones touched, reused descriptions, object filter, confidence
+    (
+        4,
+        (
+            "ALTER TABLE events ADD COLUMN IF NOT EXISTS zones VARCHAR[]",
+            "ALTER TABLE events ADD COLUMN IF NOT EXISTS reused_from VARCHAR",
+            "ALTER TABLE events ADD COLUMN IF NOT EXISTS filtered BOOLEAN DEFAULT false",
+            "ALTER TABLE events ADD COLUMN IF NOT EXISTS confidence_source VARCHAR",
         ),
     ),
 ]

@@ -84,7 +84,9 @@ class WritesMixin(CorrelationMixin):
         try:
             con.execute("BEGIN TRANSACTION")
             row = _first(
-                con.execute("INSERT INTO events SELECT * FROM _batch ON CONFLICT DO NOTHING")
+                con.execute(
+                    "INSERT INTO events BY NAME SELECT * FROM _batch ON CONFLICT DO NOTHING"
+                )
             )
             con.execute("COMMIT")
             return row

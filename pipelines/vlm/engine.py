@@ -1,7 +1,15 @@
 """`VLMEngine`: ordered backends (primary, then fallbacks) tried in turn, with lazy retry.
 
-A backend that fails is marked failed and skipped for a cool-down, then retried lazily by the
-next request; when every backend fails, `fallback_result` answers.
+A small circuit breaker per backend: a batch it fails (an error, or no answer by the deadline)
+counts one failure; `bench_after` failures in a row bench it for a cool-down, after which the
+next request retries it lazily (one more failure benches it again, one success resets the
+count). One slow batch therefore never benches the primary; a broken backend (its model
+failed to load) is benched at its first failure. When every backend fails, `fallback_result`
+answers.
+
+Deadlines: a request may carry `deadline_at` (wall clock, set by the camera when it sends the
+request); the engine stops waiting at that moment, so the camera and the engine count the same
+interval. `deadline_s` (config) caps the engine's own wait from the batch's start as well.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_COOLDOWN_S = 30.0
+DEFAULT_BENCH_AFTER = 3  # failed batches in a row before a backend is benched
 
 
 def create_backend(
@@ -58,6 +68,8 @@ class _Slot:
         self.backend = backend
         self.failed_until = 0.0
         self.failures = 0
+        self.consecutive = 0  # failures since the last success (the breaker's count)
+        self.benched = 0
         self.served = 0
         self.last_error: str | None = None
 
@@ -69,8 +81,19 @@ class _Slot:
             "state": "failed" if now < self.failed_until else "ok",
             "served": self.served,
             "failures": self.failures,
+            "consecutive_failures": self.consecutive,
+            "benched": self.benched,
             "last_error": self.last_error,
+            **self.backend.counters(),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _Deadline:
+    """When a batch must be answered (monotonic), and which requests had already run out."""
+
+    at: float | None
+    expired: frozenset[int]
 
 
 class VLMEngine:
@@ -82,12 +105,14 @@ class VLMEngine:
         *,
         cooldown_s: float = DEFAULT_COOLDOWN_S,
         deadline_s: float | None = None,
+        bench_after: int = DEFAULT_BENCH_AFTER,
     ) -> None:
         self.slots = [_Slot(b) for b in backends]
         self.cooldown_s = cooldown_s
         self.deadline_s = deadline_s
+        self.bench_after = max(1, bench_after)
         self.counters = {"requests": 0, "batches": 0, "images": 0, "max_batch_seen": 0}
-        self.counters |= {"fallbacks": 0, "deadline_exceeded": 0}
+        self.counters |= {"fallbacks": 0, "deadline_exceeded": 0, "skipped_busy": 0}
 
     @classmethod
     def from_config(
@@ -107,6 +132,7 @@ class VLMEngine:
             backends,
             cooldown_s=DEFAULT_COOLDOWN_S if cooldown_s is None else cooldown_s,
             deadline_s=config.deadline_s,
+            bench_after=config.bench_after_failures,
         )
 
     @property
@@ -115,15 +141,34 @@ class VLMEngine:
         return [slot.backend for slot in self.slots]
 
     def _mark_failed(self, slot: _Slot, error: str) -> None:
+        """Count one failed batch; bench the backend after `bench_after` in a row."""
         slot.failures += 1
+        slot.consecutive += 1
+        if slot.backend.broken:  # e.g. its model failed to load: no use asking it again soon
+            slot.consecutive = max(slot.consecutive, self.bench_after)
         slot.last_error = error
+        if slot.consecutive < self.bench_after:
+            logger.warning(
+                "VLM backend %s failed (%s); %d of %d failures in a row before it is benched",
+                slot.backend.name,
+                error,
+                slot.consecutive,
+                self.bench_after,
+            )
+            return
+        slot.benched += 1
         slot.failed_until = time.monotonic() + self.cooldown_s
         logger.warning(
-            "VLM backend %s failed (%s); using the next one for %.0f s",
+            "VLM backend %s failed %d times in a row (%s); using the next one for %.0f s",
             slot.backend.name,
+            slot.consecutive,
             error,
             self.cooldown_s,
         )
+
+    @staticmethod
+    def _mark_ok(slot: _Slot) -> None:
+        slot.consecutive = 0
 
     async def start(self) -> None:
         """Load the primary backend now (replica start); a failure marks it failed, never raises."""
@@ -148,8 +193,10 @@ class VLMEngine:
         self.counters["images"] += sum(len(r.frames) for r in requests)
         self.counters["max_batch_seen"] = max(self.counters["max_batch_seen"], len(requests))
         results: list[VLMResult | None] = [None] * len(requests)
-        deadline_at = started + self.deadline_s if self.deadline_s else None
-        await self._run(requests, results, started, deadline_at)
+        deadline = self._deadline(requests, started)
+        if deadline.expired:
+            self.counters["deadline_exceeded"] += len(deadline.expired)
+        await self._run(requests, results, started, deadline)
         latency = (time.monotonic() - started) * 1000.0
         out: list[VLMResult] = []
         for request, result in zip(requests, results, strict=True):
@@ -159,20 +206,44 @@ class VLMEngine:
             out.append(result)
         return out
 
+    def _deadline(self, requests: list[VLMRequest], started: float) -> _Deadline:
+        """The batch's deadline: the latest of its requests' own (converted from wall clock),
+        capped by `deadline_s` from `started`; requests whose deadline has passed sit out."""
+        limits = [started + self.deadline_s] if self.deadline_s else []
+        wall = time.time()
+        own = {i: r.deadline_at - wall for i, r in enumerate(requests) if r.deadline_at}
+        expired = frozenset(i for i, left in own.items() if left <= 0)
+        live = [left for i, left in own.items() if i not in expired]
+        if len(own) == len(requests) and live:  # nobody waits past the latest caller's deadline
+            limits.append(started + max(live))
+        return _Deadline(min(limits) if limits else None, expired)
+
+    def _try_now(self, index: int, now: float) -> bool:
+        """Whether slot `index` is worth asking now: not benched, and not still busy with work
+        abandoned at a deadline while a later backend could answer instead."""
+        slot = self.slots[index]
+        if not slot.available(now):
+            return False
+        if slot.backend.busy and any(s.available(now) for s in self.slots[index + 1 :]):
+            self.counters["skipped_busy"] += 1
+            return False
+        return True
+
     async def _run(
         self,
         requests: list[VLMRequest],
         results: list[VLMResult | None],
         started: float,
-        deadline_at: float | None,
+        deadline: _Deadline,
     ) -> None:
         # requests without frames have nothing to show a model
-        pending = [i for i, r in enumerate(requests) if r.frames]
-        for slot in self.slots:
+        pending = [i for i, r in enumerate(requests) if r.frames and i not in deadline.expired]
+        deadline_at = deadline.at
+        for index, slot in enumerate(self.slots):
             if not pending:
                 return
             now = time.monotonic()
-            if not slot.available(now):
+            if not self._try_now(index, now):
                 continue
             if deadline_at is not None and now >= deadline_at:
                 self.counters["deadline_exceeded"] += 1
@@ -184,10 +255,10 @@ class VLMEngine:
             try:
                 answers = await self._ask(slot.backend, batch, now, deadline_at)
             except TimeoutError:
-                # a backend that blows the deadline sits out its cool-down like a failed one,
-                # so the next batches go straight to the fallbacks instead of waiting again
+                # late counts as failed for the breaker: a backend late `bench_after` times in
+                # a row is benched, so later batches go straight to the fallbacks
                 self.counters["deadline_exceeded"] += 1
-                self._mark_failed(slot, f"no answer within the {self.deadline_s:g} s deadline")
+                self._mark_failed(slot, "no answer within the deadline")
                 return
             except Exception as exc:
                 self._mark_failed(slot, error_text(exc))
@@ -232,8 +303,11 @@ class VLMEngine:
                 analysis_mode=request.analysis_mode,
                 request_id=request.request_id,
                 latency_ms=latency,
+                confidence_source=answer.confidence_source,
             )
             slot.served += 1
+        if len(still) < len(pending):
+            self._mark_ok(slot)
         backend_errors = [e for e in errors if not isinstance(e, RequestError)]
         if backend_errors and len(still) == len(pending):
             self._mark_failed(slot, error_text(backend_errors[0]))

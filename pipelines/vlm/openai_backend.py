@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from pipelines.vlm.confidence import logprobs_from_openai, mean_probability
 from pipelines.vlm.parsing import ParsedOutput, parse_model_output
 from pipelines.vlm.prompt import build_prompt
 from pipelines.vlm.registry import Backend, BackendError, error_text, register_backend
@@ -42,6 +43,10 @@ def _retry_after_s(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class _BadRequest(BackendError):
+    """HTTP 400: the server refused the request as sent."""
+
+
 @register_backend("openai")
 class OpenAIBackend(Backend):
     """Any OpenAI-compatible chat completions server (vLLM, Ollama, cloud) over httpx."""
@@ -60,6 +65,7 @@ class OpenAIBackend(Backend):
         self._api_key = config.api_key.get_secret_value() if config.api_key else None
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._logprobs = True  # ask for token logprobs (confidence) until a server refuses them
 
     def _http(self) -> httpx.AsyncClient:
         import httpx
@@ -83,6 +89,7 @@ class OpenAIBackend(Backend):
             "max_tokens": self.max_new_tokens,
             "temperature": 0,
             "response_format": {"type": "json_object"},
+            **({"logprobs": True} if self._logprobs else {}),
         }
 
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +119,8 @@ class OpenAIBackend(Backend):
                 logger.info("%s: HTTP %d, retry %d in %.2f s", self.name, status, attempt, delay)
                 await asyncio.sleep(delay)
                 continue
+            if status == 400:
+                raise _BadRequest(f"HTTP {status}")
             if status >= 400:
                 raise BackendError(f"HTTP {status}")
             try:
@@ -124,7 +133,7 @@ class OpenAIBackend(Backend):
         raise BackendError("unreachable")  # pragma: no cover
 
     async def _describe_one(self, request: VLMRequest) -> ParsedOutput:
-        data = await self._post(self._body(request))
+        data = await self._post_asking_logprobs(self._body(request))
         usage = data.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
             self.generated_tokens += usage["completion_tokens"]
@@ -136,7 +145,24 @@ class OpenAIBackend(Backend):
             content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
         if not isinstance(content, str):
             raise BackendError("message content is not text")
-        return parse_model_output(content)
+        logprobs = logprobs_from_openai(data["choices"][0])
+        scored = mean_probability(logprobs) if logprobs else None
+        return parse_model_output(content, token_confidence=scored, scored_by="logprobs")
+
+    async def _post_asking_logprobs(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Post `body`; a server that answers 400 to `logprobs` is asked again without them,
+        and when that works, never asked for them again (confidence then has no token data)."""
+        try:
+            return await self._post(body)
+        except _BadRequest:
+            if "logprobs" not in body:
+                raise
+        retry = {k: v for k, v in body.items() if k != "logprobs"}
+        data = await self._post(retry)
+        if self._logprobs:
+            self._logprobs = False
+            logger.warning("%s: the server refuses `logprobs`; confidence falls back", self.name)
+        return data
 
     async def describe(self, requests: Sequence[VLMRequest]) -> list[ParsedOutput | Exception]:
         """One chat completion per request, all in flight at once."""

@@ -5,10 +5,13 @@ wrap it in code fences, add prose, truncate it at ``max_new_tokens``, use single
 objects as one comma string or confidence as ``"85%"``, ``0.85`` or ``"high"``. Everything here
 is best effort and never raises.
 
-Confidence rule: ``ai_confidence`` is the model's own confidence when one was parsed (int 0-100).
-``confidence`` is that value; when the model gave none it is a heuristic default of
-``DEFAULT_CONFIDENCE_WITH_OBJECTS`` (50) when objects were found, else
-``DEFAULT_CONFIDENCE_NO_OBJECTS`` (30).
+Confidence rule (docs/events.md): ``ai_confidence`` is only ever the model's own stated
+confidence, when one was parsed (int 0-100). ``confidence`` is, in this order of preference:
+the mean probability of the generated tokens when the backend exposes it (``token_confidence``,
+see `pipelines.vlm.confidence`; source ``tokens`` or ``logprobs``), else the model's stated
+value (source ``stated``), else a fixed default of ``DEFAULT_CONFIDENCE_WITH_OBJECTS`` (50) when
+objects were found and ``DEFAULT_CONFIDENCE_NO_OBJECTS`` (30) when not (source ``default``).
+The source is kept next to the number (`ParsedOutput.confidence_source`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+ConfidenceSource = Literal["tokens", "logprobs", "stated", "default", "none"]
 
 MAX_DESCRIPTION_CHARS = 500
 MAX_OBJECTS = 16
@@ -72,12 +77,14 @@ _PERSON_AFTER_DELIVERY = {"person", "man", "driver", "guy", "worker", "woman", "
 
 @dataclass(frozen=True, slots=True)
 class ParsedOutput:
-    """What a model answer said: description, normalised objects, confidence 0-100."""
+    """What a model answer said: description, normalised objects, confidence 0-100 and where
+    that confidence came from."""
 
     description: str
     objects: tuple[str, ...]
     confidence: int
     ai_confidence: int | None
+    confidence_source: ConfidenceSource = "default"
 
 
 def clean_text(text: str, limit: int = MAX_DESCRIPTION_CHARS) -> str:
@@ -310,8 +317,16 @@ def _pick(data: dict[str, Any], *keys: str) -> Any:
     return None
 
 
-def parse_model_output(text: str) -> ParsedOutput:
-    """Parse one model answer; never raises (unparseable text becomes the description)."""
+def parse_model_output(
+    text: str,
+    token_confidence: int | None = None,
+    scored_by: Literal["tokens", "logprobs"] = "tokens",
+) -> ParsedOutput:
+    """Parse one model answer; never raises (unparseable text becomes the description).
+
+    `token_confidence`: the mean probability of the generated tokens (0-100) when the backend
+    has it; it becomes `confidence` (see the module doc for what is used without it).
+    """
     text = _SPECIAL_TOKEN_RE.sub(" ", text or "")
     data = _find_dict(_strip_fences(text)) or _find_dict(text)
     if data is None:
@@ -328,10 +343,13 @@ def parse_model_output(text: str) -> ParsedOutput:
         else:
             objects = normalize_objects(_as_object_names(raw_objects))
         ai_confidence = parse_confidence(_pick(data, "confidence", "score", "certainty"))
-    if ai_confidence is not None:
-        confidence = ai_confidence
+    source: ConfidenceSource
+    if token_confidence is not None:
+        confidence, source = max(0, min(100, int(token_confidence))), scored_by
+    elif ai_confidence is not None:
+        confidence, source = ai_confidence, "stated"
     elif objects:
-        confidence = DEFAULT_CONFIDENCE_WITH_OBJECTS
+        confidence, source = DEFAULT_CONFIDENCE_WITH_OBJECTS, "default"
     else:
-        confidence = DEFAULT_CONFIDENCE_NO_OBJECTS
-    return ParsedOutput(description, objects, confidence, ai_confidence)
+        confidence, source = DEFAULT_CONFIDENCE_NO_OBJECTS, "default"
+    return ParsedOutput(description, objects, confidence, ai_confidence, source)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipelines.redact import redact
@@ -14,6 +17,7 @@ if TYPE_CHECKING:
     from pipelines.vlm.types import VLMRequest
 
 BACKENDS: dict[str, type[Backend]] = {}
+_DRIVE_RE = re.compile(r"^[A-Za-z]:[\\/]")
 
 
 class BackendError(RuntimeError):
@@ -37,6 +41,23 @@ def register_backend(kind: str) -> Callable[[type[Backend]], type[Backend]]:
     return decorate
 
 
+@lru_cache(maxsize=64)
+def model_label(model: str) -> str:
+    """The model as events name it: a hub id or server model name as is; of a local path
+    (absolute, `~`, `./`, `../`, a Windows drive, or an existing directory) only its last
+    component, so `provider_used` never leaks the filesystem layout."""
+    text = model.strip()
+    looks_like_path = (
+        text.startswith(("/", "~", "./", "../", "\\"))
+        or _DRIVE_RE.match(text) is not None
+        or (("/" in text or "\\" in text) and Path(text).expanduser().is_dir())
+    )
+    if not looks_like_path:
+        return text
+    parts = [p for p in re.split(r"[\\/]+", text) if p not in ("", ".", "..", "~")]
+    return parts[-1] if parts else "local-model"
+
+
 def error_text(exc: BaseException, secrets: Sequence[str] = ()) -> str:
     """A short, redacted one-line description of `exc` for logs and stats."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -56,8 +77,25 @@ class Backend(ABC):
 
     @property
     def name(self) -> str:
-        """Provider label for events, e.g. "transformers:HuggingFaceTB/SmolVLM-256M-Instruct"."""
-        return f"{self.kind}:{self.model}"
+        """Provider label for events, e.g. "transformers:HuggingFaceTB/SmolVLM-256M-Instruct".
+
+        Never a filesystem path: a local model directory is named by its last component.
+        """
+        return f"{self.kind}:{model_label(self.model)}"
+
+    @property
+    def busy(self) -> bool:
+        """Whether work abandoned at a deadline still runs (the next call would wait for it)."""
+        return False
+
+    @property
+    def broken(self) -> bool:
+        """Whether it cannot work until fixed (e.g. its model failed to load): benched at once."""
+        return False
+
+    def counters(self) -> dict[str, int]:
+        """Backend-specific counters for stats (e.g. generates run, at most at once)."""
+        return {}
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load or connect ahead of the first request (raise on failure)."""

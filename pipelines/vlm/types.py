@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,6 +18,9 @@ class VLMRequest:
     frames: tuple[bytes, ...]
     prompt: str | None = None
     request_id: str = ""
+    # Wall-clock time (time.time()) after which the caller uses the fallback text: the camera
+    # sets it once, and the engine stops waiting at the same moment (one interval, not two).
+    deadline_at: float | None = None
 
     @property
     def analysis_mode(self) -> AnalysisMode:
@@ -36,6 +40,21 @@ class VLMResult:
     analysis_mode: AnalysisMode
     request_id: str = ""
     latency_ms: float = 0.0
+    # where `confidence` came from: tokens | logprobs | stated | default, or none (no analysis)
+    confidence_source: str | None = None
+
+
+# The engine answers (with the fallback text at worst) by the request's `deadline_at`; the
+# caller waits this much longer for that answer to travel back before giving up itself.
+REPLY_GRACE_S = 0.5
+
+
+def wait_budget_s(request: VLMRequest, default_s: float) -> float:
+    """How long a caller waits for `request`: until its `deadline_at` plus REPLY_GRACE_S
+    (`default_s` from now when it has none)."""
+    if request.deadline_at is None:
+        return default_s
+    return max(0.0, request.deadline_at - time.time()) + REPLY_GRACE_S
 
 
 def fallback_result(request: VLMRequest, latency_ms: float = 0.0) -> VLMResult:
@@ -49,4 +68,5 @@ def fallback_result(request: VLMRequest, latency_ms: float = 0.0) -> VLMResult:
         analysis_mode=request.analysis_mode,
         request_id=request.request_id,
         latency_ms=latency_ms,
+        confidence_source="none",
     )

@@ -7,7 +7,9 @@ EventStore); `build_api_app(config)` wraps it as the Serve application "api" who
 
 Layout: `app.py` builds the app and the Serve deployment; `deps.py` holds the dependencies
 (context, store client, auth, path ids); `events.py`, `cameras.py`, `health.py` the routes by
-resource; `errors.py` the JSON error handlers; `client.py` the store client. The routes are
+resource, `stream.py` the live event stream (SSE, one poller per replica), `summary.py` period
+summaries, `page.py` the review page (files in `static/`); `errors.py` the JSON error handlers;
+`client.py` the store client (`local.py`: one over an in-process EventStore). The routes are
 documented in docs/http-api.md.
 
 Every path parameter is validated before the store is touched; every error is JSON. The OpenAPI

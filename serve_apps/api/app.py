@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from pipelines.config import Config
-from serve_apps.api import cameras, events, health
+from serve_apps.api import camera_thumbnail, cameras, events, health, page, stream, summary
 from serve_apps.api.client import RayStoreClient, StoreClient
 from serve_apps.api.deps import ApiContext
 from serve_apps.api.errors import add_error_handlers
@@ -16,15 +16,19 @@ API_DEPLOYMENT = "API"
 
 
 def build_api(store_client: StoreClient, config: Config) -> FastAPI:
-    """The FastAPI app serving events, thumbnails, cameras, ring and health."""
+    """The FastAPI app serving events (list, search, live stream), thumbnails, summaries,
+    cameras, ring, health and the review page."""
     app = FastAPI(
         title="liveobject",
         version="1",
         description="Camera events analysed by a VLM: events, thumbnails, cameras, health.",
     )
     app.state.api = ApiContext.from_config(store_client, config)
+    app.state.ring_rate_per_min = config.api.ring_rate_per_min  # serve_apps.api.cameras
+    app.state.config = config  # stream settings and narrative backends (stream.py, summary.py)
     add_error_handlers(app)
-    for module in (events, cameras, health):
+    # stream before events: /api/v1/events/stream must not be taken for an event id
+    for module in (stream, events, summary, cameras, camera_thumbnail, health, page):
         app.include_router(module.router)
     return app
 

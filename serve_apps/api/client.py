@@ -13,7 +13,14 @@ from typing import Any, Protocol
 
 from pipelines.config import CameraConfig, Config
 from pipelines.events import Event
-from pipelines.naming import PUBLISHER_ACTOR, STORE_ACTOR, VLM_APP, camera_actor_name
+from pipelines.naming import (
+    PUBLISHER_ACTOR,
+    RUN_ACTOR,
+    STORE_ACTOR,
+    VLM_APP,
+    camera_actor_name,
+)
+from pipelines.storage.summary import Summary
 
 CALL_TIMEOUT_S = 3.0
 
@@ -38,6 +45,18 @@ class StoreClient(Protocol):
     async def cameras(self) -> list[dict[str, Any]]: ...
 
     async def ring(self, camera_id: str) -> dict[str, Any]: ...
+
+    # The live stream (serve_apps.api.stream) and summaries (serve_apps.api.summary).
+
+    async def last_seq(self) -> int: ...
+
+    async def seq_of(self, event_id: str) -> int | None: ...
+
+    async def events_after(
+        self, after: int, upto: int | None = None, limit: int = 500, **filters: Any
+    ) -> list[tuple[int, Event]]: ...
+
+    async def summary(self, **params: Any) -> Summary: ...
 
 
 async def _with_timeout(awaitable: Any, timeout: float = CALL_TIMEOUT_S) -> Any:
@@ -111,11 +130,48 @@ class RayStoreClient:
         data: bytes | None = await self._call(STORE_ACTOR, "thumbnail_bytes", event_id)
         return data
 
+    async def last_seq(self) -> int:
+        """The store's largest seq (where a new live stream starts)."""
+        result: int = await self._call(STORE_ACTOR, "last_seq")
+        return result
+
+    async def seq_of(self, event_id: str) -> int | None:
+        """The seq of a stored event, or None."""
+        result: int | None = await self._call(STORE_ACTOR, "seq_of", event_id)
+        return result
+
+    async def events_after(
+        self, after: int, upto: int | None = None, limit: int = 500, **filters: Any
+    ) -> list[tuple[int, Event]]:
+        """(seq, event) saved after seq `after`, in saving order."""
+        result: list[tuple[int, Event]] = await self._call(
+            STORE_ACTOR, "events_after", after, upto, limit, **filters
+        )
+        return result
+
+    async def summary(self, **params: Any) -> Summary:
+        """A period's Summary from the store actor."""
+        result: Summary = await self._call(STORE_ACTOR, "summary", **params)
+        return result
+
     async def cameras(self) -> list[dict[str, Any]]:
         """Configured cameras merged with their actors' live status."""
-        return list(await asyncio.gather(*(self._camera(c) for c in self._config.cameras)))
+        unplaceable = await self._unplaceable()
+        return list(
+            await asyncio.gather(
+                *(self._camera(c, unplaceable.get(c.id)) for c in self._config.cameras)
+            )
+        )
 
-    async def _camera(self, cam: CameraConfig) -> dict[str, Any]:
+    async def _unplaceable(self) -> dict[str, str]:
+        """Cameras the cluster cannot place now (from the run actor), each with the reason."""
+        try:
+            result: dict[str, str] = await self._call(RUN_ACTOR, "unplaceable")
+            return result
+        except Exception:  # no `liveobject run` (Serve-only deployment): nothing known
+            return {}
+
+    async def _camera(self, cam: CameraConfig, unplaceable: str | None = None) -> dict[str, Any]:
         base = {
             "camera_id": cam.id,
             "camera_name": cam.name,
@@ -123,6 +179,14 @@ class RayStoreClient:
             "doorbell": cam.doorbell,
             "enabled": cam.enabled,
         }
+        if unplaceable is not None:  # its actor waits for resources: asking it would hang
+            return {
+                **base,
+                "status": "unplaceable",
+                "reason": unplaceable,
+                "fps": 0.0,
+                "last_event": None,
+            }
         try:
             live = await self._call(camera_actor_name(cam.id), "status")
         except Exception as exc:

@@ -2,7 +2,9 @@
 
 `build_api` puts one `ApiContext` on `app.state.api`; routes reach it, and the store client in
 it, through `Context` and `Store`. Auth is `require_key` (Bearer API key, constant-time compare)
-or, for a thumbnail, `thumbnail_access` (the key, or the signed `token` of its thumbnail_url).
+or, for a thumbnail, `thumbnail_access` (the key, or the signed `token` of its thumbnail_url)
+and `camera_thumbnail_access` (the key, or the camera's token of the retained last_event URL).
+Health is open, but `key_ok` decides whether it shows details (see serve_apps.api.health).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from fastapi import Depends, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from pipelines.auth import check_thumbnail_token, keys_match
+from pipelines.auth import check_camera_token, check_thumbnail_token, keys_match
 from pipelines.config import CAMERA_ID_RE, CameraConfig, Config
 from pipelines.events import Event, event_payload
 from serve_apps.api.client import StoreClient
@@ -110,6 +112,21 @@ async def thumbnail_access(
     if problem == "expired":
         raise HTTPException(status_code=401, detail="thumbnail token expired")
     if problem is not None:
+        raise HTTPException(status_code=403, detail="invalid thumbnail token")
+
+
+async def camera_thumbnail_access(
+    context: Context,
+    camera_id: CameraIdParam,
+    creds: Credentials,
+    token: Annotated[str | None, Query(max_length=200)] = None,
+) -> None:
+    """Like require_key, but the camera's token (retained last_event URL) also opens it."""
+    if context.key_ok(creds):
+        return
+    if token is None or context.api_key is None:
+        raise _no_key()
+    if not check_camera_token(token, camera_id, context.api_key):
         raise HTTPException(status_code=403, detail="invalid thumbnail token")
 
 

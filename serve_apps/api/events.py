@@ -1,4 +1,4 @@
-"""Routes of /api/v1/events: the list, one event, its thumbnail."""
+"""Routes of /api/v1/events: the list (with the `q` text search), one event, its thumbnail."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 
-from pipelines.config import CAMERA_ID_RE
+from pipelines.config import CAMERA_ID_RE, ZONE_NAME_RE
 from pipelines.events import as_utc
+from pipelines.storage.search import parse_terms
 from serve_apps.api.deps import (
     Context,
     EventId,
@@ -21,7 +22,7 @@ from serve_apps.api.deps import (
     valid_event_id,
 )
 
-_OBJECT_RE = r"^[A-Za-z0-9 _-]{1,64}$"
+OBJECT_RE = r"^[A-Za-z0-9 _-]{1,64}$"
 
 router = APIRouter(tags=["events"])
 
@@ -32,11 +33,23 @@ async def list_events(
     camera_id: Annotated[str | None, Query(pattern=CAMERA_ID_RE, max_length=64)] = None,
     since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
-    object: Annotated[str | None, Query(pattern=_OBJECT_RE, max_length=64)] = None,
+    object: Annotated[str | None, Query(pattern=OBJECT_RE, max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=200, description="Words; each must be in the description or an object"),
+    ] = None,
+    zone: Annotated[
+        str | None,
+        Query(pattern=ZONE_NAME_RE, max_length=64, description="Events whose motion touched it"),
+    ] = None,
 ) -> dict[str, Any]:
     """Events newest first, filtered, one page at a time (follow next_cursor)."""
+    try:
+        parse_terms(q)
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=f"invalid search: {exc}") from exc
     try:
         events, next_cursor = await context.store.query(
             camera_id=camera_id,
@@ -45,6 +58,8 @@ async def list_events(
             object=object,
             limit=limit,
             cursor=cursor,
+            q=q,
+            zone=zone,
         )
     except (ValueError, OverflowError) as exc:
         raise HTTPException(status_code=400, detail="invalid cursor or filter") from exc

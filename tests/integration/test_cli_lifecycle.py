@@ -99,7 +99,7 @@ def test_run_status_replay_stop(tmp_path: Path, tiny_model: Path, mosquitto: Mos
             time.sleep(1)
         assert events["events"], "no event reached the API"
 
-        status = cli("status", "--config", str(config))
+        status = cli("status", "--json", "--config", str(config))
         assert status.returncode == 0, status.stderr[-2000:]
         state = json.loads(status.stdout)
         assert state["cameras"]["cam_0"]["camera_id"] == "cam_0"

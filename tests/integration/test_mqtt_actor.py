@@ -63,7 +63,7 @@ def test_event_published_through_actor_arrives(config: Config, mosquitto: Any) -
         actor = get_publisher(config)
         poll(actor.status.remote, lambda s: s["connected"])
         event = make_event(full=True)
-        actor.publish_event.remote(event)
+        actor.publish_events.remote([event])
         actor.set_activity.remote("front_door", True)
         actor.set_camera_status.remote("front_door", "online", "file")
         sub.wait_for(lambda _m: bool(sub.on(topics.event("front_door"))), 20)

@@ -96,6 +96,7 @@ vlm:
   timeout_s: 60
   num_cpus: 0.25
   deadline_s: {DEADLINE_S}
+  bench_after_failures: 1   # bench the hung primary at its first miss, then walk the fallbacks
   image_size: 96
   fallback:
     - {{backend: openai, model: fail-500, base_url: "{base_url}", timeout_s: 60}}

@@ -132,8 +132,8 @@ def test_429_is_retried_then_succeeds(fake_openai: FakeOpenAI) -> None:
 
 
 def test_500_falls_back_to_next_backend(fake_openai: FakeOpenAI) -> None:
-    eng = engine(
-        {"model": "fail-500", "base_url": fake_openai.base_url},
+    eng = engine(  # benched at the first failed batch (the breaker's smallest setting)
+        {"model": "fail-500", "base_url": fake_openai.base_url, "bench_after_failures": 1},
         {"backend": "openai", "model": "ok", "base_url": fake_openai.base_url},
     )
     first, second = asyncio.run(eng.describe_batch([request("a"), request("b")]))
@@ -170,7 +170,7 @@ def test_all_backends_down_gives_fallback_result_then_retries_lazily(
 
     dead = f"http://127.0.0.1:{free_port()}/v1"
     eng = engine(
-        {"model": "fail-500", "base_url": fake_openai.base_url},
+        {"model": "fail-500", "base_url": fake_openai.base_url, "bench_after_failures": 1},
         {"backend": "openai", "model": "gone", "base_url": dead},
         cooldown_s=1.0,
     )
@@ -197,6 +197,7 @@ def test_deadline_bounds_a_hung_primary_and_benches_it(fake_openai: FakeOpenAI) 
         base_url=fake_openai.base_url,
         timeout_s=30,
         deadline_s=1.0,
+        bench_after_failures=1,  # one late batch benches it (the default waits for three)
         fallback=[{"backend": "openai", "model": "ok", "base_url": fake_openai.base_url}],
     )
     eng = VLMEngine.from_config(config)

@@ -68,7 +68,7 @@ def test_concurrent_requests_are_batched(ray_session: object, tmp_path: Path) ->
         results = asyncio.run(fire())
         assert [r.request_id for r in results] == [r.request_id for r in requests]
         for result in results:
-            assert result.provider_used == f"transformers:{model}"
+            assert result.provider_used == f"transformers:{Path(model).name}"  # not a path
             assert 0 <= result.confidence <= 100 and result.analysis_mode == "single_frame"
         stats = handle.stats.remote().result(timeout_s=30)
         assert stats["requests"] == 16 and stats["images"] == 16

@@ -23,7 +23,7 @@ from serve_apps.api import build_api
 
 BASE = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 JPEG = b"\xff\xd8\xff\xe0" + b"thumb" * 20 + b"\xff\xd9"
-KEY = "s3cret-key"
+KEY = "s3cret-key-long-enough"  # api.api_key needs 16+ characters
 
 
 class LocalStoreClient:
@@ -257,7 +257,7 @@ def test_health_200_and_503(world: dict[str, Any]) -> None:
     r = client.get("/api/v1/health")  # no key needed
     assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["why"] == []
     local.down.add("mqtt")
-    r = client.get("/api/v1/health")
+    r = client.get("/api/v1/health", headers={"Authorization": f"Bearer {KEY}"})
     body = r.json()
     assert r.status_code == 503 and body["components"]["mqtt"]["ok"] is False
     assert body["why"] == ["mqtt: down"]

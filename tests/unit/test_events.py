@@ -48,6 +48,8 @@ def full_event() -> Event:
         analysis_mode="multi_frame",
         ai_confidence=92,
         correlation_group_id="4b0c8a1e-0d7a-4a8e-9f0f-7b7f0c2d9e11",
+        zones=("driveway", "front path"),
+        reused_from="9c1f0e2a-3b4c-4d5e-8f60-718293a4b5c6",
     )
 
 

@@ -244,7 +244,7 @@ def test_discovery_configs_complete_and_consistent() -> None:
     )
     assert by_object["thumbnail"]["url_topic"] == t.last_event("front_door")
     assert by_object["status"]["state_topic"] == t.camera_status("front_door")
-    assert by_object["status"]["options"] == ["online", "offline", "unavailable"]
+    assert by_object["status"]["options"] == ["online", "offline", "unavailable", "unplaceable"]
 
 
 def test_unique_ids_differ_across_cameras() -> None:

@@ -55,18 +55,23 @@ def test_queue_is_fifo_until_full_then_merges_into_newest() -> None:
     assert not queue.push(seg(8, 9))
 
 
-def test_rings_jump_the_queue_and_are_never_merged() -> None:
+def test_rings_jump_the_queue_and_at_most_one_waits() -> None:
     queue = PendingEvents(1)
     queue.push(seg(0, 1))
-    queue.push_ring(seg(5, 5, frames=1))
-    queue.push_ring(seg(6, 6, frames=1))
-    assert queue.depth == 1 and len(queue) == 3 and queue.merged == 0
+    assert queue.push_ring(seg(5, 5, frames=1)) is False
+    assert queue.ring_pending
+    # a second ring while one waits replaces it (the newer frame): one ring, one frame held
+    assert queue.push_ring(seg(6, 6, frames=1)) is True
+    for k in range(1000):
+        queue.push_ring(seg(7 + k, 7 + k, frames=1))
+    assert queue.depth == 1 and len(queue) == 2 and queue.merged == 0
+    assert queue.rings_merged == 1001
     order = [queue.pop() for _ in range(3)]
-    assert [(s.start_pts, ring) for s, ring in order if s is not None] == [
-        (5, True),
-        (6, True),
+    assert [(item[0].start_pts, item[1]) for item in order if item is not None] == [
+        (1006, True),
         (0, False),
     ]
+    assert order[2] is None and not queue.ring_pending
 
 
 def test_merge_keeps_the_better_thumbnail() -> None:

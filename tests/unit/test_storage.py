@@ -16,7 +16,7 @@ import pytest
 
 from pipelines.events import Event
 from pipelines.storage import EventStore, StorageError, StorageFullError, decode_cursor
-from pipelines.storage.schema import schema_version
+from pipelines.storage.schema import MIGRATIONS, schema_version
 
 BASE = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 JPEG = b"\xff\xd8\xff\xe0" + b"thumb" * 20 + b"\xff\xd9"
@@ -133,7 +133,7 @@ def test_append_is_idempotent(store: EventStore) -> None:
     assert store.append(events + events[:5], {events[0].event_id: JPEG}) == 20
     assert store.append(events, {events[0].event_id: b"other"}) == 0
     assert store.append([], {}) == 0
-    assert store.counts() == {"stored": 20, "published": 0, "unpublished": 20}
+    assert store.counts() == {"stored": 20, "published": 0, "unpublished": 20, "filtered": 0}
     assert store.thumbnail_path(events[0].event_id).read_bytes() == JPEG  # type: ignore[union-attr]
 
 
@@ -153,7 +153,7 @@ def test_published_bookkeeping(store: EventStore) -> None:
     assert published_at(store, recent[4].event_id) is None
     assert [e.event_id for e in store.unpublished_events(300)] == [e.event_id for e in recent[2:]]
     assert [e.event_id for e in store.events_since(300)] == [e.event_id for e in recent]
-    assert store.counts() == {"stored": 6, "published": 2, "unpublished": 4}
+    assert store.counts() == {"stored": 6, "published": 2, "unpublished": 4, "filtered": 0}
 
 
 @pytest.mark.parametrize(
@@ -296,8 +296,8 @@ def test_reopen_keeps_everything(tmp_path: Path) -> None:
     with pytest.raises(StorageError):
         store.counts()
     again = EventStore(path)
-    assert schema_version(again.con) == 1
-    assert again.counts() == {"stored": 30, "published": 1, "unpublished": 29}
+    assert schema_version(again.con) == MIGRATIONS[-1][0]
+    assert again.counts() == {"stored": 30, "published": 1, "unpublished": 29, "filtered": 0}
     assert again.get(events[5].event_id) == events[5]
     assert again.thumbnail_path(events[0].event_id) is not None
     assert again.append(events, {}) == 0

@@ -1,0 +1,313 @@
+"""Live capacity: real camera actors on live streams served from this machine, more until one lags.
+
+A 720p 25 fps H.264 clip with sensor grain (a camera-like bitrate) and two motion windows per
+10 s loop is served as MPEG-TS over HTTP by benchmarks/streams.py, one real-time stream per
+camera. The cameras are the product's `CameraActor`s (StreamSource → motion → segments → store;
+no VLM is deployed, so each event gets the fallback text at once and the store records it).
+
+Decode lag is read from what the product records: a live event's `timestamp` is the wall clock
+at which its first motion frame was decoded, and the server logs when it started each stream,
+so `timestamp - (stream start + loop offset + window start)` is how far behind real time the
+camera decoded that motion (plus a constant: the frames motion detection needs to trigger).
+Cameras are added in steps (1, 2, 4, 8, …); after each step every camera runs a trial window.
+A step keeps up when, for every camera, events arrived, the lag stays under MAX_LAG_S, the
+median lag of the window's second half exceeds the first half's by less than MAX_GROWTH_S, and
+the camera still analyses ≥ 80% of `detect_fps`. The first step that fails ends the ramp.
+
+    .venv/bin/python benchmarks/bench_live.py [--quick] [--trial-s 15] [--max-cameras 48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` when run as a script
+
+import psutil
+
+from benchmarks.harness import (
+    Row,
+    actor_pid,
+    exit_on_sigterm,
+    free_port,
+    quick_requested,
+    start_ray,
+    stop_ray,
+    write_results,
+)
+from benchmarks.streams import StreamServer, window_start_sent
+from pipelines.config import Config
+
+WINDOWS = ((1.0, 3.0), (6.0, 8.0))  # motion windows of the 10 s clip (media seconds)
+STEPS = (1, 2, 4, 8, 16, 24, 32, 48, 64)  # quick: 1, 2, 4
+MAX_LAG_S = 2.5  # below half the spacing of the windows, so an event maps to its window
+MAX_GROWTH_S = 0.5
+DETECT_FPS = 5.0
+
+
+def make_clip(folder: Path, size: tuple[int, int]) -> Path:
+    """The looped camera clip: 10 s, 25 fps, 2 s GOP, sensor grain, two motion windows."""
+    from pipelines.samples import generate_sample_video
+
+    return generate_sample_video(
+        folder / f"live{size[1]}p.mp4",
+        seconds=10,
+        fps=25,
+        size=size,
+        objects=2,
+        motion_windows=list(WINDOWS),
+        gop=50,
+        grain=2.0,
+    )
+
+
+def camera_config(server: StreamServer, n: int, storage: Path, prefix: str = "cam") -> Config:
+    """n stream cameras (ids cam00…), store at `storage`, MQTT and the API off."""
+    return Config.model_validate(
+        {
+            "cameras": [
+                {
+                    "id": f"{prefix}{i:02d}",
+                    "source": server.url(f"{prefix}{i:02d}"),
+                    "detect_fps": DETECT_FPS,
+                }
+                for i in range(n)
+            ],
+            "ray": {"namespace": f"bench-live-{storage.name}"},
+            "mqtt": {"enabled": False},
+            "storage": {"path": str(storage)},
+        }
+    )
+
+
+def lags(events: list[Any], t0: float, duration: float) -> list[tuple[float, float]]:
+    """(event wall time, lag) per event: how long after its window's first frame was sent."""
+    out = []
+    for event in events:
+        stamp = event.timestamp.timestamp()
+        sent = window_start_sent(stamp, t0, duration, WINDOWS)
+        if sent is not None:
+            out.append((stamp, stamp - sent))
+    return out
+
+
+def judge(window: tuple[float, float], cams: dict[str, Any], server: StreamServer, store: Any):
+    """Per-camera lags and fps over the window; whether every camera kept up."""
+    import ray
+
+    since = datetime.fromtimestamp(window[0], timezone.utc)
+    starts = server.starts()
+    per_camera = {}
+    for cam_id, actor in cams.items():
+        events, _cursor = ray.get(store.query.remote(camera_id=cam_id, since=since, limit=500))
+        t0, duration = starts.get(f"/cam/{cam_id}", (window[0], 10.0))
+        points = sorted(p for p in lags(events, t0, duration) if p[0] <= window[1])
+        middle = (window[0] + window[1]) / 2
+        first = [lag for when, lag in points if when < middle]
+        second = [lag for when, lag in points if when >= middle]
+        status = ray.get(actor.status.remote(), timeout=30)
+        growth = statistics.median(second) - statistics.median(first) if first and second else None
+        per_camera[cam_id] = {
+            "events": len(points),
+            "lag_max_s": round(max((lag for _w, lag in points), default=float("nan")), 3),
+            "lag_median_s": round(statistics.median([lag for _w, lag in points]), 3)
+            if points
+            else None,
+            "growth_s": None if growth is None else round(growth, 3),
+            "fps": status.get("fps", 0.0),
+        }
+    ok = all(
+        c["events"] > 0
+        and c["lag_max_s"] < MAX_LAG_S
+        and (c["growth_s"] is None or c["growth_s"] < MAX_GROWTH_S)
+        and c["fps"] >= 0.8 * DETECT_FPS
+        for c in per_camera.values()
+    )
+    return ok, per_camera
+
+
+def cpu_seconds_of(pids: list[int]) -> float:
+    """User + system CPU seconds so far of these processes (gone ones count 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def single_camera_cores(server: StreamServer, storage: Path, seconds: float) -> float:
+    """CPU cores one camera actor uses on this stream (after it is online and warm)."""
+    import ray
+
+    from cluster.actors.camera import start_camera
+    from cluster.actors.store import get_store
+
+    config = camera_config(server, 1, storage, prefix="one")
+    store = get_store(config)
+    actor = start_camera(config, "one00")
+    try:
+        _wait_online({"one00": actor})
+        pid = actor_pid(actor)
+        time.sleep(3.0)
+        cpu0, t0 = cpu_seconds_of([pid]), time.monotonic()
+        time.sleep(seconds)
+        return (cpu_seconds_of([pid]) - cpu0) / (time.monotonic() - t0)
+    finally:
+        ray.kill(actor, no_restart=True)
+        ray.kill(store, no_restart=True)
+
+
+def ramp(server: StreamServer, storage: Path, args: Any, steps: list[int]) -> dict[str, Any]:
+    """Add cameras step by step until one falls behind; the trials."""
+    import ray
+
+    from cluster.actors.camera import start_camera
+    from cluster.actors.store import get_store
+
+    config = camera_config(server, max(steps), storage)
+    store = get_store(config)
+    ray.get(store.counts.remote(), timeout=120)
+    cams: dict[str, Any] = {}
+    pids: list[int] = []
+    trials = []
+    started = time.monotonic()
+    for n in steps:
+        if time.monotonic() - started > args.budget_s:
+            break
+        for i in range(len(cams), n):
+            cams[f"cam{i:02d}"] = start_camera(config, f"cam{i:02d}")
+        _wait_online(cams)
+        pids += [actor_pid(a) for a in list(cams.values())[len(pids) :]]
+        time.sleep(args.warmup_s)
+        window = (time.time(), time.time() + args.trial_s)
+        cpu0 = cpu_seconds_of(pids)
+        time.sleep(args.trial_s)
+        cores = (cpu_seconds_of(pids) - cpu0) / args.trial_s
+        time.sleep(4.0)  # the time the window's last event takes to close and be stored
+        ok, per_camera = judge(window, cams, server, store)
+        worst = max(per_camera.values(), key=lambda c: c["lag_max_s"])
+        trial = {
+            "cameras": n,
+            "keeps_up": ok,
+            "cores_per_camera": round(cores / n, 3),
+            "worst_lag_s": worst["lag_max_s"],
+            "worst_growth_s": max((c["growth_s"] or 0.0) for c in per_camera.values()),
+            "min_fps": min(c["fps"] for c in per_camera.values()),
+            "events": sum(c["events"] for c in per_camera.values()),
+            "cameras_detail": per_camera,
+        }
+        print(
+            f"{n} cameras: keeps up {ok}; worst lag {trial['worst_lag_s']} s, growth "
+            f"{trial['worst_growth_s']} s, min fps {trial['min_fps']}, {trial['events']} events, "
+            f"{trial['cores_per_camera']} cores per camera",
+            flush=True,
+        )
+        trials.append(trial)
+        if not ok:
+            break
+    for actor in cams.values():
+        ray.kill(actor, no_restart=True)
+    ray.kill(store, no_restart=True)
+    return {"trials": trials}
+
+
+def _wait_online(cams: dict[str, Any], timeout_s: float = 120.0) -> None:
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = ray.get([a.status.remote() for a in cams.values()], timeout=60)
+        if all(s["status"] == "online" for s in states):
+            return
+        time.sleep(0.5)
+    raise TimeoutError("cameras did not come online")
+
+
+def rows_for(result: dict[str, Any], trial_s: float) -> list[Row]:
+    """Capacity (largest count that kept up, first that did not) and CPU per camera-minute."""
+    trials = result["trials"]
+    passed = [t["cameras"] for t in trials if t["keeps_up"]]
+    failed = [t["cameras"] for t in trials if not t["keeps_up"]]
+    best = max(passed, default=0)
+    first_fail = min(failed) if failed else None
+    note = (
+        f"largest count that kept up: {best}; first that did not: {first_fail} (worst lag "
+        f"{trials[-1]['worst_lag_s']} s, growth {trials[-1]['worst_growth_s']} s, min fps "
+        f"{trials[-1]['min_fps']})"
+        if first_fail
+        else f"largest count that kept up: {best}; none fell behind before the time budget "
+        f"ran out ({len(trials)} steps)"
+    )
+    rows = [
+        Row(
+            "Ingest",
+            "live 720p cameras kept in real time: camera actors on MPEG-TS/HTTP streams, "
+            f"detect_fps {DETECT_FPS:g}",
+            "cameras",
+            best,
+            detail={"first_failing": first_fail, "steps": [t["cameras"] for t in trials]},
+            note=f"{note}; keeps up = lag < {MAX_LAG_S} s, growth < {MAX_GROWTH_S} s over a "
+            f"{trial_s:g} s window, ≥ 80% of detect_fps",
+        )
+    ]
+    per_camera = {"720p": trials[0]["cores_per_camera"], "1080p": result["cores_1080p_one_camera"]}
+    for size, cores in per_camera.items():
+        rows.append(
+            Row(
+                "Ingest",
+                f"CPU-s per live camera-minute, {size} 25 fps, camera actor (StreamSource + "
+                f"motion + segments), detect_fps {DETECT_FPS:g}",
+                "CPU-s",
+                round(cores * 60, 1),
+                detail={"cores": cores},
+                note=f"{size}: one camera actor alone on a live stream, {cores:.3f} cores "
+                "(psutil, the actor process)",
+            )
+        )
+    return rows
+
+
+def main() -> None:
+    """Serve the streams, ramp the cameras, write results/live.json."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--trial-s", type=float, default=12.0)
+    parser.add_argument("--warmup-s", type=float, default=6.0)
+    parser.add_argument("--max-cameras", type=int, default=64)
+    parser.add_argument("--budget-s", type=float, default=230.0, help="no new step after this")
+    args = parser.parse_args()
+    exit_on_sigterm()
+    quick = quick_requested(args.quick)
+    if quick:
+        args.trial_s, args.warmup_s, args.budget_s = 10.0, 3.0, 60.0
+    steps = [n for n in STEPS if n <= (4 if quick else args.max_cameras)]
+    started = time.time()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        server = StreamServer(make_clip(tmp, (1280, 720)), tmp / "s720.jsonl", free_port())
+        server_1080 = StreamServer(make_clip(tmp, (1920, 1080)), tmp / "s1080.jsonl", free_port())
+        try:
+            start_ray(max(8, max(steps) // 2))
+            cores_1080 = single_camera_cores(server_1080, tmp / "one", args.trial_s)
+            server_1080.stop()
+            result = ramp(server, tmp / "data", args, steps)
+            result["cores_1080p_one_camera"] = round(cores_1080, 3)
+        finally:
+            stop_ray()
+            server.stop()
+            server_1080.stop()
+    write_results("live", rows_for(result, args.trial_s), quick=quick, started=started, raw=result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+"""Text search (`GET /api/v1/events?q=…`) at 1,000,000 stored events, through the product.
+
+The events are seeded through the real store (`EventStore.append`, batches of 20,000 from a
+fixed vocabulary of descriptions and objects, 8 cameras over 20 days). Then a mix of searches
+(common and rare words, two words, an object name that descriptions rarely use, no match at all,
+combined with a camera or a date filter, a second page by cursor), each `limit=50`, is timed:
+
+- through the FastAPI app under uvicorn over HTTP (the same app Serve ingresses), in this
+  process over the store (`LocalStoreClient`): p50/p99 — the row with the target p99 ≤ 100 ms;
+- through Ray Serve's HTTP proxy, the `api` app over the `event-store` actor (as deployed),
+  unless `--no-serve`;
+- baseline: the same filter as one raw DuckDB query on the same database (`contains(lower(
+  description), ?) OR list_contains(objects_detected, ?)` per term, newest first, LIMIT 51),
+  without HTTP or JSON. Ratio = baseline p99 / ours p99 (higher is better).
+
+    .venv/bin/python benchmarks/bench_search.py [--quick] [--events 1000000] [--rounds 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` when run as a script
+
+from benchmarks.harness import (
+    Row,
+    Target,
+    exit_on_sigterm,
+    free_port,
+    pct,
+    quick_requested,
+    ratio,
+    start_ray,
+    stop_ray,
+    wait_port,
+    write_results,
+)
+from pipelines.config import Config
+from pipelines.events import Event
+from pipelines.storage import EventStore
+from pipelines.storage.schema import _SELECT_EVENT
+
+CAMERAS = [f"cam{i}" for i in range(8)]
+WHO = [
+    ("A person", ("person",)),
+    ("A woman in a red coat", ("person",)),
+    ("A man with a dog", ("person", "animal")),
+    ("A delivery driver with a package", ("person", "package")),
+    ("A cat", ("animal",)),
+    ("A red car", ("vehicle",)),
+    ("A white van", ("vehicle",)),
+    ("Two children on bikes", ("person",)),
+    ("A courier in a yellow jacket", ("person", "package")),
+    ("A fox", ("animal",)),
+]
+DOES = ["walks up to", "stands at", "leaves a box at", "runs past", "parks near", "looks at",
+        "rings the bell at", "waits by", "turns around at", "stops at"]  # fmt: skip
+WHERE = ["the front door", "the driveway", "the garage", "the garden gate", "the porch",
+         "the mailbox", "the side path", "the fence", "the street", "the shed"]  # fmt: skip
+END = datetime.now(timezone.utc).replace(microsecond=0)  # within the store's retention
+
+
+def searches(now: datetime) -> list[tuple[str, dict[str, Any]]]:
+    """(name, query parameters) of the mix, each limit=50."""
+    return [
+        ("common word", {"q": "person"}),
+        ("two words", {"q": "red car"}),
+        ("object name", {"q": "vehicle"}),  # descriptions say car/van: matched via objects
+        ("rare words", {"q": "yellow fence"}),
+        ("no match", {"q": "zebra"}),
+        ("word + camera", {"q": "door", "camera_id": "cam3"}),
+        ("word + since 7 days", {"q": "dog", "since": (now - timedelta(days=7)).isoformat()}),
+        ("word + object", {"q": "porch", "object": "package"}),
+    ]
+
+
+def seed(path: Path, n: int, batch: int = 20_000) -> float:
+    """n events through EventStore.append in batches; seconds taken."""
+    rng = random.Random(14)
+    step = timedelta(days=20) / n  # inside the store's 30-day retention
+    store = EventStore(path)
+    t0 = time.perf_counter()
+    try:
+        for start in range(0, n, batch):
+            events = []
+            for i in range(start, min(n, start + batch)):
+                who, objects = WHO[rng.randrange(len(WHO))]
+                text = f"{who} {rng.choice(DOES)} {rng.choice(WHERE)}"
+                if i % 4 == 0:
+                    text += f", seen {i % 89} times today"
+                camera = CAMERAS[i % len(CAMERAS)]
+                events.append(
+                    Event(
+                        camera_id=camera,
+                        camera_name=camera.upper(),
+                        description=text,
+                        objects_detected=objects,
+                        confidence=70,
+                        source_type="rtsp",
+                        timestamp=END - step * (n - i),
+                    )
+                )
+            store.append(events)
+    finally:
+        store.close()
+    return time.perf_counter() - t0
+
+
+def config_for(path: Path, port: int) -> Config:
+    """Eight cameras (never started), MQTT off, storage at path, the API on port."""
+    return Config.model_validate(
+        {
+            "cameras": [{"id": c, "source": "rtsp://x/y"} for c in CAMERAS],
+            "ray": {"namespace": f"bench-search-{path.name}"},
+            "mqtt": {"enabled": False},
+            "storage": {"path": str(path)},
+            "api": {"host": "127.0.0.1", "port": port},
+        }
+    )
+
+
+def time_http(url: str, mix: list[tuple[str, dict[str, Any]]], rounds: int) -> dict[str, Any]:
+    """Latencies (ms) of GET url?params for each search, `rounds` times after one warm-up
+    round; a second page by cursor is timed too when the first has one."""
+    import httpx
+
+    times: list[float] = []
+    per_search: dict[str, list[float]] = {}
+    with httpx.Client(timeout=60) as client:
+        for k in range(rounds + 1):
+            for name, params in mix:
+                t0 = time.perf_counter()
+                resp = client.get(url, params={**params, "limit": 50})
+                took = (time.perf_counter() - t0) * 1000
+                assert resp.status_code == 200, resp.text
+                cursor = resp.json()["next_cursor"]
+                if cursor is not None and name in ("common word", "two words"):
+                    t1 = time.perf_counter()
+                    page = client.get(url, params={**params, "limit": 50, "cursor": cursor})
+                    assert page.status_code == 200, page.text
+                    if k:
+                        times.append((time.perf_counter() - t1) * 1000)
+                        per_search.setdefault(f"{name}, page 2", []).append(times[-1])
+                if k:  # round 0 warms the caches
+                    times.append(took)
+                    per_search.setdefault(name, []).append(took)
+    return {
+        "requests": len(times),
+        "p50_ms": round(pct(times, 50), 2),
+        "p99_ms": round(pct(times, 99), 2),
+        "max_ms": round(max(times), 2),
+        "p99_by_search_ms": {name: round(pct(v, 99), 2) for name, v in per_search.items()},
+    }
+
+
+def time_raw(path: Path, mix: list[tuple[str, dict[str, Any]]], rounds: int) -> dict[str, Any]:
+    """The same filters as single raw DuckDB queries (no HTTP, no JSON, no Event objects)."""
+    import duckdb
+
+    con = duckdb.connect(str(path / "events.duckdb"), read_only=True)
+    con.execute("SET TimeZone='UTC'")
+    times: list[float] = []
+    try:
+        for k in range(rounds + 1):
+            for _name, params in mix:
+                where, values = [], []
+                for term in params["q"].lower().split():
+                    where.append(
+                        "(contains(lower(description), ?) OR list_contains(objects_detected, ?))"
+                    )
+                    values += [term, term]
+                if "camera_id" in params:
+                    where.append("camera_id = ?")
+                    values.append(params["camera_id"])
+                if "object" in params:
+                    where.append("list_contains(objects_detected, ?)")
+                    values.append(params["object"])
+                if "since" in params:
+                    where.append('"timestamp" >= ?')
+                    values.append(datetime.fromisoformat(params["since"]))
+                sql = (
+                    f"SELECT {_SELECT_EVENT} FROM events WHERE {' AND '.join(where)} "
+                    'ORDER BY "timestamp" DESC, event_id DESC LIMIT 51'
+                )
+                t0 = time.perf_counter()
+                con.execute(sql, values).fetchall()
+                if k:
+                    times.append((time.perf_counter() - t0) * 1000)
+    finally:
+        con.close()
+    return {
+        "queries": len(times),
+        "p50_ms": round(pct(times, 50), 2),
+        "p99_ms": round(pct(times, 99), 2),
+    }
+
+
+def via_app(path: Path, mix: list[tuple[str, dict[str, Any]]], rounds: int) -> dict[str, Any]:
+    """The FastAPI app under uvicorn (a thread here) over the store in this process."""
+    import uvicorn
+
+    from serve_apps.api import build_api
+    from serve_apps.api.local import LocalStoreClient
+
+    port = free_port()
+    config = config_for(path, port)
+    store = EventStore(path)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_api(LocalStoreClient(store, config), config),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=2,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_port(port)
+        return time_http(f"http://127.0.0.1:{port}/api/v1/events", mix, rounds)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        store.close()
+
+
+def via_serve(
+    path: Path, n: int, mix: list[tuple[str, dict[str, Any]]], rounds: int
+) -> dict[str, Any]:
+    """The `api` app behind Serve's HTTP proxy over the `event-store` actor (as deployed)."""
+    import ray
+    from ray import serve
+
+    from cluster.actors.store import get_store
+    from pipelines.naming import API_APP
+    from serve_apps.api import build_api_app
+
+    port = free_port()
+    start_ray(4, serve_port=port)
+    try:
+        config = config_for(path, port)
+        store = get_store(config)
+        assert ray.get(store.counts.remote(), timeout=120)["stored"] == n
+        ray.get(store.flush.remote(), timeout=300)  # its first Parquet export: not timed
+        serve.run(build_api_app(config), name=API_APP, route_prefix="/")
+        result = time_http(f"http://127.0.0.1:{port}/api/v1/events", mix, rounds)
+        ray.get(store.close.remote(), timeout=120)
+        return result
+    finally:
+        stop_ray()
+
+
+def rows_for(
+    n: int, app: dict[str, Any], raw: dict[str, Any], serve: dict[str, Any] | None
+) -> list[Row]:
+    base = raw["p99_ms"]
+    what = "one raw DuckDB query, same filter (no HTTP/JSON)"
+    out = [
+        Row(
+            "Search",
+            f"`GET /api/v1/events?q=…&limit=50` p99, FastAPI app over HTTP, {n:,} events",
+            "ms",
+            app["p99_ms"],
+            baseline=base,
+            baseline_what=what,
+            ratio=ratio(base, app["p99_ms"]),
+            target=Target("ours", "<=", 100),
+            detail={"app": app, "raw": raw},
+            note=f"p50 {app['p50_ms']} ms over {app['requests']} requests (8 searches + 2 "
+            f"second pages, after a warm-up round); raw DuckDB p50 {raw['p50_ms']} ms",
+        )
+    ]
+    if serve is not None:
+        out.append(
+            Row(
+                "Search",
+                f"`GET /api/v1/events?q=…&limit=50` p99 via Serve's proxy and the "
+                f"`event-store` actor, {n:,} events",
+                "ms",
+                serve["p99_ms"],
+                baseline=base,
+                baseline_what=what,
+                ratio=ratio(base, serve["p99_ms"]),
+                target=Target("ours", "<=", 100),
+                detail={"serve": serve},
+                note=f"p50 {serve['p50_ms']} ms over {serve['requests']} requests",
+            )
+        )
+    return out
+
+
+def main() -> None:
+    """Seed, time the searches, write results/search.json."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--no-serve", action="store_true", help="skip the Ray Serve path")
+    args = parser.parse_args()
+    exit_on_sigterm()
+    quick = quick_requested(args.quick)
+    n = 100_000 if quick else args.events
+    rounds = 5 if quick else args.rounds
+    started = time.time()
+    mix = searches(END)
+    raw_out: dict[str, Any] = {"events": n, "rounds": rounds, "searches": dict(mix)}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        path = Path(tmp_name) / "store"
+        raw_out["seed_seconds"] = round(seed(path, n), 1)
+        app = via_app(path, mix, rounds)
+        raw = time_raw(path, mix, rounds)
+        serve = None if args.no_serve else via_serve(path, n, mix, rounds)
+        raw_out.update({"app": app, "raw_duckdb": raw, "serve": serve})
+        rows = rows_for(n, app, raw, serve)
+    write_results("search", rows, quick=quick, started=started, raw=raw_out)
+
+
+if __name__ == "__main__":
+    main()

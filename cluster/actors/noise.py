@@ -1,0 +1,196 @@
+"""A camera actor's noise and cost controls, in the order an event meets them.
+
+1. Near-duplicates (`vlm.dedupe`): an event whose best frame matches the camera's last analysed
+   event reuses its description (`pipelines.vlm.dedupe`); no VLM call, no budget spent.
+2. Budgets: the camera's own `vlm_max_per_hour` bucket, then the global `vlm.max_per_hour`
+   shared fairly through the `vlm-budget` actor (`pipelines.vlm.budget`). Over either, the
+   event gets the fallback text, no `provider_used`, and is counted as throttled.
+3. The VLM call itself (the camera's `_describe`).
+4. The object filter (`pipelines.filters`): the stored event is marked `filtered` and the
+   publisher skips it.
+
+Doorbell rings skip 1 and 2 (the user is waiting for that one answer) and are never filtered.
+Counters are in the camera's `status()` and in the Ray metrics `liveobject_camera_vlm_total`
+(tag `outcome`: called, reused, throttled) and `liveobject_camera_events_filtered_total`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cluster.actors.budget import budget_spec, get_budget
+from pipelines.config import CameraConfig, Config
+from pipelines.events import REUSED_PROVIDER, Event
+from pipelines.filters import is_filtered
+from pipelines.ingest.segment import Segment
+from pipelines.vlm.budget import CameraBudget
+from pipelines.vlm.dedupe import Analysed, Deduper, Lookup, reused_result
+from pipelines.vlm.types import VLMRequest, VLMResult, fallback_result
+
+logger = logging.getLogger(__name__)
+
+BUDGET_CALL_TIMEOUT_S = 5.0
+
+
+class _Metrics:
+    """Ray counters of the controls; recording never raises (no metrics agent, say)."""
+
+    def __init__(self, camera_id: str) -> None:
+        self._camera_id = camera_id
+        try:
+            from ray.util import metrics
+
+            self._vlm: Any = metrics.Counter(
+                "liveobject_camera_vlm_total",
+                description="Events by how they were described: called, reused, throttled.",
+                tag_keys=("camera_id", "outcome"),
+            )
+            self._filtered: Any = metrics.Counter(
+                "liveobject_camera_events_filtered_total",
+                description="Events stored but not published (object filter).",
+                tag_keys=("camera_id",),
+            )
+        except Exception as exc:
+            logger.warning("noise-control metrics disabled: %s", exc)
+            self._vlm = self._filtered = None
+
+    def vlm(self, outcome: str) -> None:
+        self._inc(self._vlm, {"camera_id": self._camera_id, "outcome": outcome})
+
+    def filtered(self) -> None:
+        self._inc(self._filtered, {"camera_id": self._camera_id})
+
+    @staticmethod
+    def _inc(metric: Any, tags: dict[str, str]) -> None:
+        if metric is None:
+            return
+        try:
+            metric.inc(1.0, tags=tags)
+        except Exception as exc:
+            logger.debug("noise-control metric not recorded: %s", exc)
+
+
+class NoiseControl:
+    """Dedupe, budgets and the object filter for one camera actor (see the module doc)."""
+
+    def __init__(self, config: Config, camera: CameraConfig) -> None:
+        self._config = config
+        self._camera = camera
+        dedupe = config.vlm.dedupe
+        self.deduper = Deduper(dedupe.window_s, dedupe.max_distance, enabled=dedupe.enabled)
+        self._own = CameraBudget(camera.vlm_max_per_hour, time.monotonic())
+        self._spec = budget_spec(config)
+        self._global: Any = None
+        self._lookups: dict[int, Lookup] = {}
+        self._metrics = _Metrics(camera.id)
+        self.counts = {"vlm_calls": 0, "reused": 0, "throttled": 0, "filtered": 0}
+        self.counts |= {"throttled_camera": 0, "throttled_global": 0, "budget_errors": 0}
+
+    def status(self) -> dict[str, Any]:
+        """Counters for the camera's status()."""
+        return dict(self.counts) | {"dedupe_waits": self.deduper.waited}
+
+    async def describe(
+        self,
+        segment: Segment,
+        request: VLMRequest,
+        is_ring: bool,
+        call_vlm: Callable[[VLMRequest], Awaitable[VLMResult]],
+    ) -> VLMResult:
+        """The segment's result: reused, throttled (fallback text) or from `call_vlm`."""
+        if not is_ring:
+            lookup = await self.deduper.lookup(segment.best_frame, segment.start_wall)
+            self._lookups[id(segment)] = lookup
+            if lookup.reuse is not None:
+                self._count("reused")
+                return reused_result(lookup.reuse, request)
+            if not await self._within_budget():
+                self._count("throttled")
+                return fallback_result(request)
+        self._count("vlm_calls")
+        return await call_vlm(request)
+
+    def event_fields(self, segment: Segment, result: VLMResult, is_ring: bool) -> dict[str, Any]:
+        """The Event fields these controls decide: zones, reused_from, filtered, source."""
+        lookup = self._lookups.get(id(segment))
+        reused = lookup.reuse if lookup is not None else None
+        analysed = result.provider_used is not None
+        return {
+            "zones": segment.zones or None,
+            "reused_from": reused.event_id if reused is not None else None,
+            "filtered": is_filtered(
+                self._camera, segment.zones, result.objects, is_ring=is_ring, analysed=analysed
+            ),
+            "confidence_source": result.confidence_source,
+        }
+
+    def analysed(self, segment: Segment, event: Event) -> None:
+        """The event is built: a real VLM answer becomes the camera's dedupe reference."""
+        if event.filtered:
+            self.counts["filtered"] += 1
+            self._metrics.filtered()
+        lookup = self._lookups.pop(id(segment), None)
+        if lookup is None:
+            return
+        provider = event.provider_used
+        answer = None
+        if provider is not None and provider != REUSED_PROVIDER and lookup.signature is not None:
+            answer = Analysed(
+                event_id=event.event_id,
+                at=event.timestamp,
+                signature=lookup.signature,
+                description=event.description,
+                objects=event.objects_detected,
+                confidence=event.confidence,
+                ai_confidence=event.ai_confidence,
+                confidence_source=event.confidence_source,
+            )
+        self.deduper.done(lookup, answer)
+
+    def release(self, segment: Segment) -> None:
+        """The analysis of segment ended (maybe by an error): free near-duplicates waiting."""
+        lookup = self._lookups.pop(id(segment), None)
+        if lookup is not None:
+            self.deduper.done(lookup, None)
+
+    def _count(self, what: str) -> None:
+        self.counts[what] += 1
+        self._metrics.vlm({"vlm_calls": "called"}.get(what, what))
+
+    async def _within_budget(self) -> bool:
+        """Take one VLM call from the camera's and the global budget; False when over one."""
+        now = time.monotonic()
+        if not self._own.available(now):
+            self.counts["throttled_camera"] += 1
+            logger.info("camera %s: over vlm_max_per_hour; fallback text", self._camera.id)
+            return False
+        if self._spec is not None and not await self._take_global():
+            self.counts["throttled_global"] += 1
+            logger.info("camera %s: over its share of vlm.max_per_hour", self._camera.id)
+            return False
+        self._own.spend(now)
+        return True
+
+    async def _take_global(self) -> bool:
+        """One call from the `vlm-budget` actor; if it cannot answer, allow (and count) it."""
+        assert self._spec is not None
+        try:
+            if self._global is None:
+                self._global = get_budget(self._config, self._spec)
+            granted: bool = await asyncio.wait_for(
+                self._global.take.remote(self._camera.id, self._spec), BUDGET_CALL_TIMEOUT_S
+            )
+            return granted
+        except Exception as exc:
+            self._global = None  # look it up (or create it) again next time
+            self.counts["budget_errors"] += 1
+            logger.warning(
+                "camera %s: vlm-budget unavailable (%s); calling the VLM anyway",
+                self._camera.id,
+                type(exc).__name__,
+            )
+            return True

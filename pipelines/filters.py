@@ -1,0 +1,54 @@
+"""The object filter: which analysed events are published (all of them are stored).
+
+`cameras[].objects` lists the objects worth a notification; a zone's own `objects` narrows that
+list for motion in the zone. An event is published when its `objects_detected` contain one of
+the objects wanted where its motion was:
+
+- no zones touched (or the camera has none): the camera's list;
+- zones touched: any touched zone's list (the zone's `objects`, else the camera's), so motion in
+  two zones is published when either zone wants what was seen;
+- no list anywhere: everything is published.
+
+Doorbell rings are always published, and so are events the VLM did not analyse (fallback text:
+over budget, VLM down): nothing says what they contain, and dropping them would hide motion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipelines.config import CameraConfig
+
+__all__ = ["is_filtered", "wanted_objects"]
+
+
+def wanted_objects(camera: CameraConfig, zones: Iterable[str] = ()) -> set[str] | None:
+    """The objects that make an event with motion in `zones` worth publishing (None: any)."""
+    by_name = {zone.name: zone for zone in camera.zones}
+    touched = [by_name[name] for name in zones if name in by_name]
+    if not touched:
+        return None if camera.objects is None else set(camera.objects)
+    wanted: set[str] = set()
+    for zone in touched:
+        objects = zone.objects if zone.objects is not None else camera.objects
+        if objects is None:
+            return None  # one touched zone takes anything
+        wanted |= set(objects)
+    return wanted
+
+
+def is_filtered(
+    camera: CameraConfig,
+    zones: Iterable[str],
+    objects: Iterable[str],
+    *,
+    is_ring: bool,
+    analysed: bool,
+) -> bool:
+    """True when the event is stored but not published (none of the wanted objects)."""
+    if is_ring or not analysed:
+        return False
+    wanted = wanted_objects(camera, zones)
+    return wanted is not None and not wanted.intersection(objects)

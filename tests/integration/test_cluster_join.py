@@ -1,0 +1,329 @@
+"""`liveobject run` against a cluster that outlives it: a real `ray start --head` on this
+machine (token auth on, or off), run → stop → run again with other cameras → apply in place,
+and two local runs side by side. Every Ray process a test starts is ended by pid and checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+
+from pipelines.samples import generate_sample_video
+from tests.conftest import Mosquitto, free_port
+from tests.integration.ray_head import RayHead
+from tests.integration.test_end_to_end import tiny_model  # noqa: F401  (module fixture)
+
+pytestmark = pytest.mark.integration
+
+CLI = [sys.executable, "-m", "cluster.cli"]
+DISCOVERY = "ha_join"
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", **extra}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_MODE", None)
+    return env
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env or cli_env(),
+        check=False,
+    )
+
+
+class Run:
+    """A `liveobject run` process whose output is collected."""
+
+    def __init__(self, config: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [*CLI, "run", "--config", str(config), *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=cli_env(),
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait(self, timeout: float = 180) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return code
+
+    def end(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, run: Run | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        if run is not None and run.proc.poll() is not None:
+            raise AssertionError(f"liveobject run exited while waiting for {what}:\n{run.output}")
+        try:
+            last = check()
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(1)
+    output = run.output[-4000:] if run is not None else ""
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})\n{output}")
+
+
+def events_of(api_port: int, camera_id: str) -> list[dict[str, Any]]:
+    url = f"http://127.0.0.1:{api_port}/api/v1/events"
+    resp = httpx.get(url, params={"camera_id": camera_id}, timeout=5)
+    return list(resp.json()["events"]) if resp.status_code == 200 else []
+
+
+def retained(port: int, topic_filter: str, settle_s: float = 1.0) -> dict[str, bytes]:
+    """The retained messages a fresh subscriber gets for topic_filter (empty ones left out)."""
+    got: dict[str, bytes] = {}
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.on_message = lambda _c, _u, msg: got.__setitem__(msg.topic, msg.payload)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    client.subscribe(topic_filter, qos=1)
+    time.sleep(settle_s)
+    client.loop_stop()
+    client.disconnect()
+    return {topic: payload for topic, payload in got.items() if payload}
+
+
+def discovery_of(port: int, camera_id: str) -> dict[str, bytes]:
+    return retained(port, f"{DISCOVERY}/+/liveobject_{camera_id}/+/config")
+
+
+def write_config(
+    path: Path,
+    *,
+    model: Path,
+    address: str | None,
+    namespace: str,
+    clips: dict[str, Path],
+    broker: int,
+    api_port: int,
+    prefix: str,
+    dashboard_port: int = 8265,
+) -> Path:
+    cameras = "\n".join(f"  - {{id: {cid}, source: {clip}}}" for cid, clip in clips.items())
+    address_line = f"address: '{address}', " if address else "num_cpus: 2, "
+    address_line += f"dashboard_port: {dashboard_port}, "
+    path.write_text(
+        f"""
+ray: {{{address_line}namespace: {namespace}, placement_timeout_s: 5}}
+cameras:
+{cameras}
+vlm: {{model: {model}, num_cpus: 0.5, max_new_tokens: 8, image_size: 96}}
+storage: {{path: {path.parent / "store"}, parquet_flush_interval_s: 2}}
+mqtt: {{host: 127.0.0.1, port: {broker}, topic_prefix: {prefix},
+        discovery: {{prefix: {DISCOVERY}}}}}
+api: {{host: 127.0.0.1, port: {api_port}, base_url: "http://127.0.0.1:{api_port}"}}
+"""
+    )
+    return path
+
+
+def camera_status(config: Path, camera_id: str) -> dict[str, Any]:
+    done = cli("status", "--json", "--config", str(config))
+    assert done.returncode == 0, done.stderr[-2000:]
+    result: dict[str, Any] = json.loads(done.stdout)["cameras"][camera_id]
+    return result
+
+
+@pytest.fixture
+def head() -> Iterator[RayHead]:
+    """A token-auth head (this machine has ~/.ray/auth_token once any local run happened)."""
+    ray_head = RayHead(num_cpus=4)
+    ray_head.start()
+    try:
+        yield ray_head
+    finally:
+        left = ray_head.stop()
+        assert not left, f"Ray processes left behind: {left}"
+
+
+def test_join_stop_rejoin_then_apply_in_place(
+    tmp_path: Path,
+    tiny_model: Path,  # noqa: F811
+    mosquitto: Mosquitto,
+    head: RayHead,
+) -> None:
+    clips = {
+        n: generate_sample_video(tmp_path / f"{n}.mp4", seconds=4, motion_windows=[(1.0, 2.5)])
+        for n in ("a", "b", "c", "d")
+    }
+    api_port = free_port()
+
+    def config(name: str, cams: str) -> Path:
+        return write_config(
+            tmp_path / name,
+            model=tiny_model,
+            address=head.address,
+            namespace="joined",
+            clips={c: clips[c] for c in cams},
+            broker=mosquitto.port,
+            api_port=api_port,
+            prefix="joined",
+        )
+
+    first, second, third = config("first.yaml", "ab"), config("second.yaml", "ac"), None
+
+    # without this machine's token the head refuses, and the error says so
+    home = tmp_path / "home"
+    home.mkdir()
+    refused = cli("status", "--config", str(first), env=cli_env(HOME=str(home)))
+    assert refused.returncode == 1
+    assert "uses token authentication and no token was found" in refused.stderr
+
+    run = Run(first)
+    try:
+        for cam in "ab":
+            wait_for(lambda c=cam: events_of(api_port, c), 180, f"events of {cam}", run)
+        assert discovery_of(mosquitto.port, "b"), "camera b's discovery was published"
+        assert cli("stop", "--config", str(first)).returncode == 0
+        assert run.wait() == 0, run.output[-3000:]
+    finally:
+        run.end()
+
+    run = Run(second)  # the same cluster and namespace: a fresh store and publisher
+    try:
+        wait_for(lambda: events_of(api_port, "c"), 180, "events of the added camera c", run)
+        assert events_of(api_port, "a"), "the store kept the first run's events"
+        assert not discovery_of(mosquitto.port, "b"), "the removed camera's discovery is cleared"
+        assert discovery_of(mosquitto.port, "c")
+
+        again = cli("run", "--config", str(second))
+        assert again.returncode == 1
+        assert "already running in Ray namespace 'joined'" in again.stderr
+
+        before = camera_status(second, "a")
+        third = config("third.yaml", "ad")  # c removed, d added, a unchanged
+        applied = cli("apply", "--config", str(third))
+        assert applied.returncode == 0, applied.stderr[-3000:] + run.output[-3000:]
+        result = json.loads(applied.stdout)
+        assert (result["added"], result["removed"], result["unchanged"]) == (["d"], ["c"], ["a"])
+        assert not result["redeploy_vlm"]
+        wait_for(lambda: events_of(api_port, "d"), 120, "events of camera d after apply", run)
+        after = camera_status(third, "a")
+        assert after["pid"] == before["pid"] and not after["restarted"]  # never restarted
+        assert after["frames"] >= before["frames"] > 0
+        assert not discovery_of(mosquitto.port, "c")
+        assert cli("stop", "--config", str(third)).returncode == 0
+        assert run.wait() == 0, run.output[-3000:]
+    finally:
+        run.end()
+    assert "Traceback" not in run.output, run.output[-3000:]
+
+
+def test_head_with_token_auth_disabled_is_joined(tmp_path: Path) -> None:
+    ray_head = RayHead(num_cpus=1, auth="disabled")
+    ray_head.start()
+    try:
+        config = tmp_path / "c.yaml"
+        config.write_text(
+            f"ray: {{address: '{ray_head.address}', namespace: nobody}}\n"
+            f"cameras: [{{id: a, source: {tmp_path}/a.mp4}}]\n"
+            f"storage: {{path: {tmp_path}}}\n"
+        )
+        done = cli("status", "--config", str(config))
+        # joined (no auth error), and nothing of ours runs there
+        assert done.returncode == 1, done.stdout
+        assert "no `liveobject run` in Ray namespace 'nobody'" in done.stderr
+        assert "token" not in done.stderr
+    finally:
+        left = ray_head.stop()
+    assert not left, f"Ray processes left behind: {left}"
+
+
+def test_two_local_runs_with_different_configs_side_by_side(
+    tmp_path: Path,
+    tiny_model: Path,  # noqa: F811
+    mosquitto: Mosquitto,
+) -> None:
+    import psutil
+
+    busy = socket.socket()  # the configured dashboard port is taken (another Ray, say)
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    taken = busy.getsockname()[1]
+    runs: list[Run] = []
+    try:
+        for name in ("one", "two"):  # both start at once: both look for a free port
+            folder = tmp_path / name
+            folder.mkdir()
+            clip = generate_sample_video(folder / "a.mp4", seconds=4, motion_windows=[(1.0, 2.5)])
+            config = write_config(
+                folder / "liveobject.yaml",
+                model=tiny_model,
+                address=None,
+                namespace=name,
+                clips={"a": clip},
+                broker=mosquitto.port,
+                api_port=free_port(),
+                prefix=name,
+                dashboard_port=taken,
+            )
+            # each stays up after its summary (API and all) until ended below
+            runs.append(Run(config, "--until-done", "--linger", "300s"))
+        for run in runs:
+            wait_for(lambda r=run: "events: " in r.output, 300, "a run's summary", run)
+        assert all(run.proc.poll() is None for run in runs), "both are up at the same time"
+        children = [
+            child for run in runs for child in psutil.Process(run.proc.pid).children(recursive=True)
+        ]
+        for run in runs:
+            run.end()
+            assert run.proc.returncode == 0, run.output[-3000:]
+        _gone, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, f"left behind: {[p.pid for p in alive]}"
+    finally:
+        busy.close()
+        for run in runs:
+            run.end()
+    dashboards = set()
+    for run in runs:
+        summary = next(line for line in run.lines if line.startswith("events: "))
+        stored, published = (int(w) for w in summary.split()[1::2][:2])
+        assert stored >= 1 and published == stored, summary
+        url = next(line for line in run.lines if line.startswith("Ray dashboard: "))
+        dashboards.add(url.split()[-1])
+    assert len(dashboards) == 2 and "not" not in "".join(dashboards)  # two dashboards
+    for run in runs:
+        assert f"Ray dashboard port {taken} is busy" in run.output  # and it said which it used

@@ -1,0 +1,112 @@
+"""Every camera placed, or told why not: a 2-CPU local cluster with the default requests runs
+eight file cameras, a ninth that asks for more than is free is `unplaceable` — with what it
+needs and what is free — at start, in the live output, `/api/v1/cameras` and on MQTT; a VLM
+that needs a GPU on a cluster without one fails at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from pipelines.samples import generate_sample_video
+from tests.conftest import Mosquitto, free_port
+from tests.integration.ray_head import run_watched
+from tests.integration.test_cluster_join import (
+    CLI,
+    Run,
+    cli_env,
+    events_of,
+    retained,
+    wait_for,
+)
+from tests.integration.test_end_to_end import tiny_model  # noqa: F401  (module fixture)
+
+pytestmark = pytest.mark.integration
+
+CAMERAS = 8
+
+
+def _config(folder: Path, model: Path, broker: int, api_port: int, cameras: str) -> Path:
+    path = folder / "liveobject.yaml"
+    path.write_text(
+        f"""
+ray: {{num_cpus: 2, namespace: placement, placement_timeout_s: 3}}
+cameras:
+{cameras}
+vlm: {{model: {model}, max_new_tokens: 8, image_size: 96}}
+storage: {{path: {folder / "store"}}}
+mqtt: {{host: 127.0.0.1, port: {broker}, topic_prefix: place}}
+api: {{host: 127.0.0.1, port: {api_port}, base_url: "http://127.0.0.1:{api_port}"}}
+"""
+    )
+    return path
+
+
+def _api_camera(api_port: int, camera_id: str) -> dict[str, Any] | None:
+    resp = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/cameras", timeout=10)
+    found = [c for c in resp.json()["cameras"] if c["camera_id"] == camera_id]
+    return found[0] if found and found[0]["status"] == "unplaceable" else None
+
+
+def test_eight_default_cameras_run_and_a_ninth_is_unplaceable(
+    tmp_path: Path,
+    tiny_model: Path,  # noqa: F811
+    mosquitto: Mosquitto,
+) -> None:
+    clips = [
+        generate_sample_video(
+            tmp_path / f"c{i}.mp4", seconds=4, motion_windows=[(1.0, 2.5)], seed=i
+        )
+        for i in range(CAMERAS)
+    ]
+    cameras = "\n".join(f"  - {{id: c{i}, source: {clip}}}" for i, clip in enumerate(clips))
+    cameras += f"\n  - {{id: huge, source: {clips[0]}, num_cpus: 1.5}}"  # defaults elsewhere
+    api_port = free_port()
+    config = _config(tmp_path, tiny_model, mosquitto.port, api_port, cameras)
+    run = Run(config, "--until-done", "--linger", "300s", "--no-dashboard")
+    try:
+        wait_for(lambda: "events: " in run.output, 420, "the run's summary", run)
+        unplaceable = wait_for(lambda: _api_camera(api_port, "huge"), 30, "API status", run)
+        status = retained(mosquitto.port, "place/camera/huge/status")
+        for i in range(CAMERAS):
+            assert events_of(api_port, f"c{i}"), f"camera c{i} produced no event\n{run.output}"
+        children = psutil.Process(run.proc.pid).children(recursive=True)
+        run.end()
+        assert run.proc.returncode == 0, run.output[-3000:]
+        _gone, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, f"left behind: {[p.pid for p in alive]}"
+    finally:
+        run.end()
+    reason = unplaceable["reason"]
+    assert "needs CPU 1.5" in reason and "free: CPU" in reason, reason
+    assert "camera huge cannot be placed now: needs CPU 1.5" in run.output, run.output[-3000:]
+    assert "camera=huge status=unplaceable" in run.output  # the live output (plain lines)
+    payload = json.loads(status["place/camera/huge/status"])
+    assert payload["status"] == "unplaceable" and "needs CPU 1.5" in payload["reason"]
+    summary = next(line for line in run.lines if line.startswith("events: "))
+    assert int(summary.split()[1]) >= CAMERAS, summary
+
+
+def test_gpu_vlm_on_a_cluster_without_gpu_fails_fast(tmp_path: Path) -> None:
+    clip = generate_sample_video(tmp_path / "a.mp4", seconds=2, motion_windows=[(0.5, 1.0)])
+    config = tmp_path / "gpu.yaml"
+    config.write_text(
+        f"ray: {{num_cpus: 1, namespace: nogpu}}\n"
+        f"cameras: [{{id: a, source: {clip}}}]\n"
+        "vlm: {num_gpus: 1}\n"
+        f"storage: {{path: {tmp_path / 'store'}}}\n"
+        "mqtt: {enabled: false}\n"
+        f"api: {{host: 127.0.0.1, port: {free_port()}}}\n"
+    )
+    done, left = run_watched(
+        [*CLI, "run", "--config", str(config), "--no-dashboard"], env=cli_env(), timeout=300
+    )
+    assert not left, f"Ray processes left behind: {left}"
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "vlm.num_gpus is 1 but no node of this Ray cluster has a GPU" in done.stderr
+    assert "set vlm.num_gpus: 0" in done.stderr and "Traceback" not in done.stderr

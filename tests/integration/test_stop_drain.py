@@ -1,0 +1,285 @@
+"""A stop while analyses are in flight loses nothing: SIGINT, SIGTERM, `liveobject stop`, and
+Ctrl-C in a real terminal (a pty), each sent to a real `liveobject run` process.
+
+A local OpenAI-compatible server holds the VLM (each answer takes seconds, or never comes), so
+when the stop arrives every motion segment of the clip has been cut and some are still queued
+or being described. Then: every segment cut is stored, with the VLM's text (or the fallback
+text after a second Ctrl-C), each is published (the broker is up), nothing is lost, `offline`
+is the last status, and the run exits 0. No subscriber sees a `timestamp` later than the moment
+the event reached it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import signal
+import struct
+import subprocess
+import termios
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import jsonschema
+import pytest
+
+from pipelines.events import event_schema
+from pipelines.samples import generate_sample_video
+from tests.conftest import Mosquitto, free_port
+from tests.integration.slow_vlm_server import DESCRIPTION, OpenAIServer, wait_until
+from tests.integration.test_cli_lifecycle import CLI, StatusWatcher, cli, cli_env
+from tests.integration.test_end_to_end import Subscriber
+
+pytestmark = pytest.mark.integration
+
+WINDOWS = [(1.0 + 2 * k, 1.8 + 2 * k) for k in range(5)]  # five motion events
+FALLBACK = "Motion detected on Porch"
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("drain-clips")
+    return generate_sample_video(folder / "porch.mp4", seconds=12, motion_windows=WINDOWS, seed=7)
+
+
+@pytest.fixture
+def vlm() -> Iterator[OpenAIServer]:
+    server = OpenAIServer(delay_s=3.0, free_requests=1)  # the replica's warm-up: at once
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def write_config(
+    folder: Path, clip: Path, vlm: OpenAIServer, model: str, broker: int, api: int
+) -> Path:
+    config = folder / "liveobject.yaml"
+    config.write_text(
+        f"""
+ray: {{namespace: drain-{folder.name[-12:].lower()}, num_cpus: 4}}
+cameras:
+  - id: porch
+    name: Porch
+    source: {clip}
+    detect_fps: 5
+    motion: {{end_after_s: 0.5}}
+vlm:
+  backend: openai
+  model: {model}
+  base_url: {vlm.base_url}
+  timeout_s: 300
+  deadline_s: 300
+  num_cpus: 0.25
+  max_batch_size: 4
+  image_size: 96
+  dedupe: {{enabled: false}}  # every segment goes to the (held) VLM
+storage: {{path: {folder / "store"}}}
+mqtt: {{host: 127.0.0.1, port: {broker}, qos: 1, topic_prefix: drain}}
+api: {{host: 127.0.0.1, port: {api}, base_url: "http://127.0.0.1:{api}"}}
+shutdown: {{drain_timeout_s: 120}}
+"""
+    )
+    return config
+
+
+class Run:
+    """`liveobject run` as a process (a pipe, or a pty as its controlling terminal)."""
+
+    def __init__(self, config: Path, *, terminal: bool) -> None:
+        self.output = bytearray()
+        self._master: int | None = None
+        if terminal:
+            master, slave = pty.openpty()
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
+            self.proc = subprocess.Popen(
+                [*CLI, "run", "--config", str(config), "--no-dashboard"],
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                env={**cli_env(), "TERM": "xterm"},
+                preexec_fn=_controlling_terminal,
+            )
+            os.close(slave)
+            self._master = master
+            self._reader = threading.Thread(target=self._read_pty, daemon=True)
+        else:
+            self.proc = subprocess.Popen(
+                [*CLI, "run", "--config", str(config), "--no-dashboard"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=cli_env(),
+            )
+            self._reader = threading.Thread(target=self._read_pipe, daemon=True)
+        self._reader.start()
+
+    def _read_pipe(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output += line
+
+    def _read_pty(self) -> None:
+        assert self._master is not None
+        while True:
+            try:
+                chunk = os.read(self._master, 65536)
+            except OSError:  # EIO once the child side is closed
+                return
+            if not chunk:
+                return
+            self.output += chunk
+
+    def ctrl_c(self) -> None:
+        """Type Ctrl-C on the terminal: SIGINT to its whole foreground process group."""
+        assert self._master is not None
+        os.write(self._master, b"\x03")
+
+    def text(self) -> str:
+        return self.output.decode(errors="replace")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self._reader.join(timeout=10)
+        if self._master is not None:
+            os.close(self._master)
+
+
+def _controlling_terminal() -> None:
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class Arrivals(Subscriber):
+    """The end-to-end subscriber, noting when each message arrived."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.arrived: dict[str, datetime] = {}
+        super().__init__(port, topic)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        import json
+
+        self.arrived.setdefault(json.loads(msg.payload)["event_id"], datetime.now(timezone.utc))
+        super()._on_message(client, userdata, msg)
+
+
+def camera_state(api: int) -> dict[str, Any]:
+    try:
+        cams = httpx.get(f"http://127.0.0.1:{api}/api/v1/cameras", timeout=5).json()["cameras"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return {}
+    return dict(cams[0])
+
+
+def in_flight_with_all_cut(api: int, run: Run) -> dict[str, Any]:
+    """Wait until the whole clip is cut and analyses are still running; the camera state."""
+
+    def ready() -> dict[str, Any] | None:
+        assert run.proc.poll() is None, run.text()[-3000:]
+        cam = camera_state(api)
+        busy = cam.get("in_flight", 0) + cam.get("queue_depth", 0)
+        return cam if cam.get("ingest_done") and busy and cam.get("events", 0) < 5 else None
+
+    try:
+        state: dict[str, Any] = wait_until(ready, 240, "all segments cut with analyses in flight")
+    except AssertionError as exc:
+        detail = f"{exc}; camera: {camera_state(api)}; run: {run.text()[-3000:]}"
+        raise AssertionError(detail) from None
+    return state
+
+
+def check_nothing_lost(
+    folder: Path, run: Run, subscriber: Arrivals, watcher: StatusWatcher, description: str
+) -> dict[str, int]:
+    """Every segment cut is stored and published; counts for the report."""
+    text = run.text()
+    (drain,) = [line.strip() for line in text.splitlines() if line.strip().startswith("segments:")]
+    cut, stored = int(drain.split()[1]), int(drain.split()[3])
+    assert drain.endswith("0 lost"), drain
+    assert cut == len(WINDOWS) and stored == cut, drain  # one event per window, none merged
+    summary = [line.strip() for line in text.splitlines() if line.strip().startswith("events:")]
+    assert summary and summary[-1] == f"events: {stored} stored, {stored} published", text[-2000:]
+    with duckdb.connect(str(folder / "store" / "events.duckdb"), read_only=True) as db:
+        rows = db.execute(
+            "SELECT event_id, description, published_at IS NOT NULL, media_offset_s FROM events"
+        ).fetchall()
+    assert len(rows) == cut and len({r[0] for r in rows}) == cut
+    assert {r[1] for r in rows} == {description}, rows
+    assert all(r[2] for r in rows), "every event was published (the broker is up)"
+    assert sorted(round(r[3]) for r in rows) == [round(start) for start, _ in WINDOWS]
+    received = {payload["event_id"]: payload for _t, _q, _r, payload in subscriber.messages}
+    assert set(received) == {r[0] for r in rows}
+    for event_id, payload in received.items():
+        jsonschema.validate(payload, event_schema())
+        stamped = datetime.fromisoformat(payload["timestamp"].replace("Z", "+00:00"))
+        assert stamped <= subscriber.arrived[event_id], (payload["timestamp"], event_id)
+    assert watcher.payloads and watcher.payloads[-1] == "offline"
+    counts = {"segments_cut": cut, "stored": len(rows), "published": len(received)}
+    print(f"\nstop-mid-run counts: {counts}")
+    return counts
+
+
+def start(
+    tmp_path: Path, clip: Path, vlm: OpenAIServer, model: str, broker: Mosquitto, terminal: bool
+) -> tuple[Run, Arrivals, StatusWatcher, int, Path]:
+    api = free_port()
+    config = write_config(tmp_path, clip, vlm, model, broker.port, api)
+    subscriber = Arrivals(broker.port, "drain/camera/+/event")
+    watcher = StatusWatcher(broker.port, "drain/status")
+    return Run(config, terminal=terminal), subscriber, watcher, api, config
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "liveobject stop"])
+def test_stop_with_analyses_in_flight_stores_and_publishes_every_segment(
+    how: str, tmp_path: Path, clip: Path, vlm: OpenAIServer, mosquitto: Mosquitto
+) -> None:
+    run, subscriber, watcher, api, config = start(tmp_path, clip, vlm, "slow", mosquitto, False)
+    try:
+        state = in_flight_with_all_cut(api, run)
+        assert state["segments"] == len(WINDOWS)
+        if how == "liveobject stop":
+            stopped = cli("stop", "--config", str(config))
+            assert stopped.returncode == 0, stopped.stderr[-2000:]
+        else:
+            run.proc.send_signal(getattr(signal, how))
+        assert run.proc.wait(timeout=240) == 0, run.text()[-4000:]
+        time.sleep(0.5)  # the last messages reach the subscriber
+    finally:
+        run.close()
+        subscriber.stop()
+        watcher.stop()
+    check_nothing_lost(tmp_path, run, subscriber, watcher, DESCRIPTION)
+    assert vlm.requests >= len(WINDOWS)  # each event was described by the VLM, none skipped
+
+
+def test_ctrl_c_in_a_terminal_drains_and_a_second_one_stores_pending_with_fallback(
+    tmp_path: Path, clip: Path, vlm: OpenAIServer, mosquitto: Mosquitto
+) -> None:
+    run, subscriber, watcher, api, _config = start(tmp_path, clip, vlm, "hang", mosquitto, True)
+    try:
+        in_flight_with_all_cut(api, run)
+        run.ctrl_c()
+        wait_until(lambda: "stopping: finishing queued" in run.text(), 30, "the first Ctrl-C")
+        # the VLM never answers: the first Ctrl-C alone waits (drain_timeout_s 120) ...
+        wait_until(lambda: camera_state(api).get("draining"), 30, "the camera to drain")
+        assert run.proc.poll() is None and camera_state(api).get("events", 0) == 0
+        run.ctrl_c()  # ... a second one stops waiting for the VLM and stores them all
+        wait_until(lambda: "segments:" in run.text(), 120, "the drain summary")
+        vlm.release()  # let the abandoned requests end, so Serve shuts down at once
+        assert run.proc.wait(timeout=180) == 0, run.text()[-4000:]
+        time.sleep(0.5)
+    finally:
+        run.close()
+        subscriber.stop()
+        watcher.stop()
+    counts = check_nothing_lost(tmp_path, run, subscriber, watcher, FALLBACK)
+    assert f"{counts['stored']} given the fallback text at stop" in run.text()

@@ -1,0 +1,142 @@
+"""`GET /api/v1/summary?narrative=true` against a real OpenAI-compatible HTTP server.
+
+The narrative is asked of an `openai` backend only (primary or fallback), within
+`api.narrative_timeout_s`; otherwise, and on any failure, it is the plain factual text.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pipelines.config import Config
+from pipelines.events import Event, format_timestamp
+from pipelines.storage import EventStore
+from serve_apps.api import build_api
+from serve_apps.api.local import LocalStoreClient
+from tests.integration.chat_server import ChatServer
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 3, 1, 18, 0, tzinfo=timezone.utc)
+PARAGRAPH = "A quiet day: a courier came to the front door at noon and rang twice."
+SECRET = "sk-narrative-secret-123"
+release = threading.Event()
+
+
+def answer(body: dict[str, Any]) -> tuple[int, str]:
+    model = body["model"]
+    if model == "down":
+        return 500, "boom"
+    if model == "hang":
+        release.wait(10)
+    return 200, PARAGRAPH
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ChatServer]:
+    chat = ChatServer(answer)
+    try:
+        yield chat
+    finally:
+        release.set()
+        chat.close()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EventStore]:
+    events = EventStore(tmp_path_factory.mktemp("narrative") / "data")
+    events.append(
+        [
+            Event(
+                camera_id="front",
+                camera_name="Front Door",
+                description=f"A courier at the door, visit {i}",
+                objects_detected=("person", "package"),
+                confidence=70,
+                source_type="rtsp",
+                timestamp=NOW - timedelta(hours=i),
+                is_doorbell_ring=True if i < 2 else None,
+            )
+            for i in range(6)
+        ]
+    )
+    yield events
+    events.close()
+
+
+def client(store: EventStore, vlm: dict[str, Any], timeout_s: float = 5) -> TestClient:
+    config = Config.model_validate(
+        {
+            "cameras": [{"id": "front", "name": "Front Door", "source": "front.mp4"}],
+            "vlm": vlm,
+            "api": {"narrative_timeout_s": timeout_s},
+        }
+    )
+    return TestClient(build_api(LocalStoreClient(store, config), config))
+
+
+def summary(http: TestClient, narrative: bool = True) -> dict[str, Any]:
+    params = {"since": "24h", "until": format_timestamp(NOW), "narrative": narrative}
+    r = http.get("/api/v1/summary", params=params)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_openai_backend_writes_the_narrative(server: ChatServer, store: EventStore) -> None:
+    vlm = {"backend": "openai", "model": "gpt-test", "base_url": server.base_url, "api_key": SECRET}
+    before = len(server.requests)
+    body = summary(client(store, vlm))
+    assert body["narrative"] == {"text": PARAGRAPH, "source": "openai:gpt-test"}
+    request = server.requests[before]
+    assert request["path"] == "/v1/chat/completions" and request["auth"] == f"Bearer {SECRET}"
+    prompt = request["messages"][0]["content"]
+    facts = json.loads(prompt[prompt.index("{") :])
+    assert facts["events"] == 6 == body["total"]
+    assert facts["doorbell_rings"] == 2 and facts["per_object"] == {"package": 6, "person": 6}
+    assert "thumbnail" not in prompt  # facts only, no URLs
+    assert "narrative" not in summary(client(store, vlm), narrative=False)
+
+
+def test_falls_back_to_the_next_openai_backend_then_to_facts(
+    server: ChatServer, store: EventStore
+) -> None:
+    vlm = {
+        "backend": "openai",
+        "model": "down",
+        "base_url": server.base_url,
+        "api_key": SECRET,
+        "fallback": [{"backend": "openai", "model": "backup", "base_url": server.base_url}],
+    }
+    body = summary(client(store, vlm))
+    assert body["narrative"] == {"text": PARAGRAPH, "source": "openai:backup"}
+    only_down = {**vlm, "fallback": []}
+    body = summary(client(store, only_down))
+    assert body["narrative"]["source"] == "facts"
+    assert body["narrative"]["text"] == body["text"]
+    assert "HTTP 500" in body["narrative"]["fallback_reason"]
+    assert SECRET not in json.dumps(body)
+
+
+def test_deadline_gives_the_plain_text(server: ChatServer, store: EventStore) -> None:
+    vlm = {"backend": "openai", "model": "hang", "base_url": server.base_url}
+    body = summary(client(store, vlm, timeout_s=1))  # the server holds its answer for 10 s
+    release.set()
+    assert body["narrative"]["source"] == "facts"
+    assert "deadline of 1 s passed" in body["narrative"]["fallback_reason"]
+
+
+def test_no_tiny_model_narrative(store: EventStore) -> None:
+    body = summary(client(store, {"backend": "transformers", "model": "tiny-local"}))
+    assert body["narrative"] == {
+        "text": body["text"],
+        "source": "facts",
+        "fallback_reason": "no OpenAI-compatible backend configured",
+    }

@@ -1,0 +1,65 @@
+"""Benchmark helpers whose mistakes would skew a figure: window matching, profile reading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import hotspots
+from benchmarks.procs import stage_of
+from benchmarks.streams import window_start_sent
+
+WINDOWS = ((1.0, 3.0), (6.0, 8.0))
+
+
+@pytest.mark.parametrize(
+    ("stamp", "sent"),
+    [
+        (100.5, None),  # before the first window of the stream that started at 100
+        (101.4, 101.0),  # first loop, first window
+        (107.9, 106.0),  # first loop, second window
+        (111.2, 111.0),  # second loop (10 s clip), first window
+        (115.0, 111.0),  # between windows: the latest one that began
+    ],
+)
+def test_an_event_maps_to_the_window_its_motion_began_in(stamp: float, sent: float | None) -> None:
+    assert window_start_sent(stamp, 100.0, 10.0, WINDOWS) == sent
+
+
+def test_profile_drops_idle_samples_and_names_the_work(tmp_path: Path) -> None:
+    raw = tmp_path / "stacks.txt"
+    raw.write_text(
+        "run (camera.py:1);decode (av/container.py:9);0x1 (libavcodec.so.61) 60\n"
+        "run (camera.py:1);update (pipelines/ingest/motion.py:5);cv::blur (libopencv.so) 25\n"
+        "run (camera.py:1);to_ndarray (av/video/frame.py:3);sws_scale (libswscale.so) 15\n"
+        "main (worker.py:1);Event.wait (threading.py:629);pthread_cond_wait (libc.so.6) 900\n"
+    )
+    summary = hotspots.summarize(raw)
+    assert summary["samples"] == 100 and summary["idle_samples"] == 900
+    categories = summary["categories"]
+    assert categories["video decoding (FFmpeg via PyAV/decord)"] == 60.0
+    assert categories["motion detection and resizing (OpenCV, NumPy)"] == 25.0
+    assert categories["pixel conversion to RGB (swscale)"] == 15.0
+    text = hotspots.paragraph("camera", "ray::CameraActor", 15, summary, "Cameras cost most.")
+    assert text.startswith("Cameras cost most.") and "video decoding" in text
+    assert "What would move it" in text
+
+
+def test_process_titles_map_to_stages() -> None:
+    assert stage_of("ray::CameraActor.status") == "camera"
+    assert stage_of("ray::ServeReplica:vlm:VLM") == "vlm"
+    assert stage_of("ray::EventStoreActor") == "store"
+    assert stage_of("/usr/bin/raylet --flags") == "ray"
+    assert stage_of("mosquitto") == "other"
+
+
+def test_thread_cpu_reads_this_process_and_shares_add_up() -> None:
+    import os
+
+    before = hotspots.thread_cpu(os.getpid())
+    sum(i * i for i in range(3_000_000))  # some CPU in this (Python) thread
+    after = hotspots.thread_cpu(os.getpid())
+    shares = hotspots.thread_shares(before, after)
+    assert after and all(not name[-1:].isdigit() for name in after)
+    assert shares and abs(sum(shares.values()) - 100.0) < 1.0

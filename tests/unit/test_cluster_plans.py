@@ -1,0 +1,124 @@
+"""Placement packing and reconfigure plans: plain Python over configs (no Ray)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cluster.placement import Node, demands, pack, vlm_gpu_error
+from cluster.reconfigure import plan
+from pipelines.config import Config, parse_config_text
+
+
+def _config(tmp_path: Path, cameras: str, extra: str = "", storage: str = "") -> Config:
+    return parse_config_text(
+        f"cameras:\n{cameras}\nstorage: {{path: {tmp_path}{storage}}}\n{extra}",
+        filename=str(tmp_path / "c.yaml"),
+    )
+
+
+def _cams(*ids: str, **overrides: str) -> str:
+    return "\n".join(f"  - {{id: {i}, source: /v/{i}.mp4{overrides.get(i, '')}}}" for i in ids)
+
+
+def test_eight_default_cameras_fit_two_cpus_with_the_vlm(tmp_path: Path) -> None:
+    config = _config(tmp_path, _cams(*(f"c{i}" for i in range(8))))
+    report = pack(demands(config), [Node("n1", "10.0.0.1", {"CPU": 2.0})])
+    assert report.unplaceable == {}
+    assert sum(d.resources["CPU"] for d in demands(config)) <= 2.0
+
+
+def test_a_camera_that_does_not_fit_is_named_with_need_and_free(tmp_path: Path) -> None:
+    cams = _cams("a", "big", big=", num_cpus: 1.5")
+    config = _config(tmp_path, cams)
+    report = pack(demands(config), [Node("n1", "10.0.0.1", {"CPU": 2.0})])
+    assert list(report.unplaceable) == ["big"]
+    reason = report.unplaceable["big"]
+    assert "needs CPU 1.5" in reason and "free: CPU 0.75" in reason
+    assert report.unplaceable_of("vlm") == {}
+
+
+def test_gpu_replicas_go_only_to_gpu_nodes_and_a_gpu_less_cluster_is_an_error(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path, _cams("a"), "vlm: {num_gpus: 1, num_replicas: 2}\n")
+    nodes = [
+        Node("head", "h", {"CPU": 4.0}),
+        Node("g1", "g1", {"CPU": 1.0, "GPU": 1.0}),
+        Node("g2", "g2", {"CPU": 1.0, "GPU": 1.0}),
+    ]
+    report = pack(demands(config), nodes)
+    assert {report.placed["vlm replica 1"], report.placed["vlm replica 2"]} == {"g1", "g2"}
+    problem = vlm_gpu_error(config, [Node("head", "h", {"CPU": 2.0})])
+    assert problem is not None and "no node of this Ray cluster has a GPU" in problem
+    assert vlm_gpu_error(config, nodes) is None
+
+
+def test_store_is_pinned_by_its_node_resource(tmp_path: Path) -> None:
+    config = _config(tmp_path, _cams("a"), storage=", node_resource: liveobject_store")
+    nodes = [Node("w", "w", {"CPU": 4.0}), Node("head", "h", {"CPU": 1, "liveobject_store": 1})]
+    assert pack(demands(config), nodes).placed["event-store"] == "head"
+
+
+def test_plan_adds_removes_and_restarts_only_changed_cameras(tmp_path: Path) -> None:
+    old = _config(tmp_path, _cams("keep", "gone", "tuned"))
+    new = _config(tmp_path, _cams("keep", "tuned", "fresh", tuned=", detect_fps: 2"))
+    steps = plan(old, new)
+    assert steps.refused is None
+    assert (steps.added, steps.removed) == (("fresh",), ("gone",))
+    assert (steps.restarted, steps.unchanged) == (("tuned",), ("keep",))
+    assert not steps.redeploy_vlm and steps.redeploy_api  # the API lists the cameras
+
+
+def test_plan_redeploys_the_vlm_only_for_vlm_settings(tmp_path: Path) -> None:
+    old = _config(tmp_path, _cams("a"))
+    batch = plan(old, _config(tmp_path, _cams("a"), "vlm: {max_batch_size: 4}\n"))
+    assert batch.redeploy_vlm and not batch.redeploy_api and batch.unchanged == ("a",)
+    size = plan(old, _config(tmp_path, _cams("a"), "vlm: {image_size: 256}\n"))
+    assert size.restarted == ("a",)  # cameras resize key frames to vlm.image_size
+    same = plan(old, _config(tmp_path, _cams("a")))
+    assert same == plan(old, old) and not same.redeploy_vlm and not same.redeploy_api
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ("mqtt: {port: 1884}\n", "mqtt"),
+        ("ray: {namespace: other}\n", "ray.namespace"),
+        ("correlation: {window_s: 3}\n", "correlation"),
+    ],
+)
+def test_plan_refuses_what_needs_a_new_run(tmp_path: Path, extra: str, named: str) -> None:
+    old = _config(tmp_path, _cams("a"))
+    steps = plan(old, _config(tmp_path, _cams("a"), extra))
+    assert steps.refused is not None and named in steps.refused
+    assert "liveobject stop" in steps.refused
+    assert (
+        plan(old, _config(tmp_path, _cams("a"), "ray: {placement_timeout_s: 3}\n")).refused is None
+    )
+
+
+def test_status_shows_each_cameras_node_and_each_replicas_queue() -> None:
+    from rich.console import Console
+
+    from cluster.status import plain_lines, render
+
+    node = {"id": "ab12cd34ef", "ip": "10.0.0.7"}
+    snap = {
+        "cameras": {
+            "porch": {"status": "online", "node": node, "fps": 5.0, "events": 3},
+            "attic": {"status": "unplaceable", "reason": "needs CPU 2; free: CPU 0.5"},
+        },
+        "vlm": [{"replica": "r1", "node": node, "queued": 4, "running": 2, "requests": 9}],
+        "mqtt": {"connected": True, "acked": 3, "pending": 0},
+        "store": {"stored": 3},
+    }
+    lines = plain_lines(snap)
+    assert "camera=porch status=online node=10.0.0.7 (ab12cd34)" in lines[1]
+    assert "reason='needs CPU 2; free: CPU 0.5'" in lines[0]
+    assert "vlm_replica=r1 node=10.0.0.7 (ab12cd34) queued=4 running=2 requests=9" in lines
+    console = Console(width=160, record=True)
+    console.print(render(snap))
+    table = console.export_text()
+    assert "10.0.0.7 (ab12cd34)" in table and "queued" in table and "unplaceable" in table

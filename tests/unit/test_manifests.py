@@ -1,0 +1,132 @@
+"""The cluster manifests run as shipped: stock rayproject/ray images with liveobject installed by
+Ray's runtime_env, one deployer of the Serve apps, Serve configs that Ray's own schema accepts,
+the store pinned to the node holding its volume, dashboard and client port kept local."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from pipelines.config import Config, parse_config_text
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "cluster" / "manifests"
+STOCK_IMAGE = f"rayproject/ray:{ray.__version__}-py311"
+SECRETS = {
+    "FRONT_DOOR_PASSWORD": "not-a-real-secret",
+    "MQTT_PASSWORD": "not-a-real-secret",
+    "LIVEOBJECT_API_KEY": "not-a-real-secret-key",
+}
+
+
+def kuberay() -> dict[str, dict[str, Any]]:
+    docs = yaml.safe_load_all((MANIFESTS / "kuberay-rayservice.yaml").read_text())
+    return {doc["kind"]: doc for doc in docs}
+
+
+def kuberay_config() -> Config:
+    text = kuberay()["ConfigMap"]["data"]["liveobject.yaml"]
+    return parse_config_text(text, "liveobject.yaml", env=SECRETS, base_dir="/config")
+
+
+def containers(pod_template: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(pod_template["spec"]["containers"])
+
+
+def test_serve_config_validates_with_rays_schema() -> None:
+    schema = ServeDeploySchema.model_validate(
+        yaml.safe_load((ROOT / "configs/serve.yaml").read_text())
+    )
+    assert [app.name for app in schema.applications] == ["vlm", "api"]
+    assert schema.applications[0].route_prefix is None  # the VLM is not an HTTP route
+
+
+def test_rayservice_serve_part_validates_and_installs_liveobject() -> None:
+    service = kuberay()["RayService"]
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(service["spec"]["serveConfigV2"]))
+    config = kuberay_config()
+    assert config.ray.runtime_env is not None
+    for app in schema.applications:
+        assert app.runtime_env["pip"] == config.ray.runtime_env.pip  # the same release
+        assert app.args == {"config": "/config/liveobject.yaml"}
+        module, _, builder = app.import_path.partition(":")
+        assert callable(getattr(__import__(module, fromlist=[builder]), builder))
+
+
+def test_only_the_rayservice_deploys_the_serve_apps() -> None:
+    config = kuberay_config()
+    assert config.ray.deploy_serve_apps is False  # `liveobject run` leaves vlm and api alone
+    head = kuberay()["RayService"]["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]
+    runs = [c for c in containers(head) if "liveobject run" in " ".join(c.get("args", []))]
+    assert len(runs) == 1 and "--config /config/liveobject.yaml" in " ".join(runs[0]["args"])
+
+
+def test_stock_images_only() -> None:
+    text = "\n".join(p.read_text() for p in MANIFESTS.glob("*.yaml"))
+    assert "liveobject:latest" not in text
+    cluster = kuberay()["RayService"]["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]["template"]]
+    pods += [group["template"] for group in cluster["workerGroupSpecs"]]
+    images = {c["image"] for pod in pods for c in containers(pod)}
+    assert images <= {STOCK_IMAGE, f"{STOCK_IMAGE}-gpu"}, images
+    launcher = yaml.safe_load((MANIFESTS / "ray-cluster.yaml").read_text())
+    assert {launcher["docker"]["image"], launcher["docker"]["worker_image"]} == images
+    assert cluster["rayVersion"] == ray.__version__
+
+
+def test_the_store_is_pinned_to_the_node_with_the_volume() -> None:
+    config = kuberay_config()
+    assert config.storage.node_resource == "liveobject_store"
+    assert config.storage.path == Path("/data")
+    cluster = kuberay()["RayService"]["spec"]["rayClusterConfig"]
+    head = cluster["headGroupSpec"]
+    assert yaml.safe_load(yaml.safe_load(head["rayStartParams"]["resources"])) == {
+        "liveobject_store": 1
+    }
+    mounts = {m["mountPath"] for c in containers(head["template"]) for m in c["volumeMounts"]}
+    assert "/data" in mounts
+    for group in cluster["workerGroupSpecs"]:  # the volume is the head's alone
+        worker_mounts = [
+            m["mountPath"] for c in containers(group["template"]) for m in c["volumeMounts"]
+        ]
+        assert "/data" not in worker_mounts
+        assert "liveobject_store" not in str(group["rayStartParams"])
+    launcher = yaml.safe_load((MANIFESTS / "ray-cluster.yaml").read_text())
+    assert launcher["available_node_types"]["head"]["resources"]["liveobject_store"] == 1
+    assert "liveobject_store" in " ".join(launcher["head_start_ray_commands"])
+    assert "/data" in " ".join(launcher["docker"]["head_run_options"])
+    assert "/data" not in " ".join(launcher["docker"]["worker_run_options"])
+
+
+@pytest.mark.parametrize("port", [8265, 10001])
+def test_dashboard_and_client_port_stay_local_by_default(port: int) -> None:
+    head = kuberay()["RayService"]["spec"]["rayClusterConfig"]["headGroupSpec"]
+    assert head["rayStartParams"]["dashboard-host"] == "127.0.0.1"
+    exposed = {p["containerPort"] for c in containers(head["template"]) for p in c.get("ports", [])}
+    assert port not in exposed  # so the head Service does not carry it
+    launcher = yaml.safe_load((MANIFESTS / "ray-cluster.yaml").read_text())
+    start = " ".join(launcher["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in start and "0.0.0.0" not in start
+
+
+def test_token_auth_on_every_node() -> None:
+    cluster = kuberay()["RayService"]["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]["template"]]
+    pods += [group["template"] for group in cluster["workerGroupSpecs"]]
+    for pod in pods:
+        for container in containers(pod):
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            assert env.get("RAY_AUTH_MODE") == "token", container["name"]
+
+
+def test_readme_says_why_the_ports_stay_local() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Running on a cluster", 1)[1].split("\n## ", 1)[0]
+    assert "kuberay-rayservice.yaml" in section and "ray-cluster.yaml" in section
+    assert "runtime_env" in section and "liveobject_store" in section
+    assert "dashboard" in section and "10001" in section and "why" in section.lower()
