@@ -164,7 +164,7 @@ class EventStoreActor:
             self._max_batch = max(self._max_batch, len(batch))
             started = time.monotonic()
             try:
-                saved = await self._commit(batch)
+                saved, already_published = await self._commit(batch)
                 elapsed_ms = (time.monotonic() - started) * 1000.0
                 self._metrics.committed(len(saved), elapsed_ms, queue.qsize())
             except Exception as exc:  # every caller of the batch gets the error: none is lost
@@ -176,17 +176,25 @@ class EventStoreActor:
                 for item, event in zip(batch, saved, strict=True):
                     if not item.done.done():  # a cancelled caller's event is stored all the same
                         item.done.set_result(event)
-                self._publish(saved)
+                # A save re-sent after its first try committed (a timeout, a restart) must not
+                # publish the same event again once it was delivered.
+                self._publish([e for e in saved if e.event_id not in already_published])
             finally:
                 for _ in batch:
                     queue.task_done()
 
-    async def _commit(self, batch: list[_Pending]) -> list[Event]:
-        """Correlate and append a batch with one storage call (in a thread); the stored events."""
+    async def _commit(self, batch: list[_Pending]) -> tuple[list[Event], set[str]]:
+        """Correlate and append a batch in a thread; the stored events and which of them were
+        already published before this batch."""
         events = [item.event for item in batch]
         thumbs = {item.event.event_id: item.thumbnail for item in batch if item.thumbnail}
         window = self._config.correlation.window_s
-        return await asyncio.to_thread(self._store.save_batch, events, thumbs, window)
+
+        def write() -> tuple[list[Event], set[str]]:
+            published = self._store.published_among([e.event_id for e in events])
+            return self._store.save_batch(events, thumbs, window), published
+
+        return await asyncio.to_thread(write)
 
     def _publish(self, saved: list[Event]) -> None:
         try:

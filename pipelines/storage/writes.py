@@ -100,6 +100,16 @@ class WritesMixin(CorrelationMixin):
         sql = f"SELECT event_id FROM events WHERE event_id IN ({marks})"  # noqa: S608 - only ?s
         return {r[0] for r in self.con.execute(sql, ids).fetchall()}
 
+    def published_among(self, ids: list[str]) -> set[str]:
+        """Which of ids are stored and already published (a re-sent save must not republish)."""
+        if not ids:
+            return set()
+        marks = ", ".join("?" * len(ids))
+        where = f"published_at IS NOT NULL AND event_id IN ({marks})"
+        sql = f"SELECT event_id FROM events WHERE {where}"  # noqa: S608 - only ?s
+        with self._lock:
+            return {r[0] for r in self.con.execute(sql, ids).fetchall()}
+
     def _set_published(self, ids: list[str], when: datetime) -> Any:
         """Set published_at of the events in ids that have none (an Arrow table join, not a
         loop); the row-count row."""

@@ -56,7 +56,7 @@ class Subscriber:
 
     filter: EventFilter
     queue: asyncio.Queue[tuple[int, Event] | None]
-    start_seq: int  # the hub's position when it joined: replay covers up to here
+    start_seq: int  # the store's last seq when it joined: replay covers up to here
     overflowed: bool = False
     cut: asyncio.Event = field(default_factory=asyncio.Event)
     max_depth: int = 0
@@ -94,9 +94,12 @@ class StreamHub:
         async with self._lock:
             if len(self.subscribers) >= self.settings.max_clients:
                 raise TooManyStreams
+            # The client's own start is where the store is now, not where this hub's poller
+            # happens to be: what lies between reaches it by replay, never twice (_dispatch).
+            start = await self.store.last_seq()
             if self.cursor is None:
-                self.cursor = await self.store.last_seq()
-            sub = Subscriber(event_filter, asyncio.Queue(self.settings.queue_size), self.cursor)
+                self.cursor = start
+            sub = Subscriber(event_filter, asyncio.Queue(self.settings.queue_size), start)
             self.subscribers.add(sub)
             self.stats.connected_total += 1
             if self._task is None or self._task.done():
@@ -142,12 +145,12 @@ class StreamHub:
             return False
         for seq, event in rows:  # no await in here: a new subscriber sees all or none of it
             self._dispatch(seq, event)
-            self.cursor = seq
+            self.cursor = seq if self.cursor is None else max(self.cursor, seq)
         return len(rows) == page
 
     def _dispatch(self, seq: int, event: Event) -> None:
         for sub in list(self.subscribers):
-            if sub.overflowed or not sub.filter.accepts(event):
+            if seq <= sub.start_seq or sub.overflowed or not sub.filter.accepts(event):
                 continue
             try:
                 sub.queue.put_nowait((seq, event))

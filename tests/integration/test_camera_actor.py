@@ -379,6 +379,9 @@ def test_slow_vlm_merges_motion_and_loses_none(cams: Cluster, clips: dict[str, P
     # at 37 s of media time (a merged event keeps its older start)
     offsets = [e.media_offset_s for e in events]
     assert offsets[0] is not None and offsets[0] <= 1.5, offsets
-    assert offsets[-1] is not None and offsets[-1] >= 25, offsets
+    # the last window (37 s) is its own event or was merged into the newest queued one, which
+    # is the last event by start: either way the last event reaches the end of the motion
+    assert offsets[-1] is not None, offsets
+    assert offsets[-1] >= 25 or (events[-1].merged_motion or 0) > 0, offsets
     merged = [e for e in events if e.merged_motion]
     assert any(e.frame_count > 10 for e in merged)  # one window is about 8 frames

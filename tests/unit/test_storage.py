@@ -154,6 +154,9 @@ def test_published_bookkeeping(store: EventStore) -> None:
     assert [e.event_id for e in store.unpublished_events(300)] == [e.event_id for e in recent[2:]]
     assert [e.event_id for e in store.events_since(300)] == [e.event_id for e in recent]
     assert store.counts() == {"stored": 6, "published": 2, "unpublished": 4, "filtered": 0}
+    # a save re-sent after it was published is told so (the store actor then does not republish)
+    ids = [recent[0].event_id, recent[2].event_id, make_event(99).event_id]
+    assert store.published_among(ids) == {recent[0].event_id}
 
 
 @pytest.mark.parametrize(
