@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit integration mosquitto browser bench bench-gpu bench-gpu-wheels clean
+.PHONY: demo test check lint typecheck unit integration mosquitto browser screenshot bench bench-gpu bench-gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,16 @@ unit: $(STAMP)
 integration: $(STAMP) mosquitto browser
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider
 
+# The edit loop: lint, types and the unit tests (no Ray, no broker), in about a minute.
+check: lint typecheck unit
+
 test: $(STAMP) mosquitto browser lint typecheck
 	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15
+
+# Refresh docs/review-page.png on purpose; a test run writes its screenshot to a temp folder.
+screenshot: $(STAMP) browser
+	LIVEOBJECT_REVIEW_SCREENSHOT=$(CURDIR)/docs/review-page.png $(PY) -m pytest \
+		tests/integration/test_review_page.py -q -p no:cacheprovider -k test_page_without_key
 
 # Every benchmark through the product, each against a baseline run beside it; one table in
 # benchmarks/results/latest.md (and the README). BENCH_QUICK=1 make bench: seconds each.

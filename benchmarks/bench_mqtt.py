@@ -121,12 +121,12 @@ def bench_raw(port: int, qos: int, events: list[Event]) -> dict[str, float]:
     return {"events_per_s": len(payloads) / elapsed, "seconds": elapsed}
 
 
-def _connected_publisher(config: Config) -> Any:
+def _connected_publisher(config: Config, store: Any = None) -> Any:
     import ray
 
     from cluster.actors.publisher import get_publisher
 
-    actor = get_publisher(config)
+    actor = get_publisher(config, store)
     deadline = time.monotonic() + 30
     while not ray.get(actor.status.remote())["connected"]:
         if time.monotonic() > deadline:
@@ -179,8 +179,8 @@ def bench_store_fed(config: Config, events: list[Event], concurrency: int) -> di
 
     from cluster.actors.store import get_store
 
-    publisher = _connected_publisher(config)
     store = get_store(config)
+    publisher = _connected_publisher(config, store)
     thumb = _thumb()
     try:
         ray.get(store.counts.remote())
@@ -259,8 +259,8 @@ def bench_steady(config: Config, port: int, rate: float, seconds: float) -> dict
     from pipelines.mqtt.topics import Topics
 
     sub = FirstSeen(port, Topics(config.mqtt.topic_prefix).event("front_door"))
-    publisher = _connected_publisher(config)
     store = get_store(config)
+    publisher = _connected_publisher(config, store)
     thumb = _thumb()
     events = make_events(int(rate * seconds))
     try:
@@ -300,7 +300,7 @@ def bench_steady(config: Config, port: int, rate: float, seconds: float) -> dict
 def _throughput_rows(
     port: int, storage: Path, events: list[Event], rounds: int, raw_out: dict[str, Any]
 ) -> list[Row]:
-    from cluster.actors.store import MAX_BATCH
+    from pipelines.storage.writer import MAX_BATCH
 
     rows = []
     for qos in (0, 1, 2):

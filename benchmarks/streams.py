@@ -1,6 +1,6 @@
 """Live camera stand-ins for benchmarks: one process serving many MPEG-TS streams over HTTP.
 
-tests/integration/ts_server.py re-encodes every frame in real time, which is right for one test
+tests/support/ts_server.py re-encodes every frame in real time, which is right for one test
 stream but would spend the CPU being measured when a benchmark needs twenty. Here the clip is
 encoded once (H.264, like a real camera), remuxed to MPEG-TS in memory, and every client of
 `GET /cam/<name>` gets those bytes paced in real time by the packets' timestamps, looping

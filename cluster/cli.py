@@ -204,13 +204,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_stop(args: argparse.Namespace) -> int:
     import ray
 
-    from pipelines.naming import STORE_ACTOR
+    from pipelines.naming import RUN_ACTOR
 
-    store = _join_actor(_running_config(args), STORE_ACTOR, "no running liveobject cluster found")
-    if store is None:
+    run = _join_actor(_running_config(args), RUN_ACTOR, "no running liveobject cluster found")
+    if run is None:
         return 1
     try:
-        ray.get(store.request_stop.remote(), timeout=30)
+        ray.get(run.request_stop.remote(), timeout=30)
         print(
             "stop requested: the running `liveobject run` finishes queued and in-flight events "
             "(within shutdown.drain_timeout_s), publishes offline and flushes the store"

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console, RenderableType
 from rich.live import Live
 
-from cluster.runtime import Cluster, deploy, drain, finish, shutdown, wait
+from cluster.runtime import deploy
 from cluster.status import plain_lines, render
 from pipelines.config import Config
 
@@ -81,19 +81,20 @@ def run_cluster(
     """Deploy everything, show progress until done/stopped, print the summary, clean up."""
     console = Console(stderr=False)
     # after ray.init, which installs its own SIGTERM handler (exit without cleanup)
-    cluster: Cluster = deploy(config, include_dashboard=dashboard, after_connect=_graceful_signals)
+    deployment = deploy(config, include_dashboard=dashboard, after_connect=_graceful_signals)
     try:
-        print(f"API: {cluster.api_url}  (docs: {cluster.api_url.rsplit('/api/v1', 1)[0]}/docs)")
-        print(f"Ray dashboard: {cluster.dashboard_url or 'not started'}")
-        if cluster.broker is not None:
-            print(f"MQTT: embedded {cluster.broker.kind} broker on port {cluster.broker.port}")
+        api = deployment.api_url
+        print(f"API: {api}  (docs: {api.rsplit('/api/v1', 1)[0]}/docs)")
+        print(f"Ray dashboard: {deployment.dashboard_url or 'not started'}")
+        broker = deployment.broker
+        if broker is not None:
+            print(f"MQTT: embedded {broker.kind} broker on port {broker.port}")
         sys.stdout.flush()
         if on_ready is not None:
             on_ready()
         if console.is_terminal:
             with Live(console=console, refresh_per_second=2) as live:
-                wait(
-                    cluster,
+                deployment.wait(
                     until_done=until_done,
                     on_tick=lambda s: live.update(progress_table(s)),
                     stop=_STOP,
@@ -106,14 +107,14 @@ def run_cluster(
                     last[0] = time.monotonic()
                     print(plain_line(snap), flush=True)
 
-            wait(cluster, until_done=until_done, on_tick=tick, stop=_STOP)
-        counts = drain(cluster, hurry=_HURRY)
+            deployment.wait(until_done=until_done, on_tick=tick, stop=_STOP)
+        counts = deployment.drain(hurry=_HURRY)
         print(drain_line(counts), flush=True)
-        stored, published = finish(cluster)
+        stored, published = deployment.finish()
         print(f"events: {stored} stored, {published} published", flush=True)
         if linger_s > 0 and not _STOP.is_set():
             # subscribers that got the last events can still fetch their thumbnails
             _STOP.wait(linger_s)
         return 0
     finally:
-        shutdown(cluster)
+        deployment.shutdown()

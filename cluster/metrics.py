@@ -1,22 +1,24 @@
-"""Ray metrics of the camera and store actors, and where an actor runs.
+"""Ray metrics of the camera, store and publisher actors, and where an actor runs.
 
 Every family is exported by Ray's metrics agent on each node's Prometheus endpoint with Ray's
 `ray_` prefix (`liveobject_camera_fps` is scraped as `ray_liveobject_camera_fps`); the Grafana
-dashboard in cluster/grafana charts them. The publisher's and the VLM's own instruments live
-next to their code (cluster/actors/publisher.py, serve_apps/vlm.py). Recording never raises:
-metrics must not stop the pipeline (no metrics agent, say); the first failure is logged and
-metrics of that actor are off from then on.
+dashboard in cluster/grafana charts them. The VLM's own instruments live next to its code
+(serve_apps/vlm.py). Recording never raises: metrics must not stop the pipeline (no metrics
+agent, say); the first failure is logged and metrics of that actor are off from then on.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
 LAG_BOUNDARIES_S: list[float] = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60]
 APPEND_BOUNDARIES_MS: list[float] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000]
+# hand-over → broker ack; the top buckets catch a broker that is slow to come back
+ACK_BOUNDARIES_MS: list[float] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 1e4, 3e4]
 DROP_REASONS = ("merged_pending", "unsaved_buffer_full")
 
 
@@ -70,7 +72,10 @@ class _Instruments:
 
 
 class CameraMetrics(_Instruments):
-    """fps, decode lag, frames, events by object, drops — all labelled with camera_id."""
+    """fps, decode lag, frames, events, drops, outbox and VLM outcomes, by camera_id.
+
+    Implements `pipelines.camera.ports.CameraMetricsPort`.
+    """
 
     def __init__(self, camera_id: str) -> None:
         self._camera = camera_id
@@ -103,6 +108,26 @@ class CameraMetrics(_Instruments):
             "(merged_pending) or dropped from a full unsaved buffer (unsaved_buffer_full).",
             tag_keys=("camera_id", "reason"),
         )
+        self.dropped = metrics.Counter(
+            "liveobject_camera_events_dropped_total",
+            description="Events dropped because the unsaved buffer was full.",
+            tag_keys=cam,
+        )
+        self.unsaved_events = metrics.Gauge(
+            "liveobject_camera_unsaved_events",
+            description="Events analysed but not yet saved (waiting or retrying).",
+            tag_keys=cam,
+        )
+        self.vlm_outcomes = metrics.Counter(
+            "liveobject_camera_vlm_total",
+            description="Events by how they were described: called, reused, throttled.",
+            tag_keys=("camera_id", "outcome"),
+        )
+        self.filtered_events = metrics.Counter(
+            "liveobject_camera_events_filtered_total",
+            description="Events stored but not published (object filter).",
+            tag_keys=cam,
+        )
 
     def frame(self, lag_s: float) -> None:
         """One frame analysed, `lag_s` after it was decoded."""
@@ -113,7 +138,7 @@ class CameraMetrics(_Instruments):
         """The camera's current analysed frame rate."""
         self.record("fps", "set", fps, camera_id=self._camera)
 
-    def event(self, objects: tuple[str, ...] | list[str]) -> None:
+    def event(self, objects: Sequence[str]) -> None:
         """One event stored, counted under each detected object (or `none`)."""
         for name in objects or ("none",):
             self.record("events", "inc", 1.0, camera_id=self._camera, object=str(name))
@@ -122,6 +147,20 @@ class CameraMetrics(_Instruments):
         """Motion that did not become its own event (reason: one of DROP_REASONS)."""
         if count > 0:
             self.record("drops", "inc", float(count), camera_id=self._camera, reason=reason)
+            if reason == "unsaved_buffer_full":  # an analysed event lost: its own counter too
+                self.record("dropped", "inc", float(count), camera_id=self._camera)
+
+    def unsaved(self, depth: int) -> None:
+        """Set the number of events not saved yet."""
+        self.record("unsaved_events", "set", float(depth), camera_id=self._camera)
+
+    def vlm(self, outcome: str) -> None:
+        """One event described: called, reused or throttled."""
+        self.record("vlm_outcomes", "inc", 1.0, camera_id=self._camera, outcome=outcome)
+
+    def filtered(self) -> None:
+        """One event stored but not published (object filter)."""
+        self.record("filtered_events", "inc", 1.0, camera_id=self._camera)
 
 
 class StoreMetrics(_Instruments):
@@ -155,3 +194,68 @@ class StoreMetrics(_Instruments):
     def stored(self, rows: int) -> None:
         """The number of events in the database."""
         self.record("rows", "set", float(rows))
+
+
+class PublisherMetrics(_Instruments):
+    """Events published, acked, failed and replayed, pending and ack latency of the publisher.
+
+    Implements `pipelines.mqtt.ports.PublisherMetrics`.
+    """
+
+    def __init__(self, qos: str) -> None:
+        self._qos = qos
+        super().__init__("mqtt-publisher")
+
+    def _create(self) -> None:
+        from ray.util import metrics
+
+        self.published_total = metrics.Counter(
+            "liveobject_mqtt_published_total",
+            description="Event messages handed to the MQTT client.",
+            tag_keys=("qos",),
+        )
+        self.acked_total = metrics.Counter(
+            "liveobject_mqtt_acked_total",
+            description="Event messages acknowledged (QoS 0: written to the socket).",
+            tag_keys=("qos",),
+        )
+        self.failures = metrics.Counter(
+            "liveobject_mqtt_failures_total",
+            description="Events not sent: disconnected, queue full or client error.",
+            tag_keys=("reason",),
+        )
+        self.replayed_total = metrics.Counter(
+            "liveobject_mqtt_replayed_total", description="Stored events republished."
+        )
+        self.queue_depth = metrics.Gauge(
+            "liveobject_mqtt_pending", description="Event messages awaiting acknowledgement."
+        )
+        self.latency = metrics.Histogram(
+            "liveobject_mqtt_ack_latency_ms",
+            description="Milliseconds from hand-over to the publisher until the broker's ack.",
+            boundaries=ACK_BOUNDARIES_MS,
+        )
+
+    def published(self, count: int) -> None:
+        """Event messages handed to the MQTT client."""
+        self.record("published_total", "inc", float(count), qos=self._qos)
+
+    def acked(self, count: int) -> None:
+        """Event messages acknowledged."""
+        self.record("acked_total", "inc", float(count), qos=self._qos)
+
+    def failed(self, reason: str) -> None:
+        """One event not sent (unpublished, dropped or failed)."""
+        self.record("failures", "inc", 1.0, reason=reason)
+
+    def replayed(self, count: int) -> None:
+        """Stored events republished."""
+        self.record("replayed_total", "inc", float(count))
+
+    def pending(self, count: int) -> None:
+        """Event messages awaiting acknowledgement now."""
+        self.record("queue_depth", "set", float(count))
+
+    def ack_latency(self, ms: float) -> None:
+        """One sampled hand-over → ack latency in milliseconds."""
+        self.record("latency", "observe", ms)

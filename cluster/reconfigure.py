@@ -6,24 +6,29 @@ outside it, changed) or unchanged, and whether the `vlm` and `api` Serve apps mu
 redeployed. Sections whose change needs a new run (`ray` apart from `placement_timeout_s`,
 `storage`, `correlation`, `mqtt`) make the plan a refusal that names them.
 
-`apply_pending(cluster)` runs in the `liveobject run` process, once per tick: it takes a config
-that `apply` left on the run actor and carries the plan out — removed and changed cameras are
-drained (nothing they hold is lost) and removed, the publisher takes the new camera list
-(removed cameras' discovery cleared), changed apps are redeployed, then new and changed cameras
-start. Unchanged cameras are not touched: their actors keep running without a gap.
+`apply_pending(run, fleet)` runs in the `liveobject run` process, once per tick of its
+housekeeping: it takes a config that `apply` left on the run actor and carries the plan out on
+the camera fleet (cluster.fleet) — removed and changed cameras are retired (drained: nothing
+they hold is lost; then removed), the publisher takes the new camera list (removed cameras'
+discovery cleared), changed apps are redeployed, then new and changed cameras start. Unchanged
+cameras are not touched: their actors keep running without a gap.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import ray
+from ray import serve
+
+from cluster.fleet import CameraFleet
+from cluster.placement import live_nodes, vlm_gpu_error
 from pipelines.config import Config
-
-if TYPE_CHECKING:
-    from cluster.runtime import Cluster
+from pipelines.naming import API_APP, VLM_APP
+from serve_apps.api import build_api_app
+from serve_apps.vlm import build_vlm_app
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +42,6 @@ CAMERA_GLOBALS: dict[str, tuple[str, ...]] = {
     "mqtt": ("enabled",),
     "shutdown": (),  # the whole section
 }
-REMOVE_WAIT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -112,29 +116,23 @@ def plan(old: Config, new: Config) -> Plan:
 
 
 # ---- carrying a plan out (Ray) ---------------------------------------------------------------
-def apply_pending(cluster: Cluster) -> None:
+def apply_pending(run: Any, fleet: CameraFleet) -> None:
     """Apply the config `liveobject apply` left on the run actor, if any; report the result."""
-    import ray
-
-    if cluster.run is None:
-        return
-    pending = ray.get(cluster.run.take.remote(), timeout=10)
+    pending = ray.get(run.take.remote(), timeout=10)
     if pending is None:
         return
     ticket, config = pending
     try:
-        result = apply(cluster, config)
+        result = apply(fleet, config)
     except Exception as exc:
         logger.exception("applying a new config failed")
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    cluster.run.report.remote(ticket, result)
+    run.report.remote(ticket, result)
 
 
-def apply(cluster: Cluster, new: Config) -> dict[str, Any]:
-    """Carry out plan(cluster.config, new) on the running deployment; what was done."""
-    from cluster.placement import live_nodes, vlm_gpu_error
-
-    steps = plan(cluster.config, new)
+def apply(fleet: CameraFleet, new: Config) -> dict[str, Any]:
+    """Carry out plan(fleet.config, new) on the running deployment; what was done."""
+    steps = plan(fleet.config, new)
     if steps.refused is not None:
         return {"ok": False, "error": steps.refused, **steps.as_dict()}
     if steps.redeploy_vlm:
@@ -149,61 +147,20 @@ def apply(cluster: Cluster, new: Config) -> dict[str, Any]:
         "redeploy" if steps.redeploy_vlm else "kept",
         "redeploy" if steps.redeploy_api else "kept",
     )
-    drained = _retire(cluster, [*steps.removed, *steps.restarted])
-    if cluster.publisher is not None:
-        import ray
-
-        ray.get(cluster.publisher.reconfigure.remote(new), timeout=30)
+    reports = fleet.retire([*steps.removed, *steps.restarted])
+    drained = {cid: int(report.get("events", 0)) for cid, report in reports.items()}
+    if fleet.publisher is not None:
+        ray.get(fleet.publisher.reconfigure.remote(new), timeout=30)
     if new.ray.deploy_serve_apps:
         _redeploy(new, vlm=steps.redeploy_vlm, api=steps.redeploy_api)
     elif steps.redeploy_vlm or steps.redeploy_api:
         logger.warning("vlm/api settings changed: redeploy the apps where they are deployed")
-    cluster.config = new
-    if cluster.placement is not None:
-        cluster.placement.timeout_s = new.ray.placement_timeout_s
-    from cluster.runtime import start_cameras
-
-    start_cameras(cluster, [*steps.restarted, *steps.added])
+    fleet.use_config(new)
+    fleet.start([*steps.restarted, *steps.added])
     return {"ok": True, "drained": drained, **steps.as_dict()}
 
 
-def _retire(cluster: Cluster, camera_ids: list[str]) -> dict[str, int]:
-    """Drain (all at once) and remove camera actors; events stored while draining, per camera."""
-    import ray
-
-    from pipelines.naming import camera_actor_name
-
-    timeout_s = cluster.config.shutdown.drain_timeout_s
-    running = {cid: cluster.cameras.pop(cid) for cid in camera_ids if cid in cluster.cameras}
-    waiting = {cid: cluster.unplaced.pop(cid) for cid in camera_ids if cid in cluster.unplaced}
-    refs = {cid: actor.drain.remote(timeout_s) for cid, actor in running.items()}
-    stored: dict[str, int] = {}
-    for cid, ref in refs.items():
-        try:
-            stored[cid] = int(ray.get(ref, timeout=timeout_s + 60).get("events", 0))
-        except Exception as exc:
-            logger.error("camera %s did not drain: %s", cid, type(exc).__name__)
-    for cid, actor in {**running, **waiting}.items():  # a camera never placed holds nothing
-        ray.kill(actor, no_restart=True)
-        if cluster.placement is not None:
-            cluster.placement.forget(cid)
-        deadline = time.monotonic() + REMOVE_WAIT_S
-        while time.monotonic() < deadline:  # the name must be free before a restart reuses it
-            try:
-                ray.get_actor(camera_actor_name(cid), namespace=cluster.config.ray.namespace)
-            except ValueError:
-                break
-            time.sleep(0.1)
-    return stored
-
-
 def _redeploy(config: Config, *, vlm: bool, api: bool) -> None:
-    from ray import serve
-
-    from pipelines.naming import API_APP, VLM_APP
-    from serve_apps.api import build_api_app
-    from serve_apps.vlm import build_vlm_app
-
     if vlm:
         serve.run(build_vlm_app(config.vlm), name=VLM_APP, route_prefix=None)
     if api:

@@ -3,8 +3,9 @@
 `liveobject run` creates it by name and owns it (it is not detached), so it lives exactly as
 long as that process: while it exists a second `run` in the namespace is refused, and when the
 run ends — cleanly or killed — Ray removes it and the name is free again. It also carries what
-other processes need from the run: which cameras could not be placed (for `status` and the API)
-and the configs that `liveobject apply` hands over for a reconfigure in place.
+other processes need from the run: which cameras could not be placed (for `status` and the API),
+the configs that `liveobject apply` hands over for a reconfigure in place, and a stop request
+from `liveobject stop`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class AlreadyRunningError(RuntimeError):
 
 @ray.remote(num_cpus=0, max_restarts=0)
 class RunActor:
-    """Who runs the namespace, its unplaceable cameras, and the apply mailbox."""
+    """Who runs the namespace, its unplaceable cameras, the apply mailbox, a stop request."""
 
     def __init__(self, owner: dict[str, Any]) -> None:
         self._owner = owner
@@ -36,6 +37,7 @@ class RunActor:
         self._next_ticket = 1
         self._pending: tuple[int, Config] | None = None
         self._results: dict[int, dict[str, Any]] = {}
+        self._stop_requested = False
 
     def owner(self) -> dict[str, Any]:
         """host, pid and start time of the `liveobject run` that owns the namespace."""
@@ -48,6 +50,14 @@ class RunActor:
     def unplaceable(self) -> dict[str, str]:
         """Camera id → reason, for every camera that cannot be placed now."""
         return dict(self._unplaceable)
+
+    def request_stop(self) -> None:
+        """Ask the run to stop gracefully (`liveobject stop`): it drains, then shuts down."""
+        self._stop_requested = True
+
+    def stop_requested(self) -> bool:
+        """Whether a stop was requested (the run polls this)."""
+        return self._stop_requested
 
     def submit(self, config: Config) -> int:
         """Queue a new config for the run to apply; the ticket to ask `result` with.

@@ -1,14 +1,10 @@
 """The `event-store` actor: the single DuckDB writer, Parquet exporter and thumbnail keeper.
 
-Write queue: saves wait in a queue of at most `storage.max_queued_saves` for the group-commit
-writer (plus the one batch being committed). At the bound a save is refused at once with
-`StoreBusyError` (nothing stored, retryable): the camera keeps the event in its own bounded
-buffer and retries with backoff, so thumbnails pile up nowhere. Saves that arrive while the
-store is closing get the same error.
-
-Maintenance runs in a thread started with the actor (also after a restart), not on the first
-save: retention and compaction of closed days at once and after each midnight UTC, Parquet
-export every `storage.parquet_flush_interval_s`.
+A Ray shell over plain parts of `pipelines.storage`: the group-commit writer (`writer`: a
+bounded write queue; at the bound a save is refused with `StoreBusyError`, the camera keeps the
+event and retries) and the maintenance thread (`maintenance`, started with the actor, also after
+a restart). The `mqtt-publisher` handle comes in through `attach_publisher`, called by
+`cluster.actors.publisher.get_publisher` when the publisher is created.
 """
 
 from __future__ import annotations
@@ -18,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+import warnings
 from datetime import datetime
 from typing import Any
 
@@ -27,26 +23,47 @@ import ray
 from cluster.metrics import StoreMetrics
 from cluster.placement import STORE_NODE_SHARE
 from pipelines.config import Config
-from pipelines.events import Event, utcnow
+from pipelines.events import Event
 from pipelines.naming import PUBLISHER_ACTOR, STORE_ACTOR
-from pipelines.storage import EventStore, StoreBusyError, feed
+from pipelines.storage import EventStore, feed
+from pipelines.storage.maintenance import Maintenance
 from pipelines.storage.summary import Summary, summarize
+from pipelines.storage.writer import CLOSE_STEP_S, GroupCommitWriter
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 512  # saves committed in one transaction at most
-GATHER_S = 0.002  # after a lone save, how long the writer waits for others to join it
 CLOSE_WAIT_S = 20.0  # close(): how long queued saves may take before they are refused
-CLOSE_STEP_S = 10.0  # close(): the most each later step (export, checkpoint) may take
+FIND_PUBLISHER_S = 60.0  # after a restart: how long to look for the publisher by name
+FIND_PUBLISHER_EVERY_S = 1.0
 
 
-@dataclass(frozen=True)
-class _Pending:
-    """One queued save: what to store and the future its caller awaits."""
+class _Publisher:
+    """The `mqtt-publisher` handle as the writer's hand-on hook: one call a batch, never waits."""
 
-    event: Event
-    thumbnail: bytes | None
-    done: asyncio.Future[Event]
+    def __init__(self) -> None:
+        self.handle: Any = None
+
+    def __call__(self, events: list[Event]) -> None:
+        if self.handle is not None:  # none: stored as unpublished, the publisher replays them
+            self.handle.publish_events.remote(events)
+
+    def find_after_restart(self, namespace: str, stop: threading.Event) -> None:
+        """After a restart (the handle was attached to the process that died), look the
+        publisher up by name until found. Runs in a thread: both calls block."""
+        with warnings.catch_warnings():  # Ray's own property uses an API it deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if not ray.get_runtime_context().was_current_actor_reconstructed:
+                return
+        deadline = time.monotonic() + FIND_PUBLISHER_S
+        while self.handle is None and time.monotonic() < deadline and not stop.is_set():
+            try:
+                found = ray.get_actor(PUBLISHER_ACTOR, namespace=namespace)
+            except ValueError:
+                stop.wait(FIND_PUBLISHER_EVERY_S)
+                continue
+            if self.handle is None:  # an attach_publisher meanwhile wins
+                self.handle = found
+                logger.info("event-store restarted: found the mqtt-publisher again")
 
 
 @ray.remote(num_cpus=0.05, max_restarts=-1, max_task_retries=-1)
@@ -61,63 +78,30 @@ class EventStoreActor:
             retention_days=storage.retention_days,
             thumbnail_quality=storage.thumbnail_quality,
         )
-        self._publisher: Any = None
-        self._stop_requested = False
-        self._started = time.time()
-        self._queue: asyncio.Queue[_Pending] | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._closing = False
-        self._batches = 0
-        self._max_batch = 0
-        self._max_queued = 0
-        self._refused = 0
         self._metrics = StoreMetrics()
-        self._maintenance_runs = {"retention": 0, "compaction": 0, "export": 0}
-        self._maintenance_stop = threading.Event()
-        self._maintenance = threading.Thread(
-            target=self._maintain, name="store-maintenance", daemon=True
+        self._publisher = _Publisher()
+        self._writer = GroupCommitWriter(
+            self._store,
+            max_queued=storage.max_queued_saves,
+            window_s=config.correlation.window_s,
+            on_saved=self._publisher,
+            on_committed=self._metrics.committed,
         )
+        self._maintenance = Maintenance(self._store, storage.parquet_flush_interval_s)
         self._maintenance.start()
+        self._closed = threading.Event()
+        if config.mqtt.enabled:
+            threading.Thread(
+                target=self._publisher.find_after_restart,
+                args=(config.ray.namespace, self._closed),
+                name="store-find-publisher",
+                daemon=True,
+            ).start()
         logger.info("event-store opened %s", storage.path)
 
-    def _maintain(self) -> None:
-        """Expire and compact closed days now and after each midnight UTC; export every
-        flush interval. Runs in its own thread from actor start (store calls take its lock).
-
-        Compaction and retention remove Parquet files, the one thing a reader mid-query can
-        trip over (see pipelines.storage): they run at startup and at the first pass after
-        midnight UTC only, never against today's partition.
-        """
-        interval = self._config.storage.parquet_flush_interval_s
-        last_day = None
-        while not self._maintenance_stop.is_set():
-            today = utcnow().date()
-            steps = [("export", self._store.export_parquet)]
-            if today != last_day:
-                steps[:0] = [
-                    ("retention", self._store.apply_retention),
-                    ("compaction", self._store.compact_parquet),
-                ]
-                last_day = today
-            for name, step in steps:
-                try:
-                    step()
-                    self._maintenance_runs[name] += 1
-                except Exception as exc:  # keep the loop alive; the error is in the log
-                    logger.error("store maintenance (%s) failed: %s", name, exc)
-            self._maintenance_stop.wait(interval)
-
-    def _publisher_handle(self) -> Any:
-        if not self._config.mqtt.enabled:
-            return None
-        if self._publisher is None:
-            try:
-                self._publisher = ray.get_actor(
-                    PUBLISHER_ACTOR, namespace=self._config.ray.namespace
-                )
-            except ValueError:
-                return None
-        return self._publisher
+    def attach_publisher(self, publisher: Any) -> None:
+        """Hand each committed batch to this `mqtt-publisher` from now on (None: to nobody)."""
+        self._publisher.handle = publisher
 
     async def save(self, event: Event, thumbnail: bytes | None) -> Event:
         """Store one event (with its correlation group) and hand it to the publisher.
@@ -125,99 +109,19 @@ class EventStoreActor:
         Group commit: the call waits in a queue and the writer stores everything queued in
         one transaction; the result (or the batch's storage error) is this event's own.
         """
-        if self._closing:
-            raise StoreBusyError("the event store is closing; retry with the next store")
-        queue = self._ensure_writer()
-        done: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        try:
-            queue.put_nowait(_Pending(event, thumbnail, done))
-        except asyncio.QueueFull:
-            self._refused += 1
-            if self._refused == 1 or self._refused % 1000 == 0:
-                logger.warning(
-                    "event-store write queue full (%d); %d saves refused so far (retryable)",
-                    queue.maxsize,
-                    self._refused,
-                )
-            raise StoreBusyError(
-                f"the event store's write queue is full ({queue.maxsize}); retry later"
-            ) from None
-        self._max_queued = max(self._max_queued, queue.qsize())
-        return await done
+        return await self._writer.save(event, thumbnail)
 
-    def _ensure_writer(self) -> asyncio.Queue[_Pending]:
-        if self._queue is None:
-            self._queue = asyncio.Queue(maxsize=self._config.storage.max_queued_saves)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_loop(self._queue))
-        return self._queue
+    async def save_new(self, event: Event, thumbnail: bytes | None) -> tuple[Event, bool]:
+        """Like save, unless the event_id is stored: then nothing is written or published.
 
-    async def _write_loop(self, queue: asyncio.Queue[_Pending]) -> None:
-        """The single writer: take what is queued (a batch), commit it, answer every caller."""
-        while True:
-            batch = [await queue.get()]
-            if queue.empty():  # let a burst of concurrent saves land in the same batch
-                await asyncio.sleep(GATHER_S)
-            while len(batch) < MAX_BATCH and not queue.empty():
-                batch.append(queue.get_nowait())
-            self._batches += 1
-            self._max_batch = max(self._max_batch, len(batch))
-            started = time.monotonic()
-            try:
-                saved, already_published = await self._commit(batch)
-                elapsed_ms = (time.monotonic() - started) * 1000.0
-                self._metrics.committed(len(saved), elapsed_ms, queue.qsize())
-            except Exception as exc:  # every caller of the batch gets the error: none is lost
-                logger.error("saving a batch of %d events failed: %s", len(batch), exc)
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_exception(exc)
-            else:
-                for item, event in zip(batch, saved, strict=True):
-                    if not item.done.done():  # a cancelled caller's event is stored all the same
-                        item.done.set_result(event)
-                # A save re-sent after its first try committed (a timeout, a restart) must not
-                # publish the same event again once it was delivered.
-                self._publish([e for e in saved if e.event_id not in already_published])
-            finally:
-                for _ in batch:
-                    queue.task_done()
-
-    async def _commit(self, batch: list[_Pending]) -> tuple[list[Event], set[str]]:
-        """Correlate and append a batch in a thread; the stored events and which of them were
-        already published before this batch."""
-        events = [item.event for item in batch]
-        thumbs = {item.event.event_id: item.thumbnail for item in batch if item.thumbnail}
-        window = self._config.correlation.window_s
-
-        def write() -> tuple[list[Event], set[str]]:
-            published = self._store.published_among([e.event_id for e in events])
-            return self._store.save_batch(events, thumbs, window), published
-
-        return await asyncio.to_thread(write)
-
-    def _publish(self, saved: list[Event]) -> None:
-        try:
-            publisher = self._publisher_handle()
-            if publisher is not None:  # fire and forget, one call a batch: never waits on MQTT
-                unique = list({event.event_id: event for event in saved}.values())
-                publisher.publish_events.remote(unique)
-        except Exception as exc:  # stored as unpublished: the publisher's replay catches up
-            logger.warning("handing %d events to the publisher failed: %s", len(saved), exc)
+        The stored (or just saved) event, and whether it was stored already.
+        """
+        return await self._writer.save_new(event, thumbnail)
 
     def writer_stats(self) -> dict[str, Any]:
         """Counters of this process: batches committed, largest, saves queued now, most ever
         queued, the bound, saves refused at the bound; maintenance passes by step."""
-        queued = 0 if self._queue is None else self._queue.qsize()
-        return {
-            "batches": self._batches,
-            "max_batch": self._max_batch,
-            "queued": queued,
-            "max_queued": self._max_queued,
-            "max_queued_saves": self._config.storage.max_queued_saves,
-            "refused": self._refused,
-            "maintenance": dict(self._maintenance_runs),
-        }
+        return {**self._writer.stats(), "maintenance": dict(self._maintenance.runs)}
 
     async def get(self, event_id: str) -> Event | None:
         return await asyncio.to_thread(self._store.get, event_id)
@@ -281,13 +185,6 @@ class EventStoreActor:
         """The actor's process id (operators and crash tests)."""
         return os.getpid()
 
-    def request_stop(self) -> None:
-        """Ask the process running the cluster (`liveobject run`) to shut down gracefully."""
-        self._stop_requested = True
-
-    def stop_requested(self) -> bool:
-        return self._stop_requested
-
     async def close(self, timeout_s: float = CLOSE_WAIT_S) -> dict[str, Any]:
         """Commit queued saves (up to timeout_s), then always export Parquet and checkpoint.
 
@@ -295,14 +192,10 @@ class EventStoreActor:
         `StoreBusyError` (nothing stored: their callers still hold them); a batch already
         being committed is finished. Every step runs even when one before it failed.
         """
-        self._closing = True
+        self._closed.set()
         report: dict[str, Any] = {"refused": 0, "exported": None, "closed": False}
-        if self._queue is not None:
-            report["refused"] = await self._drain_queue(self._queue, timeout_s)
-        if self._writer is not None:
-            self._writer.cancel()
-        self._maintenance_stop.set()
-        await asyncio.to_thread(self._maintenance.join, CLOSE_STEP_S)
+        report["refused"] = await self._writer.close(timeout_s)
+        await asyncio.to_thread(self._maintenance.stop, CLOSE_STEP_S)
         try:
             report["exported"] = await asyncio.wait_for(
                 asyncio.to_thread(self._store.export_parquet), CLOSE_STEP_S
@@ -315,27 +208,6 @@ class EventStoreActor:
         except Exception as exc:
             logger.error("checkpoint and close of the store failed: %s", exc)
         return report
-
-    async def _drain_queue(self, queue: asyncio.Queue[_Pending], timeout_s: float) -> int:
-        """Wait for queued saves; refuse those left at timeout_s. The number refused."""
-        try:
-            await asyncio.wait_for(queue.join(), max(0.0, timeout_s))
-            return 0
-        except TimeoutError:
-            pass
-        refused = 0
-        while not queue.empty():
-            item = queue.get_nowait()
-            if not item.done.done():
-                item.done.set_exception(StoreBusyError("the event store closed before this save"))
-            queue.task_done()
-            refused += 1
-        logger.error("store closing: %d queued saves refused after %.1f s", refused, timeout_s)
-        try:  # the batch in the writer's hands is committed and answered
-            await asyncio.wait_for(queue.join(), CLOSE_STEP_S)
-        except TimeoutError:
-            logger.error("store closing: the batch being committed did not finish")
-        return refused
 
 
 def get_store(config: Config) -> Any:

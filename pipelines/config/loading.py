@@ -2,7 +2,7 @@
 
 `load_config` composes the YAML node tree (so every key keeps its line number), substitutes
 `${VAR}` / `${VAR:-default}` from the environment into string values, validates with the
-models in `pipelines.config.models` and raises `ConfigError` whose lines read
+models (`pipelines.config.root.Config` and its sections) and raises `ConfigError` whose lines read
 `FILE:LINE: field.path: message`.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from pipelines.config.models import Config
+from pipelines.config.root import Config
 from pipelines.config.validators import _CONTROL, _short_repr
 from pipelines.redact import redact
 

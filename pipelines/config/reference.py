@@ -15,11 +15,11 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from pipelines.config.models import Config
+from pipelines.config.root import Config
 
 _HEADER = """# Configuration reference
 
-Generated from the pydantic models in `pipelines/config/models.py` by
+Generated from the pydantic models in `pipelines/config/` (one module per section) by
 `python -m pipelines.config.reference > docs/config.md`; a test fails when this file and the
 models disagree. Every section forbids unknown keys; `${VAR}` and `${VAR:-default}` are
 substituted before validation (the way to pass secrets); errors name the file, line and field.

@@ -1,5 +1,6 @@
 """MQTT for liveobject: topics and HA discovery (`topics`), what is published (`client`),
-the paho broker link (`transport`) and received messages (`inbound`)."""
+the paho broker link (`transport`), received messages (`inbound`), and the event publisher
+(`publishing`, over `ports`, with `acks`, `replay` and `rings`)."""
 
 from pipelines.mqtt.topics import (
     CameraInfo,

@@ -39,8 +39,10 @@ directories, connection, lock, failure handling), ``writes`` (appends, published
 export and compaction), ``retention`` (expiry), ``parquet`` (the partition files: export,
 compaction, retention), ``schema`` (columns, Arrow schema, migrations), ``cursors`` (event ids,
 keyset cursors), ``files`` (atomic writes and directory swaps), ``errors`` (StorageError,
-StorageFullError); read-only helpers over a store: ``search`` (the ``q`` text filter), ``feed``
-(events after a seq, for the live stream), ``summary`` (period summaries).
+StorageFullError); around a store: ``writer`` (group commit behind a bounded write queue),
+``maintenance`` (retention, compaction and export on a thread); read-only helpers over a store:
+``search`` (the ``q`` text filter), ``feed`` (events after a seq, for the live stream),
+``summary`` (period summaries).
 """
 
 from pipelines.storage.cursors import UUID_RE, decode_cursor, encode_cursor, is_event_id

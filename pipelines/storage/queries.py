@@ -36,6 +36,18 @@ class QueriesMixin(StoreBase):
             )
         return _row_to_event(row) if row else None
 
+    def stored_events(self, event_ids: list[str]) -> dict[str, Event]:
+        """The stored events among event_ids, by id (primary-key lookups)."""
+        ids = [i for i in dict.fromkeys(event_ids) if is_event_id(i)]
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        sql = f"SELECT {_SELECT_EVENT} FROM events WHERE event_id IN ({marks})"  # noqa: S608 - only ?s
+        with self._lock:
+            rows = self.con.execute(sql, ids).fetchall()
+        events = [_row_to_event(r) for r in rows]
+        return {event.event_id: event for event in events}
+
     def thumbnail_path(self, event_id: str) -> Path | None:
         """Path of an event's thumbnail file, or None; never a path outside the thumbnails dir."""
         if not is_event_id(event_id):

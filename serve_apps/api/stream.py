@@ -30,7 +30,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from starlette.types import Receive, Scope, Send
 
 from pipelines.config import CAMERA_ID_RE, ZONE_NAME_RE, Config
-from pipelines.config.models import StreamConfig
+from pipelines.config.api import StreamConfig
 from pipelines.events import Event
 from pipelines.storage.search import EventFilter
 from serve_apps.api.client import StoreClient

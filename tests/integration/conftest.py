@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import free_port
-
-
-@dataclass(frozen=True)
-class RaySession:
-    """The shared local Ray cluster: its namespace and where Serve's HTTP proxy listens."""
-
-    namespace: str
-    serve_port: int
+from tests.support.network import free_port
+from tests.support.ray_cluster import RaySession
 
 
 @pytest.fixture(scope="session")

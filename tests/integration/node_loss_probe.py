@@ -1,6 +1,8 @@
 """Own process: `liveobject run`'s runtime on a 3-node `ray.cluster_utils.Cluster`; one GPU
 worker is removed mid-run. Prints one JSON line: where every camera and VLM replica ran before
-and after, which node went, and the events seen, stored and published.
+and after, which node went, and the events seen, stored, published and the MQTT messages.
+
+Usage: python node_loss_probe.py WORKDIR BROKER_PORT TINY_MODEL_PATH.
 
 Nodes: a head without GPU that declares `liveobject_store` (it holds storage.path, so the
 event-store is pinned there), and two workers with `num_gpus=1` and `liveobject_gpu`. Not
@@ -20,10 +22,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from ray.cluster_utils import Cluster
 
-from cluster.runtime import all_done, deploy, drain, finish, shutdown, snapshot
+from cluster.runtime import all_done, deploy
 from pipelines.config import parse_config_text
 from pipelines.samples import generate_sample_video
-from pipelines.vlm.tiny import build_tiny_vlm
 
 CAMERAS = ("front", "side", "back")
 WINDOWS = [(0.5, 1.5), (4.0, 5.0), (7.5, 8.5), (11.0, 12.0)]  # 4 events per clip
@@ -31,10 +32,11 @@ EVENTS = len(CAMERAS) * len(WINDOWS)
 
 
 class EventIds:
-    """Distinct event ids received on `{prefix}/camera/+/event` (a real QoS-1 subscriber)."""
+    """Event messages received on `{prefix}/camera/+/event` (a real QoS-1 subscriber): every
+    message's event id, so a duplicate delivery shows as more messages than distinct ids."""
 
     def __init__(self, port: int, prefix: str) -> None:
-        self.ids: set[str] = set()
+        self.ids: list[str] = []
         self._lock = threading.Lock()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         self._client.on_message = self._on_message
@@ -47,9 +49,15 @@ class EventIds:
 
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
         with self._lock:
-            self.ids.add(json.loads(msg.payload)["event_id"])
+            self.ids.append(json.loads(msg.payload)["event_id"])
 
     def count(self) -> int:
+        """Distinct event ids received."""
+        with self._lock:
+            return len(set(self.ids))
+
+    def messages(self) -> int:
+        """Messages received, duplicates included."""
         with self._lock:
             return len(self.ids)
 
@@ -72,8 +80,7 @@ def where(snap: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(workdir: Path, broker_port: int) -> None:
-    model = build_tiny_vlm(workdir / "tiny")
+def main(workdir: Path, broker_port: int, model: Path) -> None:
     clips = {
         cam: generate_sample_video(
             workdir / f"{cam}.mp4", seconds=13, motion_windows=WINDOWS, seed=i
@@ -109,7 +116,8 @@ api: {{host: 127.0.0.1, port: {_free_port()}}}
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            snap = snapshot(run)
+            run.housekeeping()  # placement: a placed camera reports its node
+            snap = run.snapshot()
             placed = where(snap)
             ready = None not in placed["cameras"].values() and len(placed["vlm"]) == 2
             stored = snap["store"].get("stored", 0)
@@ -132,14 +140,15 @@ api: {{host: 127.0.0.1, port: {_free_port()}}}
             if gone is not None and answered and all_done(snap) and len(snap["vlm"]) == 2:
                 break
             time.sleep(1)
-        drain(run)
-        stored_run, published_run = finish(run)
-        final = snapshot(run)
+        run.drain()
+        stored_run, published_run = run.finish()
+        final = run.snapshot()
         store_counts = final["store"]
         expected = store_counts["stored"]
         wait_until = time.monotonic() + 60
         while received.count() < expected and time.monotonic() < wait_until:
             time.sleep(0.5)
+        time.sleep(2)  # a duplicate sent after the last new id still arrives and is counted
         print(
             json.dumps(
                 {
@@ -153,6 +162,7 @@ api: {{host: 127.0.0.1, port: {_free_port()}}}
                     "stored": store_counts["stored"],
                     "published_in_store": store_counts["published"],
                     "published_received": received.count(),
+                    "messages_received": received.messages(),
                     "run_summary": [stored_run, published_run],
                 }
             ),
@@ -160,9 +170,9 @@ api: {{host: 127.0.0.1, port: {_free_port()}}}
         )
     finally:
         received.stop()
-        shutdown(run)
+        run.shutdown()
         cluster.shutdown()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]))
+    main(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))

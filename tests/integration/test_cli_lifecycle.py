@@ -3,75 +3,42 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import paho.mqtt.client as mqtt
 import pytest
 
 from pipelines.samples import generate_sample_video
-from tests.conftest import Mosquitto, free_port
-from tests.integration.test_end_to_end import tiny_model, write_config  # noqa: F401
-
-CLI = [sys.executable, "-m", "cluster.cli"]
-
-
-def cli_env() -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)  # the shared test cluster must not be joined by accident
-    return env
-
-
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = cli_env()
-    return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
-    )
-
-
-class StatusWatcher:
-    """Records every payload on `{prefix}/status` (retained included)."""
-
-    def __init__(self, port: int, topic: str) -> None:
-        self.payloads: list[str] = []
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        self._client.on_message = self._on_message
-        self._client.connect("127.0.0.1", port)
-        self._client.subscribe(topic, qos=1)
-        self._client.loop_start()
-
-    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
-        self.payloads.append(msg.payload.decode())
-
-    def stop(self) -> None:
-        self._client.loop_stop()
-        self._client.disconnect()
+from tests.support.cli import CLI, cli, cli_env, write_config
+from tests.support.mosquitto import Mosquitto
+from tests.support.mqtt import StatusWatcher
+from tests.support.network import free_port
+from tests.support.waiting import wait_for
 
 
 def wait_healthy(port: int, proc: subprocess.Popen[str], timeout: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "liveobject run exited early"
-        try:
-            resp = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5)
-            last = resp.json()
-            if resp.status_code == 200:
-                return dict(last)
-        except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(1)
-    raise AssertionError(f"API never healthy: {last}")
+    """The API's health once it answers 200; fails at once when the run exits."""
+
+    def healthy() -> dict[str, Any] | None:
+        resp = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5)
+        return dict(resp.json()) if resp.status_code == 200 else None
+
+    health: dict[str, Any] = wait_for(
+        healthy,
+        timeout,
+        "a healthy API",
+        interval=1,
+        ignore=(httpx.HTTPError, ValueError),
+        abort=lambda: None if proc.poll() is None else "liveobject run exited early",
+    )
+    return health
 
 
-def test_run_status_replay_stop(tmp_path: Path, tiny_model: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+def test_run_status_replay_stop(tmp_path: Path, tiny_model: Path, mosquitto: Mosquitto) -> None:
     clip = generate_sample_video(tmp_path / "a.mp4", seconds=4, motion_windows=[(1.0, 2.5)])
     api_port = free_port()
     config = write_config(tmp_path, tiny_model, mosquitto.port, api_port, 1, [clip])
@@ -91,13 +58,14 @@ def test_run_status_replay_stop(tmp_path: Path, tiny_model: Path, mosquitto: Mos
         health = wait_healthy(api_port, proc)
         assert health["status"] == "ok"
 
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            events = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/events", timeout=5).json()
-            if events["events"]:
-                break
-            time.sleep(1)
-        assert events["events"], "no event reached the API"
+        wait_for(
+            lambda: httpx.get(f"http://127.0.0.1:{api_port}/api/v1/events", timeout=5).json()[
+                "events"
+            ],
+            120,
+            "an event to reach the API",
+            interval=1,
+        )
 
         status = cli("status", "--json", "--config", str(config))
         assert status.returncode == 0, status.stderr[-2000:]
@@ -163,7 +131,7 @@ def test_run_with_missing_config_is_a_clear_error(args: list[str]) -> None:
 
 def test_sigterm_is_a_graceful_stop_that_leaves_no_process(
     tmp_path: Path,
-    tiny_model: Path,  # noqa: F811
+    tiny_model: Path,
     mosquitto: Mosquitto,
 ) -> None:
     import psutil

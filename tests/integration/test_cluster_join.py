@@ -6,124 +6,30 @@ and two local runs side by side. Every Ray process a test starts is ended by pid
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import paho.mqtt.client as mqtt
 import pytest
 
 from pipelines.samples import generate_sample_video
-from tests.conftest import Mosquitto, free_port
-from tests.integration.ray_head import RayHead
-from tests.integration.test_end_to_end import tiny_model  # noqa: F401  (module fixture)
+from tests.support.cli import Run, cli_env, events_of
+from tests.support.cli import cli as run_cli_command
+from tests.support.mosquitto import Mosquitto
+from tests.support.mqtt import retained
+from tests.support.network import free_port
+from tests.support.ray_head import RayHead
 
 pytestmark = pytest.mark.integration
 
-CLI = [sys.executable, "-m", "cluster.cli"]
 DISCOVERY = "ha_join"
 
 
-def cli_env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", **extra}
-    env.pop("RAY_ADDRESS", None)
-    env.pop("RAY_AUTH_MODE", None)
-    return env
-
-
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env or cli_env(),
-        check=False,
-    )
-
-
-class Run:
-    """A `liveobject run` process whose output is collected."""
-
-    def __init__(self, config: Path, *extra: str) -> None:
-        self.proc = subprocess.Popen(
-            [*CLI, "run", "--config", str(config), *extra],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=cli_env(),
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait(self, timeout: float = 180) -> int:
-        code = self.proc.wait(timeout=timeout)
-        self._reader.join(timeout=10)
-        return code
-
-    def end(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, run: Run | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        if run is not None and run.proc.poll() is not None:
-            raise AssertionError(f"liveobject run exited while waiting for {what}:\n{run.output}")
-        try:
-            last = check()
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(1)
-    output = run.output[-4000:] if run is not None else ""
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})\n{output}")
-
-
-def events_of(api_port: int, camera_id: str) -> list[dict[str, Any]]:
-    url = f"http://127.0.0.1:{api_port}/api/v1/events"
-    resp = httpx.get(url, params={"camera_id": camera_id}, timeout=5)
-    return list(resp.json()["events"]) if resp.status_code == 200 else []
-
-
-def retained(port: int, topic_filter: str, settle_s: float = 1.0) -> dict[str, bytes]:
-    """The retained messages a fresh subscriber gets for topic_filter (empty ones left out)."""
-    got: dict[str, bytes] = {}
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    client.on_message = lambda _c, _u, msg: got.__setitem__(msg.topic, msg.payload)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    client.subscribe(topic_filter, qos=1)
-    time.sleep(settle_s)
-    client.loop_stop()
-    client.disconnect()
-    return {topic: payload for topic, payload in got.items() if payload}
+    """The CLI with the long timeout a join (or a refused one) may take."""
+    return run_cli_command(*args, timeout=300, env=env)
 
 
 def discovery_of(port: int, camera_id: str) -> dict[str, bytes]:
@@ -181,7 +87,7 @@ def head() -> Iterator[RayHead]:
 
 def test_join_stop_rejoin_then_apply_in_place(
     tmp_path: Path,
-    tiny_model: Path,  # noqa: F811
+    tiny_model: Path,
     mosquitto: Mosquitto,
     head: RayHead,
 ) -> None:
@@ -215,7 +121,7 @@ def test_join_stop_rejoin_then_apply_in_place(
     run = Run(first)
     try:
         for cam in "ab":
-            wait_for(lambda c=cam: events_of(api_port, c), 180, f"events of {cam}", run)
+            run.wait_for(lambda c=cam: events_of(api_port, c), 180, f"events of {cam}")
         assert discovery_of(mosquitto.port, "b"), "camera b's discovery was published"
         assert cli("stop", "--config", str(first)).returncode == 0
         assert run.wait() == 0, run.output[-3000:]
@@ -224,7 +130,7 @@ def test_join_stop_rejoin_then_apply_in_place(
 
     run = Run(second)  # the same cluster and namespace: a fresh store and publisher
     try:
-        wait_for(lambda: events_of(api_port, "c"), 180, "events of the added camera c", run)
+        run.wait_for(lambda: events_of(api_port, "c"), 180, "events of the added camera c")
         assert events_of(api_port, "a"), "the store kept the first run's events"
         assert not discovery_of(mosquitto.port, "b"), "the removed camera's discovery is cleared"
         assert discovery_of(mosquitto.port, "c")
@@ -240,7 +146,7 @@ def test_join_stop_rejoin_then_apply_in_place(
         result = json.loads(applied.stdout)
         assert (result["added"], result["removed"], result["unchanged"]) == (["d"], ["c"], ["a"])
         assert not result["redeploy_vlm"]
-        wait_for(lambda: events_of(api_port, "d"), 120, "events of camera d after apply", run)
+        run.wait_for(lambda: events_of(api_port, "d"), 120, "events of camera d after apply")
         after = camera_status(third, "a")
         assert after["pid"] == before["pid"] and not after["restarted"]  # never restarted
         assert after["frames"] >= before["frames"] > 0
@@ -274,7 +180,7 @@ def test_head_with_token_auth_disabled_is_joined(tmp_path: Path) -> None:
 
 def test_two_local_runs_with_different_configs_side_by_side(
     tmp_path: Path,
-    tiny_model: Path,  # noqa: F811
+    tiny_model: Path,
     mosquitto: Mosquitto,
 ) -> None:
     import psutil
@@ -303,7 +209,7 @@ def test_two_local_runs_with_different_configs_side_by_side(
             # each stays up after its summary (API and all) until ended below
             runs.append(Run(config, "--until-done", "--linger", "300s"))
         for run in runs:
-            wait_for(lambda r=run: "events: " in r.output, 300, "a run's summary", run)
+            run.wait_for(lambda r=run: "events: " in r.output, 300, "a run's summary")
         assert all(run.proc.poll() is None for run in runs), "both are up at the same time"
         children = [
             child for run in runs for child in psutil.Process(run.proc.pid).children(recursive=True)

@@ -3,124 +3,19 @@
 from __future__ import annotations
 
 import io
-import json
-import os
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import duckdb
-import httpx
 import jsonschema
-import paho.mqtt.client as mqtt
-import pytest
 from PIL import Image
 
 from pipelines.events import event_schema
 from pipelines.samples import generate_sample_video
-from pipelines.vlm.tiny import build_tiny_vlm
-from tests.conftest import Mosquitto, free_port
-
-LIVEOBJECT = [sys.executable, "-m", "cluster.cli"]
-RUN_TIMEOUT_S = 420
-
-
-class Subscriber:
-    """A real QoS-2 subscriber that fetches each event's thumbnail as soon as it arrives."""
-
-    def __init__(self, port: int, topic: str) -> None:
-        self.messages: list[tuple[str, int, bool, dict[str, Any]]] = []
-        self.thumbnails: dict[str, tuple[int, str, bytes]] = {}
-        self._lock = threading.Lock()
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self._client.on_message = self._on_message
-        subscribed = threading.Event()
-        self._client.on_subscribe = lambda *_a: subscribed.set()
-        self._client.connect("127.0.0.1", port)
-        self._client.loop_start()
-        self._client.subscribe(topic, qos=2)
-        assert subscribed.wait(10), "subscription not acknowledged"
-
-    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
-        payload = json.loads(msg.payload)
-        with self._lock:
-            self.messages.append((msg.topic, msg.qos, bool(msg.retain), payload))
-        try:
-            resp = httpx.get(payload["thumbnail_url"], timeout=10)
-            self.thumbnails[payload["event_id"]] = (
-                resp.status_code,
-                resp.headers.get("content-type", ""),
-                resp.content,
-            )
-        except Exception as exc:  # recorded, asserted on below
-            self.thumbnails[payload["event_id"]] = (0, repr(exc), b"")
-
-    def stop(self) -> None:
-        self._client.loop_stop()
-        self._client.disconnect()
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-vlm")
-
-
-def write_config(
-    folder: Path,
-    model: Path,
-    broker_port: int | None,
-    api_port: int,
-    qos: int,
-    clips: list[Path],
-    *,
-    namespace: str = "liveobject-e2e",
-    storage_extra: str = "",
-) -> Path:
-    """A `liveobject run` config: one camera per clip, the tiny VLM, MQTT off when no broker."""
-    cameras = "\n".join(
-        f"  - id: cam_{i}\n    name: Camera {i}\n    source: {clip}\n    detect_fps: 5"
-        for i, clip in enumerate(clips)
-    )
-    mqtt = (
-        "{enabled: false}"
-        if broker_port is None
-        else f"{{host: 127.0.0.1, port: {broker_port}, qos: {qos}, topic_prefix: e2e}}"
-    )
-    config = folder / "liveobject.yaml"
-    config.write_text(
-        f"""
-ray: {{namespace: {namespace}, num_cpus: 4}}
-cameras:
-{cameras}
-vlm:
-  model: {model}
-  num_cpus: 0.5
-  max_batch_size: 4
-  max_new_tokens: 12
-  image_size: 96
-storage: {{path: {folder / "store"}{storage_extra}}}
-mqtt: {mqtt}
-api: {{host: 127.0.0.1, port: {api_port}, base_url: "http://127.0.0.1:{api_port}"}}
-"""
-    )
-    return config
-
-
-def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run(
-        [*LIVEOBJECT, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
-    )
+from tests.support.cli import run_cli, write_config
+from tests.support.mosquitto import Mosquitto
+from tests.support.mqtt import EventSubscriber
+from tests.support.network import free_port
 
 
 def test_run_until_done_publishes_every_stored_event(
@@ -132,7 +27,7 @@ def test_run_until_done_publishes_every_stored_event(
     ]
     api_port = free_port()
     config = write_config(tmp_path, tiny_model, mosquitto.port, api_port, 2, clips)
-    subscriber = Subscriber(mosquitto.port, "e2e/camera/+/event")
+    subscriber = EventSubscriber(mosquitto.port, "e2e/camera/+/event")
     try:
         proc = run_cli(
             ["run", "--config", str(config), "--until-done", "--no-dashboard", "--linger", "5s"],

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,9 +15,9 @@ import pytest
 from pipelines.config import Config
 from pipelines.naming import VLM_APP
 from pipelines.samples import generate_sample_video
-from tests.conftest import Mosquitto
-from tests.integration.conftest import RaySession
-from tests.integration.test_end_to_end import tiny_model  # noqa: F401  (module fixture)
+from tests.support.mosquitto import Mosquitto
+from tests.support.ray_cluster import RaySession
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -62,17 +60,6 @@ def scrape(port: int) -> dict[str, list[dict[str, str]]]:
     return dict(families)
 
 
-def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last is True or (last and not isinstance(last, set)):
-            return last
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
-
-
 def dashboard_metrics() -> set[str]:
     """Every metric name that a query of the Grafana dashboard uses."""
     dashboard = json.loads(DASHBOARD.read_text())
@@ -83,7 +70,7 @@ def dashboard_metrics() -> set[str]:
 
 def test_every_stage_exports_metrics_and_the_dashboard_uses_real_names(
     tmp_path: Path,
-    tiny_model: Path,  # noqa: F811
+    tiny_model: Path,
     mosquitto: Mosquitto,
     ray_session: RaySession,
 ) -> None:
@@ -117,29 +104,40 @@ def test_every_stage_exports_metrics_and_the_dashboard_uses_real_names(
     actors = [store]
     try:
         ray.get(store.counts.remote(), timeout=60)
-        publisher = get_publisher(config)
+        publisher = get_publisher(config, store)
         actors.append(publisher)
         serve.run(build_vlm_app(config.vlm), name=VLM_APP, route_prefix=None)
         camera = start_camera(config, "porch")
         actors.append(camera)
         counts = lambda: ray.get(store.counts.remote(), timeout=30)  # noqa: E731
-        wait_for(lambda: counts()["published"] >= 1, 180, "a published event")
+        wait_for(lambda: counts()["published"] >= 1, 180, "a published event", interval=1)
         assert ray.get(publisher.replay.remote(3600), timeout=120) >= 1  # replayed
         events, _ = ray.get(store.query.remote(limit=1), timeout=30)
         mosquitto.stop()  # a publish with the broker gone fails: counted by reason
         status = lambda: ray.get(publisher.status.remote(), timeout=30)  # noqa: E731
-        wait_for(lambda: not status()["connected"], 60, "the publisher to see the broker gone")
+        wait_for(
+            lambda: not status()["connected"],
+            60,
+            "the publisher to see the broker gone",
+            interval=1,
+        )
         ray.get(publisher.publish_events.remote(events), timeout=30)
 
         ray.get(camera.status.remote(), timeout=30)  # as `liveobject run` polls it
         port = ray.nodes()[0]["MetricsExportPort"]
         families: dict[str, list[dict[str, str]]] = {}
 
-        def all_there() -> set[str] | bool:
+        def all_there() -> bool:
             families.update(scrape(port))
-            return not (set(EXPECTED) - set(families)) or set(EXPECTED) - set(families)
+            return not set(EXPECTED) - set(families)
 
-        assert wait_for(all_there, 90, "every family") is True, set(EXPECTED) - set(families)
+        wait_for(
+            all_there,
+            90,
+            "every family",
+            interval=1,
+            context=lambda: f"missing: {sorted(set(EXPECTED) - set(families))}",
+        )
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)

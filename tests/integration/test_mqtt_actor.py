@@ -22,7 +22,7 @@ from pipelines.config import Config
 from pipelines.events import event_schema
 from pipelines.mqtt.topics import Topics
 from pipelines.naming import PUBLISHER_ACTOR
-from tests.integration.mqtt_helpers import (
+from tests.support.mqtt import (
     Subscriber,
     actor_config,
     kill_actors,
@@ -109,7 +109,7 @@ def test_unpublished_events_replayed_in_order_after_reconnect(
 
     store = get_store(config)
     ray.get(store.counts.remote(), timeout=60)
-    actor = get_publisher(config)
+    actor = get_publisher(config, store)
     poll(actor.status.remote, lambda s: s["connected"])
     mosquitto.stop(signal.SIGTERM)
     poll(actor.status.remote, lambda s: not s["connected"])
@@ -139,14 +139,16 @@ def test_unpublished_events_replayed_in_order_after_reconnect(
 
 
 def test_metrics_record_and_never_raise(ray_session: Any) -> None:
-    from cluster.actors.publisher import _Metrics
+    from cluster.metrics import PublisherMetrics
 
-    m = _Metrics()  # on a cluster started without the dashboard (no metrics exporter)
-    m.record("published", "inc", qos="1")
-    m.record("acked", "inc", 3, qos="1")
-    m.record("latency", "observe", 1.5)
-    m.record("queue_depth", "set", 2)
-    assert not m._failed
-    m.record("published", "inc", undeclared_tag="x")  # Ray rejects it: metrics switch off
-    assert m._failed
-    m.record("published", "inc", qos="1")  # and stay off, silently
+    m = PublisherMetrics("1")  # on a cluster started without the dashboard (no exporter)
+    m.published(1)
+    m.acked(3)
+    m.ack_latency(1.5)
+    m.pending(2)
+    m.failed("dropped")
+    m.replayed(1)
+    assert not m._off
+    m.record("published_total", "inc", 1.0, undeclared_tag="x")  # Ray rejects it: off
+    assert m._off
+    m.published(1)  # and stay off, silently

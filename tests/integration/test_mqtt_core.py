@@ -25,8 +25,7 @@ from pipelines.config import MQTTConfig
 from pipelines.events import event_json, event_schema
 from pipelines.mqtt.client import MqttPublisherCore
 from pipelines.mqtt.topics import CameraInfo, Topics, discovery_messages
-from tests.conftest import free_port, wait_port
-from tests.integration.mqtt_helpers import (
+from tests.support.mqtt import (
     Subscriber,
     make_event,
     mqtt_settings,
@@ -34,6 +33,8 @@ from tests.integration.mqtt_helpers import (
     readable_broker_log,
     unique_prefix,
 )
+from tests.support.network import free_port, wait_port
+from tests.support.waiting import wait_for
 
 BASE = "http://127.0.0.1:8000"
 REPO = Path(__file__).resolve().parents[2]
@@ -58,11 +59,7 @@ def _start(config: MQTTConfig, on_acked: Any = None) -> tuple[MqttPublisherCore,
 
 
 def _wait(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        time.sleep(0.02)
+    wait_for(predicate, timeout, "the condition", interval=0.02)
 
 
 @pytest.mark.parametrize("qos", [0, 1, 2])

@@ -21,7 +21,7 @@ from cluster.actors.publisher import get_publisher
 from pipelines.config import CameraConfig
 from pipelines.mqtt.topics import COMPONENTS, Topics
 from pipelines.naming import camera_actor_name
-from tests.integration.mqtt_helpers import (
+from tests.support.mqtt import (
     Subscriber,
     actor_config,
     kill_actors,

@@ -20,8 +20,8 @@ from cluster.actors.publisher import get_publisher
 from cluster.actors.store import get_store
 from pipelines.config import Config
 from pipelines.mqtt.topics import Topics
-from tests.conftest import Mosquitto
-from tests.integration.mqtt_helpers import (
+from tests.support.mosquitto import Mosquitto
+from tests.support.mqtt import (
     Feeder,
     Subscriber,
     actor_config,
@@ -51,8 +51,8 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 def _start(config: Config) -> tuple[Any, Any]:
     """The store and publisher actors of this test, the publisher connected."""
-    publisher = get_publisher(config)  # first, so the store finds it on its first save
     store = get_store(config)
+    publisher = get_publisher(config, store)  # the store is told about it before returning
     poll(publisher.status.remote, lambda s: s["connected"], 30)
     ray.get(store.counts.remote(), timeout=30)
     return store, publisher

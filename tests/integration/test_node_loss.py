@@ -1,7 +1,7 @@
 """Node loss on a real 3-node `ray.cluster_utils.Cluster` (run by node_loss_probe.py in its
 own process): a GPU worker removed mid-run takes a camera actor and a VLM replica with it; they
 come back on the remaining nodes, the store (pinned to the head by `liveobject_store`) keeps its
-data, and the events seen, stored and published are the same count."""
+data, and the events seen, stored and published are the same count (each published once)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Mosquitto
-from tests.integration.ray_head import run_watched
+from tests.support.mosquitto import Mosquitto
+from tests.support.ray_head import run_watched
 
 pytestmark = pytest.mark.integration
 
@@ -21,11 +21,13 @@ PROBE = Path(__file__).with_name("node_loss_probe.py")
 EVENTS = 3 * 4  # three cameras, four motion windows each
 
 
-def test_removing_a_worker_mid_run_loses_no_event(tmp_path: Path, mosquitto: Mosquitto) -> None:
+def test_removing_a_worker_mid_run_loses_no_event(
+    tmp_path: Path, mosquitto: Mosquitto, tiny_model: Path
+) -> None:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
     done, left = run_watched(
-        [sys.executable, str(PROBE), str(tmp_path), str(mosquitto.port)],
+        [sys.executable, str(PROBE), str(tmp_path), str(mosquitto.port), str(tiny_model)],
         env=env,
         timeout=420,
         cwd=Path(__file__).resolve().parents[2],
@@ -49,4 +51,6 @@ def test_removing_a_worker_mid_run_loses_no_event(tmp_path: Path, mosquitto: Mos
 
     counts = (result["seen"], result["stored"], result["published_received"])
     assert counts == (EVENTS, EVENTS, EVENTS), result
+    # one MQTT message per event: a duplicate delivery (a replay after the loss) fails here
+    assert result["messages_received"] == EVENTS, result
     assert result["published_in_store"] == EVENTS

@@ -16,7 +16,8 @@ import pytest
 from pipelines.config import Config
 from pipelines.events import Event
 from pipelines.samples import generate_sample_video, generate_scene_video
-from tests.integration.test_camera_actor import status, wait_for
+from tests.support.ray_cluster import status
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -85,17 +86,18 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def rig(ray_session: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+def rig(
+    ray_session: object, tmp_path_factory: pytest.TempPathFactory, tiny_model: Path
+) -> Iterator[Rig]:
     import ray
     from ray import serve
 
     from cluster.actors.store import get_store
     from pipelines.config import VLMConfig
-    from pipelines.vlm.tiny import build_tiny_vlm
     from serve_apps.vlm import build_vlm_app
 
     root = tmp_path_factory.mktemp("noise")
-    model = str(build_tiny_vlm(root / "tiny-vlm"))
+    model = str(tiny_model)
     serve.run(
         build_vlm_app(VLMConfig.model_validate({**VLM, "model": model})),
         name="vlm",

@@ -13,9 +13,8 @@ import pytest
 from nbclient import NotebookClient
 
 from pipelines.samples import generate_sample_video
-from pipelines.vlm.tiny import build_tiny_vlm
-from tests.conftest import free_port
-from tests.integration.test_end_to_end import write_config
+from tests.support.cli import write_config
+from tests.support.network import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -23,8 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "event_analysis.ipynb"
 
 
-def test_notebook_runs_clean_on_a_real_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = build_tiny_vlm(tmp_path / "tiny-vlm")
+def test_notebook_runs_clean_on_a_real_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: Path
+) -> None:
+    model = tiny_model
     clips = [
         generate_sample_video(tmp_path / "a.mp4", seconds=6, motion_windows=[(1.0, 3.0)], seed=5),
         generate_sample_video(tmp_path / "b.mp4", seconds=6, motion_windows=[(2.0, 4.0)], seed=6),

@@ -6,9 +6,7 @@ a real mosquitto. The VLM is a local server speaking the OpenAI API that always 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,53 +14,24 @@ import pytest
 
 from pipelines.config import Config
 from pipelines.samples import generate_sample_video
-from tests.integration.mqtt_helpers import Subscriber, kill_actors, unique_prefix
-from tests.integration.test_camera_actor import status, wait_for
+from tests.support.mqtt import Subscriber, kill_actors, unique_prefix
+from tests.support.openai_server import FakeOpenAI, Reply
+from tests.support.ray_cluster import status
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 ANSWER = {"description": "A parcel on the step", "objects": ["package"], "confidence": 80}
 
 
-class PackageVLM:
-    """/v1/chat/completions that always answers ANSWER."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(inner) -> None:
-                inner.rfile.read(int(inner.headers["Content-Length"]))
-                self.calls += 1
-                choice = {"message": {"role": "assistant", "content": json.dumps(ANSWER)}}
-                raw = json.dumps({"choices": [choice]}).encode()
-                inner.send_response(200)
-                inner.send_header("Content-Type", "application/json")
-                inner.send_header("Content-Length", str(len(raw)))
-                inner.end_headers()
-                inner.wfile.write(raw)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
-def package_vlm(ray_session: object) -> Iterator[PackageVLM]:
+def package_vlm(ray_session: object) -> Iterator[FakeOpenAI]:
     from ray import serve
 
     from pipelines.config import VLMConfig
     from serve_apps.vlm import build_vlm_app
 
-    server = PackageVLM()
+    server = FakeOpenAI(Reply(json.dumps(ANSWER)))  # always sees a package
     vlm = VLMConfig(backend="openai", model="package-seer", base_url=server.base_url, num_cpus=0.5)
     serve.run(build_vlm_app(vlm), name="vlm", route_prefix=None)
     try:
@@ -73,7 +42,7 @@ def package_vlm(ray_session: object) -> Iterator[PackageVLM]:
 
 
 def test_filtered_events_are_stored_not_published_and_rings_always_are(
-    package_vlm: PackageVLM, mosquitto: Any, tmp_path: Path
+    package_vlm: FakeOpenAI, mosquitto: Any, tmp_path: Path
 ) -> None:
     import ray
 
@@ -98,7 +67,7 @@ def test_filtered_events_are_stored_not_published_and_rings_always_are(
     namespace = config.ray.namespace
     sub = Subscriber(mosquitto.port, [f"{prefix}/camera/+/event"])
     store = get_store(config)
-    publisher = get_publisher(config)
+    publisher = get_publisher(config, store)
     actors: list[Any] = []
     try:
         wait_for(lambda: ray.get(publisher.status.remote())["connected"], 30, "MQTT connected")

@@ -14,17 +14,11 @@ import psutil
 import pytest
 
 from pipelines.samples import generate_sample_video
-from tests.conftest import Mosquitto, free_port
-from tests.integration.ray_head import run_watched
-from tests.integration.test_cluster_join import (
-    CLI,
-    Run,
-    cli_env,
-    events_of,
-    retained,
-    wait_for,
-)
-from tests.integration.test_end_to_end import tiny_model  # noqa: F401  (module fixture)
+from tests.support.cli import CLI, Run, cli_env, events_of
+from tests.support.mosquitto import Mosquitto
+from tests.support.mqtt import retained
+from tests.support.network import free_port
+from tests.support.ray_head import run_watched
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +49,7 @@ def _api_camera(api_port: int, camera_id: str) -> dict[str, Any] | None:
 
 def test_eight_default_cameras_run_and_a_ninth_is_unplaceable(
     tmp_path: Path,
-    tiny_model: Path,  # noqa: F811
+    tiny_model: Path,
     mosquitto: Mosquitto,
 ) -> None:
     clips = [
@@ -70,8 +64,8 @@ def test_eight_default_cameras_run_and_a_ninth_is_unplaceable(
     config = _config(tmp_path, tiny_model, mosquitto.port, api_port, cameras)
     run = Run(config, "--until-done", "--linger", "300s", "--no-dashboard")
     try:
-        wait_for(lambda: "events: " in run.output, 420, "the run's summary", run)
-        unplaceable = wait_for(lambda: _api_camera(api_port, "huge"), 30, "API status", run)
+        run.wait_for(lambda: "events: " in run.output, 420, "the run's summary")
+        unplaceable = run.wait_for(lambda: _api_camera(api_port, "huge"), 30, "API status")
         status = retained(mosquitto.port, "place/camera/huge/status")
         for i in range(CAMERAS):
             assert events_of(api_port, f"c{i}"), f"camera c{i} produced no event\n{run.output}"

@@ -20,7 +20,7 @@ from cluster.actors.store import get_store
 from pipelines.auth import sign_camera_token
 from pipelines.config import APIConfig, Config
 from pipelines.mqtt.topics import Topics
-from tests.integration.mqtt_helpers import (
+from tests.support.mqtt import (
     Subscriber,
     actor_config,
     kill_actors,
@@ -46,7 +46,7 @@ def test_dropped_events_are_retried_while_connected(config: Config, mosquitto: A
     topics = Topics(config.mqtt.topic_prefix, config.mqtt.discovery.prefix)
     store = get_store(config)
     ray.get(store.counts.remote(), timeout=60)
-    publisher = get_publisher(config)
+    publisher = get_publisher(config, store)
     # connected, and the replay every connect starts is over: only the timer can replay now
     poll(publisher.status.remote, lambda s: s["connected"] and s["replay_passes"], timeout=30)
     sub = Subscriber(mosquitto.port, [topics.event("front_door"), topics.last_event("front_door")])

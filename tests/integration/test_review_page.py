@@ -3,9 +3,10 @@
 The API app runs under a real uvicorn over a real EventStore with JPEG thumbnails. Without a
 key: the page loads with no console errors, lists the seeded events with thumbnails that decode
 and alt text from their descriptions, the camera, object and search filters change the list, a
-newly saved event appears without a reload, the keyboard moves through it, it fits a phone; the
-screenshot in docs/ is taken here. With a key: the page asks for it once, refuses a wrong one,
-works with the right one, and the key never appears in a URL.
+newly saved event appears without a reload, the keyboard moves through it, it fits a phone; a
+screenshot is taken (into a temp folder; `make screenshot` refreshes docs/review-page.png).
+With a key: the page asks for it once, refuses a wrong one, works with the right one, and the key
+never appears in a URL.
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ from pipelines.events import Event, utcnow
 from pipelines.storage import EventStore
 from serve_apps.api import build_api
 from serve_apps.api.local import LocalStoreClient
-from tests.conftest import free_port, wait_port
+from tests.support.network import free_port, wait_port
 
 pytestmark = pytest.mark.integration
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "review-page.png"
+# where the screenshot goes when set (`make screenshot`: docs/review-page.png); else tmp_path, so
+# a test run leaves the tracked file alone
+SCREENSHOT_ENV = "LIVEOBJECT_REVIEW_SCREENSHOT"
 KEY = "review-page-key-0123456789"
 FLAGS = [
     "--headless",
@@ -236,8 +239,10 @@ def test_page_without_key(browser: Any, tmp_path: Path) -> None:
         new_event_appears_live(browser, site)
         keyboard_moves_through_the_events(browser)
         browser.execute_script("window.scrollTo(0, 0)")
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        browser.save_screenshot(str(SCREENSHOT))
+        shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "review-page.png")
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(shot)), f"no screenshot written to {shot}"
+        assert Image.open(shot).size[0] > 0
         assert console_errors(browser) == []
         # a phone: one column, nothing wider than the screen
         browser.set_window_size(390, 844)

@@ -23,9 +23,9 @@ from cluster.actors.publisher import get_publisher
 from cluster.actors.store import get_store
 from pipelines.config import Config
 from pipelines.mqtt.topics import Topics
-from tests.conftest import free_port
-from tests.integration.mqtt_helpers import Subscriber, kill_actors, poll, unique_prefix
-from tests.integration.test_camera_actor import ray_logs
+from tests.support.mqtt import Subscriber, kill_actors, poll, unique_prefix
+from tests.support.network import free_port
+from tests.support.ray_cluster import ray_logs
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,7 @@ def test_query_string_secrets_never_leave_the_cluster(
     sub = Subscriber(mosquitto.port, [f"{config.mqtt.topic_prefix}/#", "homeassistant/#"])
     store = get_store(config)
     ray.get(store.counts.remote(), timeout=60)
-    publisher = get_publisher(config)
+    publisher = get_publisher(config, store)
     poll(publisher.status.remote, lambda s: s["connected"], timeout=30)
     try:
         actors = {camera.id: start_camera(config, camera.id) for camera in config.cameras}

@@ -14,9 +14,8 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -32,8 +31,9 @@ from pipelines.samples import generate_sample_video
 from pipelines.storage import EventStore
 from serve_apps.api import build_api
 from serve_apps.api.local import LocalStoreClient
-from tests.conftest import free_port, wait_port
-from tests.integration.chat_server import ChatServer
+from tests.support.network import free_port, wait_port
+from tests.support.openai_server import FakeOpenAI, Reply
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,17 +44,6 @@ VLM_ANSWER = json.dumps(
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
 
 
 @dataclass
@@ -300,7 +289,7 @@ def cluster(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     from serve_apps.vlm import build_vlm_app
 
     root = tmp_path_factory.mktemp("sse")
-    chat = ChatServer(lambda _body: (200, VLM_ANSWER))
+    chat = FakeOpenAI(Reply(VLM_ANSWER))
     clip = generate_sample_video(
         root / "porch.mp4", seconds=9, motion_windows=[(1, 2.5), (4, 5.5), (7, 8.5)], seed=4
     )

@@ -22,6 +22,7 @@ from cluster.actors.store import get_store
 from pipelines.config import Config
 from pipelines.events import Event, utcnow
 from pipelines.storage import EventStore, StoreBusyError
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -52,15 +53,6 @@ def config_for(path: Path, **storage: Any) -> Config:
             "correlation": {"window_s": 0},
         }
     )
-
-
-def wait_for(check: Any, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
 
 
 def test_full_write_queue_pushes_back_and_retrying_callers_lose_nothing(
@@ -127,7 +119,7 @@ def test_retention_and_compaction_run_at_actor_start(ray_session: Any, tmp_path:
             stats = ray.get(store.writer_stats.remote(), timeout=30)
             return bool(stats["maintenance"]["compaction"])
 
-        assert wait_for(maintained), "maintenance did not run at actor start"
+        wait_for(maintained, 90, "maintenance to run at actor start")
         for event_id in expired:
             assert ray.get(store.get.remote(event_id), timeout=30) is None
         assert ray.get(store.counts.remote(), timeout=30)["stored"] == 3 * 9

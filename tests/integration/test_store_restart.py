@@ -23,8 +23,9 @@ import pytest
 
 from pipelines.config import Config
 from pipelines.samples import generate_sample_video
-from tests.conftest import Mosquitto
-from tests.integration.slow_vlm_server import OpenAIServer, wait_until
+from tests.support.mosquitto import Mosquitto
+from tests.support.openai_server import FakeOpenAI, paced
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,14 +39,14 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def vlm(ray_session: object) -> Iterator[OpenAIServer]:
+def vlm(ray_session: object) -> Iterator[FakeOpenAI]:
     """The `vlm` app over a local OpenAI-compatible server answering after 1 s."""
     from ray import serve
 
     from pipelines.config import VLMConfig
     from serve_apps.vlm import build_vlm_app
 
-    server = OpenAIServer(delay_s=1.0)
+    server = FakeOpenAI(paced(delay_s=1.0))
     config = VLMConfig(
         backend="openai",
         model="slow",
@@ -145,7 +146,7 @@ class EventIds:
 
 
 def test_store_killed_while_cameras_save_loses_nothing(
-    tmp_path: Path, clip: Path, vlm: OpenAIServer
+    tmp_path: Path, clip: Path, vlm: FakeOpenAI
 ) -> None:
     import ray
 
@@ -157,16 +158,16 @@ def test_store_killed_while_cameras_save_loses_nothing(
     ray.get(store.counts.remote())
     camera = start_camera(config, "yard")
     try:
-        wait_until(lambda: status(camera)["events"] >= 1, 120, "a first stored event")
+        wait_for(lambda: status(camera)["events"] >= 1, 120, "a first stored event")
         ray.kill(store, no_restart=True)  # the store is gone; saves fail from now on
-        held = wait_until(
+        held = wait_for(
             lambda: (s := status(camera))["unsaved"] >= 2 and s["save_retrying"] and s,
             120,
             "the camera to hold unsaved events",
         )
         assert held["dropped"] == 0
         store = get_store(config)  # a store runs again (same DuckDB file)
-        final = wait_until(lambda: (s := status(camera))["done"] and s, 120, "the outbox to drain")
+        final = wait_for(lambda: (s := status(camera))["done"] and s, 120, "the outbox to drain")
     finally:
         ray.kill(camera, no_restart=True)
         close_store(store)
@@ -178,7 +179,7 @@ def test_store_killed_while_cameras_save_loses_nothing(
 
 
 def test_camera_killed_mid_file_replays_without_duplicates(
-    tmp_path: Path, clip: Path, vlm: OpenAIServer, mosquitto: Mosquitto
+    tmp_path: Path, clip: Path, vlm: FakeOpenAI, mosquitto: Mosquitto
 ) -> None:
     import ray
 
@@ -189,18 +190,18 @@ def test_camera_killed_mid_file_replays_without_duplicates(
     config = make_config(tmp_path, clip, "restart-camera", mosquitto.port)
     subscriber = EventIds(mosquitto.port, "restart-camera/camera/+/event")
     store = get_store(config)
-    publisher = get_publisher(config)
-    wait_until(lambda: ray.get(publisher.status.remote())["connected"], 60, "MQTT connected")
+    publisher = get_publisher(config, store)
+    wait_for(lambda: ray.get(publisher.status.remote())["connected"], 60, "MQTT connected")
     camera = start_camera(config, "yard")
     try:
-        before = wait_until(
+        before = wait_for(
             lambda: (s := status(camera))["events"] >= 2 and not s["done"] and s,
             120,
             "some events stored, the file not done",
         )
         old_pid = status(camera)["pid"]
         ray.kill(camera, no_restart=False)  # a crash: Ray restarts the actor
-        after = wait_until(
+        after = wait_for(
             lambda: (s := status(camera)).get("restarted") and s["done"] and s,
             180,
             "the restarted camera to finish the file",

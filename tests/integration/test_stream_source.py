@@ -13,7 +13,8 @@ from pipelines.ingest.motion import MotionDetector
 from pipelines.ingest.segment import EventSegmenter, Segment
 from pipelines.ingest.sources import SourceError, StreamSource
 from pipelines.samples import generate_sample_video
-from tests.integration.stream_helpers import TSServer, free_udp_port
+from tests.support.network import free_udp_port
+from tests.support.streams import TSServer
 
 STALL_S = 2.0
 

@@ -7,7 +7,6 @@ The narrative is asked of an `openai` backend only (primary or fallback), within
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -20,33 +19,24 @@ from pipelines.events import Event, format_timestamp
 from pipelines.storage import EventStore
 from serve_apps.api import build_api
 from serve_apps.api.local import LocalStoreClient
-from tests.integration.chat_server import ChatServer
+from tests.support.openai_server import ChatRequest, FakeOpenAI, Reply, serve_fake
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 3, 1, 18, 0, tzinfo=timezone.utc)
 PARAGRAPH = "A quiet day: a courier came to the front door at noon and rang twice."
 SECRET = "sk-narrative-secret-123"
-release = threading.Event()
 
 
-def answer(body: dict[str, Any]) -> tuple[int, str]:
-    model = body["model"]
-    if model == "down":
-        return 500, "boom"
-    if model == "hang":
-        release.wait(10)
-    return 200, PARAGRAPH
+def answer(request: ChatRequest) -> Reply:
+    if request.model == "down":
+        return Reply("boom", status=500)
+    return Reply(PARAGRAPH, delay_s=10 if request.model == "hang" else 0)
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ChatServer]:
-    chat = ChatServer(answer)
-    try:
-        yield chat
-    finally:
-        release.set()
-        chat.close()
+def server() -> Iterator[FakeOpenAI]:
+    yield from serve_fake(answer)
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +80,14 @@ def summary(http: TestClient, narrative: bool = True) -> dict[str, Any]:
     return body
 
 
-def test_openai_backend_writes_the_narrative(server: ChatServer, store: EventStore) -> None:
+def test_openai_backend_writes_the_narrative(server: FakeOpenAI, store: EventStore) -> None:
     vlm = {"backend": "openai", "model": "gpt-test", "base_url": server.base_url, "api_key": SECRET}
     before = len(server.requests)
     body = summary(client(store, vlm))
     assert body["narrative"] == {"text": PARAGRAPH, "source": "openai:gpt-test"}
     request = server.requests[before]
-    assert request["path"] == "/v1/chat/completions" and request["auth"] == f"Bearer {SECRET}"
-    prompt = request["messages"][0]["content"]
+    assert request.path == "/v1/chat/completions" and request.auth == f"Bearer {SECRET}"
+    prompt = request.body["messages"][0]["content"]
     facts = json.loads(prompt[prompt.index("{") :])
     assert facts["events"] == 6 == body["total"]
     assert facts["doorbell_rings"] == 2 and facts["per_object"] == {"package": 6, "person": 6}
@@ -106,7 +96,7 @@ def test_openai_backend_writes_the_narrative(server: ChatServer, store: EventSto
 
 
 def test_falls_back_to_the_next_openai_backend_then_to_facts(
-    server: ChatServer, store: EventStore
+    server: FakeOpenAI, store: EventStore
 ) -> None:
     vlm = {
         "backend": "openai",
@@ -125,10 +115,10 @@ def test_falls_back_to_the_next_openai_backend_then_to_facts(
     assert SECRET not in json.dumps(body)
 
 
-def test_deadline_gives_the_plain_text(server: ChatServer, store: EventStore) -> None:
+def test_deadline_gives_the_plain_text(server: FakeOpenAI, store: EventStore) -> None:
     vlm = {"backend": "openai", "model": "hang", "base_url": server.base_url}
     body = summary(client(store, vlm, timeout_s=1))  # the server holds its answer for 10 s
-    release.set()
+    server.release()
     assert body["narrative"]["source"] == "facts"
     assert "deadline of 1 s passed" in body["narrative"]["fallback_reason"]
 

@@ -11,11 +11,11 @@ from pathlib import Path
 PROBE = Path(__file__).with_name("topology_probe.py")
 
 
-def test_vlm_lands_on_the_gpu_node_and_cameras_spread(tmp_path: Path) -> None:
+def test_vlm_lands_on_the_gpu_node_and_cameras_spread(tmp_path: Path, tiny_model: Path) -> None:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(
-        [sys.executable, str(PROBE), str(tmp_path)],
+        [sys.executable, str(PROBE), str(tmp_path), str(tiny_model)],
         capture_output=True,
         text=True,
         timeout=300,

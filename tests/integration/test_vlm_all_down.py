@@ -1,19 +1,15 @@
 """All VLM backends down: `liveobject run --until-done` still publishes every event, on time.
 
-The primary is an OpenAI-compatible server (written here) that never answers, the first fallback
-the same server answering 500, the second a port nothing listens on. Every stored event must
-reach a real MQTT subscriber with the fallback description, no `provider_used`, and a VLM wait
-bounded by `vlm.deadline_s` (the hung primary's own timeout is far longer than the deadline).
+The primary is a local OpenAI-compatible server (the test fake) that never answers, the first
+fallback the same server answering 500, the second a port nothing listens on. Every stored event
+must reach a real MQTT subscriber with the fallback description, no `provider_used`, and a VLM
+wait bounded by `vlm.deadline_s` (the hung primary's own timeout is far longer than the deadline).
 """
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import jsonschema
@@ -21,8 +17,11 @@ import pytest
 
 from pipelines.events import event_schema
 from pipelines.samples import generate_sample_video
-from tests.conftest import Mosquitto, free_port
-from tests.integration.test_end_to_end import Subscriber, run_cli
+from tests.support.cli import run_cli
+from tests.support.mosquitto import Mosquitto
+from tests.support.mqtt import EventSubscriber
+from tests.support.network import free_port
+from tests.support.openai_server import ChatRequest, FakeOpenAI, Reply, serve_fake
 
 pytestmark = pytest.mark.integration
 
@@ -31,52 +30,15 @@ DEADLINE_S = 5.0
 LATENCY_SLACK_S = 1.5
 
 
-class DownServer:
-    """Speaks /v1/chat/completions badly: model `hang` never answers, `fail-500` answers 500."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-        self.release = threading.Event()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.calls.append(body["model"])
-                if body["model"] == "hang":
-                    server.release.wait(120)  # far past the deadline and the client timeout
-                raw = b'{"error": "down"}'
-                try:
-                    self.send_response(500)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(raw)))
-                    self.end_headers()
-                    self.wfile.write(raw)
-                except OSError:
-                    pass  # the client gave up and went away
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def down(request: ChatRequest) -> Reply:
+    """Model `hang` never answers in time (120 s, far past the deadline and the client
+    timeout); every answer is a 500."""
+    return Reply("down", status=500, delay_s=120 if request.model == "hang" else 0)
 
 
 @pytest.fixture
-def down_server() -> Iterator[DownServer]:
-    server = DownServer()
-    try:
-        yield server
-    finally:
-        server.close()
+def down_server() -> Iterator[FakeOpenAI]:
+    yield from serve_fake(down)
 
 
 def write_config(folder: Path, clip: Path, base_url: str, broker_port: int, api_port: int) -> Path:
@@ -110,13 +72,13 @@ api: {{host: 127.0.0.1, port: {api_port}, base_url: "http://127.0.0.1:{api_port}
 
 
 def test_all_backends_down_events_arrive_with_fallback_text_within_deadline(
-    tmp_path: Path, mosquitto: Mosquitto, down_server: DownServer
+    tmp_path: Path, mosquitto: Mosquitto, down_server: FakeOpenAI
 ) -> None:
     clip = generate_sample_video(
         tmp_path / "porch.mp4", seconds=8, motion_windows=[(0.5, 2.0), (4.5, 6.0)], seed=5
     )
     config = write_config(tmp_path, clip, down_server.base_url, mosquitto.port, free_port())
-    subscriber = Subscriber(mosquitto.port, "down/camera/+/event")
+    subscriber = EventSubscriber(mosquitto.port, "down/camera/+/event")
     try:
         proc = run_cli(["run", "--config", str(config), "--until-done", "--no-dashboard"], tmp_path)
     finally:
@@ -143,4 +105,4 @@ def test_all_backends_down_events_arrive_with_fallback_text_within_deadline(
     summary = [line for line in proc.stdout.splitlines() if line.startswith("events: ")]
     assert summary and summary[-1] == f"events: {len(rows)} stored, {len(rows)} published"
     # the hung primary was tried (and benched), then the fallback list was walked
-    assert "hang" in down_server.calls and "fail-500" in down_server.calls
+    assert {"hang", "fail-500"} <= set(down_server.models_called())

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -16,77 +15,31 @@ import pytest
 from pipelines.config import VLMConfig
 from pipelines.vlm.backends import VLMEngine
 from pipelines.vlm.types import VLMRequest
+from tests.support.network import free_port
+from tests.support.openai_server import Answer, ChatRequest, FakeOpenAI, Reply, serve_fake
 
 ANSWER = {"description": "A person at the door", "objects": ["woman"], "confidence": 0.9}
 
 
-class FakeOpenAI:
-    """Behaviour is chosen by the request's `model`: ok, fail-500, hang, flaky-429 (429 once)."""
+def by_model() -> Answer:
+    """Behaviour chosen by the request's `model`: ok, fail-500, hang (3 s), flaky-429 (once)."""
+    seen: Counter[str] = Counter()
 
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        fake = self
+    def answer(request: ChatRequest) -> Reply:
+        seen[request.model] += 1
+        if request.model == "fail-500":
+            return Reply("boom", status=500)
+        if request.model == "flaky-429" and seen[request.model] == 1:
+            return Reply("slow down", status=429, headers={"Retry-After": "0.1"})
+        content = "```json\n" + json.dumps(ANSWER) + "\n```"
+        return Reply(content, delay_s=3 if request.model == "hang" else 0)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with fake.lock:
-                    fake.calls.append(
-                        {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
-                    )
-                    seen = sum(c["body"]["model"] == body["model"] for c in fake.calls)
-                model = body["model"]
-                if model == "fail-500":
-                    return self.reply(500, {"error": "boom"})
-                if model == "flaky-429" and seen == 1:
-                    return self.reply(429, {"error": "slow down"}, {"Retry-After": "0.1"})
-                if model == "hang":
-                    time.sleep(3)
-                content = "```json\n" + json.dumps(ANSWER) + "\n```"
-                self.reply(
-                    200, {"choices": [{"message": {"role": "assistant", "content": content}}]}
-                )
-
-            def reply(
-                self, status: int, data: dict[str, Any], headers: dict[str, str] | None = None
-            ) -> None:
-                raw = json.dumps(data).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                try:
-                    self.wfile.write(raw)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client timed out and went away
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def models_called(self) -> list[str]:
-        return [c["body"]["model"] for c in self.calls]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    return answer
 
 
 @pytest.fixture
 def fake_openai() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI()
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from serve_fake(by_model())
 
 
 FRAME = b"\xff\xd8\xff\xe0fake-jpeg-bytes\xff\xd9"
@@ -110,10 +63,10 @@ def test_success_sends_openai_request(fake_openai: FakeOpenAI) -> None:
     assert (result.description, result.objects) == ("A person at the door", ("person",))
     assert (result.confidence, result.ai_confidence) == (90, 90)
     assert result.analysis_mode == "multi_frame" and result.request_id == "r1"
-    (call,) = fake_openai.calls
-    assert call["path"] == "/v1/chat/completions"
-    assert call["auth"] == "Bearer sk-test-123"
-    body = call["body"]
+    (call,) = fake_openai.requests
+    assert call.path == "/v1/chat/completions"
+    assert call.auth == "Bearer sk-test-123"
+    body = call.body
     assert body["response_format"] == {"type": "json_object"}
     assert body["max_tokens"] == 50
     parts = body["messages"][0]["content"]
@@ -127,7 +80,7 @@ def test_429_is_retried_then_succeeds(fake_openai: FakeOpenAI) -> None:
     result = asyncio.run(eng.describe(request()))
     assert result.provider_used == "openai:flaky-429"
     assert fake_openai.models_called() == ["flaky-429", "flaky-429"]
-    assert fake_openai.calls[0]["auth"] is None
+    assert fake_openai.requests[0].auth is None
     assert eng.stats()["backends"]["openai:flaky-429"]["state"] == "ok"
 
 
@@ -166,8 +119,6 @@ def test_hang_times_out_and_falls_back(fake_openai: FakeOpenAI) -> None:
 def test_all_backends_down_gives_fallback_result_then_retries_lazily(
     fake_openai: FakeOpenAI,
 ) -> None:
-    from tests.conftest import free_port
-
     dead = f"http://127.0.0.1:{free_port()}/v1"
     eng = engine(
         {"model": "fail-500", "base_url": fake_openai.base_url, "bench_after_failures": 1},
@@ -185,9 +136,9 @@ def test_all_backends_down_gives_fallback_result_then_retries_lazily(
     assert stats["fallbacks"] == 1
     assert {b["state"] for b in stats["backends"].values()} == {"failed"}
     time.sleep(1.05)  # cool-down over: the primary is tried again by the next request
-    calls = len(fake_openai.calls)
+    calls = len(fake_openai.requests)
     asyncio.run(eng.describe(request("y")))
-    assert len(fake_openai.calls) == calls + 3
+    assert len(fake_openai.requests) == calls + 3
 
 
 def test_deadline_bounds_a_hung_primary_and_benches_it(fake_openai: FakeOpenAI) -> None:

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from pipelines.config import VLMConfig
-from pipelines.vlm.tiny import build_tiny_vlm
 from pipelines.vlm.types import VLMRequest, VLMResult
 from serve_apps.vlm import build_vlm_app, deployment_options, images_in_batch
+from tests.support.media import jpeg
 
 pytestmark = pytest.mark.integration
 
 
-def jpeg(i: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (80, 60), ((40 * i) % 256, (90 * i) % 256, 120)).save(buf, "JPEG")
-    return buf.getvalue()
+def frame(i: int) -> bytes:
+    return jpeg(((40 * i) % 256, (90 * i) % 256, 120), (80, 60), stripe=False, quality=75)
 
 
 def test_images_in_batch_counts_frames_and_lets_one_request_through() -> None:
@@ -44,10 +40,10 @@ def test_deployment_options_from_config() -> None:
     assert "num_replicas" not in auto and auto["autoscaling_config"]["max_replicas"] == 3
 
 
-def test_concurrent_requests_are_batched(ray_session: object, tmp_path: Path) -> None:
+def test_concurrent_requests_are_batched(ray_session: object, tiny_model: Path) -> None:
     from ray import serve
 
-    model = build_tiny_vlm(tmp_path / "tiny-vlm")
+    model = tiny_model
     config = VLMConfig(
         model=str(model),
         num_cpus=0.5,
@@ -58,7 +54,7 @@ def test_concurrent_requests_are_batched(ray_session: object, tmp_path: Path) ->
     handle = serve.run(build_vlm_app(config), name="vlm", route_prefix=None)
     try:
         requests = [
-            VLMRequest(f"cam{i % 3}", f"Camera {i % 3}", (jpeg(i),), request_id=f"req-{i}")
+            VLMRequest(f"cam{i % 3}", f"Camera {i % 3}", (frame(i),), request_id=f"req-{i}")
             for i in range(16)
         ]
 

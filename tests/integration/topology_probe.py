@@ -1,7 +1,8 @@
 """Own process: a 3-node `ray.cluster_utils.Cluster`; where do VLM replicas and cameras land?
 
 Prints one JSON line: the node of every camera actor and VLM replica, and which node has the GPU.
-Not collected by pytest (no test_ prefix); tests/integration/test_topology.py runs it.
+Usage: python topology_probe.py WORKDIR TINY_MODEL_PATH. Not collected by pytest (no test_
+prefix); tests/integration/test_topology.py runs it.
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ from cluster.actors.store import get_store
 from pipelines.config import parse_config_text
 from pipelines.naming import VLM_APP, camera_actor_name
 from pipelines.samples import generate_sample_video
-from pipelines.vlm.tiny import build_tiny_vlm
 from serve_apps.vlm import build_vlm_app
 
 
-def main(workdir: Path) -> None:
-    model = build_tiny_vlm(workdir / "tiny")
+def main(workdir: Path, model: Path) -> None:
     clip = generate_sample_video(workdir / "a.mp4", seconds=3, motion_windows=[(1.0, 2.0)])
     config = parse_config_text(
         f"""
@@ -84,4 +83,4 @@ mqtt: {{enabled: false}}
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -30,14 +30,7 @@ from pipelines.vlm.parsing import (
 from pipelines.vlm.tiny import build_tiny_vlm
 from pipelines.vlm.transformers_backend import TransformersBackend
 from pipelines.vlm.types import VLMRequest, fallback_result
-
-
-def jpeg(color: tuple[int, int, int]) -> bytes:
-    img = Image.new("RGB", (96, 64), color)
-    img.paste((255 - color[0], 128, color[2] // 2), (0, 0, 32, 64))
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=90)
-    return buf.getvalue()
+from tests.support.media import jpeg
 
 
 def sharpened_tiny(folder: Path, seed: int = 0) -> Path:

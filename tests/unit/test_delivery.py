@@ -15,7 +15,7 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
-from cluster.actors.save_buffer import SaveBuffer
+from pipelines.camera.outbox import SaveBuffer
 from pipelines.config import Config
 from pipelines.events import Event
 from pipelines.ingest.ids import file_identity, segment_event_id
@@ -25,7 +25,7 @@ from pipelines.mqtt.topics import Topics
 from pipelines.ratelimit import RateLimiter
 from pipelines.storage import EventStore
 from serve_apps.api import build_api
-from tests.unit.test_api import LocalStoreClient
+from tests.support.store_client import LocalStoreClient
 
 
 class Clock:

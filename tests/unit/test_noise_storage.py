@@ -14,7 +14,7 @@ from pipelines.events import Event, event_schema, utcnow
 from pipelines.storage import MIGRATIONS, EventStore
 from pipelines.storage.schema import schema_version
 from serve_apps.api import build_api
-from tests.unit.test_api import LocalStoreClient, make_config
+from tests.support.store_client import LocalStoreClient, make_config
 
 NOW = utcnow().replace(microsecond=0)
 

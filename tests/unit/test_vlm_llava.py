@@ -17,7 +17,7 @@ from pipelines.config import VLMConfig
 from pipelines.vlm.backends import TransformersBackend, VLMEngine
 from pipelines.vlm.tiny import train_bpe
 from pipelines.vlm.types import VLMRequest
-from tests.unit.test_vlm_tiny import jpeg
+from tests.support.media import jpeg
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 # LLaVA-1.5 style: "USER: <image>\n... ASSISTANT:"

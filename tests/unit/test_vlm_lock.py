@@ -9,7 +9,6 @@ exercised as they run in a replica.
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from pipelines.vlm.engine import VLMEngine
 from pipelines.vlm.registry import model_label
 from pipelines.vlm.transformers_backend import TransformersBackend
 from pipelines.vlm.types import VLMRequest
+from tests.support.media import jpeg
 
 TOKENS = 8  # new tokens per generate (min_new_tokens forces the full length)
 SLOW_S = 0.4  # per streamed step: a generate takes about (TOKENS + 1) * SLOW_S
@@ -43,19 +43,8 @@ class SlowStreamer(BaseStreamer):
         pass
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipelines.vlm.tiny import build_tiny_vlm
-
-    return build_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-vlm")
-
-
 def _jpeg() -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 48), (120, 80, 40)).save(buf, "JPEG")
-    return buf.getvalue()
+    return jpeg((120, 80, 40), (64, 48), stripe=False, quality=75)
 
 
 def request(rid: str, deadline_at: float | None = None) -> VLMRequest:

@@ -3,36 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from pipelines.config import VLMConfig
 from pipelines.vlm.backends import TransformersBackend, VLMEngine
 from pipelines.vlm.parsing import MAX_DESCRIPTION_CHARS
 from pipelines.vlm.tiny import build_tiny_vlm
 from pipelines.vlm.types import VLMRequest, VLMResult
-
-
-def jpeg(color: tuple[int, int, int], size: tuple[int, int] = (96, 64)) -> bytes:
-    """A small solid JPEG with a stripe, so different colours give different pixels."""
-    img = Image.new("RGB", size, color)
-    img.paste((255 - color[0], 128, color[2] // 2), (0, 0, size[0] // 3, size[1]))
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=90)
-    return buf.getvalue()
+from tests.support.media import jpeg
 
 
 @pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_vlm(tmp_path_factory.mktemp("tiny") / "tiny-vlm")
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_path: Path) -> VLMEngine:
-    eng = VLMEngine.from_config(VLMConfig(model=str(tiny_path), max_new_tokens=16))
+def engine(tiny_model: Path) -> VLMEngine:
+    eng = VLMEngine.from_config(VLMConfig(model=str(tiny_model), max_new_tokens=16))
     asyncio.run(eng.start())
     return eng
 
@@ -41,48 +26,48 @@ def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
 
 
-def assert_sane(result: VLMResult, tiny_path: Path) -> None:
+def assert_sane(result: VLMResult, tiny_model: Path) -> None:
     assert isinstance(result.confidence, int) and 0 <= result.confidence <= 100
     assert isinstance(result.description, str) and len(result.description) <= MAX_DESCRIPTION_CHARS
     assert "<end_of_utterance>" not in result.description
     assert all(isinstance(o, str) and o == o.lower() for o in result.objects)
-    assert result.provider_used == f"transformers:{tiny_path.name}"  # never a path
+    assert result.provider_used == f"transformers:{tiny_model.name}"  # never a path
     assert result.ai_confidence is None or 0 <= result.ai_confidence <= 100
     assert result.latency_ms > 0
 
 
-def test_build_is_idempotent_and_loads(tiny_path: Path) -> None:
+def test_build_is_idempotent_and_loads(tiny_model: Path) -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    stamp = (tiny_path / "model.safetensors").stat().st_mtime_ns
-    assert build_tiny_vlm(tiny_path) == tiny_path
-    assert (tiny_path / "model.safetensors").stat().st_mtime_ns == stamp
-    processor = AutoProcessor.from_pretrained(tiny_path)
-    model = AutoModelForImageTextToText.from_pretrained(tiny_path)
+    stamp = (tiny_model / "model.safetensors").stat().st_mtime_ns
+    assert build_tiny_vlm(tiny_model) == tiny_model
+    assert (tiny_model / "model.safetensors").stat().st_mtime_ns == stamp
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model)
     assert type(model).__name__ == "Idefics3ForConditionalGeneration"
     assert processor.image_seq_len == 4
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params < 2_000_000
 
 
-def test_single_frame(engine: VLMEngine, tiny_path: Path) -> None:
+def test_single_frame(engine: VLMEngine, tiny_model: Path) -> None:
     request = VLMRequest("front_door", "Front Door", (jpeg((200, 30, 30)),), request_id="one")
     result = run(engine.describe(request))
     assert result.request_id == "one"
     assert result.analysis_mode == "single_frame"
-    assert_sane(result, tiny_path)
+    assert_sane(result, tiny_model)
 
 
-def test_multi_frame(engine: VLMEngine, tiny_path: Path) -> None:
+def test_multi_frame(engine: VLMEngine, tiny_model: Path) -> None:
     frames = (jpeg((10, 10, 200)), jpeg((10, 200, 10)), jpeg((200, 200, 10), size=(64, 96)))
     request = VLMRequest("yard", "Yard", frames, prompt="Mention any dogs.", request_id="multi")
     result = run(engine.describe(request))
     assert result.request_id == "multi"
     assert result.analysis_mode == "multi_frame"
-    assert_sane(result, tiny_path)
+    assert_sane(result, tiny_model)
 
 
-def test_mixed_batch_maps_back_to_requests(engine: VLMEngine, tiny_path: Path) -> None:
+def test_mixed_batch_maps_back_to_requests(engine: VLMEngine, tiny_model: Path) -> None:
     requests = [
         VLMRequest(
             f"cam{i}",
@@ -103,7 +88,7 @@ def test_mixed_batch_maps_back_to_requests(engine: VLMEngine, tiny_path: Path) -
     assert [r.request_id for r in batched] == [r.request_id for r in requests]
     for request, result in zip(requests, batched, strict=True):
         assert result.analysis_mode == request.analysis_mode
-        assert_sane(result, tiny_path)
+        assert_sane(result, tiny_model)
     # each batched answer is the one that request gets on its own (greedy decoding)
     alone = [run(engine.describe(r)) for r in reversed(requests)][::-1]
     assert [r.description for r in batched] == [r.description for r in alone]
@@ -111,7 +96,7 @@ def test_mixed_batch_maps_back_to_requests(engine: VLMEngine, tiny_path: Path) -
 
 
 def test_bad_frame_and_no_frames_fall_back_without_failing_backend(
-    engine: VLMEngine, tiny_path: Path
+    engine: VLMEngine, tiny_model: Path
 ) -> None:
     requests = [
         VLMRequest("a", "Garage", (b"not a jpeg",), request_id="bad"),
@@ -125,8 +110,8 @@ def test_bad_frame_and_no_frames_fall_back_without_failing_backend(
         0,
     )
     assert (empty.request_id, empty.description) == ("empty", "Motion detected on Porch")
-    assert good.provider_used == f"transformers:{tiny_path.name}"
-    assert engine.stats()["backends"][f"transformers:{tiny_path.name}"]["state"] == "ok"
+    assert good.provider_used == f"transformers:{tiny_model.name}"
+    assert engine.stats()["backends"][f"transformers:{tiny_model.name}"]["state"] == "ok"
 
 
 def test_missing_model_fails_over_to_fallback_result(tmp_path: Path) -> None:
@@ -142,12 +127,12 @@ def test_missing_model_fails_over_to_fallback_result(tmp_path: Path) -> None:
 
 
 def test_build_tiny_if_missing_substitutes_tiny_model(
-    tiny_path: Path, caplog: pytest.LogCaptureFixture
+    tiny_model: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = VLMConfig(model="/no/such/model", build_tiny_if_missing=True, max_new_tokens=4)
-    eng = VLMEngine.from_config(config, tiny_dir=tiny_path)
+    eng = VLMEngine.from_config(config, tiny_dir=tiny_model)
     result = run(eng.describe(VLMRequest("c", "Side", (jpeg((5, 99, 5)),), request_id="t")))
-    assert result.provider_used == f"transformers:{tiny_path.name}"
+    assert result.provider_used == f"transformers:{tiny_model.name}"
     assert any("GIBBERISH" in rec.getMessage() for rec in caplog.records)
     backend = eng.backends[0]
     assert isinstance(backend, TransformersBackend) and backend.device == "cpu"

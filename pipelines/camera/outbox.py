@@ -7,8 +7,8 @@ behind it. The buffer holds at most `max_events`: beyond, the oldest event is dr
 and logged with its id (the only way a camera loses an event). A retried save is safe: the
 store's primary key makes a second insert of the same event id a no-op.
 
-Plain asyncio; the actual save (a Ray call) is the `save` coroutine function passed in, and
-Ray is imported only by `OutboxMetrics`, lazily.
+Plain asyncio; the actual save (a Ray call in the camera actor) is the `save` coroutine
+function passed in.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pipelines.ingest.sources import Backoff
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OutboxMetrics", "SaveBuffer"]
+__all__ = ["SaveBuffer"]
 
 SaveFn = Callable[[Event, bytes | None], Awaitable[Event]]
 
@@ -191,42 +191,3 @@ class SaveBuffer:
             self.last_error,
             self.depth,
         )
-
-
-class OutboxMetrics:
-    """Ray metrics of a camera's outbox; recording never raises (no metrics agent, say)."""
-
-    def __init__(self, camera_id: str) -> None:
-        self._tags = {"camera_id": camera_id}
-        try:
-            from ray.util import metrics
-
-            self._dropped: Any = metrics.Counter(
-                "liveobject_camera_events_dropped_total",
-                description="Events dropped because the unsaved buffer was full.",
-                tag_keys=("camera_id",),
-            )
-            self._unsaved: Any = metrics.Gauge(
-                "liveobject_camera_unsaved_events",
-                description="Events analysed but not yet saved (waiting or retrying).",
-                tag_keys=("camera_id",),
-            )
-        except Exception as exc:
-            logger.warning("camera metrics disabled: %s", exc)
-            self._dropped = self._unsaved = None
-
-    def dropped(self) -> None:
-        """Count one dropped event."""
-        self._record(self._dropped, "inc", 1.0)
-
-    def unsaved(self, depth: int) -> None:
-        """Set the number of events not saved yet."""
-        self._record(self._unsaved, "set", float(depth))
-
-    def _record(self, metric: Any, op: str, value: float) -> None:
-        if metric is None:
-            return
-        try:
-            getattr(metric, op)(value, tags=self._tags)
-        except Exception as exc:
-            logger.debug("camera metric not recorded: %s", exc)

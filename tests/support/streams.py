@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-SERVER = Path(__file__).with_name("ts_server.py")
-
-
-def free_udp_port() -> int:
-    """A UDP port on loopback that nothing is bound to right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+SERVER = Path(__file__).with_name("ts_server.py")  # run as its own process
 
 
 class TSServer:
-    """Runs tests/integration/ts_server.py; kill() stops it like a camera losing power."""
+    """Runs tests/support/ts_server.py; kill() stops it like a camera losing power."""
 
     def __init__(self, clip: Path, port: int) -> None:
         self.clip, self.port = clip, port

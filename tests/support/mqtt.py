@@ -1,4 +1,5 @@
-"""A real paho subscriber (QoS 2, MQTT 5) that records everything it receives, for MQTT tests."""
+"""MQTT test helpers: real paho subscribers (every message, events with their thumbnails, status
+payloads, retained messages), settings and events for one test, and a store feeder."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -28,6 +30,8 @@ from pipelines.config import (
 )
 from pipelines.events import Event
 from pipelines.naming import PUBLISHER_ACTOR, STORE_ACTOR
+from tests.support.media import jpeg
+from tests.support.waiting import wait_for
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,74 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class EventSubscriber:
+    """A real QoS-2 subscriber that fetches each event's thumbnail as soon as it arrives."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.messages: list[tuple[str, int, bool, dict[str, Any]]] = []
+        self.thumbnails: dict[str, tuple[int, str, bytes]] = {}
+        self._lock = threading.Lock()
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self._client.on_message = self._on_message
+        subscribed = threading.Event()
+        self._client.on_subscribe = lambda *_a: subscribed.set()
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+        self._client.subscribe(topic, qos=2)
+        assert subscribed.wait(10), "subscription not acknowledged"
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        payload = json.loads(msg.payload)
+        with self._lock:
+            self.messages.append((msg.topic, msg.qos, bool(msg.retain), payload))
+        try:
+            resp = httpx.get(payload["thumbnail_url"], timeout=10)
+            self.thumbnails[payload["event_id"]] = (
+                resp.status_code,
+                resp.headers.get("content-type", ""),
+                resp.content,
+            )
+        except Exception as exc:  # recorded, asserted on below
+            self.thumbnails[payload["event_id"]] = (0, repr(exc), b"")
+
+    def stop(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+class StatusWatcher:
+    """Records every payload on `{prefix}/status` (retained included)."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.payloads: list[str] = []
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self._client.on_message = self._on_message
+        self._client.connect("127.0.0.1", port)
+        self._client.subscribe(topic, qos=1)
+        self._client.loop_start()
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        self.payloads.append(msg.payload.decode())
+
+    def stop(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+def retained(port: int, topic_filter: str, settle_s: float = 1.0) -> dict[str, bytes]:
+    """The retained messages a fresh subscriber gets for topic_filter (empty ones left out)."""
+    got: dict[str, bytes] = {}
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.on_message = lambda _c, _u, msg: got.__setitem__(msg.topic, msg.payload)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    client.subscribe(topic_filter, qos=1)
+    time.sleep(settle_s)
+    client.loop_stop()
+    client.disconnect()
+    return {topic: payload for topic, payload in got.items() if payload}
 
 
 def make_event(camera_id: str = "front_door", full: bool = False, **overrides: Any) -> Event:
@@ -243,14 +315,20 @@ def poll(call: Callable[[], Any], predicate: Callable[[Any], bool], timeout: flo
     """Call a remote method (`actor.m.remote`) until its value satisfies predicate."""
     import ray
 
-    deadline = time.monotonic() + timeout
-    while True:
-        value = ray.get(call(), timeout=max(1.0, timeout))
-        if predicate(value):
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met in {timeout}s; last value {value!r}")
-        time.sleep(0.1)
+    seen: list[Any] = []
+
+    def satisfied() -> tuple[Any] | None:
+        seen[:] = [ray.get(call(), timeout=max(1.0, timeout))]
+        return (seen[0],) if predicate(seen[0]) else None  # a falsy value can satisfy it too
+
+    found = wait_for(
+        satisfied,
+        timeout,
+        "a remote value that satisfies the predicate",
+        interval=0.1,
+        context=lambda: f"last value: {seen[0]!r}" if seen else "",
+    )
+    return found[0]
 
 
 class Feeder:
@@ -264,7 +342,7 @@ class Feeder:
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="feeder", daemon=True)
-        self._jpeg = tiny_jpeg()
+        self._jpeg = jpeg((128, 128, 128), (16, 16), stripe=False)
 
     def __enter__(self) -> Feeder:
         self._thread.start()
@@ -305,13 +383,3 @@ class Feeder:
         if self.errors:
             raise self.errors[0]
         return set(self.saved)
-
-
-def tiny_jpeg() -> bytes:
-    """A small valid JPEG (the thumbnail the store writes)."""
-    import cv2
-    import numpy as np
-
-    ok, buf = cv2.imencode(".jpg", np.full((16, 16, 3), 128, dtype=np.uint8))
-    assert ok
-    return bytes(buf)

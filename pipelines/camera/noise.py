@@ -1,17 +1,17 @@
-"""A camera actor's noise and cost controls, in the order an event meets them.
+"""A camera's noise and cost controls, in the order an event meets them.
 
 1. Near-duplicates (`vlm.dedupe`): an event whose best frame matches the camera's last analysed
    event reuses its description (`pipelines.vlm.dedupe`); no VLM call, no budget spent.
 2. Budgets: the camera's own `vlm_max_per_hour` bucket, then the global `vlm.max_per_hour`
-   shared fairly through the `vlm-budget` actor (`pipelines.vlm.budget`). Over either, the
-   event gets the fallback text, no `provider_used`, and is counted as throttled.
-3. The VLM call itself (the camera's `_describe`).
+   shared fairly through the budget port (the `vlm-budget` actor). Over either, the event
+   gets the fallback text, no `provider_used`, and is counted as throttled.
+3. The VLM call itself (the analyser's `describe`).
 4. The object filter (`pipelines.filters`): the stored event is marked `filtered` and the
    publisher skips it.
 
 Doorbell rings skip 1 and 2 (the user is waiting for that one answer) and are never filtered.
-Counters are in the camera's `status()` and in the Ray metrics `liveobject_camera_vlm_total`
-(tag `outcome`: called, reused, throttled) and `liveobject_camera_events_filtered_total`.
+Counters are in the camera's status and go to the metrics port (`vlm(outcome)`: called,
+reused, throttled; `filtered()`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from cluster.actors.budget import budget_spec, get_budget
-from pipelines.config import CameraConfig, Config
+from pipelines.camera.ports import BudgetPort, CameraMetricsPort
+from pipelines.config import CameraConfig, VLMConfig
 from pipelines.events import REUSED_PROVIDER, Event
 from pipelines.filters import is_filtered
 from pipelines.ingest.segment import Segment
@@ -36,57 +36,24 @@ logger = logging.getLogger(__name__)
 BUDGET_CALL_TIMEOUT_S = 5.0
 
 
-class _Metrics:
-    """Ray counters of the controls; recording never raises (no metrics agent, say)."""
-
-    def __init__(self, camera_id: str) -> None:
-        self._camera_id = camera_id
-        try:
-            from ray.util import metrics
-
-            self._vlm: Any = metrics.Counter(
-                "liveobject_camera_vlm_total",
-                description="Events by how they were described: called, reused, throttled.",
-                tag_keys=("camera_id", "outcome"),
-            )
-            self._filtered: Any = metrics.Counter(
-                "liveobject_camera_events_filtered_total",
-                description="Events stored but not published (object filter).",
-                tag_keys=("camera_id",),
-            )
-        except Exception as exc:
-            logger.warning("noise-control metrics disabled: %s", exc)
-            self._vlm = self._filtered = None
-
-    def vlm(self, outcome: str) -> None:
-        self._inc(self._vlm, {"camera_id": self._camera_id, "outcome": outcome})
-
-    def filtered(self) -> None:
-        self._inc(self._filtered, {"camera_id": self._camera_id})
-
-    @staticmethod
-    def _inc(metric: Any, tags: dict[str, str]) -> None:
-        if metric is None:
-            return
-        try:
-            metric.inc(1.0, tags=tags)
-        except Exception as exc:
-            logger.debug("noise-control metric not recorded: %s", exc)
-
-
 class NoiseControl:
-    """Dedupe, budgets and the object filter for one camera actor (see the module doc)."""
+    """Dedupe, budgets and the object filter for one camera (see the module doc)."""
 
-    def __init__(self, config: Config, camera: CameraConfig) -> None:
-        self._config = config
+    def __init__(
+        self,
+        vlm: VLMConfig,
+        camera: CameraConfig,
+        *,
+        budget: BudgetPort | None,
+        metrics: CameraMetricsPort,
+    ) -> None:
         self._camera = camera
-        dedupe = config.vlm.dedupe
+        dedupe = vlm.dedupe
         self.deduper = Deduper(dedupe.window_s, dedupe.max_distance, enabled=dedupe.enabled)
         self._own = CameraBudget(camera.vlm_max_per_hour, time.monotonic())
-        self._spec = budget_spec(config)
-        self._global: Any = None
+        self._global = budget
         self._lookups: dict[int, Lookup] = {}
-        self._metrics = _Metrics(camera.id)
+        self._metrics = metrics
         self.counts = {"vlm_calls": 0, "reused": 0, "throttled": 0, "filtered": 0}
         self.counts |= {"throttled_camera": 0, "throttled_global": 0, "budget_errors": 0}
 
@@ -168,7 +135,7 @@ class NoiseControl:
             self.counts["throttled_camera"] += 1
             logger.info("camera %s: over vlm_max_per_hour; fallback text", self._camera.id)
             return False
-        if self._spec is not None and not await self._take_global():
+        if self._global is not None and not await self._take_global():
             self.counts["throttled_global"] += 1
             logger.info("camera %s: over its share of vlm.max_per_hour", self._camera.id)
             return False
@@ -176,17 +143,11 @@ class NoiseControl:
         return True
 
     async def _take_global(self) -> bool:
-        """One call from the `vlm-budget` actor; if it cannot answer, allow (and count) it."""
-        assert self._spec is not None
+        """One call from the global budget; if it cannot answer, allow (and count) it."""
+        assert self._global is not None
         try:
-            if self._global is None:
-                self._global = get_budget(self._config, self._spec)
-            granted: bool = await asyncio.wait_for(
-                self._global.take.remote(self._camera.id, self._spec), BUDGET_CALL_TIMEOUT_S
-            )
-            return granted
+            return await asyncio.wait_for(self._global.take(self._camera.id), BUDGET_CALL_TIMEOUT_S)
         except Exception as exc:
-            self._global = None  # look it up (or create it) again next time
             self.counts["budget_errors"] += 1
             logger.warning(
                 "camera %s: vlm-budget unavailable (%s); calling the VLM anyway",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import free_port
+from tests.support.network import free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
 

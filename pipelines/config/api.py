@@ -1,0 +1,102 @@
+"""The `api` section: the HTTP API and its live event stream."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+
+from pipelines.config.base import StrictModel
+from pipelines.config.validators import _check_base_url, _empty_to_none, _invalid
+from pipelines.events import resolve_base_url
+
+MIN_API_KEY_LENGTH = 16  # api.api_key: shorter keys are a config error
+
+
+class StreamConfig(StrictModel):
+    """The live event stream `GET /api/v1/events/stream` (Server-Sent Events), per API replica."""
+
+    heartbeat_s: float = Field(
+        default=15, ge=1, le=300, description="A comment line when idle, so proxies keep it open."
+    )
+    poll_s: float = Field(
+        default=0.5, ge=0.05, le=10, description="How often a replica reads newly stored events."
+    )
+    queue_size: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Events queued per client; when full it is told and cut off (resumes).",
+    )
+    max_clients: int = Field(
+        default=100, ge=1, le=10_000, description="Open streams per replica; more get 503."
+    )
+    replay_max: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Missed events sent per connection on Last-Event-ID; more: resume again.",
+    )
+    max_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024**3,
+        description="Bytes per connection, then it ends and resumes (bounds proxy buffers).",
+    )
+
+
+class APIConfig(StrictModel):
+    """The HTTP API (Serve FastAPI ingress)."""
+
+    host: str = Field(default="0.0.0.0", min_length=1, max_length=253, description="Bind host.")
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
+    base_url: str = Field(
+        default="http://localhost:8000",
+        max_length=2048,
+        description="Public URL in links; env API_BASE_URL overrides.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        max_length=4096,
+        description="Bearer key (16+ chars) for every route and health details.",
+    )
+    thumbnail_url_ttl_s: int = Field(
+        default=86_400, ge=60, le=365 * 86_400, description="Signed thumbnail URL lifetime."
+    )
+    ring_rate_per_min: int = Field(
+        default=12,
+        ge=1,
+        le=6000,
+        description="Ring requests accepted per camera and minute (burst as many); more get 429.",
+    )
+    stream: StreamConfig = Field(
+        default_factory=StreamConfig, description="Live event stream (Server-Sent Events)."
+    )
+    narrative_timeout_s: float = Field(
+        default=15,
+        gt=0,
+        le=120,
+        description="Deadline of a summary's narrative=true; then the plain text is used.",
+    )
+
+    _none_if_empty = field_validator("api_key", mode="before")(_empty_to_none)
+
+    @field_validator("api_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # the key signs thumbnail links (through a derived key): a short one is guessable
+        if value is not None and len(value.get_secret_value()) < MIN_API_KEY_LENGTH:
+            raise _invalid(
+                f"api_key must be at least {MIN_API_KEY_LENGTH} characters; make one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`"
+            )
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        checked = _check_base_url(value)
+        assert checked is not None
+        return checked
+
+    def effective_base_url(self) -> str:
+        """The base URL for links: env API_BASE_URL, else the configured one."""
+        return resolve_base_url(self.base_url)

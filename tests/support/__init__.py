@@ -1,0 +1,1 @@
+"""What more than one test module uses: fakes at the protocol level, polling, media builders."""

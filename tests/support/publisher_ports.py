@@ -1,0 +1,83 @@
+"""Fakes of the publisher's ports (`pipelines.mqtt.ports`): a store, cameras, metrics."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+from pipelines.events import Event
+
+
+class FakeStore:
+    """A `PublishedStore` over a list of events; records every mark_published call."""
+
+    def __init__(self, events: list[Event] | None = None) -> None:
+        self.events = list(events or [])
+        self.marks: list[list[str]] = []
+        self.fail = False  # mark_published raises while set (a store away)
+        self._lock = threading.Lock()
+
+    @property
+    def marked(self) -> set[str]:
+        with self._lock:
+            return {event_id for call in self.marks for event_id in call}
+
+    def mark_published(self, event_ids: list[str]) -> None:
+        if self.fail:
+            raise ConnectionError("store away")
+        with self._lock:
+            self.marks.append(list(event_ids))
+
+    def settle(self, timeout_s: float) -> None:
+        return None
+
+    def unpublished_events(self, max_age_s: float) -> list[Event]:
+        marked = self.marked
+        return [e for e in self.events if e.event_id not in marked]
+
+    def events_since(self, max_age_s: float) -> list[Event]:
+        return list(self.events)
+
+
+class FakeCameras:
+    """A `CameraRinger`: the cameras in `running` ring (recorded); `gate` can hold a ring."""
+
+    def __init__(self, running: set[str] | None = None) -> None:
+        self.running = set(running or ())
+        self.rung: list[str] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def ring(self, camera_id: str) -> bool:
+        self.gate.wait(10)
+        if camera_id not in self.running:
+            return False
+        self.rung.append(camera_id)
+        return True
+
+
+class FakeMetrics:
+    """A `PublisherMetrics` that sums what it is told, by name (failures by reason)."""
+
+    def __init__(self) -> None:
+        self.totals: Counter[str] = Counter()
+        self.latencies: list[float] = []
+        self.last_pending = 0
+
+    def published(self, count: int) -> None:
+        self.totals["published"] += count
+
+    def acked(self, count: int) -> None:
+        self.totals["acked"] += count
+
+    def failed(self, reason: str) -> None:
+        self.totals[f"failed:{reason}"] += 1
+
+    def replayed(self, count: int) -> None:
+        self.totals["replayed"] += count
+
+    def pending(self, count: int) -> None:
+        self.last_pending = count
+
+    def ack_latency(self, ms: float) -> None:
+        self.latencies.append(ms)

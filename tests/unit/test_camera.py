@@ -1,0 +1,221 @@
+"""The camera's segment → VLM → event → save path, without Ray: real decoding of a real clip,
+fake ports (a store, a VLM and a status sink that record what they are given)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipelines.camera import Camera, CameraPorts
+from pipelines.camera.event import build_event
+from pipelines.config import Config
+from pipelines.events import Event, utcnow
+from pipelines.ingest.segment import ring_segment
+from pipelines.samples import generate_sample_video
+from pipelines.vlm.types import VLMRequest, VLMResult
+
+WINDOWS = ((1.0, 2.5), (5.0, 6.5))  # two motion windows, far enough apart to be two events
+
+
+class FakeStore:
+    """Stores events by id, like the event-store's `save_new`; can fail the first saves."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.events: dict[str, Event] = {}
+        self.thumbnails: dict[str, bytes | None] = {}
+        self.calls = 0
+        self._fail = fail_first
+
+    async def save_new(self, event: Event, thumbnail: bytes | None) -> tuple[Event, bool]:
+        self.calls += 1
+        if self._fail > 0:
+            self._fail -= 1
+            raise ConnectionError("store restarting")
+        if event.event_id in self.events:
+            return self.events[event.event_id], True
+        self.events[event.event_id] = event
+        self.thumbnails[event.event_id] = thumbnail
+        return event, False
+
+
+class FakeVLM:
+    """Answers each request with a fixed description, after `delay_s` (None: never)."""
+
+    def __init__(self, delay_s: float | None = 0.0) -> None:
+        self.requests: list[VLMRequest] = []
+        self.cancelled = 0
+        self._delay = delay_s
+
+    async def __call__(self, request: VLMRequest) -> VLMResult:
+        self.requests.append(request)
+        try:
+            if self._delay is None:
+                await asyncio.Event().wait()
+            await asyncio.sleep(self._delay or 0.0)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return VLMResult(
+            description="a person walks to the door",
+            objects=("person",),
+            confidence=80,
+            ai_confidence=90,
+            provider_used="fake:vlm",
+            analysis_mode=request.analysis_mode,
+            request_id=request.request_id,
+        )
+
+
+class FakeSink:
+    """Records the camera's status and activity changes."""
+
+    def __init__(self) -> None:
+        self.statuses: list[str] = []
+        self.motion: list[bool] = []
+
+    def camera_status(self, camera_id: str, status: str, source_type: str) -> None:
+        self.statuses.append(status)
+
+    def activity(self, camera_id: str, active: bool) -> None:
+        self.motion.append(active)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clips") / "porch.mp4"
+    return generate_sample_video(path, seconds=8, fps=10, motion_windows=WINDOWS)
+
+
+def make_config(source: str, tmp: Path, **vlm: Any) -> Config:
+    return Config.model_validate(
+        {
+            "cameras": [{"id": "porch", "name": "Porch", "source": source, "detect_fps": 10}],
+            "vlm": {"image_size": 96, "deadline_s": 5, "dedupe": {"enabled": False}, **vlm},
+            "storage": {"path": str(tmp / "data")},
+            "mqtt": {"enabled": False},
+        }
+    )
+
+
+async def run_until_done(camera: Camera, timeout_s: float = 30.0) -> dict[str, Any]:
+    async def done() -> None:
+        while not camera.status().done:
+            await asyncio.sleep(0.05)
+
+    camera.start()
+    await asyncio.wait_for(done(), timeout_s)
+    return camera.status().as_dict()
+
+
+def test_a_clip_becomes_described_saved_events_with_status_and_activity(
+    clip: Path, tmp_path: Path
+) -> None:
+    store, vlm, sink = FakeStore(), FakeVLM(), FakeSink()
+    config = make_config(str(clip), tmp_path)
+    camera = Camera(config, "porch", CameraPorts(store=store, describe=vlm, status_sink=sink))
+    status = asyncio.run(run_until_done(camera))
+
+    events = sorted(store.events.values(), key=lambda e: e.media_offset_s or 0.0)
+    assert len(events) == 2 == status["events"] == status["segments"]
+    for event, (start, _end) in zip(events, WINDOWS, strict=True):
+        assert event.description == "a person walks to the door"
+        assert event.objects_detected == ("person",) and event.provider_used == "fake:vlm"
+        assert event.media_offset_s == pytest.approx(start, abs=0.5)
+        assert event.ended_at >= event.timestamp
+        assert store.thumbnails[event.event_id][:2] == b"\xff\xd8"  # a JPEG
+    assert len(vlm.requests) == 2 and all(r.frames for r in vlm.requests)
+    assert sink.statuses == ["online", "offline"]  # a file that ended is offline
+    assert sink.motion == [True, False, True, False]
+    assert status["frames"] == 80 and status["unsaved"] == 0 and status["dropped"] == 0
+    assert status["last_event"]["event_id"] == events[-1].event_id
+
+
+def test_a_replayed_file_saves_nothing_twice(clip: Path, tmp_path: Path) -> None:
+    store = FakeStore()
+    config = make_config(str(clip), tmp_path)
+    for run in range(2):
+        camera = Camera(config, "porch", CameraPorts(store=store, describe=FakeVLM()))
+        status = asyncio.run(run_until_done(camera))
+        assert status["already_stored"] == (2 if run else 0)
+    assert len(store.events) == 2  # the same derived ids both times
+
+
+def test_a_silent_vlm_gives_the_fallback_text_at_the_deadline(clip: Path, tmp_path: Path) -> None:
+    store, vlm = FakeStore(), FakeVLM(delay_s=None)
+    config = make_config(str(clip), tmp_path, deadline_s=0.3)
+    camera = Camera(config, "porch", CameraPorts(store=store, describe=vlm))
+    asyncio.run(run_until_done(camera))
+    assert [e.description for e in store.events.values()] == ["Motion detected on Porch"] * 2
+    assert all(e.provider_used is None for e in store.events.values())
+    assert vlm.cancelled == 2  # the abandoned requests were cancelled, not left running
+
+
+def test_drain_hurries_a_hung_vlm_and_stores_everything(clip: Path, tmp_path: Path) -> None:
+    store, vlm = FakeStore(fail_first=2), FakeVLM(delay_s=None)
+    config = make_config(str(clip), tmp_path, deadline_s=60)
+
+    async def scenario() -> dict[str, Any]:
+        camera = Camera(config, "porch", CameraPorts(store=store, describe=vlm))
+        camera.start()
+        while camera.status().segments < 2:
+            await asyncio.sleep(0.05)
+        return await camera.drain(timeout_s=0.5)
+
+    counts = asyncio.run(scenario())
+    assert counts["segments"] == 2 and counts["fallback_at_stop"] == 2
+    assert counts["events"] == 2 and counts["unsaved"] == 0 and counts["dropped"] == 0
+    assert store.calls == 4  # two failed saves were retried
+    assert len(store.events) == 2
+
+
+def test_a_ring_is_analysed_once_and_merged_within_the_window(tmp_path: Path) -> None:
+    config = Config.model_validate(
+        {
+            "cameras": [
+                {"id": "door", "source": "rtsp://cam/door", "doorbell": True, "ring_merge_s": 60}
+            ],
+            "vlm": {"image_size": 96},
+            "storage": {"path": str(tmp_path)},
+            "mqtt": {"enabled": False},
+        }
+    )
+    store, vlm = FakeStore(), FakeVLM()
+
+    async def scenario() -> list[dict[str, Any]]:
+        camera = Camera(config, "door", CameraPorts(store=store, describe=vlm))
+        assert camera.ring() == {"accepted": False, "reason": "no frame received yet"}
+        camera._decode.latest_frame = np.zeros((120, 160, 3), np.uint8)
+        camera._analyser.start()  # decoding is not started: no stream here
+        answers = [camera.ring(), camera.ring()]
+        while not store.events:
+            await asyncio.sleep(0.01)
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert answers == [{"accepted": True}, {"accepted": True, "merged": True}]
+    (event,) = store.events.values()
+    assert event.is_doorbell_ring is True and event.media_offset_s is None
+
+
+def test_build_event_is_the_segment_and_the_answer() -> None:
+    config = make_config("rtsp://cam/porch", Path("unused"))
+    start = utcnow()
+    segment = ring_segment(np.zeros((90, 160, 3), np.uint8), start, 96, 1280)
+    result = VLMResult(
+        description="",
+        objects=("car", "person"),
+        confidence=55,
+        ai_confidence=None,
+        provider_used="p",
+        analysis_mode="single_frame",
+    )
+    event = build_event(config.camera("porch"), segment, result, is_ring=False, latency_ms=12.34)
+    assert event.description == "Motion detected on Porch"  # an empty answer is never stored
+    assert event.timestamp == start and event.ended_at - start <= timedelta(seconds=1)
+    assert event.objects_detected == ("car", "person") and event.vlm_latency_ms == 12.3
+    assert event.is_doorbell_ring is None and event.media_offset_s is None

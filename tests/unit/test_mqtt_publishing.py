@@ -1,0 +1,170 @@
+"""The event publisher (pipelines.mqtt.publishing) against a real mosquitto, with the store,
+cameras and metrics faked at their ports; and its ring dispatch (pipelines.mqtt.rings)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from pipelines.config import CameraConfig, Config
+from pipelines.mqtt.publishing import EventPublisher
+from pipelines.mqtt.rings import RingDispatcher
+from pipelines.mqtt.topics import Topics
+from tests.support.mqtt import Subscriber, actor_config, make_event
+from tests.support.publisher_ports import FakeCameras, FakeMetrics, FakeStore
+from tests.support.waiting import wait_for
+
+
+@pytest.fixture
+def started() -> Iterator[list[EventPublisher]]:
+    publishers: list[EventPublisher] = []
+    yield publishers
+    for publisher in publishers:
+        publisher.shutdown()
+
+
+def start(
+    started: list[EventPublisher], config: Config, store: FakeStore | None
+) -> tuple[EventPublisher, FakeMetrics]:
+    metrics = FakeMetrics()
+    publisher = EventPublisher(
+        config, store=store, cameras=FakeCameras(), metrics=metrics, sw_version="test"
+    )
+    started.append(publisher)
+    publisher.start()
+    wait_for(lambda: publisher.status()["connected"], 20, "the publisher to connect")
+    return publisher, metrics
+
+
+def test_acks_reach_the_store_in_batches(
+    mosquitto: Any, tmp_path: Path, started: list[EventPublisher]
+) -> None:
+    config = actor_config(mosquitto.port, tmp_path, qos=1)
+    store = FakeStore()
+    publisher, metrics = start(started, config, store)
+    topic = Topics(config.mqtt.topic_prefix).event("front_door")
+    sub = Subscriber(mosquitto.port, [topic])
+    try:
+        events = [make_event() for _ in range(40)]
+        assert publisher.publish_events(events) == 40
+        status = publisher.flush(20)
+        sub.wait_for(lambda m: len(m) >= 40, 20)
+    finally:
+        sub.close()
+    assert store.marked == {e.event_id for e in events}
+    assert len(store.marks) < 40  # batched: many acks per mark_published call
+    assert status["pending"] == 0 and status["acks_to_store"] == 0 and status["acked"] == 40
+    assert metrics.totals["published"] == 40 and metrics.totals["acked"] == 40
+    assert metrics.latencies  # sampled hand-over → ack latencies
+
+
+def test_unpublished_events_are_replayed_on_connect(
+    mosquitto: Any, tmp_path: Path, started: list[EventPublisher]
+) -> None:
+    config = actor_config(mosquitto.port, tmp_path, qos=1)
+    topic = Topics(config.mqtt.topic_prefix).event("front_door")
+    sub = Subscriber(mosquitto.port, [topic])
+    events = [make_event(description=f"stored while away {i}") for i in range(3)]
+    filtered = make_event(filtered=True)  # stored only: never published
+    store = FakeStore([*events, filtered])
+    try:
+        publisher, metrics = start(started, config, store)
+        sub.wait_for(lambda m: len(m) >= 3, 20)
+        status = publisher.flush(20)
+    finally:
+        sub.close()
+    assert sub.event_ids(topic) == [e.event_id for e in events]  # in order
+    assert status["replay_passes"] == 1 and status["replayed"] == 3 and status["filtered"] == 1
+    assert metrics.totals["replayed"] == 3
+    assert publisher.replay(3600) == 3  # `liveobject replay`: published or not
+
+
+def test_events_dropped_at_a_full_queue_are_retried_on_the_timer(
+    mosquitto: Any, tmp_path: Path, started: list[EventPublisher]
+) -> None:
+    config = actor_config(mosquitto.port, tmp_path, qos=1, queue_size=1, retry_interval_s=1)
+    store = FakeStore()
+    publisher, metrics = start(started, config, store)
+    # the replay on connecting has run (with nothing to send): only the timer can resend now
+    wait_for(lambda: publisher.status()["replay_passes"] >= 1, 20, "the replay on connect")
+    events = [make_event() for _ in range(10)]
+    store.events = events  # stored, as the event-store would have them
+    publisher.publish_events(events)  # a burst: most do not fit the queue of one
+    assert metrics.totals["failed:dropped"] > 0
+    wait_for(lambda: store.marked == {e.event_id for e in events}, 30, "every event acked")
+    status = publisher.status()
+    assert status["dropped"] > 0 and status["connects"] == 1  # no reconnect brought them
+    assert status["retry_passes"] >= 1 and status["replayed"] > 0
+
+
+def test_publisher_alone_keeps_acks_for_later(
+    mosquitto: Any, tmp_path: Path, started: list[EventPublisher]
+) -> None:
+    publisher, _metrics = start(started, actor_config(mosquitto.port, tmp_path, qos=1), None)
+    publisher.publish_events([make_event(), make_event()])
+    wait_for(lambda: publisher.status()["acks_to_store"] == 2, 20, "two acks kept")
+    assert publisher.replay(3600) == 0  # nothing to replay from
+
+
+def test_rings_reach_running_doorbells_only() -> None:
+    cameras = FakeCameras(running={"door"})
+    dispatcher = RingDispatcher(cameras, lambda cid: cid in {"door"})
+    for camera_id in ("door", "yard", "gone", "door"):
+        dispatcher.on_ring(camera_id)
+    wait_for(lambda: sum(dispatcher.counts().values()) == 4, 10, "four rings handled")
+    assert cameras.rung == ["door", "door"]
+    assert dispatcher.counts() == {"rings_dispatched": 2, "rings_rejected": 2}
+    dispatcher.shutdown()
+
+
+def test_a_ring_flood_is_bounded() -> None:
+    cameras = FakeCameras(running={"door"})
+    cameras.gate.clear()  # the first ring is stuck in dispatch
+    dispatcher = RingDispatcher(cameras, lambda _cid: True, max_pending=3)
+    for _ in range(10):
+        dispatcher.on_ring("door")
+    assert dispatcher.counts()["rings_rejected"] == 7
+    cameras.gate.set()
+    wait_for(lambda: dispatcher.counts()["rings_dispatched"] == 3, 10, "three rings sent")
+    dispatcher.shutdown()
+
+
+def test_ring_commands_over_mqtt_ring_configured_doorbells(
+    mosquitto: Any, tmp_path: Path, started: list[EventPublisher]
+) -> None:
+    cameras_config = [
+        CameraConfig(id="door", source=str(tmp_path / "d.mp4"), doorbell=True),
+        CameraConfig(id="yard", source=str(tmp_path / "y.mp4")),
+    ]
+    config = actor_config(mosquitto.port, tmp_path, cameras=cameras_config)
+    cameras = FakeCameras(running={"door", "yard"})
+    publisher = EventPublisher(
+        config, store=None, cameras=cameras, metrics=FakeMetrics(), sw_version="test"
+    )
+    started.append(publisher)
+    publisher.start()
+    wait_for(lambda: publisher.status()["connected"], 20, "the publisher to connect")
+    topics = Topics(config.mqtt.topic_prefix)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    online = threading.Event()
+    client.on_message = lambda _c, _u, msg: msg.payload == b"online" and online.set()
+    client.connect("127.0.0.1", mosquitto.port)
+    client.subscribe(topics.status, qos=1)
+    client.loop_start()
+    try:
+        # the publisher subscribes before it sends its retained `online`: once that is seen,
+        # a ring cannot arrive before the publisher listens
+        assert online.wait(20), "the publisher's retained online status"
+        for camera_id in ("yard", "door"):  # yard is no doorbell
+            client.publish(topics.ring(camera_id), "ring", qos=1).wait_for_publish(10)
+        wait_for(lambda: publisher.status()["rings_rejected"] == 1 and cameras.rung, 20, "rings")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert cameras.rung == ["door"] and publisher.status()["rings_dispatched"] == 1

@@ -1,0 +1,194 @@
+"""The group-commit writer (pipelines.storage.writer) over a real DuckDB store in a temp dir."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from pipelines.events import Event
+from pipelines.storage import EventStore, StorageError, StoreBusyError
+from pipelines.storage.writer import GroupCommitWriter
+from tests.support.mqtt import make_event
+
+
+class Recorder:
+    """What the writer hands on (to the publisher) and reports as committed."""
+
+    def __init__(self) -> None:
+        self.handed: list[list[str]] = []
+        self.committed: list[int] = []
+
+    def on_saved(self, events: list[Event]) -> None:
+        self.handed.append([e.event_id for e in events])
+
+    def on_committed(self, rows: int, _elapsed_ms: float, _queued: int) -> None:
+        self.committed.append(rows)
+
+
+class HeldStore:
+    """The real store, whose commits wait until `release` is set (a slow disk)."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def stored_events(self, event_ids: list[str]) -> dict[str, Event]:
+        return self.store.stored_events(event_ids)
+
+    def published_among(self, ids: list[str]) -> set[str]:
+        return self.store.published_among(ids)
+
+    def save_batch(
+        self, events: list[Event], thumbnails: dict[str, bytes] | None, window_s: float
+    ) -> list[Event]:
+        self.entered.set()
+        assert self.release.wait(10)
+        return self.store.save_batch(events, thumbnails, window_s)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> EventStore:
+    s = EventStore(tmp_path / "data")
+    yield s
+    s.close()
+
+
+def writer_for(store: object, recorder: Recorder, **kw: int) -> GroupCommitWriter:
+    return GroupCommitWriter(
+        store,  # type: ignore[arg-type]
+        max_queued=kw.get("max_queued", 100),
+        window_s=5.0,
+        on_saved=recorder.on_saved,
+        on_committed=recorder.on_committed,
+    )
+
+
+def test_concurrent_saves_are_committed_in_one_batch(store: EventStore) -> None:
+    recorder = Recorder()
+    writer = writer_for(store, recorder)
+    events = [make_event() for _ in range(20)]
+
+    async def scenario() -> list[Event]:
+        return await asyncio.gather(*(writer.save(e, b"\xff\xd8jpeg") for e in events))
+
+    saved = asyncio.run(scenario())
+    assert [e.event_id for e in saved] == [e.event_id for e in events]
+    assert writer.stats()["batches"] == 1 and writer.stats()["max_batch"] == 20
+    assert recorder.handed == [[e.event_id for e in events]] and recorder.committed == [20]
+    assert store.counts()["stored"] == 20
+    assert store.thumbnail_path(events[0].event_id) is not None
+
+
+def test_save_new_of_a_stored_event_writes_and_hands_on_nothing(store: EventStore) -> None:
+    recorder = Recorder()
+    writer = writer_for(store, recorder)
+    first = make_event(description="first")
+    again = first.model_copy(update={"description": "a replay of it"})
+
+    async def scenario() -> tuple[tuple[Event, bool], tuple[Event, bool]]:
+        return await writer.save_new(first, None), await writer.save_new(again, None)
+
+    (saved, existed_before), (stored, existed) = asyncio.run(scenario())
+    assert not existed_before and saved.event_id == first.event_id
+    assert existed and stored.description == "first"  # what is stored, not the replay
+    assert recorder.handed == [[first.event_id]]
+    assert recorder.committed == [1]  # the second batch wrote nothing: no commit reported
+    assert store.counts()["stored"] == 1
+
+
+def test_two_concurrent_save_new_of_one_id_store_it_once(store: EventStore) -> None:
+    recorder = Recorder()
+    writer = writer_for(store, recorder)
+    event = make_event()
+    twin = event.model_copy(update={"description": "the same event, sent twice"})
+
+    async def scenario() -> list[tuple[Event, bool]]:
+        return await asyncio.gather(writer.save_new(event, None), writer.save_new(twin, None))
+
+    answers = asyncio.run(scenario())
+    assert sorted(existed for _e, existed in answers) == [False, True]
+    assert {e.description for e, _x in answers} == {event.description}  # both see the first
+    assert writer.stats()["batches"] == 1
+    assert recorder.handed == [[event.event_id]] and recorder.committed == [1]
+    assert store.counts()["stored"] == 1
+
+
+def test_a_resent_save_of_a_published_event_is_not_handed_on(store: EventStore) -> None:
+    recorder = Recorder()
+    writer = writer_for(store, recorder)
+    event = make_event()
+    asyncio.run(writer.save(event, None))
+    store.mark_published([event.event_id])
+    assert asyncio.run(writer.save(event, None)).event_id == event.event_id
+    assert recorder.handed == [[event.event_id]]
+
+
+def test_a_full_queue_refuses_saves_at_once(store: EventStore) -> None:
+    held = HeldStore(store)
+    recorder = Recorder()
+    writer = writer_for(held, recorder, max_queued=2)
+
+    async def scenario() -> list[object]:
+        first = asyncio.ensure_future(writer.save(make_event(), None))
+        await asyncio.to_thread(held.entered.wait, 10)  # the writer holds one batch
+        queued = [asyncio.ensure_future(writer.save(make_event(), None)) for _ in range(3)]
+        await asyncio.sleep(0)
+        held.release.set()
+        return await asyncio.gather(first, *queued, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    refused = [r for r in results if isinstance(r, StoreBusyError)]
+    assert len(refused) == 1 and writer.stats()["refused"] == 1
+    assert writer.stats()["max_queued"] == 2 and store.counts()["stored"] == 3
+
+
+def test_a_failed_batch_fails_every_caller_of_it(store: EventStore) -> None:
+    recorder = Recorder()
+    writer = writer_for(store, recorder)
+    store.close()  # every write fails from now on
+
+    async def scenario() -> list[object]:
+        saves = (writer.save(make_event(), None) for _ in range(3))
+        return await asyncio.gather(*saves, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, StorageError) for r in results) and recorder.handed == []
+
+
+def test_close_commits_what_it_can_in_time_and_refuses_the_rest(store: EventStore) -> None:
+    held = HeldStore(store)
+    writer = writer_for(held, Recorder())
+
+    async def scenario() -> tuple[int, list[object], object]:
+        first = asyncio.ensure_future(writer.save(make_event(), None))
+        await asyncio.to_thread(held.entered.wait, 10)
+        queued = [asyncio.ensure_future(writer.save(make_event(), None)) for _ in range(2)]
+        await asyncio.sleep(0)
+        threading.Timer(0.3, held.release.set).start()  # the held batch finishes after close
+        refused = await writer.close(timeout_s=0.1)
+        late = await asyncio.gather(writer.save(make_event(), None), return_exceptions=True)
+        results = await asyncio.gather(first, *queued, return_exceptions=True)
+        return refused, results, late[0]
+
+    refused, results, late = asyncio.run(scenario())
+    assert refused == 2
+    assert isinstance(results[0], Event)  # the batch being committed was finished
+    assert all(isinstance(r, StoreBusyError) for r in results[1:])
+    assert isinstance(late, StoreBusyError)  # closing: new saves are refused
+    assert store.counts()["stored"] == 1
+
+
+def test_close_with_time_enough_commits_everything(store: EventStore) -> None:
+    writer = writer_for(store, Recorder())
+
+    async def scenario() -> tuple[int, list[Event]]:
+        saves = [asyncio.ensure_future(writer.save(make_event(), None)) for _ in range(5)]
+        await asyncio.sleep(0)
+        return await writer.close(timeout_s=10), await asyncio.gather(*saves)
+
+    refused, saved = asyncio.run(scenario())
+    assert refused == 0 and len(saved) == 5 and store.counts()["stored"] == 5
