@@ -37,17 +37,21 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy pipelines serve_apps cluster
 
+# Two pytest workers: most of a test's time is Ray, a broker or a model waiting, so two share
+# the 2 cores well; --dist loadfile keeps each module (and its module fixtures) on one worker.
+XDIST := -n 2 --dist loadfile
+
 unit: $(STAMP)
-	$(PY) -m pytest tests/unit -q -p no:cacheprovider
+	$(PY) -m pytest tests/unit -q -p no:cacheprovider $(XDIST)
 
 integration: $(STAMP) mosquitto browser
-	$(PY) -m pytest tests/integration -q -p no:cacheprovider
+	$(PY) -m pytest tests/integration -q -p no:cacheprovider $(XDIST)
 
 # The edit loop: lint, types and the unit tests (no Ray, no broker), in about a minute.
 check: lint typecheck unit
 
 test: $(STAMP) mosquitto browser lint typecheck
-	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15
+	$(PY) -m pytest tests -q -p no:cacheprovider $(XDIST) --durations=15
 
 # Refresh docs/review-page.png on purpose; a test run writes its screenshot to a temp folder.
 screenshot: $(STAMP) browser

@@ -1,13 +1,23 @@
-"""End to end: `liveobject run --until-done` and `liveobject demo --until-done`."""
+"""End to end: `liveobject run --until-done` and `liveobject demo --until-done`.
+
+One finished run is shared by the tests that only read its results (what reached MQTT, the
+notebook on its Parquet export): a run costs half a minute, its reading a second.
+"""
 
 from __future__ import annotations
 
 import io
+import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import jsonschema
+import nbformat
+import pytest
+from nbclient import NotebookClient
 from PIL import Image
 
 from pipelines.events import event_schema
@@ -17,30 +27,66 @@ from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import EventSubscriber
 from tests.support.network import free_port
 
+pytestmark = pytest.mark.integration
 
-def test_run_until_done_publishes_every_stored_event(
-    tmp_path: Path, tiny_model: Path, mosquitto: Mosquitto
-) -> None:
-    clips = [
-        generate_sample_video(tmp_path / "a.mp4", seconds=6, motion_windows=[(1.0, 3.0)], seed=3),
-        generate_sample_video(tmp_path / "b.mp4", seconds=6, motion_windows=[(1.5, 4.0)], seed=4),
-    ]
-    api_port = free_port()
-    config = write_config(tmp_path, tiny_model, mosquitto.port, api_port, 2, clips)
-    subscriber = EventSubscriber(mosquitto.port, "e2e/camera/+/event")
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "event_analysis.ipynb"
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A `liveobject run --until-done` that has exited, and what a subscriber received."""
+
+    folder: Path
+    stdout: str
+    stderr: str
+    returncode: int
+    subscriber: EventSubscriber
+
+    @property
+    def store(self) -> Path:
+        return self.folder / "store"
+
+
+@pytest.fixture(scope="module")
+def finished_run(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path
+) -> Iterator[FinishedRun]:
+    folder = tmp_path_factory.mktemp("finished-run")
+    broker = Mosquitto(folder)
+    broker.start()
     try:
-        proc = run_cli(
-            ["run", "--config", str(config), "--until-done", "--no-dashboard", "--linger", "5s"],
-            tmp_path,
+        clips = [
+            generate_sample_video(folder / "a.mp4", seconds=6, motion_windows=[(1.0, 3.0)], seed=3),
+            generate_sample_video(folder / "b.mp4", seconds=6, motion_windows=[(1.5, 4.0)], seed=4),
+        ]
+        config = write_config(
+            folder,
+            tiny_model,
+            broker.port,
+            free_port(),
+            2,
+            clips,
+            storage_extra=", parquet_flush_interval_s: 2",
         )
-        time.sleep(0.5)
+        subscriber = EventSubscriber(broker.port, "e2e/camera/+/event")
+        try:
+            args = ["run", "--config", str(config), "--until-done", "--no-dashboard"]
+            proc = run_cli([*args, "--linger", "5s"], folder)
+            time.sleep(0.5)
+        finally:
+            subscriber.stop()
+        yield FinishedRun(folder, proc.stdout, proc.stderr, proc.returncode, subscriber)
     finally:
-        subscriber.stop()
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    summary = [line for line in proc.stdout.splitlines() if line.startswith("events: ")]
-    assert summary, proc.stdout[-3000:]
+        broker.stop()
 
-    with duckdb.connect(str(tmp_path / "store" / "events.duckdb"), read_only=True) as db:
+
+def test_run_until_done_publishes_every_stored_event(finished_run: FinishedRun) -> None:
+    run, subscriber = finished_run, finished_run.subscriber
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    summary = [line for line in run.stdout.splitlines() if line.startswith("events: ")]
+    assert summary, run.stdout[-3000:]
+
+    with duckdb.connect(str(run.store / "events.duckdb"), read_only=True) as db:
         rows = db.execute("SELECT event_id, camera_id FROM events").fetchall()
         stored = {event_id: camera_id for event_id, camera_id in rows}
     assert stored, "no event was stored"
@@ -61,6 +107,40 @@ def test_run_until_done_publishes_every_stored_event(
         assert status == 200, (status, content_type)
         assert content_type.startswith("image/jpeg")
         assert Image.open(io.BytesIO(body)).size[0] > 0
+
+
+def test_notebook_runs_clean_on_a_real_run(
+    finished_run: FinishedRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """notebooks/event_analysis.ipynb runs clean (nbclient) on the finished run's data."""
+    assert finished_run.returncode == 0, finished_run.stderr[-5000:]
+    store = finished_run.store
+    with duckdb.connect(str(store / "events.duckdb"), read_only=True) as db:
+        stored = db.execute("SELECT count(*) FROM events").fetchall()[0][0]
+    assert stored > 0, "the run stored no event"
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    # Not saved in the notebook: what the kernel counted, and that it is this venv's python.
+    probe = 'import sys\nprint("PROBE", n_events, len(gallery), sys.executable)'
+    nb.cells.append(nbformat.v4.new_code_cell(probe))
+    monkeypatch.setenv("LIVEOBJECT_DATA", str(store))  # the kernel inherits this environment
+    client = NotebookClient(
+        nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()  # raises CellExecutionError when any cell errors
+
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    probe_line = text.strip().splitlines()[-1].split(" ", 3)
+    assert probe_line[0] == "PROBE"
+    assert int(probe_line[1]) == stored  # the Parquet export holds every stored event
+    assert int(probe_line[2]) > 0  # the gallery found thumbnails
+    assert probe_line[3] == sys.executable
+    pngs = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) >= 3, "expected the hourly plot, the latency histogram and the gallery"
+    assert "of the" in text and "have a thumbnail" in text
 
 
 def test_demo_until_done_without_a_broker(tmp_path: Path) -> None:

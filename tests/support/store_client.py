@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
 from typing import Any
 
 from pipelines.config import Config
-from pipelines.events import Event
 from pipelines.storage import EventStore
+from serve_apps.api import local as serve_local
 
 
-class LocalStoreClient:
-    """StoreClient over an in-process EventStore; cameras and health are plain state."""
+class LocalStoreClient(serve_local.LocalStoreClient):
+    """The API's in-process store client; cameras, rings and health are plain test state."""
 
     def __init__(self, store: EventStore, config: Config) -> None:
-        self.store = store
-        self.config = config
+        super().__init__(store, config)
         self.down: set[str] = set()
         self.rings: list[str] = []
-
-    async def get(self, event_id: str) -> Event | None:
-        return await asyncio.to_thread(self.store.get, event_id)
-
-    async def query(self, **filters: Any) -> tuple[list[Event], str | None]:
-        return await asyncio.to_thread(lambda: self.store.query(**filters))
-
-    async def thumbnail_path(self, event_id: str) -> Path | None:
-        return await asyncio.to_thread(self.store.thumbnail_path, event_id)
-
-    async def thumbnail_bytes(self, event_id: str) -> bytes | None:
-        path = self.store.thumbnail_path(event_id)
-        return None if path is None else path.read_bytes()
 
     async def health(self) -> dict[str, dict[str, Any]]:
         names = ["ray", "store", "vlm", "mqtt"]
