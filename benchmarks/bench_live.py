@@ -24,7 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,7 @@ def judge(window: tuple[float, float], cams: dict[str, Any], server: StreamServe
     """Per-camera lags and fps over the window; whether every camera kept up."""
     import ray
 
-    since = datetime.fromtimestamp(window[0], timezone.utc)
+    since = datetime.fromtimestamp(window[0], UTC)
     starts = server.starts()
     per_camera = {}
     for cam_id, actor in cams.items():

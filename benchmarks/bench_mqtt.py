@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ QOS_TARGET = Target("ratio", ">=", 0.8)
 
 def make_events(n: int) -> list[Event]:
     """n realistic events (every optional payload field set) of one camera."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return [
         Event(
             camera_id="front_door",

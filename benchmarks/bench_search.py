@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ DOES = ["walks up to", "stands at", "leaves a box at", "runs past", "parks near"
         "rings the bell at", "waits by", "turns around at", "stops at"]  # fmt: skip
 WHERE = ["the front door", "the driveway", "the garage", "the garden gate", "the porch",
          "the mailbox", "the side path", "the fence", "the street", "the shed"]  # fmt: skip
-END = datetime.now(timezone.utc).replace(microsecond=0)  # within the store's retention
+END = datetime.now(UTC).replace(microsecond=0)  # within the store's retention
 
 
 def searches(now: datetime) -> list[tuple[str, dict[str, Any]]]:

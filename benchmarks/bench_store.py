@@ -23,7 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ def make_events(n: int) -> list[Event]:
     time), in random order within a few seconds (deterministic)."""
     rng = random.Random(0)
     objs: list[tuple[str, ...]] = [("person",), ("vehicle",), ("animal", "person"), ()]
-    end = datetime.now(timezone.utc)
+    end = datetime.now(UTC)
     return [
         Event(
             camera_id=CAMERAS[i % len(CAMERAS)],

@@ -119,6 +119,7 @@ class CameraFleet:
         stored). `hurry` set (a second Ctrl-C) stops waiting for the VLM at once. A camera that
         fails or does not answer within DRAIN_GRACE_S past the timeout is logged, not reported.
         """
+        self.follow_placement()  # a camera placed since the last tick holds events: drain it
         wanted = set(self.cameras if camera_ids is None else camera_ids)
         actors = {cid: actor for cid, actor in self.cameras.items() if cid in wanted}
         timeout_s = self.config.shutdown.drain_timeout_s

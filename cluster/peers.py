@@ -38,6 +38,7 @@ class NamedActor:
         self._handle = handle
         self._retry_s = retry_s
         self._next_try = 0.0
+        self._lookup: asyncio.Task[Any | None] | None = None  # held: a task nobody holds may go
 
     async def get(self) -> Any | None:
         """The handle, or None while no actor of that name exists."""
@@ -49,7 +50,8 @@ class NamedActor:
     def get_nowait(self) -> Any | None:
         """The handle if known; else schedule a lookup on the running loop and return None."""
         if self._handle is None and time.monotonic() >= self._next_try:
-            asyncio.get_running_loop().create_task(self.get())
+            if self._lookup is None or self._lookup.done():
+                self._lookup = asyncio.get_running_loop().create_task(self.get())
         return self._handle
 
     def forget(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Literal, overload
@@ -63,7 +63,7 @@ def new_event_id() -> str:
 
 def utcnow() -> datetime:
     """Timezone-aware now in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def smart_detection_type(objects: tuple[str, ...] | list[str]) -> SmartDetectionType | None:
@@ -146,8 +146,8 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def source_type_of(source: str) -> SourceType:
@@ -193,7 +193,7 @@ def camera_thumbnail_url(camera_id: str, event_id: str, base_url: str, api_key: 
 
 def format_timestamp(value: datetime) -> str:
     """ISO 8601 UTC with a Z suffix and millisecond precision."""
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def event_payload(

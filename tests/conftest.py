@@ -8,11 +8,7 @@ from pathlib import Path
 
 import pytest
 
-# re-exported: older imports (`from tests.conftest import free_port`) keep working
 from tests.support.mosquitto import Mosquitto
-from tests.support.network import free_port, wait_port
-
-__all__ = ["Mosquitto", "free_port", "wait_port"]
 
 
 @pytest.fixture

@@ -95,7 +95,7 @@ class _RayBudget:
                 self._actor = await asyncio.to_thread(get_budget, self._config, self._spec)
             granted: bool = await self._actor.take.remote(camera_id, self._spec)
             return granted
-        except Exception:
+        except (Exception, asyncio.CancelledError):  # cancelled: the caller's timeout
             self._actor = None  # look it up (or create it) again next time
             raise
 

@@ -62,7 +62,9 @@ class _RayStore:
         return events
 
     def events_since(self, max_age_s: float) -> list[Event]:
-        events: list[Event] = ray.get(self._handle.events_since.remote(max_age_s))
+        events: list[Event] = ray.get(
+            self._handle.events_since.remote(max_age_s), timeout=REPLAY_FETCH_S
+        )
         return events
 
 

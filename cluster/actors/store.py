@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-import warnings
+from collections import deque
 from datetime import datetime
 from typing import Any
 
@@ -35,35 +35,57 @@ logger = logging.getLogger(__name__)
 CLOSE_WAIT_S = 20.0  # close(): how long queued saves may take before they are refused
 FIND_PUBLISHER_S = 60.0  # after a restart: how long to look for the publisher by name
 FIND_PUBLISHER_EVERY_S = 1.0
+HELD_BATCHES = 64  # committed batches held for a publisher not known yet (a second or two)
 
 
 class _Publisher:
-    """The `mqtt-publisher` handle as the writer's hand-on hook: one call a batch, never waits."""
+    """The `mqtt-publisher` handle as the writer's hand-on hook: one call a batch, never waits.
+    Until the handle is known, batches are held (at most HELD_BATCHES; older ones are left to
+    the publisher's replay) and handed on in order once it is."""
 
-    def __init__(self) -> None:
-        self.handle: Any = None
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._lock = threading.Lock()
+        self._handle: Any = None
+        self._held: deque[list[Event]] = deque(maxlen=HELD_BATCHES)
+        self.overflowed = 0  # batches left to the replay
 
     def __call__(self, events: list[Event]) -> None:
-        if self.handle is not None:  # none: stored as unpublished, the publisher replays them
-            self.handle.publish_events.remote(events)
-
-    def find_after_restart(self, namespace: str, stop: threading.Event) -> None:
-        """After a restart (the handle was attached to the process that died), look the
-        publisher up by name until found. Runs in a thread: both calls block."""
-        with warnings.catch_warnings():  # Ray's own property uses an API it deprecated
-            warnings.simplefilter("ignore", DeprecationWarning)
-            if not ray.get_runtime_context().was_current_actor_reconstructed:
+        with self._lock:
+            if self._handle is None:
+                if self._enabled:
+                    self.overflowed += len(self._held) == HELD_BATCHES
+                    self._held.append(events)
                 return
+            self._handle.publish_events.remote(events)
+
+    def attach(self, handle: Any, *, unless_known: bool = False) -> None:
+        """Hand batches to `handle` from now on, the held ones first (in order)."""
+        with self._lock:
+            if unless_known and self._handle is not None:
+                return  # an attach_publisher meanwhile wins
+            self._handle = handle
+            held, self._held = list(self._held), deque(maxlen=HELD_BATCHES)
+            if handle is not None:
+                for events in held:
+                    handle.publish_events.remote(events)
+
+    def find(self, namespace: str, stop: threading.Event) -> None:
+        """Look the publisher up by name until known (a store created or restarted while it
+        runs is not attached by anyone). Runs in a thread: the lookups block."""
         deadline = time.monotonic() + FIND_PUBLISHER_S
-        while self.handle is None and time.monotonic() < deadline and not stop.is_set():
+        while time.monotonic() < deadline and not stop.is_set():
+            with self._lock:
+                if self._handle is not None:
+                    return
             try:
                 found = ray.get_actor(PUBLISHER_ACTOR, namespace=namespace)
             except ValueError:
                 stop.wait(FIND_PUBLISHER_EVERY_S)
                 continue
-            if self.handle is None:  # an attach_publisher meanwhile wins
-                self.handle = found
-                logger.info("event-store restarted: found the mqtt-publisher again")
+            self.attach(found, unless_known=True)
+            logger.info("event-store: found the mqtt-publisher by name")
+            return
 
 
 @ray.remote(num_cpus=0.05, max_restarts=-1, max_task_retries=-1)
@@ -79,7 +101,7 @@ class EventStoreActor:
             thumbnail_quality=storage.thumbnail_quality,
         )
         self._metrics = StoreMetrics()
-        self._publisher = _Publisher()
+        self._publisher = _Publisher(config.mqtt.enabled)
         self._writer = GroupCommitWriter(
             self._store,
             max_queued=storage.max_queued_saves,
@@ -92,7 +114,7 @@ class EventStoreActor:
         self._closed = threading.Event()
         if config.mqtt.enabled:
             threading.Thread(
-                target=self._publisher.find_after_restart,
+                target=self._publisher.find,
                 args=(config.ray.namespace, self._closed),
                 name="store-find-publisher",
                 daemon=True,
@@ -101,7 +123,7 @@ class EventStoreActor:
 
     def attach_publisher(self, publisher: Any) -> None:
         """Hand each committed batch to this `mqtt-publisher` from now on (None: to nobody)."""
-        self._publisher.handle = publisher
+        self._publisher.attach(publisher)
 
     async def save(self, event: Event, thumbnail: bytes | None) -> Event:
         """Store one event (with its correlation group) and hand it to the publisher.

@@ -246,8 +246,8 @@ class Camera:
 
     async def _save(self, event: Event, thumbnail: bytes | None) -> Event:
         stored, existed = await self._ports.store.save_new(event, thumbnail)
-        if existed:
-            self._already_stored += 1  # a replayed file segment (or a re-sent save)
+        if existed and event.media_offset_s is not None:
+            self._already_stored += 1  # a file segment stored by a crashed instance or a replay
         return stored
 
     def _dropped(self, _event: Event) -> None:

@@ -17,7 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -205,7 +205,7 @@ class FileSource(FrameSource):
         self.fps = 0.0
         self.frame_count = 0
         self._reader: Any = None
-        self._start_wall = datetime.now(timezone.utc)
+        self._start_wall = datetime.now(UTC)
 
     def describe(self) -> str:
         """A redacted one-line description of the source, safe to log."""
@@ -225,7 +225,7 @@ class FileSource(FrameSource):
                 self.fps = float(self._reader.get_avg_fps()) or self.fps
             except Exception as exc:  # decord raises DECORDError (RuntimeError) on bad data
                 raise SourceError(f"decord cannot open {self.path}: {exc}") from exc
-        self._start_wall = datetime.now(timezone.utc)
+        self._start_wall = datetime.now(UTC)
         self._opened = True
         logger.info("opened %s: %.3g fps, %d frames", self.describe(), self.fps, self.frame_count)
 
@@ -391,7 +391,7 @@ class StreamSource(FrameSource):
                         self.dropped += 1
                     self._seq += 1
                     self.decoded += 1
-                    self._latest = (self._seq, media, datetime.now(timezone.utc), vframe)
+                    self._latest = (self._seq, media, datetime.now(UTC), vframe)
                     self._cond.notify_all()
         except av.ExitError:
             error = f"stream stalled: no data for {self._read_timeout():g}s"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pipelines.events import as_utc
 
@@ -36,12 +36,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     if not re.fullmatch(r"-?\d{1,19}", micros_text) or not is_event_id(event_id):
         raise ValueError("malformed cursor")
     try:
-        ts = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(micros_text))
+        ts = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(micros_text))
     except OverflowError as exc:
         raise ValueError("malformed cursor") from exc
     return ts, event_id
 
 
 def _micros(ts: datetime) -> int:
-    delta = as_utc(ts) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    delta = as_utc(ts) - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds

@@ -57,7 +57,7 @@ async def narrate(
     reasons: list[str] = []
     try:
         return await asyncio.wait_for(_first_answer(candidates, facts, reasons), deadline_s)
-    except asyncio.TimeoutError:  # the builtin TimeoutError from Python 3.11
+    except TimeoutError:  # the builtin TimeoutError from Python 3.11
         reasons.append(f"deadline of {deadline_s:g} s passed")
     return Narrative(None, None, "; ".join(reasons)[:500])
 

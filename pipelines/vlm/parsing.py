@@ -30,6 +30,11 @@ MAX_OBJECTS = 16
 MAX_OBJECT_CHARS = 40
 DEFAULT_CONFIDENCE_WITH_OBJECTS = 50
 DEFAULT_CONFIDENCE_NO_OBJECTS = 30
+# Model output is untrusted text (a sign held up to a camera can steer it): every step below is
+# linear in a bounded input. Real answers are far shorter (max_new_tokens); past this, unread.
+MAX_PARSE_CHARS = 16_384
+MAX_NESTING = 32  # the answer is one flat object; deeper brackets are not it
+MAX_CANDIDATES = 8  # `{` positions tried as the start of the answer before it counts as prose
 
 _CATEGORY_WORDS: dict[str, list[str]] = {
     "person": (
@@ -89,7 +94,7 @@ class ParsedOutput:
 
 def clean_text(text: str, limit: int = MAX_DESCRIPTION_CHARS) -> str:
     """Text without special tokens, control characters or runs of whitespace, at most `limit`."""
-    text = _SPECIAL_TOKEN_RE.sub(" ", text or "")
+    text = _SPECIAL_TOKEN_RE.sub(" ", (text or "")[:MAX_PARSE_CHARS])
     text = "".join(
         ch if not unicodedata.category(ch).startswith("C") else " "
         for ch in text.replace("\ufffd", " ")
@@ -214,9 +219,15 @@ def _close_string(buf: list[str], quote: str) -> str:
     return '"' + "".join(buf) + '"' if quote == '"' else json.dumps("".join(buf))
 
 
+class _TooDeep(ValueError):
+    """Brackets nested deeper than MAX_NESTING: not the answer's object."""
+
+
 def _repair_json(fragment: str) -> tuple[str, bool]:
     """Turn `{...` into JSON text: single quotes → double, trailing commas dropped, and when the
-    text was cut off, the open string and brackets closed. Returns (text, complete)."""
+    text was cut off, the open string and brackets closed. Returns (text, complete).
+
+    Raises _TooDeep past MAX_NESTING open brackets."""
     out: list[str] = []
     stack: list[str] = []
     quote: str | None = None
@@ -244,6 +255,8 @@ def _repair_json(fragment: str) -> tuple[str, bool]:
             quote, buf = ch, []
         elif ch in "{[":
             stack.append("}" if ch == "{" else "]")
+            if len(stack) > MAX_NESTING:
+                raise _TooDeep
             out.append(ch)
         elif ch in "}]":
             while out and out[-1].strip() in {"", ","}:
@@ -266,43 +279,55 @@ def _repair_json(fragment: str) -> tuple[str, bool]:
 def _loads(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     fixed = re.sub(
         r"\bTrue\b", "true", re.sub(r"\bFalse\b", "false", re.sub(r"\bNone\b", "null", text))
     )
     try:
         return json.loads(fixed)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
 def _find_dict(text: str) -> dict[str, Any] | None:
-    """The first `{...}` in text that reads as a dict, repairing quotes and truncation."""
+    """The first `{...}` in text that reads as a dict, repairing quotes and truncation.
+
+    At most MAX_CANDIDATES starts are tried, and brackets nested past MAX_NESTING end a try."""
     start = text.find("{")
-    while start != -1:
-        fragment = text[start:]
-        repaired, complete = _repair_json(fragment)
-        value = _loads(repaired)
-        if not isinstance(value, dict) and not complete:
-            # cut off inside a key or value: drop the last partial member and close again
-            for _ in range(4):
-                cut = repaired.rfind(",")
-                if cut <= 0:
-                    break
-                repaired, _ok = _repair_json(repaired[:cut])
-                value = _loads(repaired)
-                if isinstance(value, dict):
-                    break
-        if not isinstance(value, dict):
-            try:
-                value = ast.literal_eval(fragment[: fragment.rfind("}") + 1])
-            except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
-                value = None
+    for _ in range(MAX_CANDIDATES):
+        if start == -1:
+            break
+        try:
+            value = _candidate(text[start:])
+        except _TooDeep:
+            value = None
         if isinstance(value, dict) and value:
             return {str(k).strip().lower(): v for k, v in value.items()}
         start = text.find("{", start + 1)
     return None
+
+
+def _candidate(fragment: str) -> Any:
+    """What the text from one `{` reads as (a dict when it is an answer)."""
+    repaired, complete = _repair_json(fragment)
+    value = _loads(repaired)
+    if not isinstance(value, dict) and not complete:
+        # cut off inside a key or value: drop the last partial member and close again
+        for _ in range(4):
+            cut = repaired.rfind(",")
+            if cut <= 0:
+                break
+            repaired, _ok = _repair_json(repaired[:cut])
+            value = _loads(repaired)
+            if isinstance(value, dict):
+                break
+    if not isinstance(value, dict):
+        try:
+            value = ast.literal_eval(fragment[: fragment.rfind("}") + 1])
+        except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+            value = None
+    return value
 
 
 def _strip_fences(text: str) -> str:
@@ -327,7 +352,7 @@ def parse_model_output(
     `token_confidence`: the mean probability of the generated tokens (0-100) when the backend
     has it; it becomes `confidence` (see the module doc for what is used without it).
     """
-    text = _SPECIAL_TOKEN_RE.sub(" ", text or "")
+    text = _SPECIAL_TOKEN_RE.sub(" ", (text or "")[:MAX_PARSE_CHARS])
     data = _find_dict(_strip_fences(text)) or _find_dict(text)
     if data is None:
         description = clean_text(text.replace("```json", " ").replace("```", " "))

@@ -252,7 +252,7 @@ class _Connection:
         while True:
             try:
                 item = await asyncio.wait_for(self.sub.queue.get(), settings.heartbeat_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 yield self.count(b": heartbeat\n\n")
                 continue
             if item is _END:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +216,7 @@ def test_live_stream_goes_offline_and_recovers(cams: Cluster, clips: dict[str, P
 
         server.start()
         wait_for(lambda: status(actor)["status"] == "online", 30, "status back online")
-        back = datetime.now(timezone.utc)
+        back = datetime.now(UTC)
         wait_for(
             lambda: [e for e in cams.events("live") if e.timestamp >= back],
             30,
@@ -309,7 +309,7 @@ def test_doorbell_ring_makes_a_ring_event_on_that_camera(
     refused = ray.get(actors["porch"].ring.remote())
     assert refused == {"accepted": False, "reason": "camera is not a doorbell"}
 
-    rung = datetime.now(timezone.utc)
+    rung = datetime.now(UTC)
     assert ray.get(actors["bell"].ring.remote()) == {"accepted": True}
     started = time.monotonic()
     rings = wait_for(

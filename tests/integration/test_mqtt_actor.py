@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -115,8 +115,7 @@ def test_unpublished_events_replayed_in_order_after_reconnect(
     poll(actor.status.remote, lambda s: not s["connected"])
     start = time.time()
     events = [
-        make_event(timestamp=datetime.fromtimestamp(start - 10 + i, tz=timezone.utc))
-        for i in range(3)
+        make_event(timestamp=datetime.fromtimestamp(start - 10 + i, tz=UTC)) for i in range(3)
     ]
     for event in events:  # the store hands each to the publisher, which cannot send it
         ray.get(store.save.remote(event, None), timeout=30)

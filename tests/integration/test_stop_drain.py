@@ -21,7 +21,7 @@ import termios
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +166,7 @@ class Arrivals(EventSubscriber):
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         import json
 
-        self.arrived.setdefault(json.loads(msg.payload)["event_id"], datetime.now(timezone.utc))
+        self.arrived.setdefault(json.loads(msg.payload)["event_id"], datetime.now(UTC))
         super()._on_message(client, userdata, msg)
 
 

@@ -13,7 +13,7 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,7 @@ class EventIds:
         assert subscribed.wait(10)
 
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
-        arrived = datetime.now(timezone.utc)
+        arrived = datetime.now(UTC)
         payload = json.loads(msg.payload)
         self.ids.append(payload["event_id"])
         stamped = datetime.fromisoformat(payload["timestamp"].replace("Z", "+00:00"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -23,7 +23,7 @@ from tests.support.openai_server import ChatRequest, FakeOpenAI, Reply, serve_fa
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime(2026, 3, 1, 18, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 1, 18, 0, tzinfo=UTC)
 PARAGRAPH = "A quiet day: a courier came to the front door at noon and rang twice."
 SECRET = "sk-narrative-secret-123"
 

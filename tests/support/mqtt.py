@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +216,7 @@ def make_event(camera_id: str = "front_door", full: bool = False, **overrides: A
         "objects_detected": ("person",),
         "confidence": 80,
         "source_type": "file",
-        "timestamp": datetime.now(timezone.utc),
+        "timestamp": datetime.now(UTC),
     }
     if full:
         fields.update(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
@@ -19,7 +19,7 @@ from pipelines.storage import EventStore
 from serve_apps.api import build_api
 from tests.support.store_client import LocalStoreClient, make_config
 
-BASE = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 JPEG = b"\xff\xd8\xff\xe0" + b"thumb" * 20 + b"\xff\xd9"
 KEY = "s3cret-key-long-enough"  # api.api_key needs 16+ characters
 

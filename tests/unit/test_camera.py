@@ -14,75 +14,13 @@ import pytest
 from pipelines.camera import Camera, CameraPorts
 from pipelines.camera.event import build_event
 from pipelines.config import Config
-from pipelines.events import Event, utcnow
+from pipelines.events import utcnow
 from pipelines.ingest.segment import ring_segment
 from pipelines.samples import generate_sample_video
-from pipelines.vlm.types import VLMRequest, VLMResult
+from pipelines.vlm.types import VLMResult
+from tests.support.camera_ports import FakeCameraStore, FakeSink, FakeVLM
 
 WINDOWS = ((1.0, 2.5), (5.0, 6.5))  # two motion windows, far enough apart to be two events
-
-
-class FakeStore:
-    """Stores events by id, like the event-store's `save_new`; can fail the first saves."""
-
-    def __init__(self, fail_first: int = 0) -> None:
-        self.events: dict[str, Event] = {}
-        self.thumbnails: dict[str, bytes | None] = {}
-        self.calls = 0
-        self._fail = fail_first
-
-    async def save_new(self, event: Event, thumbnail: bytes | None) -> tuple[Event, bool]:
-        self.calls += 1
-        if self._fail > 0:
-            self._fail -= 1
-            raise ConnectionError("store restarting")
-        if event.event_id in self.events:
-            return self.events[event.event_id], True
-        self.events[event.event_id] = event
-        self.thumbnails[event.event_id] = thumbnail
-        return event, False
-
-
-class FakeVLM:
-    """Answers each request with a fixed description, after `delay_s` (None: never)."""
-
-    def __init__(self, delay_s: float | None = 0.0) -> None:
-        self.requests: list[VLMRequest] = []
-        self.cancelled = 0
-        self._delay = delay_s
-
-    async def __call__(self, request: VLMRequest) -> VLMResult:
-        self.requests.append(request)
-        try:
-            if self._delay is None:
-                await asyncio.Event().wait()
-            await asyncio.sleep(self._delay or 0.0)
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
-        return VLMResult(
-            description="a person walks to the door",
-            objects=("person",),
-            confidence=80,
-            ai_confidence=90,
-            provider_used="fake:vlm",
-            analysis_mode=request.analysis_mode,
-            request_id=request.request_id,
-        )
-
-
-class FakeSink:
-    """Records the camera's status and activity changes."""
-
-    def __init__(self) -> None:
-        self.statuses: list[str] = []
-        self.motion: list[bool] = []
-
-    def camera_status(self, camera_id: str, status: str, source_type: str) -> None:
-        self.statuses.append(status)
-
-    def activity(self, camera_id: str, active: bool) -> None:
-        self.motion.append(active)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +53,7 @@ async def run_until_done(camera: Camera, timeout_s: float = 30.0) -> dict[str, A
 def test_a_clip_becomes_described_saved_events_with_status_and_activity(
     clip: Path, tmp_path: Path
 ) -> None:
-    store, vlm, sink = FakeStore(), FakeVLM(), FakeSink()
+    store, vlm, sink = FakeCameraStore(), FakeVLM(), FakeSink()
     config = make_config(str(clip), tmp_path)
     camera = Camera(config, "porch", CameraPorts(store=store, describe=vlm, status_sink=sink))
     status = asyncio.run(run_until_done(camera))
@@ -136,7 +74,7 @@ def test_a_clip_becomes_described_saved_events_with_status_and_activity(
 
 
 def test_a_replayed_file_saves_nothing_twice(clip: Path, tmp_path: Path) -> None:
-    store = FakeStore()
+    store = FakeCameraStore()
     config = make_config(str(clip), tmp_path)
     for run in range(2):
         camera = Camera(config, "porch", CameraPorts(store=store, describe=FakeVLM()))
@@ -146,7 +84,7 @@ def test_a_replayed_file_saves_nothing_twice(clip: Path, tmp_path: Path) -> None
 
 
 def test_a_silent_vlm_gives_the_fallback_text_at_the_deadline(clip: Path, tmp_path: Path) -> None:
-    store, vlm = FakeStore(), FakeVLM(delay_s=None)
+    store, vlm = FakeCameraStore(), FakeVLM(delay_s=None)
     config = make_config(str(clip), tmp_path, deadline_s=0.3)
     camera = Camera(config, "porch", CameraPorts(store=store, describe=vlm))
     asyncio.run(run_until_done(camera))
@@ -156,7 +94,7 @@ def test_a_silent_vlm_gives_the_fallback_text_at_the_deadline(clip: Path, tmp_pa
 
 
 def test_drain_hurries_a_hung_vlm_and_stores_everything(clip: Path, tmp_path: Path) -> None:
-    store, vlm = FakeStore(fail_first=2), FakeVLM(delay_s=None)
+    store, vlm = FakeCameraStore(fail_first=2), FakeVLM(delay_s=None)
     config = make_config(str(clip), tmp_path, deadline_s=60)
 
     async def scenario() -> dict[str, Any]:
@@ -184,7 +122,7 @@ def test_a_ring_is_analysed_once_and_merged_within_the_window(tmp_path: Path) ->
             "mqtt": {"enabled": False},
         }
     )
-    store, vlm = FakeStore(), FakeVLM()
+    store, vlm = FakeCameraStore(), FakeVLM()
 
     async def scenario() -> list[dict[str, Any]]:
         camera = Camera(config, "door", CameraPorts(store=store, describe=vlm))

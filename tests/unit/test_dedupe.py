@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import cv2
 import numpy as np
@@ -14,7 +14,7 @@ from pipelines.imaging import encode_jpeg
 from pipelines.samples import _draw_object, sample_background
 from pipelines.vlm.dedupe import Analysed, Deduper, distance, fingerprint
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DEFAULT = DedupeConfig()
 SIZES = [(320, 240), (640, 480), (1280, 720)]
 

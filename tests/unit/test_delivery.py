@@ -8,7 +8,7 @@ import asyncio
 import os
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -132,7 +132,7 @@ def event(i: int) -> Event:
         description=f"event {i}",
         confidence=0,
         source_type="file",
-        timestamp=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        timestamp=datetime(2026, 1, 1, tzinfo=UTC),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import jsonschema
 import pytest
@@ -29,7 +29,7 @@ def minimal_event() -> Event:
         description="Motion detected on Front Door",
         confidence=0,
         source_type="file",
-        timestamp=datetime(2026, 11, 27, 14, 30, tzinfo=timezone.utc),
+        timestamp=datetime(2026, 11, 27, 14, 30, tzinfo=UTC),
     )
 
 

@@ -7,7 +7,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -153,7 +153,7 @@ def _event(camera: str, minutes: int) -> Event:
         objects_detected=("person",),
         confidence=60,
         source_type="rtsp",
-        timestamp=datetime(2026, 3, 1, 12, tzinfo=timezone.utc) + timedelta(minutes=minutes),
+        timestamp=datetime(2026, 3, 1, 12, tzinfo=UTC) + timedelta(minutes=minutes),
     )
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
 from pipelines.ingest.segment import PendingEvents, Segment, merge_segments
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def seg(start: float, n: int, *, peak: int = 0, score: float = 0.1, zones: tuple = ()) -> Segment:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from pipelines.ingest.sources import FileSource, Frame
 from pipelines.samples import generate_sample_video, render_sample_frame, sample_background
 
 FPS = 5.0
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _frame(i: int, image: np.ndarray, fps: float = FPS) -> Frame:

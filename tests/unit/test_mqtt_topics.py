@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import jinja2
 import pytest
@@ -61,7 +61,7 @@ def _event(**overrides: object) -> Event:
         "objects_detected": ("person",),
         "confidence": 80,
         "source_type": "rtsp",
-        "timestamp": datetime(2025, 12, 11, 14, 30, tzinfo=timezone.utc),
+        "timestamp": datetime(2025, 12, 11, 14, 30, tzinfo=UTC),
         "smart_detection_type": "person",
     }
     fields.update(overrides)
@@ -330,7 +330,7 @@ def test_last_event_payload_signs_thumbnail_with_key() -> None:
 
 
 def test_camera_status_payload() -> None:
-    when = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    when = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     payload = camera_status_payload("door", "Door", "unavailable", "rtsp", when)
     assert payload == {
         "camera_id": "door",

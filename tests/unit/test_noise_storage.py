@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -104,8 +104,8 @@ def test_a_database_from_before_the_noise_controls_is_migrated(tmp_path: Path) -
         "stored_at) VALUES (1, ?, 'front', 'Front', 'old', ['person'], 70, 'rtsp', ?, 3, 0, ?)",
         [
             old_id,
-            datetime(2026, 1, 1, tzinfo=timezone.utc),
-            datetime(2026, 1, 1, tzinfo=timezone.utc),
+            datetime(2026, 1, 1, tzinfo=UTC),
+            datetime(2026, 1, 1, tzinfo=UTC),
         ],
     )
     con.close()
@@ -128,7 +128,7 @@ def test_a_day_with_files_from_before_the_new_columns_still_compacts(tmp_path: P
 
     store = EventStore(tmp_path / "data")
     try:
-        day = datetime(2026, 1, 2, 12, tzinfo=timezone.utc)
+        day = datetime(2026, 1, 2, 12, tzinfo=UTC)
         store.append(
             [event(i, timestamp=day + timedelta(seconds=i), zones=("gate",)) for i in range(3)]
         )

@@ -8,7 +8,7 @@ rewrites the files holding such rows; an analyst reading Parquet sees what DuckD
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -17,7 +17,7 @@ from pipelines.events import Event
 from pipelines.storage import EventStore
 
 WINDOW_S = 10.0
-T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 
 def event(camera: str, at: datetime) -> Event:

@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,7 @@ def test_reader_never_fails_while_appending_and_exporting(tmp_path: Path) -> Non
 def test_compaction_swap_never_double_counts(tmp_path: Path) -> None:
     """Closed-day compaction while a reader reads that very day: old files or merged, not both."""
     store = EventStore(tmp_path / "data", retention_days=0)
-    day = datetime(2026, 1, 5, 12, tzinfo=timezone.utc)
+    day = datetime(2026, 1, 5, 12, tzinfo=UTC)
     reader = Reader(store, tmp_path)
     merged = 0
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,7 @@ def test_snippet_runs_on_a_real_export(
             objects_detected=("person",),
             confidence=70,
             source_type="file",
-            timestamp=datetime.now(timezone.utc),
+            timestamp=datetime.now(UTC),
         )
         for camera in ("porch", "porch", "drive")
     ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -23,7 +23,7 @@ from serve_apps.api import build_api
 from serve_apps.api.local import LocalStoreClient
 from serve_apps.api.summary import parse_since
 
-BASE = datetime(2026, 3, 1, 18, 0, tzinfo=timezone.utc)
+BASE = datetime(2026, 3, 1, 18, 0, tzinfo=UTC)
 CAMERAS = {"front": "Front Door", "drive": "Driveway", "garden": "Garden"}
 DESCRIPTIONS = [
     ("A Red car parks in the DRIVEWAY", ("vehicle",)),
@@ -259,11 +259,9 @@ def test_empty_period_and_bad_since(world: dict[str, Any]) -> None:
     for bad in ("yesterday", "-5h", "400d"):
         r = client.get("/api/v1/summary", params={"since": bad})
         assert r.status_code == 400 and "since" in r.json()["detail"]
-    until = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    until = datetime(2026, 3, 1, tzinfo=UTC)
     assert parse_since("90m", until) == until - timedelta(minutes=90)
-    assert parse_since("2026-02-28T10:00:00Z", until) == datetime(
-        2026, 2, 28, 10, tzinfo=timezone.utc
-    )
+    assert parse_since("2026-02-28T10:00:00Z", until) == datetime(2026, 2, 28, 10, tzinfo=UTC)
 
 
 def test_pick_diverse_prefers_different_descriptions() -> None:

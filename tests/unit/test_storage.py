@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -18,7 +18,7 @@ from pipelines.events import Event
 from pipelines.storage import EventStore, StorageError, StorageFullError, decode_cursor
 from pipelines.storage.schema import MIGRATIONS, schema_version
 
-BASE = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 JPEG = b"\xff\xd8\xff\xe0" + b"thumb" * 20 + b"\xff\xd9"
 
 
@@ -138,7 +138,7 @@ def test_append_is_idempotent(store: EventStore) -> None:
 
 
 def test_published_bookkeeping(store: EventStore) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     old = make_event(0, ts=now - timedelta(hours=2))
     recent = [make_event(i, ts=now - timedelta(seconds=100 - i)) for i in range(1, 6)]
     store.append([recent[2], old, *recent], {})
@@ -266,7 +266,7 @@ def test_compaction_merges_a_days_files(store: EventStore) -> None:
 
 def test_retention_deletes_rows_thumbnails_and_partitions(tmp_path: Path) -> None:
     store = EventStore(tmp_path / "d", retention_days=7)
-    now = datetime(2026, 3, 20, 12, tzinfo=timezone.utc)
+    now = datetime(2026, 3, 20, 12, tzinfo=UTC)
     old = [make_event(i, ts=now - timedelta(days=10, seconds=i)) for i in range(5)]
     new = [make_event(i, ts=now - timedelta(days=1, seconds=i)) for i in range(5, 9)]
     store.append(old + new, {e.event_id: JPEG for e in old + new})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pipelines.vlm.parsing import (
@@ -301,3 +303,32 @@ def test_normalize_objects_groups() -> None:
         "mailbox",
     ]
     assert normalize_objects(names) == ("person", "vehicle", "package", "animal", "mailbox")
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "{" * 100_000,
+        "[" * 100_000,
+        '{"a":' * 100_000,
+        "{x" * 100_000,
+        '{"description": [' + "[" * 100_000 + "]" * 100_000 + "]}",
+        '{"description": "' + "x" * 1_000_000,
+    ],
+    ids=["braces", "brackets", "keys", "prose-braces", "deep-value", "long-string"],
+)
+def test_hostile_output_is_bounded_and_falls_back_to_text(hostile: str) -> None:
+    # model output is untrusted: deep or huge text gives a plain-text result, never an error;
+    # the old parser raised RecursionError here and took 7.7 s on 4,000 braces (quadratic)
+    started = time.perf_counter()
+    out = parse_model_output(hostile)
+    elapsed = time.perf_counter() - started
+    assert isinstance(out.description, str) and len(out.description) <= MAX_DESCRIPTION_CHARS
+    assert out.objects == () and out.ai_confidence is None
+    assert elapsed < 1.0, f"{elapsed:.3f} s: not linear in a bounded input"
+
+
+def test_an_answer_after_a_few_stray_braces_is_still_found() -> None:
+    text = "{} {oops} " + '{"description": "a man at the door", "objects": ["person"]}'
+    out = parse_model_output(text)
+    assert out.description == "a man at the door" and out.objects == ("person",)

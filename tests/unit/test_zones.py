@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cv2
@@ -17,7 +17,7 @@ from pipelines.ingest.zones import ZoneMap
 from pipelines.samples import generate_sample_video, sample_background
 
 FPS = 5.0
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEFT = ZoneConfig(name="driveway", polygon=[(0.0, 0.0), (0.45, 0.0), (0.45, 1.0), (0.0, 1.0)])
 TOP_RIGHT = ZoneConfig(name="porch", polygon=[(0.6, 0.0), (1.0, 0.0), (1.0, 0.3), (0.6, 0.3)])
 
@@ -174,7 +174,7 @@ def test_zones_in_the_payload_only_when_touched() -> None:
         "description": "A car",
         "confidence": 60,
         "source_type": "file",
-        "timestamp": datetime(2026, 1, 1, tzinfo=timezone.utc),
+        "timestamp": datetime(2026, 1, 1, tzinfo=UTC),
     }
     touched = event_payload(Event(**base, zones=("driveway", "gate")), "http://h:8000")
     jsonschema.validate(touched, event_schema())

@@ -20,6 +20,8 @@ from tests.support.mqtt import Subscriber, actor_config, make_event
 from tests.support.publisher_ports import FakeCameras, FakeMetrics, FakeStore
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def started() -> Iterator[list[EventPublisher]]:

@@ -1,0 +1,92 @@
+"""Fakes of the camera's ports (pipelines.camera.ports): a store, a VLM, a status sink and a
+budget that record what they are given."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pipelines.events import Event
+from pipelines.vlm.types import VLMRequest, VLMResult
+
+
+class FakeCameraStore:
+    """Stores events by id, like the event-store's `save_new`; can fail the first saves."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.events: dict[str, Event] = {}
+        self.thumbnails: dict[str, bytes | None] = {}
+        self.calls = 0
+        self._fail = fail_first
+
+    async def save_new(self, event: Event, thumbnail: bytes | None) -> tuple[Event, bool]:
+        self.calls += 1
+        if self._fail > 0:
+            self._fail -= 1
+            raise ConnectionError("store restarting")
+        if event.event_id in self.events:
+            return self.events[event.event_id], True
+        self.events[event.event_id] = event
+        self.thumbnails[event.event_id] = thumbnail
+        return event, False
+
+
+class FakeVLM:
+    """Answers each request with a fixed description, after `delay_s` (None: never)."""
+
+    def __init__(self, delay_s: float | None = 0.0) -> None:
+        self.requests: list[VLMRequest] = []
+        self.cancelled = 0
+        self._delay = delay_s
+
+    async def __call__(self, request: VLMRequest) -> VLMResult:
+        self.requests.append(request)
+        try:
+            if self._delay is None:
+                await asyncio.Event().wait()
+            await asyncio.sleep(self._delay or 0.0)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return VLMResult(
+            description="a person walks to the door",
+            objects=("person",),
+            confidence=80,
+            ai_confidence=90,
+            provider_used="fake:vlm",
+            analysis_mode=request.analysis_mode,
+            request_id=request.request_id,
+        )
+
+
+class FakeSink:
+    """Records the camera's status and activity changes."""
+
+    def __init__(self) -> None:
+        self.statuses: list[str] = []
+        self.motion: list[bool] = []
+
+    def camera_status(self, camera_id: str, status: str, source_type: str) -> None:
+        self.statuses.append(status)
+
+    def activity(self, camera_id: str, active: bool) -> None:
+        self.motion.append(active)
+
+
+class FakeBudget:
+    """The global budget: grants `grants` calls, then refuses; `fail` raises instead."""
+
+    def __init__(self, grants: int = 0, *, fail: bool = False, hang: bool = False) -> None:
+        self.grants = grants
+        self.asked: list[str] = []
+        self._fail, self._hang = fail, hang
+
+    async def take(self, camera_id: str) -> bool:
+        self.asked.append(camera_id)
+        if self._hang:
+            await asyncio.Event().wait()
+        if self._fail:
+            raise ConnectionError("vlm-budget gone")
+        if self.grants <= 0:
+            return False
+        self.grants -= 1
+        return True
