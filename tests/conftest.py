@@ -11,6 +11,17 @@ import pytest
 from tests.support.mosquitto import Mosquitto
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest modules first (their `heavy` seconds), so that the two workers of `make test`
+    finish together rather than one running a long module alone at the end."""
+
+    def seconds(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("heavy")
+        return float(marker.args[0]) if marker and marker.args else 0.0
+
+    items.sort(key=seconds, reverse=True)  # stable: a module's tests stay together, in order
+
+
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker = Mosquitto(tmp_path)

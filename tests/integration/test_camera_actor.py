@@ -23,7 +23,7 @@ from tests.support.ray_cluster import ray_logs, status
 from tests.support.streams import TSServer
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(60)]
 
 NAMESPACE = "cam-tests"
 FLOW_WINDOWS = [(1.0 + 2 * k, 1.8 + 2 * k) for k in range(19)]  # the flow clip's motion

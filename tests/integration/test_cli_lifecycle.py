@@ -19,6 +19,8 @@ from tests.support.mqtt import StatusWatcher
 from tests.support.network import free_port
 from tests.support.waiting import wait_for
 
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(60)]
+
 
 def wait_healthy(port: int, proc: subprocess.Popen[str], timeout: float = 180) -> dict[str, Any]:
     """The API's health once it answers 200; fails at once when the run exits."""

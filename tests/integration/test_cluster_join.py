@@ -22,7 +22,7 @@ from tests.support.mqtt import retained
 from tests.support.network import free_port
 from tests.support.ray_head import RayHead
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(150)]
 
 DISCOVERY = "ha_join"
 

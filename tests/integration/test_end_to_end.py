@@ -27,7 +27,7 @@ from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import EventSubscriber
 from tests.support.network import free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(60)]
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "event_analysis.ipynb"
 

@@ -15,7 +15,7 @@ import pytest
 from tests.support.mosquitto import Mosquitto
 from tests.support.ray_head import run_watched
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(55)]
 
 PROBE = Path(__file__).with_name("node_loss_probe.py")
 EVENTS = 3 * 4  # three cameras, four motion windows each

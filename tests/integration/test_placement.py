@@ -20,7 +20,7 @@ from tests.support.mqtt import retained
 from tests.support.network import free_port
 from tests.support.ray_head import run_watched
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(50)]
 
 CAMERAS = 8
 

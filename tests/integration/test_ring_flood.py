@@ -29,7 +29,7 @@ from tests.support.openai_server import FakeOpenAI, paced
 from tests.support.ray_cluster import RaySession, status
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(50)]
 
 NAMESPACE = "ring-flood"
 RINGS = 1000

@@ -35,7 +35,7 @@ from tests.support.network import free_port, wait_port
 from tests.support.openai_server import FakeOpenAI, Reply
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(30)]
 
 KEY = "sse-test-key-0123456789"
 VLM_ANSWER = json.dumps(

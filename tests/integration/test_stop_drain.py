@@ -39,7 +39,7 @@ from tests.support.network import free_port
 from tests.support.openai_server import DESCRIPTION, FakeOpenAI, paced, serve_fake
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(140)]
 
 WINDOWS = [(1.0 + 2 * k, 1.8 + 2 * k) for k in range(5)]  # five motion events
 FALLBACK = "Motion detected on Porch"

@@ -27,7 +27,7 @@ from tests.support.mosquitto import Mosquitto
 from tests.support.openai_server import FakeOpenAI, paced
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(30)]
 
 WINDOWS = [(1.0 + 2 * k, 1.8 + 2 * k) for k in range(8)]
 

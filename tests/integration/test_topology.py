@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(30)]
+
 PROBE = Path(__file__).with_name("topology_probe.py")
 
 

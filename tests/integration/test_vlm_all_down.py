@@ -23,7 +23,7 @@ from tests.support.mqtt import EventSubscriber
 from tests.support.network import free_port
 from tests.support.openai_server import ChatRequest, FakeOpenAI, Reply, serve_fake
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(30)]
 
 DEADLINE_S = 5.0
 # the camera measures the VLM wait around one Serve call; allow for scheduling on a busy box
