@@ -103,6 +103,15 @@ def _fail_row(bench: Bench, status: str, why: str) -> Row:
     return Row(bench.group, f"{bench.name} benchmark", "", None, note=why, status=status)
 
 
+def _repo_relative(path: Path) -> str:
+    """A path as committed results may hold it: relative to the repository, never absolute."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return path.name
+
+
 def run_one(
     bench: Bench,
     quick: bool,
@@ -135,7 +144,11 @@ def run_one(
         except subprocess.TimeoutExpired:
             code = None
             _stop_group(proc)
-    info |= {"wall_s": round(time.time() - started, 1), "exit_code": code, "log": str(log_path)}
+    info |= {
+        "wall_s": round(time.time() - started, 1),
+        "exit_code": code,
+        "log": _repo_relative(log_path),
+    }
     output = log_path.read_text(errors="replace")
     print(_tail(output, 12).replace(" | ", "\n"), flush=True)
     if code is None:
