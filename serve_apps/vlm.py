@@ -21,6 +21,7 @@ from pipelines.naming import VLM_DEPLOYMENT as DEPLOYMENT_NAME
 from pipelines.naming import VLM_REPLICA_KEY
 from pipelines.vlm.engine import VLMEngine
 from pipelines.vlm.types import VLMRequest, VLMResult
+from serve_apps import SHUTDOWN_LOOK_S
 
 if TYPE_CHECKING:
     from pipelines.config import VLMConfig
@@ -299,6 +300,7 @@ def deployment_options(vlm_config: VLMConfig) -> dict[str, Any]:
         "ray_actor_options": actor_options,
         # room for a full batch waiting while another one runs
         "max_ongoing_requests": max(vlm_config.max_ongoing_requests, vlm_config.max_batch_size * 2),
+        "graceful_shutdown_wait_loop_s": SHUTDOWN_LOOK_S,
     }
     if vlm_config.num_replicas == "auto":
         auto = vlm_config.autoscaling

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from pipelines.config import Config
+from serve_apps import SHUTDOWN_LOOK_S
 from serve_apps.api import camera_thumbnail, cameras, events, health, page, stream, summary
 from serve_apps.api.client import RayStoreClient, StoreClient
 from serve_apps.api.deps import ApiContext
@@ -39,7 +40,11 @@ def build_api_app(config: Config) -> Any:
 
     fastapi_app = build_api(RayStoreClient(config), config)
 
-    @serve.deployment(name=API_DEPLOYMENT, ray_actor_options={"num_cpus": 0.05})
+    @serve.deployment(
+        name=API_DEPLOYMENT,
+        ray_actor_options={"num_cpus": 0.05},
+        graceful_shutdown_wait_loop_s=SHUTDOWN_LOOK_S,
+    )
     @serve.ingress(fastapi_app)
     class API:
         """Stateless HTTP ingress; all state lives in the store and camera actors."""
