@@ -125,12 +125,16 @@ class Analyser:
     async def analyse(self, segment: Segment, is_ring: bool) -> Event:
         """Describe one segment, build its Event and hand it on (with the thumbnail)."""
         camera, side = self._camera, self._vlm.image_size
+        # JPEG encoding takes 10-30 ms a frame: off the event loop, which serves status and rings
+        frames = await asyncio.to_thread(
+            lambda: tuple(
+                encode_jpeg(resize_long_side(f, side), quality=85) for f in segment.key_frames
+            )
+        )
         request = VLMRequest(
             camera_id=camera.id,
             camera_name=camera.name,
-            frames=tuple(
-                encode_jpeg(resize_long_side(f, side), quality=85) for f in segment.key_frames
-            ),
+            frames=frames,
             prompt=camera.prompt,
             deadline_at=time.time() + self._vlm.deadline_s,
         )
@@ -145,7 +149,9 @@ class Analyser:
             file_identity=self._file_identity(),
             noise_fields=self._noise.event_fields(segment, result, is_ring),
         )
-        thumbnail = encode_jpeg(segment.best_frame, quality=self._thumbnail_quality)
+        thumbnail = await asyncio.to_thread(
+            encode_jpeg, segment.best_frame, quality=self._thumbnail_quality
+        )
         self._noise.analysed(segment, event)
         self._on_event(event, thumbnail)
         return event
