@@ -49,6 +49,11 @@ class _RayStore:
             self._refs.append(ref)
             if len(self._refs) > MARK_REFS_KEPT:
                 _done, self._refs = ray.wait(self._refs, num_returns=len(self._refs), timeout=0)
+            if len(self._refs) > MARK_REFS_KEPT:  # the store does not answer: stop tracking
+                # the oldest (flush no longer waits for them; an unmarked event stays
+                # unpublished in the store, and a replay may send it again)
+                logger.warning("event-store slow: the oldest mark_published call is not tracked")
+                del self._refs[0]
 
     def settle(self, timeout_s: float) -> None:
         with self._lock:

@@ -54,7 +54,9 @@ class _Publisher:
         with self._lock:
             if self._handle is None:
                 if self._enabled:
-                    self.overflowed += len(self._held) == HELD_BATCHES
+                    if len(self._held) == HELD_BATCHES:  # the oldest stays unpublished
+                        self.overflowed += 1
+                        logger.warning("no mqtt-publisher yet: a batch is left to its replay")
                     self._held.append(events)
                 return
             self._handle.publish_events.remote(events)

@@ -25,7 +25,7 @@ from pipelines.camera.ports import CameraPorts
 from pipelines.camera.status import CameraStatus
 from pipelines.config import Config
 from pipelines.events import Event, utcnow
-from pipelines.ingest.segment import ring_segment
+from pipelines.ingest.segment import Segment, ring_segment
 from pipelines.redact import redact
 
 logger = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ class Camera:
         )
 
     # ---- callbacks from the rooms ----------------------------------------------------------
-    def _on_segment(self, segment: Any) -> None:
+    def _on_segment(self, segment: Segment) -> None:
         self._analyser.submit(segment)
 
     def _on_status(self, status: str) -> None:
