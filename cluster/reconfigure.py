@@ -4,7 +4,10 @@
 cameras are added, removed, restarted (their own entry, or a setting camera actors read from
 outside it, changed) or unchanged, and whether the `vlm` and `api` Serve apps must be
 redeployed. Sections whose change needs a new run (`ray` apart from `placement_timeout_s`,
-`storage`, `correlation`, `mqtt`) make the plan a refusal that names them.
+`storage`, `correlation`, `mqtt`) make the plan a refusal that names them. Secrets compare by
+value: a new `api.api_key` redeploys the API (old key refused at once) while the publisher takes
+the new key for its thumbnail links in the same apply, a new `vlm` key redeploys the VLM, and a
+new `mqtt.password` is refused as needing a new run.
 
 `apply_pending(run, fleet)` runs in the `liveobject run` process, once per tick of its
 housekeeping: it takes a config that `apply` left on the run actor and carries the plan out on
@@ -62,7 +65,9 @@ class Plan:
 
 
 def _section(config: Config, name: str) -> Any:
-    return getattr(config, name).model_dump(mode="json")
+    # Python mode, not JSON: there a SecretStr dumps as "**********" and a changed key would
+    # look unchanged; pydantic's secrets compare by value (never printed: plans name sections).
+    return getattr(config, name).model_dump()
 
 
 def _camera_globals(config: Config) -> dict[str, Any]:
@@ -74,7 +79,7 @@ def _camera_globals(config: Config) -> dict[str, Any]:
 
 
 def _cameras(config: Config) -> dict[str, dict[str, Any]]:
-    return {c.id: c.model_dump(mode="json") for c in config.cameras if c.enabled}
+    return {c.id: c.model_dump() for c in config.cameras if c.enabled}
 
 
 def refusal(old: Config, new: Config) -> str | None:
@@ -104,7 +109,7 @@ def plan(old: Config, new: Config) -> Plan:
     restarted = [
         cid for cid in after if cid in before and (globals_changed or before[cid] != after[cid])
     ]
-    without_vlm = {"exclude": {"vlm", "ray"}, "mode": "json"}
+    without_vlm = {"exclude": {"vlm", "ray"}}
     return Plan(
         added=tuple(c for c in after if c not in before),
         removed=tuple(c for c in before if c not in after),

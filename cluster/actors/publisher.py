@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 MARK_REFS_KEPT = 256  # mark_published calls tracked for flush; past this the finished are pruned
 REPLAY_FETCH_S = 120.0  # the longest a replay waits for the store's list of events
+FEED_CALL_S = 30.0  # a feed read's answer, beyond its own long-poll
 
 
 def _sw_version() -> str:
@@ -61,10 +62,25 @@ class _RayStore:
         if refs:
             ray.get(refs, timeout=timeout_s)
 
-    def unpublished_events(self, max_age_s: float) -> list[Event]:
-        ref = self._handle.unpublished_events.remote(max_age_s)
-        events: list[Event] = ray.get(ref, timeout=REPLAY_FETCH_S)
-        return events
+    def delivery_cursor(self, max_age_s: float) -> tuple[int, int]:
+        ref = self._handle.delivery_cursor.remote(max_age_s)
+        start, last = ray.get(ref, timeout=FEED_CALL_S)
+        return int(start), int(last)
+
+    def events_after(
+        self,
+        after: int,
+        *,
+        upto: int | None = None,
+        limit: int,
+        wait_s: float = 0.0,
+        unacknowledged: bool = False,
+    ) -> list[tuple[int, Event]]:
+        ref = self._handle.events_after.remote(
+            after, upto, limit, wait_s, unacknowledged=unacknowledged
+        )
+        rows: list[tuple[int, Event]] = ray.get(ref, timeout=wait_s + FEED_CALL_S)
+        return rows
 
     def events_since(self, max_age_s: float) -> list[Event]:
         events: list[Event] = ray.get(
@@ -105,9 +121,10 @@ class MqttPublisher:
         logger.info("mqtt-publisher started (broker %s)", self._publisher.core.broker)
 
     async def publish_events(self, events: list[Event]) -> None:
-        """Hand stored events to MQTT in order; returns at once (never waits for the broker).
+        """Hand events to MQTT in order; returns at once (never waits for the broker).
 
-        The store calls this once per group commit, so one Ray call carries the whole group.
+        Not the product's path (the publisher reads the store's feed): for a publisher without
+        a store, as tests and the MQTT benchmark use it.
         """
         self._publisher.publish_events(events)
 
@@ -145,8 +162,9 @@ class MqttPublisher:
 def get_publisher(config: Config, store: Any = None) -> Any:
     """The `mqtt-publisher` actor handle, created if it does not exist (safe under races).
 
-    `store` (the `event-store` handle) is given to a new publisher, and the store is told about
-    the publisher, so neither looks the other up. Call from the driver, not an event loop.
+    `store` (the `event-store` handle) is given to a new publisher, which reads the store's
+    delivery feed through it (the store knows nothing of the publisher). Call from the driver,
+    not an event loop.
     """
     options: dict[str, Any] = {
         "name": PUBLISHER_ACTOR,
@@ -161,6 +179,4 @@ def get_publisher(config: Config, store: Any = None) -> Any:
         handle = MqttPublisher.options(**options).remote(config, store)  # type: ignore[attr-defined]
     except ValueError:  # lost a creation race on a Ray without atomic get_if_exists
         handle = ray.get_actor(PUBLISHER_ACTOR, namespace=config.ray.namespace)
-    if store is not None:
-        ray.get(store.attach_publisher.remote(handle), timeout=60)
     return handle

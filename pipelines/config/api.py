@@ -18,7 +18,10 @@ class StreamConfig(StrictModel):
         default=15, ge=1, le=300, description="A comment line when idle, so proxies keep it open."
     )
     poll_s: float = Field(
-        default=0.5, ge=0.05, le=10, description="How often a replica reads newly stored events."
+        default=0.5,
+        ge=0.05,
+        le=10,
+        description="How long a replica's read of the store waits for the next save (long-poll).",
     )
     queue_size: int = Field(
         default=256,

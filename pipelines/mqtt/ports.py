@@ -12,7 +12,8 @@ from pipelines.events import Event
 
 
 class PublishedStore(Protocol):
-    """The event store as the publisher sees it; every call may block (never on paho's thread)."""
+    """The event store as the publisher sees it: its delivery feed, and where acks go. Every
+    call may block (never on paho's thread)."""
 
     def mark_published(self, event_ids: list[str]) -> None:
         """Record events as published; may return before the store has done it."""
@@ -22,8 +23,23 @@ class PublishedStore(Protocol):
         """Wait up to timeout_s for the mark_published calls made so far."""
         ...
 
-    def unpublished_events(self, max_age_s: float) -> list[Event]:
-        """Stored events never published, younger than max_age_s, oldest first."""
+    def delivery_cursor(self, max_age_s: float) -> tuple[int, int]:
+        """(start, last): the seq before the oldest stored event younger than max_age_s that
+        was not acknowledged (published), and the feed's last seq; start == last when none."""
+        ...
+
+    def events_after(
+        self,
+        after: int,
+        *,
+        upto: int | None = None,
+        limit: int,
+        wait_s: float = 0.0,
+        unacknowledged: bool = False,
+    ) -> list[tuple[int, Event]]:
+        """The delivery feed: (seq, event) saved after seq `after` (up to `upto`), in saving
+        order, at most limit; only those to publish and not acknowledged when asked. With none
+        yet, waits up to wait_s for the next save."""
         ...
 
     def events_since(self, max_age_s: float) -> list[Event]:

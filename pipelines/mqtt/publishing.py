@@ -2,9 +2,10 @@
 
 Plain Python over `MqttPublisherCore` and the ports of `pipelines.mqtt.ports` (the store, the
 cameras, metrics); the `mqtt-publisher` actor only builds it with Ray adapters. paho's callbacks
-run on paho's thread, so they only record (acks, rejections, rings); a background thread sends
-acked ids to the store in batches and, after every (re)connect or when the retry timer is due,
-republishes the events the store still holds as unpublished.
+run on paho's thread, so they only record (acks, rejections, rings). A feed thread reads the
+store's delivery feed (`pipelines.mqtt.follow`): live events as they are saved and, after every
+(re)connect or when the retry timer is due, the unacknowledged ones again from the store's
+cursor; a background thread sends acked ids to the store in batches (the acknowledgement).
 
 The retained `last_event` carries the camera route's thumbnail URL (`camera_thumbnail_url`):
 with an API key its token does not expire, so Home Assistant's image never breaks.
@@ -24,6 +25,7 @@ from pipelines.config import Config
 from pipelines.events import Event, camera_thumbnail_url, event_json
 from pipelines.mqtt.acks import AckBook
 from pipelines.mqtt.client import MqttPublisherCore, Outcome
+from pipelines.mqtt.follow import FeedFollower
 from pipelines.mqtt.ports import CameraRinger, PublishedStore, PublisherMetrics
 from pipelines.mqtt.replay import RecentIds, RetryTimer, republish, retry_interval
 from pipelines.mqtt.rings import RingDispatcher
@@ -41,6 +43,8 @@ logger = logging.getLogger(__name__)
 # one metrics update) covers many acks.
 ACK_GATHER_S = 0.02
 IDLE_WAKE_S = 0.2  # without a wake, how often the background thread looks at the retry timer
+FEED_RETRY_S = 0.5  # the feed thread's pause after a failed read, times the failures in a row
+FEED_RETRY_MAX_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -84,9 +88,19 @@ class EventPublisher:
         self._acks = AckBook()
         self._recent = RecentIds()
         self._retry = RetryTimer(retry_interval(config.mqtt))
-        self._replay_wanted = False
         self._stopping = False
-        self._counts = {"replay_passes": 0, "replayed": 0, "filtered": 0}
+        self._counts = {"replayed": 0, "filtered": 0}
+        self._feed = (
+            None
+            if store is None
+            else FeedFollower(
+                store,
+                window_s=config.mqtt.replay_window_s,
+                page=max(1, config.mqtt.queue_size // 2),
+                live=self.publish_events,
+                replay=lambda events: self._republish(events, skip_recent=True),
+            )
+        )
         self._rings = RingDispatcher(cameras, self._is_doorbell)
         self.core = MqttPublisherCore(
             config.mqtt,
@@ -101,14 +115,19 @@ class EventPublisher:
                 self._set_discovery(camera.id, CameraInfo.from_config(camera))
         self._thread = threading.Thread(target=self._background, name="mqtt-publisher-bg")
         self._thread.daemon = True
+        self._feed_thread = threading.Thread(target=self._follow, name="mqtt-publisher-feed")
+        self._feed_thread.daemon = True
 
     def start(self) -> None:
-        """Start the background thread and connecting to the broker."""
+        """Start the background and feed threads and connecting to the broker."""
         self._thread.start()
+        if self._feed is not None:
+            self._feed_thread.start()
         self.core.start()
 
     def publish_events(self, events: list[Event]) -> int:
-        """Hand stored events to MQTT in order without waiting for the broker; how many sent."""
+        """Hand stored events to MQTT in order without waiting for the broker; how many sent.
+        The feed thread calls it with what it reads live (tests and benchmarks directly)."""
         sent = sum(self._publish(event, replay=False) == "sent" for event in events)
         if sent:
             self._metrics.published(sent)
@@ -120,6 +139,8 @@ class EventPublisher:
         old = {c.id: c for c in self._config.cameras if c.enabled}
         self._config = config
         self._links = _Links.of(config)
+        if self._feed is not None:
+            self._feed.set_window(config.mqtt.replay_window_s)
         new = {c.id: c for c in config.cameras if c.enabled}
         for camera_id in sorted(set(old) - set(new)):
             self.core.remove_discovery(camera_id)
@@ -150,7 +171,8 @@ class EventPublisher:
         out["replayed"] = max(out["replayed"], counts["replayed"])
         out["filtered"] = counts["filtered"]
         out.update(self._rings.counts())
-        out["replay_passes"] = counts["replay_passes"]
+        out["replay_passes"] = 0 if self._feed is None else self._feed.rewinds
+        out["feed_cursor"] = None if self._feed is None else self._feed.cursor
         out["retry_passes"] = self._retry.passes
         out["acks_let_go"] = self._acks.let_go
         out["replay_window_s"] = self._config.mqtt.replay_window_s
@@ -159,10 +181,13 @@ class EventPublisher:
         return out
 
     def flush(self, timeout_s: float = 30.0) -> dict[str, Any]:
-        """Wait until nothing is pending and every ack reached the store, or timeout_s; blocks."""
+        """Wait until the feed is read up to where it ended at the call, nothing is pending and
+        every ack reached the store, or timeout_s; blocks."""
         deadline = time.monotonic() + timeout_s
+        end = self._feed_end()
         while time.monotonic() < deadline:
-            if self.core.pending == 0 and not self._acks.waiting:
+            read = self._feed is None or end is None or self._feed.reached(end)
+            if read and self.core.pending == 0 and not self._acks.waiting:
                 break
             self._wake.set()
             time.sleep(ACK_GATHER_S)
@@ -256,8 +281,18 @@ class EventPublisher:
         self._wake.set()
 
     def _on_connected(self) -> None:
-        self._replay_wanted = True
-        self._wake.set()
+        if self._feed is not None:
+            self._feed.rewind()
+
+    def _feed_end(self) -> int | None:
+        """The feed's last seq now (None without a store, or when it does not answer)."""
+        if self._store is None:
+            return None
+        try:
+            return self._store.delivery_cursor(0.0)[1]
+        except Exception as exc:
+            logger.warning("flush: the store's feed did not answer: %s", type(exc).__name__)
+            return None
 
     def _background(self) -> None:
         while not self._stopping:
@@ -266,23 +301,25 @@ class EventPublisher:
             self._wake.clear()
             try:
                 self._acks.forward(self._store, self._metrics)
-                if self._replay_wanted or self._retry.due(self.core.connected):
-                    self._replay_wanted = False
-                    self._replay_unpublished()
                 self._metrics.pending(self.core.pending)
             except Exception:
                 logger.exception("mqtt-publisher background step failed")
 
-    def _replay_unpublished(self) -> None:
-        window = self._config.mqtt.replay_window_s
-        if window <= 0 or self._store is None:
-            return  # the seed's behaviour with window 0: events from an outage are dropped
-        events = self._store.unpublished_events(float(window))
-        with self._lock:
-            self._counts["replay_passes"] += 1
-        if events:
-            sent = self._republish(events, skip_recent=True)
-            logger.info("replayed %d of %d unpublished events", sent, len(events))
+    def _follow(self) -> None:
+        """The feed thread: read the store's feed until shutdown; a failed read is retried."""
+        assert self._feed is not None
+        failures = 0
+        while not self._stopping:
+            if self._retry.due(self.core.connected):
+                self._feed.rewind()
+            try:
+                self._feed.step()
+                failures = 0
+            except Exception as exc:  # the store away or restarting: keep the position
+                failures += 1
+                if failures == 1:
+                    logger.warning("mqtt-publisher cannot read the store: %s", type(exc).__name__)
+                time.sleep(min(FEED_RETRY_MAX_S, FEED_RETRY_S * failures))
 
     def _republish(self, events: list[Event], *, skip_recent: bool) -> int:
         """Publish events in order, pacing on the pending queue; the number sent."""
@@ -299,4 +336,6 @@ class EventPublisher:
         if sent:
             self._metrics.published(sent)
             self._metrics.replayed(sent)
+            if skip_recent:
+                logger.info("replayed %d of %d unacknowledged events", sent, len(events))
         return sent

@@ -53,7 +53,12 @@ class StoreClient(Protocol):
     async def seq_of(self, event_id: str) -> int | None: ...
 
     async def events_after(
-        self, after: int, upto: int | None = None, limit: int = 500, **filters: Any
+        self,
+        after: int,
+        upto: int | None = None,
+        limit: int = 500,
+        wait_s: float = 0.0,
+        **filters: Any,
     ) -> list[tuple[int, Event]]: ...
 
     async def summary(self, **params: Any) -> Summary: ...
@@ -94,13 +99,16 @@ class RayStoreClient:
         return handle
 
     async def _call(self, actor: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._call_within(self._timeout, actor, method, *args, **kwargs)
+
+    async def _call_within(
+        self, timeout_s: float, actor: str, method: str, *args: Any, **kwargs: Any
+    ) -> Any:
         from ray.exceptions import RayActorError
 
         try:
             handle = await self._actor(actor)
-            return await _with_timeout(
-                getattr(handle, method).remote(*args, **kwargs), self._timeout
-            )
+            return await _with_timeout(getattr(handle, method).remote(*args, **kwargs), timeout_s)
         except (ValueError, TimeoutError, RayActorError) as exc:
             self._handles.pop(actor, None)  # restarted or gone: look it up again next time
             if isinstance(exc, ValueError) and not isinstance(exc, RayActorError):
@@ -141,11 +149,24 @@ class RayStoreClient:
         return result
 
     async def events_after(
-        self, after: int, upto: int | None = None, limit: int = 500, **filters: Any
+        self,
+        after: int,
+        upto: int | None = None,
+        limit: int = 500,
+        wait_s: float = 0.0,
+        **filters: Any,
     ) -> list[tuple[int, Event]]:
-        """(seq, event) saved after seq `after`, in saving order."""
-        result: list[tuple[int, Event]] = await self._call(
-            STORE_ACTOR, "events_after", after, upto, limit, **filters
+        """(seq, event) saved after seq `after`, in saving order; with none yet, the store
+        answers at its next commit or after wait_s (a long-poll of the delivery feed)."""
+        result: list[tuple[int, Event]] = await self._call_within(
+            self._timeout + wait_s,
+            STORE_ACTOR,
+            "events_after",
+            after,
+            upto,
+            limit,
+            wait_s,
+            **filters,
         )
         return result
 

@@ -8,6 +8,7 @@ are no camera actors here), and a ring is refused.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from pipelines.config import Config
 from pipelines.events import Event
 from pipelines.storage import EventStore, feed
 from pipelines.storage.summary import Summary, summarize
+
+LOCAL_POLL_S = 0.1  # events_after with wait_s: how often it looks for new rows
 
 
 class LocalStoreClient:
@@ -75,12 +78,24 @@ class LocalStoreClient:
         return await asyncio.to_thread(feed.seq_of, self.store, event_id)
 
     async def events_after(
-        self, after: int, upto: int | None = None, limit: int = 500, **filters: Any
+        self,
+        after: int,
+        upto: int | None = None,
+        limit: int = 500,
+        wait_s: float = 0.0,
+        **filters: Any,
     ) -> list[tuple[int, Event]]:
-        """(seq, event) saved after seq `after`, in saving order."""
-        return await asyncio.to_thread(
-            lambda: feed.events_after(self.store, after, upto, limit, **filters)
-        )
+        """(seq, event) saved after seq `after`, in saving order; with none yet, looks again
+        every LOCAL_POLL_S up to wait_s (no commit signal reaches this process)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            rows = await asyncio.to_thread(
+                lambda: feed.events_after(self.store, after, upto, limit, **filters)
+            )
+            left = deadline - time.monotonic()
+            if rows or left <= 0:
+                return rows
+            await asyncio.sleep(min(LOCAL_POLL_S, left))
 
     async def summary(self, **params: Any) -> Summary:
         """A period's Summary."""

@@ -1,8 +1,9 @@
 """GET /api/v1/events/stream: each newly stored event as a Server-Sent Event, as it is saved.
 
-One `StreamHub` per API replica polls the store for rows saved after the last one it read
-(`events_after(seq)`: saving order, nothing missed, nothing twice; see pipelines.storage.feed),
-only while a client is connected, and hands each event to every client whose filters accept it.
+One `StreamHub` per API replica reads the store's delivery feed after the last row it read
+(`events_after(seq)`: saving order, nothing missed, nothing twice; a long-poll that the store
+answers at its next commit; see pipelines.storage.feed), only while a client is connected, and
+hands each event to every client whose filters accept it. The MQTT publisher reads the same feed.
 Each client has a bounded queue (`api.stream.queue_size`): a client that falls that far behind
 has its queue emptied (the drop is counted and logged), gets `event: resume` with the id of the
 last event it was sent, and is cut off; it reconnects with `Last-Event-ID` and reads what it
@@ -111,29 +112,29 @@ class StreamHub:
         self.subscribers.discard(sub)
 
     async def _poll_loop(self) -> None:
-        """Poll while anyone listens; then forget the position (a later client starts anew)."""
+        """Read while anyone listens; then forget the position (a later client starts anew)."""
         failures = 0
         while self.subscribers:
             try:
-                more = await self.poll_once()
+                await self.poll_once()
                 failures = 0
             except Exception as exc:  # the store is away: keep clients, retry, log once a streak
                 failures += 1
                 self.stats.poll_errors += 1
                 if failures == 1:
                     logger.warning("live stream cannot read the store: %s", type(exc).__name__)
-                more = False
-            if not more:
-                await asyncio.sleep(self.settings.poll_s * (1 if failures == 0 else 4))
+            if failures:  # (an empty read has waited for a commit already: no pause then)
+                await asyncio.sleep(self.settings.poll_s * 4)
         self.cursor = None
 
     async def poll_once(self) -> bool:
-        """Read one page of newly saved events and dispatch it; True when more are waiting."""
+        """Read one page of newly saved events (waiting up to poll_s for the next commit) and
+        dispatch it; True when more are waiting."""
         assert self.cursor is not None
         # A page never exceeds a client's queue: a burst reaches an idle client in pieces,
         # and each store call in between lets the clients' streams drain their queues.
         page = min(PAGE, self.settings.queue_size)
-        rows = await self.store.events_after(self.cursor, None, page)
+        rows = await self.store.events_after(self.cursor, None, page, self.settings.poll_s)
         self.stats.polls += 1
         if not rows and self.stats.polls % 40 == 0:  # the store was emptied and restarted
             latest = await self.store.last_seq()

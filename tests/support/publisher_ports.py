@@ -9,13 +9,20 @@ from pipelines.events import Event
 
 
 class FakeStore:
-    """A `PublishedStore` over a list of events; records every mark_published call."""
+    """A `PublishedStore` over a list of events (an event's seq is its place in the list, from
+    1); `add` saves more and wakes a long-polling reader; records every mark_published call."""
 
     def __init__(self, events: list[Event] | None = None) -> None:
         self.events = list(events or [])
         self.marks: list[list[str]] = []
         self.fail = False  # mark_published raises while set (a store away)
         self._lock = threading.Lock()
+        self._saved = threading.Condition(self._lock)
+
+    def add(self, *events: Event) -> None:
+        with self._saved:
+            self.events.extend(events)
+            self._saved.notify_all()
 
     @property
     def marked(self) -> set[str]:
@@ -31,9 +38,32 @@ class FakeStore:
     def settle(self, timeout_s: float) -> None:
         return None
 
-    def unpublished_events(self, max_age_s: float) -> list[Event]:
+    def _waiting(self, event: Event, marked: set[str]) -> bool:
+        return event.event_id not in marked and not event.filtered
+
+    def delivery_cursor(self, max_age_s: float) -> tuple[int, int]:
         marked = self.marked
-        return [e for e in self.events if e.event_id not in marked]
+        with self._lock:
+            waiting = [i for i, e in enumerate(self.events) if self._waiting(e, marked)]
+            last = len(self.events)
+        return (waiting[0] if waiting and max_age_s > 0 else last), last
+
+    def events_after(
+        self,
+        after: int,
+        *,
+        upto: int | None = None,
+        limit: int,
+        wait_s: float = 0.0,
+        unacknowledged: bool = False,
+    ) -> list[tuple[int, Event]]:
+        marked = self.marked
+        with self._saved:
+            self._saved.wait_for(lambda: len(self.events) > after, timeout=wait_s)
+            rows = list(enumerate(self.events, start=1))[after : upto if upto else None]
+        if unacknowledged:
+            rows = [(seq, e) for seq, e in rows if self._waiting(e, marked)]
+        return rows[:limit]
 
     def events_since(self, max_age_s: float) -> list[Event]:
         return list(self.events)

@@ -122,3 +122,28 @@ def test_status_shows_each_cameras_node_and_each_replicas_queue() -> None:
     console.print(render(snap))
     table = console.export_text()
     assert "10.0.0.7 (ab12cd34)" in table and "queued" in table and "unplaceable" in table
+
+
+@pytest.mark.parametrize(
+    ("section", "old_extra", "new_extra"),
+    [
+        ("api", "api: {api_key: first-key-0123456789}\n", "api: {api_key: second-key-012345678}\n"),
+        ("vlm", "vlm: {api_key: sk-first}\n", "vlm: {api_key: sk-second}\n"),
+        ("mqtt", "mqtt: {password: first}\n", "mqtt: {password: second}\n"),
+    ],
+)
+def test_a_changed_secret_is_seen_and_never_printed(
+    tmp_path: Path, section: str, old_extra: str, new_extra: str
+) -> None:
+    old = _config(tmp_path, _cams("a"), old_extra)
+    new = _config(tmp_path, _cams("a"), new_extra)
+    steps = plan(old, new)
+    if section == "api":  # the API is redeployed; the publisher takes the key in the same apply
+        assert steps.redeploy_api and not steps.redeploy_vlm and steps.refused is None
+    elif section == "vlm":
+        assert steps.redeploy_vlm and steps.refused is None
+    else:  # the MQTT client's credentials: a new run
+        assert steps.refused is not None and "mqtt" in steps.refused
+    assert "first" not in str(steps.as_dict()) and "second" not in str(steps.as_dict())
+    same = plan(old, _config(tmp_path, _cams("a"), old_extra))
+    assert not (same.redeploy_api or same.redeploy_vlm) and same.refused is None
