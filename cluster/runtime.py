@@ -28,7 +28,8 @@ from cluster.peers import CameraPeers
 from cluster.placement import check_fit, demands
 from cluster.reconfigure import apply_pending
 from pipelines.broker import EmbeddedBroker, start_embedded_broker
-from pipelines.config import Config
+from pipelines.config import Config, ConfigError
+from pipelines.config.api import is_loopback
 from pipelines.naming import API_APP, PUBLISHER_ACTOR, STORE_ACTOR, VLM_APP, camera_actor_name
 from serve_apps.api import build_api_app
 from serve_apps.vlm import build_vlm_app, replica_reports
@@ -304,6 +305,17 @@ def deploy(
     earlier run left on a joined cluster is removed, and the config is checked against the
     cluster's resources (a VLM that cannot be placed fails here, with the reason).
     """
+    own_apps = config.ray.deploy_serve_apps
+    refusal = config.api.exposure_refusal() if own_apps else None
+    if refusal is not None:
+        raise ConfigError([refusal])
+    if own_apps and config.api.allow_unauthenticated and not is_loopback(config.api.host):
+        logger.warning(
+            "API OPEN WITHOUT A KEY on %s:%d (api.allow_unauthenticated): anyone who reaches "
+            "it reads every event and thumbnail and can ring the doorbell",
+            config.api.host,
+            config.api.port,
+        )
     broker = None
     mqtt = config.mqtt
     if mqtt.enabled and mqtt.embedded_broker and not joining.reachable(f"{mqtt.host}:{mqtt.port}"):
@@ -314,7 +326,6 @@ def deploy(
         if after_connect is not None:
             after_connect()
         run = claim_run(config)
-        own_apps = config.ray.deploy_serve_apps
         if not started_local:
             joining.replace_leftovers(config)
         wanted = [d for d in demands(config) if own_apps or d.kind not in ("vlm", "api")]

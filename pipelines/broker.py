@@ -49,8 +49,16 @@ class EmbeddedBroker:
 
 
 def start_embedded_broker(host: str, port: int, timeout_s: float = 15.0) -> EmbeddedBroker:
-    """Start mosquitto if installed, else the pure-Python amqtt broker, on host:port."""
-    bind = "127.0.0.1" if host in ("localhost", "127.0.0.1", "") else host
+    """Start mosquitto if installed, else the pure-Python amqtt broker, on host:port.
+
+    It lets anonymous clients in, so it listens on loopback only: a host that is not loopback
+    is refused (a ValueError that says so)."""
+    if host not in ("localhost", "127.0.0.1", "::1", ""):
+        raise ValueError(
+            f"mqtt.embedded_broker listens on loopback only (anonymous clients), not {host!r}: "
+            "set mqtt.host to localhost, or run a broker with users"
+        )
+    bind = "127.0.0.1" if host != "::1" else host
     mosquitto = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
     )

@@ -46,10 +46,34 @@ class StreamConfig(StrictModel):
     )
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a bind host is this machine only."""
+    host = host.strip().lower().strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class APIConfig(StrictModel):
     """The HTTP API (Serve FastAPI ingress)."""
 
-    host: str = Field(default="0.0.0.0", min_length=1, max_length=253, description="Bind host.")
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        max_length=253,
+        description="Bind host; beyond loopback it needs api_key or allow_unauthenticated.",
+    )
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="Serve a non-loopback host without api_key (anyone on the network reads all).",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Host names accepted besides loopback and base_url's (DNS-rebinding guard).",
+    )
+    docs: bool = Field(
+        default=False,
+        description="Serve /docs and /redoc (they load scripts from a CDN); /openapi.json always.",
+    )
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
     base_url: str = Field(
         default="http://localhost:8000",
@@ -99,6 +123,25 @@ class APIConfig(StrictModel):
         checked = _check_base_url(value)
         assert checked is not None
         return checked
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not (0 < len(name) <= 253) or any(c in name for c in "/@ \t"):
+                raise _invalid(f"allowed_hosts: {name[:40]!r} is not a host name")
+        return value
+
+    def exposure_refusal(self) -> str | None:
+        """Why binding `host` is refused (None when it is not): beyond loopback the API needs
+        `api_key`, or `allow_unauthenticated: true` said explicitly."""
+        if is_loopback(self.host) or self.api_key is not None or self.allow_unauthenticated:
+            return None
+        return (
+            f"api.host {self.host} listens beyond this machine and api.api_key is not set: "
+            "anyone on the network could read every event and thumbnail and ring the doorbell. "
+            "Set api.api_key, or api.host: 127.0.0.1, or api.allow_unauthenticated: true"
+        )
 
     def effective_base_url(self) -> str:
         """The base URL for links: env API_BASE_URL, else the configured one."""

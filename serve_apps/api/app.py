@@ -12,21 +12,36 @@ from serve_apps.api import camera_thumbnail, cameras, events, health, page, stre
 from serve_apps.api.client import RayStoreClient, StoreClient
 from serve_apps.api.deps import ApiContext
 from serve_apps.api.errors import add_error_handlers
+from serve_apps.api.guard import RequestGuard, allowed_hosts
 
 API_DEPLOYMENT = "API"
+# Requests a replica takes at once beyond its open live streams: streams last hours and each
+# holds a slot, so the slots are sized from api.stream.max_clients (the hub refuses more with
+# 503) plus these, which only short requests (lists, thumbnails, ring, health) can use.
+SHORT_REQUEST_SLOTS = 64
+
+
+def max_ongoing_requests(config: Config) -> int:
+    """Serve's `max_ongoing_requests` for the API deployment: every stream plus the short slots."""
+    return config.api.stream.max_clients + SHORT_REQUEST_SLOTS
 
 
 def build_api(store_client: StoreClient, config: Config) -> FastAPI:
     """The FastAPI app serving events (list, search, live stream), thumbnails, summaries,
     cameras, ring, health and the review page."""
+    docs = config.api.docs  # the interactive pages load scripts from a CDN: off unless asked
     app = FastAPI(
         title="liveobject",
         version="1",
         description="Camera events analysed by a VLM: events, thumbnails, cameras, health.",
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
     )
+    app.add_middleware(RequestGuard, hosts=allowed_hosts(config))
     app.state.api = ApiContext.from_config(store_client, config)
     app.state.ring_rate_per_min = config.api.ring_rate_per_min  # serve_apps.api.cameras
     app.state.config = config  # stream settings and narrative backends (stream.py, summary.py)
+    app.state.max_ongoing_requests = max_ongoing_requests(config)  # stream.py's status route
     add_error_handlers(app)
     # stream before events: /api/v1/events/stream must not be taken for an event id
     for module in (stream, events, summary, cameras, camera_thumbnail, health, page):
@@ -43,6 +58,7 @@ def build_api_app(config: Config) -> Any:
     @serve.deployment(
         name=API_DEPLOYMENT,
         ray_actor_options={"num_cpus": 0.05},
+        max_ongoing_requests=max_ongoing_requests(config),
         graceful_shutdown_wait_loop_s=SHUTDOWN_LOOK_S,
     )
     @serve.ingress(fastapi_app)

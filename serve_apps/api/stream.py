@@ -379,6 +379,12 @@ async def stream_events(
 
 
 @router.get("/api/v1/events/stream/status")
-async def stream_status(hub: Hub) -> dict[str, Any]:
-    """This replica's live-stream clients and counters."""
-    return hub.status()
+async def stream_status(request: Request, hub: Hub) -> dict[str, Any]:
+    """This replica's live-stream clients and counters, and the requests it takes at once:
+    `max_ongoing_requests` = every stream (`max_clients`) + `short_request_slots` that open
+    streams can never take."""
+    status = hub.status()
+    ongoing = getattr(request.app.state, "max_ongoing_requests", None)
+    status["max_ongoing_requests"] = ongoing
+    status["short_request_slots"] = None if ongoing is None else ongoing - status["max_clients"]
+    return status

@@ -251,7 +251,9 @@ def test_password_in_source_url_never_leaks(cams: Cluster) -> None:
     refused = ray.get(actor.ring.remote())
     assert refused["accepted"] is False and secret not in repr(refused)
 
-    with TestClient(build_api(RayStoreClient(config), config)) as client:
+    with TestClient(
+        build_api(RayStoreClient(config), config), base_url="http://localhost"
+    ) as client:
         for path in ("/api/v1/cameras", "/api/v1/events", "/api/v1/health"):
             resp = client.get(path)
             assert resp.status_code < 500 or path.endswith("health"), (path, resp.text)

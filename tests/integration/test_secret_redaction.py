@@ -103,7 +103,9 @@ def test_query_string_secrets_never_leave_the_cluster(
             assert "access_token=***" in source and "X-Amz-Signature=***" in source, source
             assert "channel=1" in source  # only secret-looking values are hidden
         # the API: cameras (with their errors), events, health with and without the key
-        with TestClient(build_api(RayStoreClient(config), config)) as client:
+        with TestClient(
+            build_api(RayStoreClient(config), config), base_url="http://localhost"
+        ) as client:
             auth = {"Authorization": f"Bearer {API_KEY}"}
             cameras = client.get("/api/v1/cameras", headers=auth)
             assert cameras.status_code == 200 and not leaked(cameras.text), cameras.text

@@ -240,7 +240,7 @@ def test_never_reading_client_is_cut_off_with_bounded_queue(tmp_path: Path) -> N
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window
         sock.connect(("127.0.0.1", server.port))
-        sock.sendall(b"GET /api/v1/events/stream HTTP/1.1\r\nHost: test\r\n\r\n")
+        sock.sendall(b"GET /api/v1/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         wait_for(lambda: hub_status(server.url)["clients"] == 1, 30, "the silent client")
         events = [make_event(i, pad=600) for i in range(6000)]  # ~1.5 kB each: 9 MB
         for start in range(0, len(events), 500):
@@ -394,7 +394,9 @@ def never_reading_client_hits_the_byte_bound(base: str, store: Any) -> None:
 
     before = hub_status(base, AUTH)["ended_byte_limit"]
     sock = socket.create_connection(("127.0.0.1", int(base.split(":")[2].split("/")[0])))
-    request = f"GET /sse/api/v1/events/stream HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {KEY}"
+    request = (
+        f"GET /sse/api/v1/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}"
+    )
     sock.sendall(f"{request}\r\n\r\n".encode())
     wait_for(lambda: hub_status(base, AUTH)["clients"] == 1, 60, "the silent client")
     bulk = [make_event(i, "porch", "A person", pad=400) for i in range(150)]  # ~1 kB each
@@ -413,3 +415,37 @@ def never_reading_client_hits_the_byte_bound(base: str, store: Any) -> None:
         data += chunk
     sock.close()
     assert b"byte_limit" in data
+
+
+def test_eight_open_streams_leave_every_other_route_answering(cluster: dict[str, Any]) -> None:
+    """Each open stream holds one of the replica's request slots for hours: with Serve's
+    default of 5 slots, 8 streams made every other route hang (> 30 s). Slots are now sized
+    from `api.stream.max_clients` plus ones only short requests can use."""
+    import ray
+
+    base, store = cluster["base"], cluster["store"]
+    stream = f"{base}/api/v1/events/stream"
+    before = hub_status(base, AUTH)["clients"]
+    readers = [Reader(stream, AUTH) for _ in range(8)]
+    try:
+        wait_for(lambda: hub_status(base, AUTH)["clients"] == before + 8, 60, "8 open streams")
+        [(_seq, event)] = ray.get(store.events_after.remote(0, None, 1))
+        routes = [
+            "/api/v1/cameras",
+            "/api/v1/events?limit=5",
+            "/api/v1/health",
+            f"/api/v1/events/{event.event_id}",
+            "/api/v1/events/stream/status",
+            "/",
+        ]
+        for route in routes:  # a starved route would not answer at all: a bound, not a timing
+            answer = httpx.get(f"{base}{route}", headers=AUTH, timeout=5)
+            # (health says 503 when a part is degraded: the camera here has finished its clip)
+            ok = (200, 503) if route == "/api/v1/health" else (200,)
+            assert answer.status_code in ok, (route, answer.status_code)
+        status = hub_status(base, AUTH)
+        assert status["max_ongoing_requests"] == status["max_clients"] + 64
+        assert status["short_request_slots"] == 64
+    finally:
+        for reader in readers:
+            reader.close()

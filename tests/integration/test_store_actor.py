@@ -89,7 +89,7 @@ def test_sigkill_mid_append_restarts_with_every_committed_event(
             committed_before_kill = list(returned)
 
         # The API answers again within 30 s (Ray restarts the actor; the client looks it up).
-        api = TestClient(build_api(RayStoreClient(config), config))
+        api = TestClient(build_api(RayStoreClient(config), config), base_url="http://localhost")
         probe = committed_before_kill[0]
         while True:
             r = api.get(f"/api/v1/events/{probe.event_id}")

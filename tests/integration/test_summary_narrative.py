@@ -69,7 +69,9 @@ def client(store: EventStore, vlm: dict[str, Any], timeout_s: float = 5) -> Test
             "api": {"narrative_timeout_s": timeout_s},
         }
     )
-    return TestClient(build_api(LocalStoreClient(store, config), config))
+    return TestClient(
+        build_api(LocalStoreClient(store, config), config), base_url="http://localhost"
+    )
 
 
 def summary(http: TestClient, narrative: bool = True) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def client_for(world: dict[str, Any], api_key: str | None = None) -> tuple[TestClient, Any]:
     config = make_config(api_key)
     local = LocalStoreClient(world["store"], config)
-    return TestClient(build_api(local, config)), local
+    return TestClient(build_api(local, config), base_url="http://localhost"), local
 
 
 @pytest.fixture(scope="module")
@@ -225,8 +225,8 @@ def test_auth_required_when_key_set(world: dict[str, Any]) -> None:
     path = body["thumbnail_url"].removeprefix("http://cam.example:8000")
     r = client.get(path)
     assert r.status_code == 200 and r.content == JPEG
-    # the docs stay reachable
-    assert client.get("/docs").status_code == 200
+    # the OpenAPI document stays reachable; the interactive pages (CDN scripts) are off by default
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
     assert "/api/v1/events" in client.get("/openapi.json").json()["paths"]
 
 
@@ -276,7 +276,9 @@ def test_unexpected_error_is_json_500_without_internals(world: dict[str, Any]) -
             raise RuntimeError("/secret/internal/path exploded")
 
     client = TestClient(
-        build_api(Broken(world["store"], config), config), raise_server_exceptions=False
+        build_api(Broken(world["store"], config), config),
+        raise_server_exceptions=False,
+        base_url="http://localhost",
     )
     r = client.get(f"/api/v1/events/{uuid.uuid4()}")
     assert r.status_code == 500 and r.json() == {"detail": "internal error"}

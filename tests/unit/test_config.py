@@ -137,12 +137,15 @@ def test_defaults_match_spec() -> None:
     assert (mqtt.discovery.enabled, mqtt.discovery.prefix) == (True, "homeassistant")
     assert (mqtt.protocol, mqtt.tls.enabled, mqtt.embedded_broker) == ("5", False, False)
     api = config.api
+    # the seed's 0.0.0.0 became loopback (issue 20): beyond it the API needs a key or
+    # api.allow_unauthenticated (SPEC, third round); the SPEC block itself still loads (above)
     assert (api.host, api.port, api.base_url, api.api_key) == (
-        "0.0.0.0",
+        "127.0.0.1",
         8000,
         "http://localhost:8000",
         None,
     )
+    assert api.allow_unauthenticated is False and api.exposure_refusal() is None
     assert api.thumbnail_url_ttl_s == 86400
     assert config.correlation.window_s == 10
 

@@ -92,7 +92,7 @@ def test_http_ring_flood_gets_429_with_a_json_error(tmp_path: Path) -> None:
     store = EventStore(tmp_path / "store")
     client_store = LocalStoreClient(store, config)
     try:
-        with TestClient(build_api(client_store, config)) as client:
+        with TestClient(build_api(client_store, config), base_url="http://localhost") as client:
             answers = [client.post("/api/v1/cameras/door/ring") for _ in range(50)]
             other = client.post("/api/v1/cameras/gate/ring")
     finally:

@@ -172,7 +172,7 @@ def api(tmp_path: Path) -> tuple[TestClient, LocalClient, list[Event]]:
         }
     )
     local = LocalClient(store)
-    yield TestClient(build_api(local, config)), local, events
+    yield TestClient(build_api(local, config), base_url="http://localhost"), local, events
     store.close()
 
 
@@ -193,7 +193,7 @@ def test_health_without_the_key_shows_no_details(api: Any) -> None:
 def test_health_shows_details_when_no_key_is_configured(tmp_path: Path) -> None:
     store = EventStore(tmp_path / "data")
     config = Config.model_validate(_config(None))
-    client = TestClient(build_api(LocalClient(store), config))
+    client = TestClient(build_api(LocalClient(store), config), base_url="http://localhost")
     assert client.get("/api/v1/health").json()["components"]["mqtt"]["pending"] == 7
     store.close()
 

@@ -71,7 +71,9 @@ def test_api_filters_by_zone_and_shows_the_new_fields(tmp_path: Path) -> None:
         filtered = event(2, zones=("front path",), filtered=True)
         store.append([first, reused, filtered])
         config = make_config()
-        client = TestClient(build_api(LocalStoreClient(store, config), config))
+        client = TestClient(
+            build_api(LocalStoreClient(store, config), config), base_url="http://localhost"
+        )
         body = client.get("/api/v1/events", params={"zone": "driveway"}).json()
         assert [e["event_id"] for e in body["events"]] == [first.event_id]
         assert body["events"][0]["zones"] == ["driveway"]

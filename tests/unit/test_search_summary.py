@@ -70,7 +70,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     config = Config.model_validate(
         {"cameras": [{"id": c, "name": n, "source": f"{c}.mp4"} for c, n in CAMERAS.items()]}
     )
-    client = TestClient(build_api(LocalStoreClient(store, config), config))
+    client = TestClient(
+        build_api(LocalStoreClient(store, config), config), base_url="http://localhost"
+    )
     yield {"store": store, "events": events, "client": client}
     store.close()
 
@@ -302,7 +304,9 @@ def test_review_page_shell_is_static_and_says_whether_a_key_is_needed(
     keyed = Config.model_validate(
         {"cameras": [{"id": "a", "source": "a.mp4"}], "api": {"api_key": "k" * 20}}
     )
-    with_key = TestClient(build_api(LocalStoreClient(world["store"], keyed), keyed))
+    with_key = TestClient(
+        build_api(LocalStoreClient(world["store"], keyed), keyed), base_url="http://localhost"
+    )
     assert 'data-auth="key"' in with_key.get("/").text  # the shell loads without the key
     assert with_key.get("/api/v1/summary").status_code == 401
     assert with_key.get("/api/v1/events/stream").status_code == 401
