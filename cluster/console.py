@@ -84,7 +84,8 @@ def run_cluster(
     deployment = deploy(config, include_dashboard=dashboard, after_connect=_graceful_signals)
     try:
         api = deployment.api_url
-        print(f"API: {api}  (docs: {api.rsplit('/api/v1', 1)[0]}/docs)")
+        docs = "/docs" if config.api.docs else "/openapi.json"
+        print(f"API: {api}  (OpenAPI: {api.rsplit('/api/v1', 1)[0]}{docs})")
         print(f"Ray dashboard: {deployment.dashboard_url or 'not started'}")
         broker = deployment.broker
         if broker is not None:

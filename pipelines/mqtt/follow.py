@@ -23,6 +23,8 @@ from pipelines.mqtt.ports import PublishedStore
 logger = logging.getLogger(__name__)
 
 LONG_POLL_S = 1.0  # how long one read waits for the next save while up to date
+LIVE_PAGE = 500  # events read live at once: handed over unpaced (beyond mqtt.queue_size: dropped
+# and left to the retry timer, as a group commit handed over was before the feed)
 CHECK_BACK_EVERY = 30  # empty long-polls between looks for a store whose sequence went back
 
 
@@ -34,10 +36,11 @@ class FeedFollower:
         store: PublishedStore,
         *,
         window_s: float,
-        page: int,
+        page: int,  # events read per replay page (republished paced on the pending queue)
         live: Callable[[list[Event]], object],
         replay: Callable[[list[Event]], object],
         long_poll_s: float = LONG_POLL_S,
+        live_page: int = LIVE_PAGE,
     ) -> None:
         self._store = store
         self._window_s = window_s
@@ -45,6 +48,7 @@ class FeedFollower:
         self._live = live
         self._replay = replay
         self._long_poll_s = long_poll_s
+        self._live_limit = max(1, live_page)
         self._lock = threading.Lock()
         self._rewind_wanted = False
         self.cursor: int | None = None  # the last seq read (None until the first step)
@@ -105,7 +109,9 @@ class FeedFollower:
 
     def _live_page(self) -> None:
         assert self.cursor is not None
-        rows = self._store.events_after(self.cursor, limit=self._page, wait_s=self._long_poll_s)
+        rows = self._store.events_after(
+            self.cursor, limit=self._live_limit, wait_s=self._long_poll_s
+        )
         if rows:
             self._empty_polls = 0
             self._live([event for _seq, event in rows])

@@ -17,9 +17,25 @@ from pathlib import Path
 import duckdb
 
 from pipelines.storage.errors import StorageError, StorageFullError, _is_full
+from pipelines.storage.parquet import files_watermark
 from pipelines.storage.schema import _first, migrate
 
 logger = logging.getLogger(__name__)
+
+
+def _high_water(con: duckdb.DuckDBPyConnection, parquet_dir: Path) -> int:
+    """The last seq ever given out: the largest of the rows' own, the recorded export watermark
+    and the exported files' (rows can all have expired, or the database been moved aside while
+    `parquet/` was kept). New rows start above it, so the export never skips them as already
+    exported and feed readers never see the sequence go back."""
+    row = _first(
+        con.execute(
+            "SELECT greatest((SELECT coalesce(max(seq), 0) FROM events), "
+            "(SELECT coalesce(max(TRY_CAST(value AS BIGINT)), 0) FROM meta "
+            "WHERE key = 'export_seq'))"
+        )
+    )
+    return max(int(row[0]) if row else 0, files_watermark(parquet_dir))
 
 
 class StoreBase:
@@ -53,8 +69,7 @@ class StoreBase:
         con.execute("SET TimeZone='UTC'")
         self._con = con
         migrate(con)
-        row = _first(con.execute("SELECT coalesce(max(seq), 0) FROM events"))
-        self._seq = int(row[0]) if row else 0
+        self._seq = _high_water(con, self.parquet_dir)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:

@@ -75,7 +75,8 @@ class CommitSignal:
 
 
 def last_seq(store: StoreBase) -> int:
-    """The largest seq stored (0 when empty)."""
+    """The largest seq stored (0 when empty). A reader's position is a row's seq: seqs given
+    to duplicates leave gaps, so "the last seq given out" would be a position never read."""
     with store._lock:
         row = _first(store.con.execute("SELECT coalesce(max(seq), 0) FROM events"))
     return int(row[0]) if row else 0

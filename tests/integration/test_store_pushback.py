@@ -152,7 +152,9 @@ def test_close_that_cannot_commit_in_time_still_exports_and_checkpoints(
     finally:
         ray.kill(store, no_restart=True)
     print(f"close report {report}; {len(saved)} saved, {len(refused)} refused")  # -s
-    assert report["refused"] == len(refused) > 0 and report["closed"] is True
+    # the report counts the saves queued when close began; one whose call reached the actor
+    # after that is refused at the door (nothing stored either), and only the caller knows it
+    assert 0 < report["refused"] <= len(refused) and report["closed"] is True
     assert not (path / "events.duckdb.wal").exists()  # checkpointed
     with duckdb.connect(str(path / "events.duckdb"), read_only=True) as con:
         late = con.execute("SELECT event_id FROM events WHERE camera_id = 'late'").fetchall()

@@ -109,6 +109,7 @@ def follower(
         live=lambda events: seen.live.extend(e.event_id for e in events),
         replay=lambda events: seen.replayed.extend(e.event_id for e in events),
         long_poll_s=0.05,
+        live_page=page,
     )
     return reader, seen
 

@@ -248,6 +248,38 @@ def test_export_after_crash_does_not_duplicate(store: EventStore) -> None:
     assert n.fetchall()[0] == (15, 15)
 
 
+@pytest.mark.parametrize("moved_aside", [False, True])
+def test_the_sequence_never_restarts_below_what_was_exported(
+    tmp_path: Path, moved_aside: bool
+) -> None:
+    """Every row expired (a holiday longer than retention_days), or a corrupt events.duckdb
+    moved aside with parquet/ kept: new rows must still be exported, in a rising sequence."""
+    path = tmp_path / "data"
+    store = EventStore(path, retention_days=7)
+    first = [make_event(i) for i in range(5)]
+    store.append(first, {})
+    assert store.export_parquet() == 5
+    if moved_aside:
+        store.close()
+        (path / "events.duckdb").rename(path / "events.duckdb.corrupt")
+    else:
+        assert store.apply_retention(now=BASE + timedelta(days=30)) == 5
+        store.close()
+    store = EventStore(path, retention_days=7)
+    try:
+        assert store.counts()["stored"] == 0
+        later = [make_event(i) for i in range(5, 8)]
+        store.append(later, {})
+        assert store.export_parquet() == 3  # (0 before: below the export watermark)
+        seqs = [row[0] for row in store.con.execute("SELECT seq FROM events").fetchall()]
+        assert min(seqs) > 5
+    finally:
+        store.close()
+    glob = str(path / "parquet" / "**" / "*.parquet")
+    ids = {r[0] for r in duckdb.sql(f"SELECT event_id FROM read_parquet('{glob}')").fetchall()}
+    assert {e.event_id for e in later} <= ids
+
+
 def test_compaction_merges_a_days_files(store: EventStore) -> None:
     for batch in range(12):
         store.append([make_event(batch * 10 + i) for i in range(10)], {})
