@@ -339,9 +339,13 @@ def deploy(
         ray.get(store.counts.remote())  # the store is up before anything writes to it
         publisher = get_publisher(config, store) if mqtt.enabled else None
         published_before = ray.get(store.counts.remote()).get("published", 0)
-        if own_apps:
-            serve.run(build_vlm_app(config.vlm), name=VLM_APP, route_prefix=None)
-            serve.run(build_api_app(config), name=API_APP, route_prefix="/")
+        if own_apps:  # both at once: the API starts while the VLM replica loads its model
+            serve.run_many(
+                [
+                    serve.RunTarget(build_vlm_app(config.vlm), name=VLM_APP, route_prefix=None),
+                    serve.RunTarget(build_api_app(config), name=API_APP, route_prefix="/"),
+                ]
+            )
         else:
             _await_external_apps()
     except BaseException:

@@ -9,7 +9,8 @@
 4. The object filter (`pipelines.filters`): the stored event is marked `filtered` and the
    publisher skips it.
 
-Doorbell rings skip 1 and 2 (the user is waiting for that one answer) and are never filtered.
+Doorbell rings skip 1 (the user is waiting for that one answer) and are never filtered, but they
+spend budget like any event: over it, a ring too gets the fallback text.
 Counters are in the camera's status and go to the metrics port (`vlm(outcome)`: called,
 reused, throttled; `filtered()`).
 """
@@ -75,9 +76,11 @@ class NoiseControl:
             if lookup.reuse is not None:
                 self._count("reused")
                 return reused_result(lookup.reuse, request)
-            if not await self._within_budget():
-                self._count("throttled")
-                return fallback_result(request)
+        # Rings spend budget too: a ring is never a near-duplicate, but a flood of them (the
+        # ring topic, the ring route) must not buy unlimited VLM calls.
+        if not await self._within_budget():
+            self._count("throttled")
+            return fallback_result(request)
         self._count("vlm_calls")
         return await call_vlm(request)
 

@@ -54,6 +54,8 @@ _COUNTERS = (
     "discovery_cleared",
     "rings_received",
     "rings_ignored",
+    "births_coalesced",
+    "registry_ignored",
     "rings_rate_limited",
 )
 
@@ -70,6 +72,7 @@ class MqttPublisherCore:
         on_connected: Callable[[], None] | None = None,
         on_ring: RingCallback | None = None,
         on_rejected: AckCallback | None = None,
+        is_doorbell: Callable[[str], bool] | None = None,
     ) -> None:
         self._config = mqtt_config
         self._on_rejected = on_rejected  # event ids the broker refused after sending
@@ -86,6 +89,7 @@ class MqttPublisherCore:
                 republish_state=self._republish_state,
                 count=self._count,
                 on_ring=on_ring,
+                is_doorbell=is_doorbell or (lambda _camera_id: True),
             ),
             discovery=mqtt_config.discovery.enabled,
             ring_rate_per_min=mqtt_config.ring_rate_per_min,
@@ -134,6 +138,7 @@ class MqttPublisherCore:
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Publish `offline` (retained), wait briefly for it, disconnect and stop the thread."""
+        self._inbound.stop()
         self._transport.stop(timeout_s)
 
     # ------------------------------------------------------------------ events

@@ -108,6 +108,7 @@ class EventPublisher:
             self._on_acked,
             on_connected=self._on_connected,
             on_ring=self._rings.on_ring,
+            is_doorbell=self._is_doorbell,
             on_rejected=self._on_rejected,
         )
         for camera in config.cameras:

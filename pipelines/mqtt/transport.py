@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SendOutcome = Literal["sent", "unpublished", "failed"]
+PAHO_STATE_ROOM = 8192  # paho's queue beyond mqtt.queue_size: discovery, states, registry clears
 # CONNACK codes that mean "this broker does not speak MQTT 5": v5 0x84, v3.1.1 1.
 _UNSUPPORTED_PROTOCOL = {0x84, 1}
 CONNACK_TIMEOUT_S = 3.0
@@ -207,7 +208,9 @@ class MqttTransport:
         # mosquitto's default Receive Maximum; a client that exceeds it is disconnected or
         # gets "quota exceeded" (paho cannot adopt the CONNACK value on a live connection).
         client.max_inflight_messages_set(20)
-        client.max_queued_messages_set(0)
+        # Bounded: the events pending (mqtt.queue_size, counted by the core) plus room for
+        # discovery and retained states; beyond it paho refuses (`failed`: retried later).
+        client.max_queued_messages_set(cfg.queue_size + PAHO_STATE_ROOM)
         client.on_connect = self._on_connect
         client.on_socket_open = self._on_socket_open
         client.on_connect_fail = self._on_connect_fail

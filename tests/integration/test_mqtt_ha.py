@@ -156,13 +156,10 @@ def test_ring_command_reaches_doorbell_camera_actor(
                 (topics.ring("front_door"), "PRESS", False),  # the one real ring
             ],
         )
-        status = poll(
-            actor.status.remote,
-            lambda s: s["rings_dispatched"] == 1 and s["rings_rejected"] == 2,
-            20,
-        )
-        assert status["rings_ignored"] == 1 + len(hostile) + 1
-        assert status["rings_received"] == 3
+        status = poll(actor.status.remote, lambda s: s["rings_dispatched"] == 1, 20)
+        # garage and back_door are refused before the rate limiter (not configured doorbells)
+        assert status["rings_ignored"] == 1 + len(hostile) + 1 + 2
+        assert status["rings_received"] == 3 and status["rings_rejected"] == 0
         poll(recorders["front_door"].count.remote, lambda n: n == 1, 10)
         assert ray.get(recorders["garage"].count.remote(), timeout=10) == 0
         assert status["connected"]  # hostile topics did not break the client

@@ -53,7 +53,9 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def vlm() -> Iterator[FakeOpenAI]:
-    yield from serve_fake(paced(delay_s=3.0, free_requests=1))  # the replica's warm-up: at once
+    # 1.5 s per answer, one at a time: the clip (decoded faster than real time) is cut long
+    # before the five are answered, and a drain waits about 7 s for them
+    yield from serve_fake(paced(delay_s=1.5, free_requests=1))  # the replica's warm-up: at once
 
 
 def write_config(

@@ -16,7 +16,14 @@ from tests.support.network import free_port, wait_port
 class Mosquitto:
     """A mosquitto broker this test owns: start, stop (any signal), restart on the same port."""
 
-    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        extra_conf: str = "",
+        *,
+        anonymous: bool = True,
+    ) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not os.path.exists(binary):
             pytest.skip("mosquitto binary not installed (Debian package `mosquitto`)")
@@ -27,7 +34,7 @@ class Mosquitto:
         self.conf_path = workdir / "mosquitto.conf"
         self.conf_path.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"allow_anonymous {'true' if anonymous else 'false'}\n"
             "persistence false\n"
             f"log_dest file {self.log_path}\n"
             "log_type all\n"

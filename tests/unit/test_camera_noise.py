@@ -64,11 +64,12 @@ def test_the_cameras_own_budget_is_spent_before_the_global_one_is_asked() -> Non
     assert noise.status()["throttled_camera"] == 2
 
 
-def test_rings_skip_the_budgets() -> None:
-    budget = FakeBudget(grants=0)
+def test_rings_spend_the_budgets_too() -> None:
+    budget = FakeBudget(grants=1)
     noise = controls(budget, doorbell=True)
-    assert describe_n(noise, 2, ring=True) == ["fake:vlm", "fake:vlm"]
-    assert budget.asked == []
+    # a flood of rings cannot buy VLM calls past the budget: the second gets the fallback text
+    assert describe_n(noise, 2, ring=True) == ["fake:vlm", None]
+    assert budget.asked == ["yard", "yard"] and noise.status()["throttled_global"] == 1
 
 
 @pytest.mark.parametrize("how", ["fail", "hang"])
