@@ -58,7 +58,7 @@ def check_thumbnail_token(
 ) -> str | None:
     """None when the token is valid for event_id, else the reason ('expired' or 'invalid')."""
     expires_text, _, mac = token.partition(".")
-    if not expires_text.isdigit() or len(expires_text) > 12 or not mac:
+    if not (expires_text.isascii() and expires_text.isdigit()) or len(expires_text) > 12 or not mac:
         return "invalid"
     expires = int(expires_text)
     if not _same(mac, _mac(f"thumb:{event_id}:{expires}", key, THUMBNAIL_PURPOSE)):

@@ -58,6 +58,8 @@ async def summary(
     end = as_utc(until) if until is not None else utcnow()
     try:
         start = parse_since(since, end)
+    except OverflowError:  # e.g. 24h before 0001-01-01
+        raise HTTPException(status_code=400, detail="date out of range") from None
     except ValueError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
     if start > end:
