@@ -7,21 +7,35 @@ from datetime import datetime, timedelta
 
 import duckdb
 
-from pipelines.events import as_utc, utcnow
+from pipelines.events import as_utc
+from pipelines.storage.clock import ClockGuard
 from pipelines.storage.connection import StoreBase
 from pipelines.storage.parquet import expire_partitions
+from pipelines.storage.schema import _first
 
 logger = logging.getLogger(__name__)
+
+MAX_CLOCK_GAP_S = 7 * 86_400.0  # after a restart: a clock further ahead of the store waits a day
 
 
 class RetentionMixin(StoreBase):
     """apply_retention."""
 
+    _clock: ClockGuard | None = None
+
     def apply_retention(self, now: datetime | None = None) -> int:
-        """Delete events older than retention_days with their thumbnails and old partitions."""
+        """Delete events older than retention_days with their thumbnails and old partitions.
+
+        Without `now` (maintenance), the wall clock is checked first (pipelines.storage.clock):
+        after a step forward or back the pass deletes nothing."""
         if self.retention_days <= 0:
             return 0
-        cutoff = as_utc(now or utcnow()) - timedelta(days=self.retention_days)
+        if now is None:
+            now, why = self._clock_guard().check()
+            if why is not None:
+                return 0
+            self._remember_clock(now)
+        cutoff = as_utc(now) - timedelta(days=self.retention_days)
         with self._lock:
             try:
                 ids = [
@@ -41,3 +55,29 @@ class RetentionMixin(StoreBase):
         if ids:
             logger.info("retention removed %d events older than %s", len(ids), cutoff.date())
         return len(ids)
+
+    def _clock_guard(self) -> ClockGuard:
+        if self._clock is None:
+            with self._lock:
+                row = _first(self.con.execute("SELECT value FROM meta WHERE key = 'clock_seen'"))
+            seen = None
+            if row:
+                try:
+                    seen = as_utc(datetime.fromisoformat(str(row[0])))
+                except ValueError:
+                    logger.warning("retention: the stored clock mark is unreadable; starting anew")
+            gap = min(MAX_CLOCK_GAP_S, self.retention_days * 86_400.0 / 2)
+            self._clock = ClockGuard(seen, max_gap_s=gap)
+        return self._clock
+
+    def _remember_clock(self, now: datetime) -> None:
+        """The latest trusted wall time, kept across restarts (meta `clock_seen`)."""
+        with self._lock:
+            try:
+                self.con.execute(
+                    "INSERT INTO meta VALUES ('clock_seen', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [as_utc(now).isoformat()],
+                )
+            except duckdb.Error as exc:
+                logger.warning("retention: could not record the clock: %s", exc)
