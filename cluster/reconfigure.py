@@ -91,6 +91,13 @@ def refusal(old: Config, new: Config) -> str | None:
         for key in sorted(set(old_ray) | set(new_ray))
         if key not in IN_PLACE_RAY_KEYS and old_ray.get(key) != new_ray.get(key)
     ]
+    changed += [
+        f"api.{key}" for key in ("host", "port") if getattr(old.api, key) != getattr(new.api, key)
+    ]
+    # the proxy stays bound where the run started it: the new API must be safe there
+    exposed = new.api.model_copy(update={"host": old.api.host}).exposure_refusal()
+    if exposed is not None:
+        return exposed
     if not changed:
         return None
     return (

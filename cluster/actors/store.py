@@ -156,6 +156,7 @@ class EventStoreActor:
         `StoreBusyError` (nothing stored: their callers still hold them); a batch already
         being committed is finished. Every step runs even when one before it failed.
         """
+        self._commits.closed = True
         self._commits.committed()  # long-polls answer now
         report: dict[str, Any] = {"refused": 0, "exported": None, "closed": False}
         report["refused"] = await self._writer.close(timeout_s)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from pydantic import Field, SecretStr, field_validator
 
 from pipelines.config.base import StrictModel
@@ -47,9 +49,15 @@ class StreamConfig(StrictModel):
 
 
 def is_loopback(host: str) -> bool:
-    """Whether a bind host is this machine only."""
+    """Whether a bind host is this machine only: `localhost` or a loopback address (a name
+    such as 127.example.com is not: it can resolve anywhere)."""
     host = host.strip().lower().strip("[]")
-    return host in ("localhost", "::1") or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class APIConfig(StrictModel):
@@ -127,10 +135,15 @@ class APIConfig(StrictModel):
     @field_validator("allowed_hosts")
     @classmethod
     def _host_names(cls, value: list[str]) -> list[str]:
+        names = []
         for name in value:
-            if not (0 < len(name) <= 253) or any(c in name for c in "/@ \t"):
+            bare = name.strip().lower().strip("[]")
+            if not (0 < len(bare) <= 253) or any(c in bare for c in "/@ \t[]"):
                 raise _invalid(f"allowed_hosts: {name[:40]!r} is not a host name")
-        return value
+            if bare.count(":") == 1:
+                raise _invalid(f"allowed_hosts: {name[:40]!r}: a host name without a port")
+            names.append(bare)
+        return names
 
     def exposure_refusal(self) -> str | None:
         """Why binding `host` is refused (None when it is not): beyond loopback the API needs

@@ -91,6 +91,9 @@ class FeedFollower:
         if last < self.cursor:
             self._went_back(last)
         self.rewinds += 1
+        # From the acknowledged cursor, but never past what was not read live yet: an
+        # unacknowledged event older than the window between the two is read too.
+        start = min(start, self.cursor)
         if start < last:
             self._replaying = (start, max(last, self.cursor))
 
@@ -99,9 +102,9 @@ class FeedFollower:
         position, end = self._replaying
         rows = self._store.events_after(position, upto=end, limit=self._page, unacknowledged=True)
         if rows:
-            self._replay([event for _seq, event in rows])
             position = rows[-1][0]
-        if len(rows) < self._page or position >= end:
+            self._hand_on(self._replay, rows, "replay")
+        if not rows or position >= end:  # (a page may be shorter than asked: the store caps it)
             self._replaying = None
             self.cursor = max(self.cursor, end)  # saved meanwhile: replayed, not read twice
         else:
@@ -114,8 +117,8 @@ class FeedFollower:
         )
         if rows:
             self._empty_polls = 0
-            self._live([event for _seq, event in rows])
             self.cursor = rows[-1][0]
+            self._hand_on(self._live, rows, "live")
             return
         self._empty_polls += 1
         if self._empty_polls % CHECK_BACK_EVERY == 0:
@@ -128,3 +131,17 @@ class FeedFollower:
             "store sequence went back (%s < %s): reading on from %d", last, self.cursor, last
         )
         self.cursor = last
+        self.rewind()  # rows saved since with a seq at or below `last` are read by the replay
+
+    def _hand_on(
+        self, step: Callable[[list[Event]], object], rows: list[tuple[int, Event]], what: str
+    ) -> None:
+        """Hand a page on; the position has moved past it already. A page that makes the
+        publisher raise is not read again and again (each time re-sending what came before
+        the culprit): it is logged and, read live, left to a replay of the unacknowledged."""
+        try:
+            step([event for _seq, event in rows])
+        except Exception:
+            logger.exception("publishing a %s page of %d events failed", what, len(rows))
+            if what == "live":
+                self.rewind()

@@ -30,6 +30,12 @@ TOLERANCE_S = 3600.0  # clock drift and adjustments smaller than this are normal
 TRUST_AFTER_S = 86_400.0  # a stepped clock is trusted after running steadily this long
 
 
+def _since_boot() -> float:
+    """A monotonic clock that keeps counting through a suspend (Linux); else time.monotonic."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
+
+
 class ClockGuard:
     """Says, before each retention pass, whether the wall clock looks sane (see module doc)."""
 
@@ -44,7 +50,7 @@ class ClockGuard:
         self.seen = None if seen is None else as_utc(seen)  # the latest trusted wall time
         self._max_gap_s = max(max_gap_s, TOLERANCE_S)
         self._wall = wall or (lambda: utcnow())  # looked up at each call (tests patch it)
-        self._mono = mono or (lambda: time.monotonic())
+        self._mono = mono or _since_boot
         self._last: tuple[datetime, float] | None = None  # (wall, mono) of the last check
         self._suspect_since: float | None = None  # mono time a step was first seen
         self.skipped = 0

@@ -40,6 +40,7 @@ class CommitSignal:
 
     def __init__(self) -> None:
         self._turn: asyncio.Event | None = None
+        self.closed = False  # set by close(): a long-poll returns what it has at once
 
     def turn(self) -> asyncio.Event:
         """The event the next commit sets."""
@@ -70,7 +71,7 @@ class CommitSignal:
             turn = self.turn()
             rows = await asyncio.to_thread(read)
             left = deadline - time.monotonic()
-            if rows or left <= 0 or not await self.wait(turn, left):
+            if rows or left <= 0 or self.closed or not await self.wait(turn, left):
                 return rows
 
 

@@ -60,12 +60,17 @@ class RetentionMixin(StoreBase):
         if self._clock is None:
             with self._lock:
                 row = _first(self.con.execute("SELECT value FROM meta WHERE key = 'clock_seen'"))
+                # a store from before the mark (or with an unreadable one): its newest row's
+                # storing time stands in, so the first pass is checked too
+                newest = _first(self.con.execute("SELECT max(stored_at) FROM events"))
             seen = None
             if row:
                 try:
                     seen = as_utc(datetime.fromisoformat(str(row[0])))
                 except ValueError:
-                    logger.warning("retention: the stored clock mark is unreadable; starting anew")
+                    logger.warning("retention: the stored clock mark is unreadable")
+            if seen is None and newest and newest[0] is not None:
+                seen = as_utc(newest[0])
             gap = min(MAX_CLOCK_GAP_S, self.retention_days * 86_400.0 / 2)
             self._clock = ClockGuard(seen, max_gap_s=gap)
         return self._clock

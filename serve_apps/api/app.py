@@ -70,6 +70,10 @@ def build_api_app(config: Config) -> Any:
 
 def app_builder(args: dict[str, str]) -> Any:
     """Builder for a Serve config file (`import_path: serve_apps.api:app_builder`)."""
-    from pipelines.config import load_config
+    from pipelines.config import ConfigError, load_config
 
-    return build_api_app(load_config(args["config"]))
+    config = load_config(args["config"])
+    refusal = config.api.exposure_refusal()  # api.host: where the Serve config binds it
+    if refusal is not None:
+        raise ConfigError([refusal])
+    return build_api_app(config)

@@ -95,6 +95,8 @@ def test_allowed_hosts_come_from_base_url_bind_host_and_the_list() -> None:
         ({"host": "0.0.0.0", "api_key": KEY}, False),
         ({"host": "0.0.0.0", "allow_unauthenticated": True}, False),
         ({"host": "localhost"}, False),
+        ({"host": "127.0.0.2"}, False),
+        ({"host": "127.example.com"}, True),  # a name that merely starts like loopback
     ],
 )
 def test_listening_beyond_loopback_needs_a_key_or_an_explicit_yes(

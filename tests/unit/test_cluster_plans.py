@@ -147,3 +147,13 @@ def test_a_changed_secret_is_seen_and_never_printed(
     assert "first" not in str(steps.as_dict()) and "second" not in str(steps.as_dict())
     same = plan(old, _config(tmp_path, _cams("a"), old_extra))
     assert not (same.redeploy_api or same.redeploy_vlm) and same.refused is None
+
+
+def test_apply_cannot_open_the_api_or_move_it(tmp_path: Path) -> None:
+    keyed = "api: {host: 0.0.0.0, api_key: first-key-0123456789}\n"
+    old = _config(tmp_path, _cams("a"), keyed)
+    unkeyed = plan(old, _config(tmp_path, _cams("a"), "api: {host: 0.0.0.0}\n"))
+    assert unkeyed.refused is not None and "api.api_key" in unkeyed.refused
+    # the proxy stays where the run bound it: a new host or port needs a new run
+    moved = plan(old, _config(tmp_path, _cams("a"), keyed.replace("0.0.0.0", "127.0.0.1")))
+    assert moved.refused is not None and "api.host" in moved.refused

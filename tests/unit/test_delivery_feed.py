@@ -185,3 +185,60 @@ def test_a_store_whose_sequence_went_back_is_followed_from_its_end() -> None:
     reader.rewind()
     reader.step()
     assert reader.cursor == 2
+
+
+def test_a_replay_longer_than_the_stores_page_cap_is_read_to_its_end() -> None:
+    class Capped(FakeStore):
+        def events_after(self, after: int, **kw: object) -> list[tuple[int, Event]]:  # type: ignore[override]
+            kw["limit"] = min(int(kw["limit"]), 3)  # type: ignore[call-overload]
+            return super().events_after(after, **kw)  # type: ignore[arg-type]
+
+    store = Capped()
+    reader, seen = follower(store, page=10)
+    reader.step()
+    store.add(*(events := _recent(8)))
+    reader.rewind()
+    for _ in range(5):
+        reader.step()
+    assert seen.replayed == [e.event_id for e in events]  # not only the first three
+
+
+def test_an_unacknowledged_event_outside_the_window_not_yet_read_live_is_not_skipped() -> None:
+    class Windowed(FakeStore):
+        def delivery_cursor(self, max_age_s: float) -> tuple[int, int]:
+            last = len(self.events)
+            return (4, last) if max_age_s > 0 else (last, last)  # seq 4: older than the window
+
+    store = Windowed(_recent(3))
+    reader, seen = follower(store)
+    reader.step()  # live from 3
+    store.events.extend([old := make_event(), new := make_event()])  # saved, not read live yet
+    reader.rewind()
+    reader.step()
+    assert seen.replayed == [old.event_id, new.event_id] and reader.cursor == 5
+
+
+def test_a_page_that_makes_publishing_raise_is_not_read_again_and_again() -> None:
+    store = FakeStore()
+    calls: list[list[str]] = []
+
+    def live(events: list[Event]) -> None:
+        calls.append([e.event_id for e in events])
+        if len(calls) == 1:
+            raise RuntimeError("a broken event")
+
+    replayed: list[str] = []
+    reader = FeedFollower(
+        store,
+        window_s=3600,
+        page=4,
+        live=live,
+        replay=lambda events: replayed.extend(e.event_id for e in events),
+        long_poll_s=0.05,
+    )
+    reader.step()
+    store.add(*(events := _recent(2)))
+    reader.step()  # raises inside: logged, the position moves on, a replay is asked for
+    reader.step()
+    assert calls == [[e.event_id for e in events]]  # read once live
+    assert replayed == [e.event_id for e in events]  # then once by the replay (unacknowledged)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import pipelines.storage.clock as clock_module
-from pipelines.events import Event
+from pipelines.events import Event, utcnow
 from pipelines.storage import EventStore
 from pipelines.storage.clock import TRUST_AFTER_S, ClockGuard
 
@@ -82,19 +82,34 @@ def _event(at: datetime) -> Event:
 def test_a_clock_jump_does_not_delete_the_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    wall = {"now": NOW}
+    now = utcnow()  # rows are stored at the real time: the guard's first mark
+    wall = {"now": now}
     monkeypatch.setattr(clock_module, "utcnow", lambda: wall["now"])
     store = EventStore(tmp_path / "data", retention_days=30)
-    store.append([_event(NOW - timedelta(days=40)), _event(NOW - timedelta(days=1))], {})
+    store.append([_event(now - timedelta(days=40)), _event(now - timedelta(days=1))], {})
     assert store.apply_retention() == 1  # a sane clock: the 40-day-old event goes
-    wall["now"] = NOW + timedelta(days=5 * 365)  # the clock jumps five years ahead
+    wall["now"] = now + timedelta(days=5 * 365)  # the clock jumps five years ahead
     assert store.apply_retention() == 0 and store.counts()["stored"] == 1
     store.close()
     reopened = EventStore(tmp_path / "data", retention_days=30)  # and across a restart
     try:
         assert reopened.apply_retention() == 0 and reopened.counts()["stored"] == 1
-        wall["now"] = NOW - timedelta(days=3)  # a clock that went back deletes nothing either
+        wall["now"] = now - timedelta(days=3)  # a clock that went back deletes nothing either
         reopened._clock = None
         assert reopened.apply_retention() == 0 and reopened.counts()["stored"] == 1
     finally:
         reopened.close()
+
+
+def test_the_first_pass_on_a_store_from_before_the_mark_is_checked_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No `clock_seen` yet (a store older than the guard): the newest row's storing time
+    stands in, so a clock years ahead at the first pass deletes nothing."""
+    store = EventStore(tmp_path / "data", retention_days=30)
+    store.append([_event(utcnow() - timedelta(days=1))], {})
+    monkeypatch.setattr(clock_module, "utcnow", lambda: utcnow() + timedelta(days=3 * 365))
+    try:
+        assert store.apply_retention() == 0 and store.counts()["stored"] == 1
+    finally:
+        store.close()
