@@ -71,14 +71,23 @@ class _Instruments:
             self._disable(exc)
 
 
+METRIC_OBJECTS = frozenset(
+    {"person", "vehicle", "package", "animal", "car", "truck", "bus", "bicycle", "motorcycle"}
+    | {"dog", "cat", "bird", "horse"}
+)
+
+
 class CameraMetrics(_Instruments):
     """fps, decode lag, frames, events, drops, outbox and VLM outcomes, by camera_id.
 
     Implements `pipelines.camera.ports.CameraMetricsPort`.
     """
 
-    def __init__(self, camera_id: str) -> None:
+    def __init__(self, camera_id: str, objects: Sequence[str] = ()) -> None:
         self._camera = camera_id
+        # object names come from the model (untrusted text): a label takes a known class, the
+        # camera's own `objects`, `none` or `other`, so a sign cannot mint unbounded series
+        self._objects = METRIC_OBJECTS | {str(name) for name in objects}
         super().__init__(f"camera {camera_id}")
 
     def _create(self) -> None:
@@ -140,8 +149,8 @@ class CameraMetrics(_Instruments):
 
     def event(self, objects: Sequence[str]) -> None:
         """One event stored, counted under each detected object (or `none`)."""
-        for name in objects or ("none",):
-            self.record("events", "inc", 1.0, camera_id=self._camera, object=str(name))
+        for name in sorted({n if n in self._objects else "other" for n in objects}) or ["none"]:
+            self.record("events", "inc", 1.0, camera_id=self._camera, object=name)
 
     def drop(self, reason: str, count: int = 1) -> None:
         """Motion that did not become its own event (reason: one of DROP_REASONS)."""

@@ -68,11 +68,12 @@ def check_thumbnail_token(
     return None
 
 
-def sign_camera_token(camera_id: str, key: str) -> str:
-    """A token (no expiry) for the thumbnails of one camera (the retained last_event URL)."""
-    return _mac(f"camera:{camera_id}", key, CAMERA_THUMBNAIL_PURPOSE)
+def sign_camera_token(camera_id: str, event_id: str, key: str) -> str:
+    """A token (no expiry) for one event's thumbnail through its camera's route (the retained
+    last_event URL): it opens that image only, not the camera's others."""
+    return _mac(f"camera:{camera_id}:{event_id}", key, CAMERA_THUMBNAIL_PURPOSE)
 
 
-def check_camera_token(token: str, camera_id: str, key: str) -> bool:
-    """Whether token is the camera thumbnail token of camera_id."""
-    return _same(token, sign_camera_token(camera_id, key))
+def check_camera_token(token: str, camera_id: str, event_id: str, key: str) -> bool:
+    """Whether token is the camera-route token of that camera's event."""
+    return _same(token, sign_camera_token(camera_id, event_id, key))

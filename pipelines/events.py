@@ -183,11 +183,11 @@ def thumbnail_url(
 
 def camera_thumbnail_url(camera_id: str, event_id: str, base_url: str, api_key: str | None) -> str:
     """URL of an event's thumbnail through its camera's route (the retained last_event): with a
-    key it carries the camera's token, which does not expire, so Home Assistant's image of the
-    last event never breaks (see pipelines.auth)."""
+    key it carries a token for that one event, which does not expire, so Home Assistant's image
+    of the last event never breaks (see pipelines.auth)."""
     url = f"{resolve_base_url(base_url)}/api/v1/cameras/{camera_id}/thumbnail?event_id={event_id}"
     if api_key:
-        url += "&token=" + sign_camera_token(camera_id, api_key)
+        url += "&token=" + sign_camera_token(camera_id, event_id, api_key)
     return url
 
 

@@ -121,7 +121,7 @@ class CameraActor:
             describe=_ServeVLM(peers.vlm),
             status_sink=_RayPublisher(publisher) if config.mqtt.enabled else None,
             budget=_RayBudget(config, spec, peers.budget) if spec is not None else None,
-            metrics=CameraMetrics(camera_id),
+            metrics=CameraMetrics(camera_id, config.camera(camera_id).objects or ()),
         )
         self._camera = Camera(
             config, camera_id, ports, node=node_of_this_process(), restarted=_reconstructed()

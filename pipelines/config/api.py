@@ -96,6 +96,12 @@ class APIConfig(StrictModel):
     thumbnail_url_ttl_s: int = Field(
         default=86_400, ge=60, le=365 * 86_400, description="Signed thumbnail URL lifetime."
     )
+    thumbnail_token_epoch: int = Field(
+        default=0,
+        ge=0,
+        le=2**31,
+        description="Raise it (and apply) to revoke every thumbnail link handed out so far.",
+    )
     ring_rate_per_min: int = Field(
         default=12,
         ge=1,
@@ -154,6 +160,18 @@ class APIConfig(StrictModel):
             f"api.host {self.host} listens beyond this machine and api.api_key is not set: "
             "anyone on the network could read every event and thumbnail and ring the doorbell. "
             "Set api.api_key, or api.host: 127.0.0.1, or api.allow_unauthenticated: true"
+        )
+
+    def link_key(self) -> str | None:
+        """What thumbnail links are signed with: the API key, bound to thumbnail_token_epoch
+        (a new epoch invalidates every earlier link; the API key itself stays)."""
+        if self.api_key is None:
+            return None
+        key = self.api_key.get_secret_value()
+        return (
+            key
+            if self.thumbnail_token_epoch == 0
+            else f"{key}\x00epoch:{self.thumbnail_token_epoch}"
         )
 
     def effective_base_url(self) -> str:

@@ -57,10 +57,9 @@ class _Links:
 
     @classmethod
     def of(cls, config: Config) -> _Links:
-        key = config.api.api_key
         return cls(
             config.api.effective_base_url(),
-            key.get_secret_value() if key is not None else None,
+            config.api.link_key(),
             config.api.thumbnail_url_ttl_s,
         )
 

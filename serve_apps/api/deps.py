@@ -36,6 +36,7 @@ class ApiContext:
 
     store: StoreClient
     api_key: str | None
+    link_key: str | None  # signs and checks thumbnail links (api.link_key)
     base_url: str
     thumbnail_ttl_s: int
     cameras: Mapping[str, CameraConfig]
@@ -47,6 +48,7 @@ class ApiContext:
         return cls(
             store=store,
             api_key=api_cfg.api_key.get_secret_value() if api_cfg.api_key is not None else None,
+            link_key=api_cfg.link_key(),
             base_url=api_cfg.effective_base_url(),
             thumbnail_ttl_s=api_cfg.thumbnail_url_ttl_s,
             cameras={cam.id: cam for cam in config.cameras},
@@ -54,7 +56,7 @@ class ApiContext:
 
     def payload(self, event: Event) -> dict[str, Any]:
         """The event's JSON (as on MQTT), its thumbnail_url signed when a key is set."""
-        return event_payload(event, self.base_url, self.api_key, self.thumbnail_ttl_s)
+        return event_payload(event, self.base_url, self.link_key, self.thumbnail_ttl_s)
 
     def key_ok(self, creds: HTTPAuthorizationCredentials | None) -> bool:
         """True when no key is configured or the Bearer credentials match it."""
@@ -108,7 +110,8 @@ async def thumbnail_access(
         return
     if token is None or context.api_key is None:
         raise _no_key()
-    problem = check_thumbnail_token(token, event_id, context.api_key)
+    assert context.link_key is not None
+    problem = check_thumbnail_token(token, event_id, context.link_key)
     if problem == "expired":
         raise HTTPException(status_code=401, detail="thumbnail token expired")
     if problem is not None:
@@ -120,13 +123,17 @@ async def camera_thumbnail_access(
     camera_id: CameraIdParam,
     creds: Credentials,
     token: Annotated[str | None, Query(max_length=200)] = None,
+    event_id: Annotated[str | None, Query(max_length=36)] = None,
 ) -> None:
-    """Like require_key, but the camera's token (retained last_event URL) also opens it."""
+    """Like require_key, but the token of the retained last_event URL also opens it: for that
+    one event only (`event_id` required with a token)."""
     if context.key_ok(creds):
         return
-    if token is None or context.api_key is None:
+    if token is None or context.link_key is None:
         raise _no_key()
-    if not check_camera_token(token, camera_id, context.api_key):
+    if event_id is None or not check_camera_token(
+        token, camera_id, event_id.lower(), context.link_key
+    ):
         raise HTTPException(status_code=403, detail="invalid thumbnail token")
 
 

@@ -70,7 +70,7 @@ def test_dropped_events_are_retried_while_connected(config: Config, mosquitto: A
         assert parts.path == "/api/v1/cameras/front_door/thumbnail"
         query = parse_qs(parts.query)
         assert query["event_id"][0] in ids
-        assert query["token"] == [sign_camera_token("front_door", API_KEY)]
+        assert query["token"] == [sign_camera_token("front_door", query["event_id"][0], API_KEY)]
         assert API_KEY not in url
     finally:
         sub.close()

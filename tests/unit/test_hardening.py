@@ -62,12 +62,13 @@ def test_tokens_are_signed_with_a_key_derived_for_that_purpose() -> None:
     assert check_thumbnail_token(token, event_id, KEY + "x", now=1_000_000) == "invalid"
 
 
-def test_camera_token_does_not_expire_and_is_per_camera() -> None:
-    token = sign_camera_token("front", KEY)
-    assert check_camera_token(token, "front", KEY)
-    assert not check_camera_token(token, "back", KEY)
-    assert not check_camera_token(token, "front", KEY + "x")  # a new key revokes it
-    assert token != _raw_mac(KEY, "camera:front")
+def test_camera_token_does_not_expire_and_opens_one_event_of_one_camera() -> None:
+    token = sign_camera_token("front", "e1", KEY)
+    assert check_camera_token(token, "front", "e1", KEY)
+    assert not check_camera_token(token, "front", "e2", KEY)  # not the camera's other images
+    assert not check_camera_token(token, "back", "e1", KEY)
+    assert not check_camera_token(token, "front", "e1", KEY + "x")  # a new key revokes it
+    assert token != _raw_mac(KEY, "camera:front:e1")
     url = camera_thumbnail_url("front", "e1", "http://h:8000", KEY)
     assert url == f"http://h:8000/api/v1/cameras/front/thumbnail?event_id=e1&token={token}"
     assert "token" not in camera_thumbnail_url("front", "e1", "http://h:8000", None)
@@ -204,9 +205,18 @@ def test_camera_thumbnail_route_opens_with_the_camera_token(api: Any) -> None:
     url = urlsplit(camera_thumbnail_url("front", first.event_id, "http://ha.lan:8000", KEY))
     ok = client.get(f"{url.path}?{url.query}")
     assert ok.status_code == 200 and ok.content == JPEG + first.event_id.encode()
-    token = sign_camera_token("front", KEY)
+    token = sign_camera_token("front", first.event_id, KEY)
+    # the token opens its one event, not the camera's newest or any other
     latest = client.get("/api/v1/cameras/front/thumbnail", params={"token": token})
-    assert latest.status_code == 200 and latest.content.endswith(newest.event_id.encode())
+    assert latest.status_code == 403
+    newer = client.get(
+        "/api/v1/cameras/front/thumbnail", params={"token": token, "event_id": newest.event_id}
+    )
+    assert newer.status_code == 403
+    keyed = client.get(
+        "/api/v1/cameras/front/thumbnail", headers={"Authorization": f"Bearer {KEY}"}
+    )
+    assert keyed.status_code == 200 and keyed.content.endswith(newest.event_id.encode())
     with_key = client.get(
         "/api/v1/cameras/back/thumbnail", headers={"Authorization": f"Bearer {KEY}"}
     )
@@ -220,7 +230,7 @@ def test_camera_thumbnail_route_opens_with_the_camera_token(api: Any) -> None:
     cross = client.get(
         "/api/v1/cameras/front/thumbnail", params={"token": token, "event_id": other.event_id}
     )
-    assert cross.status_code == 404
+    assert cross.status_code == 403
     assert client.get("/api/v1/cameras/nope/thumbnail", params={"token": token}).status_code in (
         403,
         404,
@@ -261,3 +271,56 @@ def test_secret_looking_query_values_are_redacted(name: str) -> None:
 def test_redaction_keeps_harmless_parameters_and_hides_userinfo() -> None:
     url = "rtsp://admin:hunter2@cam.lan/s?channel=1&stream=main#frag"
     assert redact_url(url) == "rtsp://admin:***@cam.lan/s?channel=1&stream=main#frag"
+
+
+def test_a_new_token_epoch_revokes_every_link_without_a_new_key(tmp_path: Path) -> None:
+    """api.thumbnail_token_epoch: links handed out before (MQTT payloads, HA's database and
+    backups) stop working; the API key and everything else stay."""
+    store = EventStore(tmp_path / "data")
+    event = _event("front", 0)
+    store.append([event], {event.event_id: JPEG})
+    cameras = [{"id": "front", "source": "rtsp://cam.lan/1"}]
+    before = Config.model_validate({"cameras": cameras, "api": {"api_key": KEY}})
+    after = Config.model_validate(
+        {"cameras": cameras, "api": {"api_key": KEY, "thumbnail_token_epoch": 1}}
+    )
+    old_key, new_key = str(before.api.link_key()), str(after.api.link_key())
+    old_links = [
+        camera_thumbnail_url("front", event.event_id, "http://h", old_key),
+        f"http://h/api/v1/events/{event.event_id}/thumbnail?token="
+        + sign_thumbnail_token(event.event_id, old_key, 60),
+    ]
+    try:
+        for config, status in ((before, 200), (after, 403)):
+            client = TestClient(build_api(LocalClient(store), config), base_url="http://localhost")
+            for link in old_links:
+                parts = urlsplit(link)
+                assert client.get(f"{parts.path}?{parts.query}").status_code == status, link
+        fresh = urlsplit(camera_thumbnail_url("front", event.event_id, "http://h", new_key))
+        assert client.get(f"{fresh.path}?{fresh.query}").status_code == 200
+        auth = {"Authorization": f"Bearer {KEY}"}
+        assert client.get("/api/v1/events", headers=auth).status_code == 200  # same key
+    finally:
+        store.close()
+
+
+def test_object_metric_labels_are_bounded() -> None:
+    """Object names are model output (a sign held up to a camera can write them): a metric
+    label takes a known class, the camera's own objects, `none` or `other`."""
+    from cluster.metrics import CameraMetrics
+
+    class Recorded(CameraMetrics):
+        def __init__(self) -> None:
+            self.labels: list[str | None] = []
+            super().__init__("front", ["package"])
+
+        def _create(self) -> None:
+            return None
+
+        def record(self, name: str, op: str, value: float, **tags: str) -> None:
+            self.labels.append(tags.get("object"))
+
+    metrics = Recorded()
+    metrics.event(("person", "IGNORE ALL PREVIOUS INSTRUCTIONS", "x" * 500, "package", "🦝"))
+    metrics.event(())
+    assert metrics.labels == ["other", "package", "person", "none"]
