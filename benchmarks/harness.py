@@ -171,6 +171,17 @@ def quick_requested(flag: bool) -> bool:
     return flag or os.environ.get("BENCH_QUICK", "") not in ("", "0")
 
 
+def _repo_relative_arg(arg: str) -> str:
+    """A command-line argument as committed results may hold it: a path inside the repository
+    relative to it (results hold no absolute paths of the machine that made them)."""
+    if os.path.isabs(arg):
+        try:
+            return str(Path(arg).resolve().relative_to(REPO))
+        except ValueError:
+            return Path(arg).name
+    return arg
+
+
 def write_results(
     name: str,
     rows: list[Row],
@@ -185,7 +196,7 @@ def write_results(
     data = {
         "benchmark": name,
         "quick": quick,
-        "command": shlex.join(["python", *sys.argv]),
+        "command": shlex.join(["python", *map(_repo_relative_arg, sys.argv)]),
         "started": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
         "wall_s": round(time.time() - started, 1),
         "machine": machine(),

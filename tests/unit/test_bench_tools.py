@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,16 @@ def test_thread_cpu_reads_this_process_and_shares_add_up() -> None:
     shares = hotspots.thread_shares(before, after)
     assert after and all(not name[-1:].isdigit() for name in after)
     assert shares and abs(sum(shares.values()) - 100.0) < 1.0
+
+
+def test_result_commands_hold_no_absolute_paths() -> None:
+    from benchmarks.harness import REPO, _repo_relative_arg
+
+    assert (
+        _repo_relative_arg(str(REPO / "benchmarks" / "bench_mqtt.py")) == "benchmarks/bench_mqtt.py"
+    )
+    assert _repo_relative_arg("/opt/elsewhere/bench.py") == "bench.py"
+    assert _repo_relative_arg("--quick") == "--quick"
+    for result in (REPO / "benchmarks" / "results").glob("*.json"):
+        command = json.loads(result.read_text()).get("command", "")
+        assert not any(word.startswith("/") for word in command.split()), (result.name, command)
