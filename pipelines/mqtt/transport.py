@@ -49,6 +49,7 @@ class InFlight:
     event_id: str | None  # None for state/discovery messages; events count toward the bound
     state_topic: str | None  # retained state topic (coalesced updates)
     sent_at: float
+    qos: int = 1
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ class MqttTransport:
         info = self._hand_to_paho(topic, payload, qos, retain, expiry)
         if isinstance(info, str):
             return info
-        entry = InFlight(event_id, state_topic, time.monotonic())
+        entry = InFlight(event_id, state_topic, time.monotonic(), qos)
         with self._lock:
             early = self._early.pop(info.mid, None)
             if early is None:
@@ -271,6 +272,25 @@ class MqttTransport:
             return "unpublished"
         return info
 
+    def _forget_lost_qos0(self) -> int:
+        """paho resends unacknowledged QoS 1/2 messages after a reconnect but drops the QoS 0
+        ones it had queued: they will never be "published", so their entries are settled as
+        failed (the events stay unpublished in the store and the retry sends them) instead of
+        counting toward the pending bound for ever. How many were dropped."""
+        with self._lock:
+            lost = [(mid, entry) for mid, entry in self._pending.items() if entry.qos == 0]
+            for mid, entry in lost:
+                del self._pending[mid]
+                if entry.event_id is not None:
+                    self._pending_events -= 1
+        for _mid, entry in lost:
+            self._hooks.on_settled(entry, True)
+        if lost:
+            logger.warning(
+                "%d QoS 0 messages were lost with the connection; retried later", len(lost)
+            )
+        return len(lost)
+
     def _settle(self, mid: int, entry: InFlight, failed: bool) -> None:
         if failed:
             self.note_error("broker rejected message %d", mid)
@@ -291,6 +311,7 @@ class MqttTransport:
                 if self._protocol == "5" and reason_code.value in _UNSUPPORTED_PROTOCOL:
                     self._fall_back_to_311(client)
                 return
+            self._forget_lost_qos0()
             self._connected = True
             self._ever_connected = True
             with self._lock:
