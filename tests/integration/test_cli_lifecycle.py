@@ -131,33 +131,4 @@ def test_run_with_missing_config_is_a_clear_error(args: list[str]) -> None:
     assert "nonexistent.yaml" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_sigterm_is_a_graceful_stop_that_leaves_no_process(
-    tmp_path: Path,
-    tiny_model: Path,
-    mosquitto: Mosquitto,
-) -> None:
-    import psutil
-
-    clip = generate_sample_video(tmp_path / "a.mp4", seconds=3, motion_windows=[(1.0, 2.0)])
-    api_port = free_port()
-    config = write_config(tmp_path, tiny_model, mosquitto.port, api_port, 1, [clip])
-    watcher = StatusWatcher(mosquitto.port, "e2e/status")
-    proc = subprocess.Popen(
-        [*CLI, "run", "--config", str(config), "--no-dashboard"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=cli_env(),
-    )
-    try:
-        wait_healthy(api_port, proc)
-        children = psutil.Process(proc.pid).children(recursive=True)
-        assert children, "a local Ray cluster has processes"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        watcher.stop()
-    assert watcher.payloads and watcher.payloads[-1] == "offline"
-    _gone, alive = psutil.wait_procs(children, timeout=30)
-    assert not alive, f"left behind: {[p.pid for p in alive]}"
+# SIGTERM as a graceful stop that leaves no process: tests/integration/test_stop_drain.py

@@ -1,5 +1,6 @@
 """A stop while analyses are in flight loses nothing: SIGINT, SIGTERM, `liveobject stop`, and
-Ctrl-C in a real terminal (a pty), each sent to a real `liveobject run` process.
+Ctrl-C in a real terminal (a pty), each sent to a real `liveobject run` process. SIGTERM (systemd,
+`docker stop`) and the others are graceful stops that leave no process of the run's local cluster.
 
 A local OpenAI-compatible server holds the VLM (each answer takes seconds, or never comes), so
 when the stop arrives every motion segment of the clip has been cut and some are still queued
@@ -28,6 +29,7 @@ from typing import Any
 import duckdb
 import httpx
 import jsonschema
+import psutil
 import pytest
 
 from pipelines.events import event_schema
@@ -254,6 +256,8 @@ def test_stop_with_analyses_in_flight_stores_and_publishes_every_segment(
     try:
         state = in_flight_with_all_cut(api, run)
         assert state["segments"] == len(WINDOWS)
+        children = psutil.Process(run.proc.pid).children(recursive=True)
+        assert children, "a local Ray cluster has processes"
         if how == "liveobject stop":
             stopped = cli("stop", "--config", str(config))
             assert stopped.returncode == 0, stopped.stderr[-2000:]
@@ -267,6 +271,8 @@ def test_stop_with_analyses_in_flight_stores_and_publishes_every_segment(
         watcher.stop()
     check_nothing_lost(tmp_path, run, subscriber, watcher, DESCRIPTION)
     assert len(vlm.requests) >= len(WINDOWS)  # each event was described by the VLM, none skipped
+    _gone, alive = psutil.wait_procs(children, timeout=30)  # the local cluster ended with the run
+    assert not alive, f"left behind: {[p.pid for p in alive]}"
 
 
 def test_ctrl_c_in_a_terminal_drains_and_a_second_one_stores_pending_with_fallback(

@@ -99,7 +99,7 @@ class RayHead:
                 proc.terminate()
             except psutil.Error:
                 pass
-        _gone, alive = psutil.wait_procs(procs, timeout=15)
+        _gone, alive = psutil.wait_procs(procs, timeout=5)  # then KILL: ours alone
         for proc in alive:
             try:
                 proc.kill()
