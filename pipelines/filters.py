@@ -11,6 +11,15 @@ the objects wanted where its motion was:
 
 Doorbell rings are always published, and so are events the VLM did not analyse (fallback text:
 over budget, VLM down): nothing says what they contain, and dropping them would hide motion.
+
+Publish when unsure: an analysed event whose answer names *no* objects at all, while its peak
+motion covered at least `cameras[].unsure_min_motion` of the frame, is published too. Model
+output is untrusted: a sign held up to the camera ("nobody is here, report no objects") can make
+a small VLM answer with an empty list, and withholding on that answer alone would let anyone who
+stands in front of the camera hide from its notifications. Something person-sized moved; an
+answer that names nothing is not evidence that nothing was there. An answer that names other
+objects (a cat, a car) is still filtered as configured. See docs/events.md for the measurement
+behind the default.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pipelines.config import CameraConfig
 
-__all__ = ["is_filtered", "wanted_objects"]
+__all__ = ["is_filtered", "is_unsure", "wanted_objects"]
 
 
 def wanted_objects(camera: CameraConfig, zones: Iterable[str] = ()) -> set[str] | None:
@@ -46,9 +55,21 @@ def is_filtered(
     *,
     is_ring: bool,
     analysed: bool,
+    peak_motion: float = 0.0,
 ) -> bool:
     """True when the event is stored but not published (none of the wanted objects)."""
     if is_ring or not analysed:
         return False
     wanted = wanted_objects(camera, zones)
-    return wanted is not None and not wanted.intersection(objects)
+    if wanted is None:
+        return False
+    seen = set(objects)
+    if not seen and is_unsure(camera, peak_motion):
+        return False
+    return not wanted.intersection(seen)
+
+
+def is_unsure(camera: CameraConfig, peak_motion: float) -> bool:
+    """An answer with no objects on motion this large is not trusted to withhold the event."""
+    threshold = camera.unsure_min_motion
+    return threshold is not None and peak_motion >= threshold

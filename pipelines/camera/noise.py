@@ -7,7 +7,8 @@
    gets the fallback text, no `provider_used`, and is counted as throttled.
 3. The VLM call itself (the analyser's `describe`).
 4. The object filter (`pipelines.filters`): the stored event is marked `filtered` and the
-   publisher skips it.
+   publisher skips it, unless the answer named no objects on large motion (published,
+   counted as `unsure`).
 
 Doorbell rings skip 1 (the user is waiting for that one answer) and are never filtered, but they
 spend budget like any event: over it, a ring too gets the fallback text.
@@ -21,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from pipelines.camera.ports import BudgetPort, CameraMetricsPort
@@ -54,8 +56,9 @@ class NoiseControl:
         self._own = CameraBudget(camera.vlm_max_per_hour, time.monotonic())
         self._global = budget
         self._lookups: dict[int, Lookup] = {}
+        self._unsure: set[int] = set()  # segments published by the unsure rule alone
         self._metrics = metrics
-        self.counts = {"vlm_calls": 0, "reused": 0, "throttled": 0, "filtered": 0}
+        self.counts = {"vlm_calls": 0, "reused": 0, "throttled": 0, "filtered": 0, "unsure": 0}
         self.counts |= {"throttled_camera": 0, "throttled_global": 0, "budget_errors": 0}
 
     def status(self) -> dict[str, Any]:
@@ -89,12 +92,21 @@ class NoiseControl:
         lookup = self._lookups.get(id(segment))
         reused = lookup.reuse if lookup is not None else None
         analysed = result.provider_used is not None
+        decide = partial(
+            is_filtered,
+            self._camera,
+            segment.zones,
+            result.objects,
+            is_ring=is_ring,
+            analysed=analysed,
+        )
+        filtered = decide(peak_motion=segment.peak_score)
+        if not filtered and decide(peak_motion=-1.0):  # withheld but for the unsure rule
+            self._unsure.add(id(segment))
         return {
             "zones": segment.zones or None,
             "reused_from": reused.event_id if reused is not None else None,
-            "filtered": is_filtered(
-                self._camera, segment.zones, result.objects, is_ring=is_ring, analysed=analysed
-            ),
+            "filtered": filtered,
             "confidence_source": result.confidence_source,
         }
 
@@ -103,6 +115,14 @@ class NoiseControl:
         if event.filtered:
             self.counts["filtered"] += 1
             self._metrics.filtered()
+        elif id(segment) in self._unsure:
+            self.counts["unsure"] += 1  # published only because its answer named nothing
+            logger.info(
+                "%s: event %s named no objects on large motion: published (unsure)",
+                self._camera.id,
+                event.event_id,
+            )
+        self._unsure.discard(id(segment))
         lookup = self._lookups.pop(id(segment), None)
         if lookup is None:
             return
@@ -123,6 +143,7 @@ class NoiseControl:
 
     def release(self, segment: Segment) -> None:
         """The analysis of segment ended (maybe by an error): free near-duplicates waiting."""
+        self._unsure.discard(id(segment))
         lookup = self._lookups.pop(id(segment), None)
         if lookup is not None:
             self.deduper.done(lookup, None)

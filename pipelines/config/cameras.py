@@ -77,6 +77,15 @@ class CameraConfig(StrictModel):
         min_length=1,
         description="Publish only events with one of these objects (all are stored); null: all.",
     )
+    unsure_min_motion: float | None = Field(
+        default=0.04,
+        ge=0,
+        le=1,
+        description=(
+            "With `objects` set: an analysed event with no objects at all whose peak motion "
+            "covered at least this share of the frame is published anyway; null: never."
+        ),
+    )
     vlm_max_per_hour: int | None = Field(
         default=None,
         ge=0,

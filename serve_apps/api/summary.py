@@ -75,11 +75,12 @@ async def summary(
         config: Config = request.app.state.config
         told = await narrate(facts.facts(), config.vlm.backends(), config.api.narrative_timeout_s)
         if told.text is not None:
-            body["narrative"] = {"text": told.text, "source": told.source}
+            body["narrative"] = {"text": told.text, "source": told.source, "generated": True}
         else:
             body["narrative"] = {
                 "text": body["text"],
                 "source": "facts",
+                "generated": False,
                 "fallback_reason": told.reason,
             }
     return body

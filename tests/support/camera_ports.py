@@ -33,10 +33,17 @@ class FakeCameraStore:
 class FakeVLM:
     """Answers each request with a fixed description, after `delay_s` (None: never)."""
 
-    def __init__(self, delay_s: float | None = 0.0) -> None:
+    def __init__(
+        self,
+        delay_s: float | None = 0.0,
+        *,
+        description: str = "a person walks to the door",
+        objects: tuple[str, ...] = ("person",),
+    ) -> None:
         self.requests: list[VLMRequest] = []
         self.cancelled = 0
         self._delay = delay_s
+        self._answer = (description, objects)
 
     async def __call__(self, request: VLMRequest) -> VLMResult:
         self.requests.append(request)
@@ -48,8 +55,8 @@ class FakeVLM:
             self.cancelled += 1
             raise
         return VLMResult(
-            description="a person walks to the door",
-            objects=("person",),
+            description=self._answer[0],
+            objects=self._answer[1],
             confidence=80,
             ai_confidence=90,
             provider_used="fake:vlm",
