@@ -1,6 +1,7 @@
 """`liveobject run` against a cluster that outlives it: a real `ray start --head` on this
-machine (token auth on, or off), run → stop → run again with other cameras → apply in place,
-and two local runs side by side. Every Ray process a test starts is ended by pid and checked.
+machine (token auth on, or off), run → stop → run again with other cameras → apply in place
+(the API key rotated with it), and two local runs side by side. Every Ray process a test starts
+is ended by pid and checked.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from pipelines.samples import generate_sample_video
@@ -25,6 +27,7 @@ from tests.support.ray_head import RayHead
 pytestmark = [pytest.mark.integration, pytest.mark.heavy(150)]
 
 DISCOVERY = "ha_join"
+OLD_KEY, NEW_KEY = "join-key-old-0123456789", "join-key-new-9876543210"
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -47,8 +50,10 @@ def write_config(
     api_port: int,
     prefix: str,
     dashboard_port: int = 8265,
+    api_key: str | None = None,
 ) -> Path:
     cameras = "\n".join(f"  - {{id: {cid}, source: {clip}}}" for cid, clip in clips.items())
+    key = f", api_key: {api_key}" if api_key else ""
     address_line = f"address: '{address}', " if address else "num_cpus: 2, "
     address_line += f"dashboard_port: {dashboard_port}, "
     path.write_text(
@@ -60,10 +65,22 @@ vlm: {{model: {model}, num_cpus: 0.5, max_new_tokens: 8, image_size: 96}}
 storage: {{path: {path.parent / "store"}, parquet_flush_interval_s: 2}}
 mqtt: {{host: 127.0.0.1, port: {broker}, topic_prefix: {prefix},
         discovery: {{prefix: {DISCOVERY}}}}}
-api: {{host: 127.0.0.1, port: {api_port}, base_url: "http://127.0.0.1:{api_port}"}}
+api: {{host: 127.0.0.1, port: {api_port}, base_url: "http://127.0.0.1:{api_port}"{key}}}
 """
     )
     return path
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def thumbnail_link(port: int, camera_id: str) -> str:
+    """The thumbnail URL in camera_id's retained `last_event` (a link Home Assistant keeps)."""
+    (payload,) = retained(port, f"joined/camera/{camera_id}/last_event").values()
+    url: str = json.loads(payload)["thumbnail_url"]
+    assert "token=" in url, url  # signed: the API has a key
+    return url
 
 
 def camera_status(config: Path, camera_id: str) -> dict[str, Any]:
@@ -97,7 +114,7 @@ def test_join_stop_rejoin_then_apply_in_place(
     }
     api_port = free_port()
 
-    def config(name: str, cams: str) -> Path:
+    def config(name: str, cams: str, key: str = OLD_KEY) -> Path:
         return write_config(
             tmp_path / name,
             model=tiny_model,
@@ -107,6 +124,7 @@ def test_join_stop_rejoin_then_apply_in_place(
             broker=mosquitto.port,
             api_port=api_port,
             prefix="joined",
+            api_key=key,
         )
 
     first, second, third = config("first.yaml", "ab"), config("second.yaml", "ac"), None
@@ -121,7 +139,7 @@ def test_join_stop_rejoin_then_apply_in_place(
     run = Run(first)
     try:
         for cam in "ab":
-            run.wait_for(lambda c=cam: events_of(api_port, c), 180, f"events of {cam}")
+            run.wait_for(lambda c=cam: events_of(api_port, c, OLD_KEY), 180, f"events of {cam}")
         assert discovery_of(mosquitto.port, "b"), "camera b's discovery was published"
         assert cli("stop", "--config", str(first)).returncode == 0
         assert run.wait() == 0, run.output[-3000:]
@@ -130,8 +148,8 @@ def test_join_stop_rejoin_then_apply_in_place(
 
     run = Run(second)  # the same cluster and namespace: a fresh store and publisher
     try:
-        run.wait_for(lambda: events_of(api_port, "c"), 180, "events of the added camera c")
-        assert events_of(api_port, "a"), "the store kept the first run's events"
+        run.wait_for(lambda: events_of(api_port, "c", OLD_KEY), 180, "events of the added camera c")
+        assert events_of(api_port, "a", OLD_KEY), "the store kept the first run's events"
         assert not discovery_of(mosquitto.port, "b"), "the removed camera's discovery is cleared"
         assert discovery_of(mosquitto.port, "c")
 
@@ -140,13 +158,26 @@ def test_join_stop_rejoin_then_apply_in_place(
         assert "already running in Ray namespace 'joined'" in again.stderr
 
         before = camera_status(second, "a")
-        third = config("third.yaml", "ad")  # c removed, d added, a unchanged
+        old_link = thumbnail_link(mosquitto.port, "a")  # a stays: only the key can refuse it
+        assert httpx.get(old_link, timeout=10).status_code == 200
+        # c removed, d added, a unchanged; and the API key rotated (the old one leaked, say)
+        third = config("third.yaml", "ad", key=NEW_KEY)
         applied = cli("apply", "--config", str(third))
         assert applied.returncode == 0, applied.stderr[-3000:] + run.output[-3000:]
         result = json.loads(applied.stdout)
         assert (result["added"], result["removed"], result["unchanged"]) == (["d"], ["c"], ["a"])
         assert not result["redeploy_vlm"]
-        run.wait_for(lambda: events_of(api_port, "d"), 120, "events of camera d after apply")
+        run.wait_for(
+            lambda: events_of(api_port, "d", NEW_KEY), 120, "events of camera d after apply"
+        )
+        # the rotation took effect at once, on the API and on the links the publisher signs
+        events_url = f"http://127.0.0.1:{api_port}/api/v1/events"
+        assert httpx.get(events_url, headers=bearer(OLD_KEY), timeout=10).status_code == 401
+        assert httpx.get(events_url, headers=bearer(NEW_KEY), timeout=10).status_code == 200
+        assert httpx.get(old_link, timeout=10).status_code in (401, 403)  # revoked
+        new_link = thumbnail_link(mosquitto.port, "d")
+        thumbnail = httpx.get(new_link, timeout=10)
+        assert thumbnail.status_code == 200 and thumbnail.content[:2] == b"\xff\xd8"
         after = camera_status(third, "a")
         assert after["pid"] == before["pid"] and not after["restarted"]  # never restarted
         assert after["frames"] >= before["frames"] > 0

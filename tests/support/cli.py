@@ -148,8 +148,9 @@ api: {{host: 127.0.0.1, port: {api_port}, base_url: "http://127.0.0.1:{api_port}
     return config
 
 
-def events_of(api_port: int, camera_id: str) -> list[dict[str, Any]]:
+def events_of(api_port: int, camera_id: str, key: str | None = None) -> list[dict[str, Any]]:
     """The events a running API lists for camera_id (none while it does not answer 200)."""
     url = f"http://127.0.0.1:{api_port}/api/v1/events"
-    resp = httpx.get(url, params={"camera_id": camera_id}, timeout=5)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    resp = httpx.get(url, params={"camera_id": camera_id}, headers=headers, timeout=5)
     return list(resp.json()["events"]) if resp.status_code == 200 else []
