@@ -52,6 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cluster.console import run_cluster
     from cluster.joining import JoinError
     from cluster.placement import PlacementError
+    from cluster.runtime import StoreStartError
 
     config = _load(args.config)
     try:
@@ -61,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             dashboard=not args.no_dashboard,
             linger_s=args.linger,
         )
-    except (AlreadyRunningError, JoinError, PlacementError) as exc:
+    except (AlreadyRunningError, JoinError, PlacementError, StoreStartError) as exc:
         print(f"liveobject run: {exc}", file=sys.stderr)
         return 1
 

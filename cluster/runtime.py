@@ -18,6 +18,7 @@ from typing import Any
 
 import ray
 from ray import serve
+from ray.exceptions import GetTimeoutError, RayActorError
 
 from cluster import joining
 from cluster.actors.publisher import get_publisher
@@ -39,6 +40,9 @@ logger = logging.getLogger(__name__)
 POLL_S = 1.0
 DRAIN_COUNTS = ("segments", "events", "merged_pending", "fallback_at_stop", "dropped", "unsaved")
 EXTERNAL_APPS_WAIT_S = 600.0  # ray.deploy_serve_apps false: how long to wait for vlm and api
+# the store's first answer: opening DuckDB, or moving a corrupt file aside and rebuilding it
+# from Parquet (a year of exports takes a while)
+STORE_START_TIMEOUT_S = 120.0
 DASHBOARD_TRIES = 3  # a busy dashboard port is replaced by a free one, racing runs included
 ADDRESS_FILE = ".ray-address"  # under storage.path: how status/stop/replay find a local run
 
@@ -293,6 +297,22 @@ def _dashboard_url(context: Any) -> str | None:
     return dashboard
 
 
+class StoreStartError(RuntimeError):
+    """The event store did not come up; the message names it, its path and why."""
+
+
+def store_counts(store: Any, config: Config, timeout_s: float = STORE_START_TIMEOUT_S) -> Any:
+    """The store's first answer (its counts), within timeout_s, or StoreStartError."""
+    where = f"the event store (`{STORE_ACTOR}` actor, storage.path {config.storage.path})"
+    try:
+        return ray.get(store.counts.remote(), timeout=timeout_s)
+    except GetTimeoutError:
+        raise StoreStartError(f"{where} did not answer within {timeout_s:g} s") from None
+    except RayActorError as exc:
+        cause = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__
+        raise StoreStartError(f"{where} failed to start: {cause}") from None
+
+
 def deploy(
     config: Config,
     *,
@@ -336,9 +356,9 @@ def deploy(
             serve.start(http_options={"host": config.api.host, "port": config.api.port})
         _write_address_file(config)
         store = get_store(config)
-        ray.get(store.counts.remote())  # the store is up before anything writes to it
+        # the store is up (or rebuilt from Parquet) before anything writes to it
+        published_before = store_counts(store, config).get("published", 0)
         publisher = get_publisher(config, store) if mqtt.enabled else None
-        published_before = ray.get(store.counts.remote()).get("published", 0)
         if own_apps:  # both at once: the API starts while the VLM replica loads its model
             serve.run_many(
                 [

@@ -1,5 +1,6 @@
 """StoreBase: what every part of EventStore shares: directories, the DuckDB connection (opened,
-migrated, reopened after a fatal error, closed), the one lock, and failure handling (_fail).
+migrated, reopened after a fatal error, closed; a corrupt file at start moved aside and rebuilt
+from Parquet, see ``rebuild``), the one lock, and failure handling (_fail).
 
 The jobs live in mixins built on this class: ``writes`` (appends, published state),
 ``queries`` (reads), ``correlation`` (correlation groups), ``export`` (Parquet export and
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import duckdb
 
+from pipelines.events import utcnow
+from pipelines.storage import rebuild
 from pipelines.storage.errors import StorageError, StorageFullError, _is_full
 from pipelines.storage.parquet import files_watermark
 from pipelines.storage.schema import _first, migrate
@@ -59,10 +62,52 @@ class StoreBase:
         self._starts: dict[str, list[tuple[datetime, str | None]]] = {}
         self._con: duckdb.DuckDBPyConnection | None = None
         self._closed = False
-        self._connect()
+        self.rebuilt: dict[str, object] | None = None  # what a rebuild from Parquet did
+        self._open()
         # We hold DuckDB's writer lock now: staging leftovers are an interrupted run's.
         for leftover in self.staging_dir.iterdir():
             shutil.rmtree(leftover, ignore_errors=True)
+
+    def _open(self) -> None:
+        """Open the database; a corrupt one is moved aside and rebuilt from Parquet."""
+        try:
+            self._connect()
+            return
+        except duckdb.Error as exc:
+            if not rebuild.is_corrupt(exc):
+                raise
+            error = exc
+        if self._con is not None:
+            try:
+                self._con.close()
+            except duckdb.Error:
+                pass
+            self._con = None
+        now = utcnow()
+        moved = rebuild.quarantine(self.db_path, now)
+        logger.error(
+            "storage: %s cannot be opened (%s): moved aside to %s; rebuilding from Parquet",
+            self.db_path.name,
+            error,
+            moved.name,
+        )
+        self._connect()
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            restored, skipped = rebuild.restore_from_parquet(con, self.parquet_dir, now)
+            self.rebuilt = rebuild.record(con, moved, restored, skipped, now)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        self._seq = _high_water(con, self.parquet_dir)
+        logger.error(
+            "storage: rebuilt from Parquet: %d events restored (recorded as published), %d "
+            "Parquet files unreadable; events stored after the last export are lost",
+            restored,
+            skipped,
+        )
 
     def _connect(self) -> None:
         con = duckdb.connect(str(self.db_path))

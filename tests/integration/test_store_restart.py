@@ -5,6 +5,8 @@
   stored, none dropped.
 - A camera actor killed mid-file: Ray restarts it, it replays the file, and its derived event ids
   make the replay idempotent: one row per motion window in DuckDB and no event id twice on MQTT.
+- events.duckdb corrupted while the run was down: the store rebuilds from Parquet and starts;
+  nothing published before is published again.
 """
 
 from __future__ import annotations
@@ -223,3 +225,58 @@ def test_camera_killed_mid_file_replays_without_duplicates(
     assert seen and max(seen.values()) == 1, [i for i, n in seen.items() if n > 1]
     assert set(seen) == {event_id for event_id, _o in rows}
     assert not subscriber.late, subscriber.late  # no timestamp after its arrival
+
+
+def test_a_corrupt_database_at_start_is_rebuilt_and_nothing_published_again(
+    ray_session: object, tmp_path: Path, clip: Path, mosquitto: Mosquitto
+) -> None:
+    """events.duckdb corrupted while the run was down: the event-store actor moves it aside and
+    rebuilds from Parquet (pipelines.storage.rebuild), the run's start-up calls answer, and the
+    publisher, reading the feed from its acknowledged cursor, publishes none of them again."""
+    import os
+
+    import ray
+
+    from cluster.actors.publisher import get_publisher
+    from cluster.actors.store import get_store
+    from pipelines.events import Event, utcnow
+    from pipelines.storage import EventStore
+    from tests.support.mqtt import Subscriber, kill_actors
+
+    namespace = "rebuild"
+    config = make_config(tmp_path, clip, namespace, mosquitto.port)
+    earlier = EventStore(Path(config.storage.path))
+    events = [
+        Event(
+            camera_id="yard",
+            camera_name="Yard",
+            description=f"a delivery, visit {i}",
+            objects_detected=("person",),
+            confidence=70,
+            source_type="file",
+            timestamp=utcnow(),  # inside the publisher's replay window
+        )
+        for i in range(5)
+    ]
+    earlier.append(events, {})
+    earlier.mark_published([e.event_id for e in events])
+    assert earlier.export_parquet() == 5
+    earlier.close()
+    db = Path(config.storage.path) / "events.duckdb"
+    db.write_bytes(os.urandom(db.stat().st_size))
+
+    sub = Subscriber(mosquitto.port, [f"{namespace}/camera/+/event"])
+    try:
+        store = get_store(config)
+        counts = ray.get(store.counts.remote(), timeout=60)  # the run's first call: answered
+        assert (counts["stored"], counts["unpublished"]) == (5, 0), counts
+        publisher = get_publisher(config, store)
+        wait_for(lambda: ray.get(publisher.status.remote())["connected"], 30, "MQTT connected")
+        ray.get(publisher.flush.remote(10), timeout=30)  # the feed read to its end
+        assert ray.get(publisher.status.remote())["published"] == 0
+        assert not sub.messages, [m.topic for m in sub.messages]
+        moved = [p.name for p in db.parent.iterdir() if p.name.startswith("events.duckdb.corrupt-")]
+        assert len(moved) == 1, moved
+    finally:
+        sub.close()
+        kill_actors(namespace)

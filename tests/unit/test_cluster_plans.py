@@ -157,3 +157,34 @@ def test_apply_cannot_open_the_api_or_move_it(tmp_path: Path) -> None:
     # the proxy stays where the run bound it: a new host or port needs a new run
     moved = plan(old, _config(tmp_path, _cams("a"), keyed.replace("0.0.0.0", "127.0.0.1")))
     assert moved.refused is not None and "api.host" in moved.refused
+
+
+@pytest.mark.parametrize("failure", ["timeout", "died"])
+def test_a_store_that_does_not_come_up_is_a_clear_start_error(
+    failure: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    from cluster import runtime
+
+    def get(_ref: object, timeout: float) -> object:
+        assert timeout == runtime.STORE_START_TIMEOUT_S  # never an unbounded wait
+        if failure == "timeout":
+            raise GetTimeoutError("Get timed out")
+        raise RayActorError()
+
+    class Store:
+        class counts:
+            @staticmethod
+            def remote() -> None:
+                return None
+
+    monkeypatch.setattr(runtime.ray, "get", get)
+    config = Config.model_validate(
+        {"cameras": [{"id": "a", "source": "a.mp4"}], "storage": {"path": "/srv/lo"}}
+    )
+    with pytest.raises(runtime.StoreStartError) as raised:
+        runtime.store_counts(Store(), config)
+    text = str(raised.value)
+    assert "event-store" in text and "/srv/lo" in text
+    assert ("did not answer within 120 s" if failure == "timeout" else "failed to start") in text
