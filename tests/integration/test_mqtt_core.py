@@ -121,6 +121,9 @@ def test_events_arrive_on_camera_topic_at_configured_qos(mosquitto: Any, qos: in
         sub.close()
 
 
+BLOCKED_S = 2.0
+
+
 def test_publish_never_blocks_even_when_broker_hangs_or_stops(mosquitto: Any) -> None:
     prefix = unique_prefix()
     core, _topics = _start(mqtt_settings(mosquitto.port, prefix, qos=1))
@@ -152,7 +155,9 @@ def test_publish_never_blocks_even_when_broker_hangs_or_stops(mosquitto: Any) ->
         print(
             f"\npublish_event latency over {len(timings)} calls: p50={p50:.3f} ms p99={p99:.3f} ms"
         )
-        assert max(timings) < 0.1, f"slowest publish_event took {max(timings) * 1000:.1f} ms"
+        # never blocks: a call that waited on the hung or gone broker would take seconds (its
+        # socket timeouts); a busy 2-core machine can delay any call by a few hundred ms
+        assert max(timings) < BLOCKED_S, f"slowest publish_event took {max(timings):.3f} s"
         assert outcomes.get("unpublished", 0) >= 200
         assert core.status()["unpublished"] == outcomes["unpublished"]
     finally:
