@@ -3,8 +3,10 @@
 A Ray shell over plain parts of `pipelines.storage`: the group-commit writer (`writer`: a
 bounded write queue; at the bound a save is refused with `StoreBusyError`, the camera keeps the
 event and retries) and the maintenance thread (`maintenance`, started with the actor, also after
-a restart). The store hands nothing on: the MQTT publisher and the live stream read its one
-delivery feed (`events_after`, a long-poll woken by each commit; see pipelines.storage.feed).
+a restart). Reads run on their own threads and DuckDB cursors and never hold the writer's lock
+(`EventStore.reading`: a snapshot, interrupted past its deadline). The store hands nothing on:
+the MQTT publisher and the live stream read its one delivery feed (`events_after`, a long-poll
+woken by each commit; see pipelines.storage.feed).
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import ray
@@ -30,6 +35,7 @@ from pipelines.storage.writer import CLOSE_STEP_S, GroupCommitWriter
 logger = logging.getLogger(__name__)
 
 CLOSE_WAIT_S = 20.0  # close(): how long queued saves may take before they are refused
+READ_THREADS = 2  # concurrent reads; more wait their turn (each is interrupted after 5 s)
 
 
 @ray.remote(num_cpus=0.05, max_restarts=-1, max_task_retries=-1)
@@ -53,6 +59,9 @@ class EventStoreActor:
             on_saved=self._commits.committed,
             on_committed=self._metrics.committed,
         )
+        # reads (API, live stream, publisher's feed) on their own threads and DuckDB cursors,
+        # outside the writer's lock: a storm of summaries waits here, saves go on
+        self._reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="store-read")
         self._maintenance = Maintenance(self._store, storage.parquet_flush_interval_s)
         self._maintenance.start()
         logger.info("event-store opened %s", storage.path)
@@ -77,11 +86,15 @@ class EventStoreActor:
         queued, the bound, saves refused at the bound; maintenance passes by step."""
         return {**self._writer.stats(), "maintenance": dict(self._maintenance.runs)}
 
+    async def _read(self, read: Callable[[], Any]) -> Any:
+        """Run a read on the read threads (never the writer's), on its own DuckDB cursor."""
+        return await asyncio.get_running_loop().run_in_executor(self._reads, read)
+
     async def get(self, event_id: str) -> Event | None:
-        return await asyncio.to_thread(self._store.get, event_id)
+        return await self._read(partial(self._store.get, event_id))
 
     async def query(self, **filters: Any) -> tuple[list[Event], str | None]:
-        return await asyncio.to_thread(lambda: self._store.query(**filters))
+        return await self._read(partial(self._store.query, **filters))
 
     async def thumbnail_path(self, event_id: str) -> str | None:
         path = await asyncio.to_thread(self._store.thumbnail_path, event_id)
@@ -95,14 +108,14 @@ class EventStoreActor:
         return await asyncio.to_thread(self._store.mark_published, event_ids, at)
 
     async def unpublished_events(self, max_age_s: float | None) -> list[Event]:
-        return await asyncio.to_thread(self._store.unpublished_events, max_age_s)
+        return await self._read(partial(self._store.unpublished_events, max_age_s))
 
     async def delivery_cursor(self, max_age_s: float) -> tuple[int, int]:
         """(the publisher's acknowledged cursor within max_age_s, the last seq); see feed."""
-        return await asyncio.to_thread(feed.delivery_cursor, self._store, max_age_s)
+        return await self._read(partial(feed.delivery_cursor, self._store, max_age_s))
 
     async def events_since(self, max_age_s: float) -> list[Event]:
-        return await asyncio.to_thread(self._store.events_since, max_age_s)
+        return await self._read(partial(self._store.events_since, max_age_s))
 
     async def counts(self) -> dict[str, int]:
         counts: dict[str, int] = await asyncio.to_thread(self._store.counts)
@@ -113,11 +126,11 @@ class EventStoreActor:
 
     async def last_seq(self) -> int:
         """The largest stored seq (where a new live stream starts)."""
-        return await asyncio.to_thread(feed.last_seq, self._store)
+        return await self._read(partial(feed.last_seq, self._store))
 
     async def seq_of(self, event_id: str) -> int | None:
         """The seq of a stored event (a stream's Last-Event-ID), or None."""
-        return await asyncio.to_thread(feed.seq_of, self._store, event_id)
+        return await self._read(partial(feed.seq_of, self._store, event_id))
 
     async def events_after(
         self,
@@ -130,12 +143,14 @@ class EventStoreActor:
         """(seq, event) stored after seq `after`, in saving order (see storage.feed); with
         none yet, waits up to wait_s (≤ feed.MAX_WAIT_S) for the next commit."""
         return await self._commits.long_poll(
-            lambda: feed.events_after(self._store, after, upto, limit, **filters), wait_s
+            partial(feed.events_after, self._store, after, upto, limit, **filters),
+            wait_s,
+            self._read,
         )
 
     async def summary(self, **params: Any) -> Summary:
         """Counts, busiest hour and representative events of a period (see storage.summary)."""
-        return await asyncio.to_thread(lambda: summarize(self._store, **params))
+        return await self._read(partial(summarize, self._store, **params))
 
     async def flush(self) -> int:
         """Export pending rows to Parquet now (used at shutdown and by --until-done)."""

@@ -108,6 +108,21 @@ class APIConfig(StrictModel):
         le=6000,
         description="Ring requests accepted per camera and minute (burst as many); more get 429.",
     )
+    heavy_reads_per_min: int = Field(
+        default=60,
+        ge=1,
+        le=60_000,
+        description=(
+            "Summaries and text searches (`q`) answered per minute, all callers together "
+            "(burst as many); more get 429, so reads cannot crowd out the cameras' saves."
+        ),
+    )
+    narratives_per_min: int = Field(
+        default=6,
+        ge=1,
+        le=6000,
+        description="summary?narrative=true requests a minute (each asks a remote LLM); more: 429",
+    )
     stream: StreamConfig = Field(
         default_factory=StreamConfig, description="Live event stream (Server-Sent Events)."
     )

@@ -46,7 +46,12 @@ StorageFullError); around a store: ``writer`` (group commit behind a bounded wri
 """
 
 from pipelines.storage.cursors import UUID_RE, decode_cursor, encode_cursor, is_event_id
-from pipelines.storage.errors import StorageError, StorageFullError, StoreBusyError
+from pipelines.storage.errors import (
+    ReadTimeoutError,
+    StorageError,
+    StorageFullError,
+    StoreBusyError,
+)
 from pipelines.storage.parquet import DATE_DIR_RE, PART_RE
 from pipelines.storage.queries import MAX_QUERY_LIMIT
 from pipelines.storage.schema import ARROW_SCHEMA, EVENT_COLUMNS, MIGRATIONS
@@ -61,6 +66,7 @@ __all__ = [
     "PART_RE",
     "UUID_RE",
     "EventStore",
+    "ReadTimeoutError",
     "StorageError",
     "StorageFullError",
     "StoreBusyError",

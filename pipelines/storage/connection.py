@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -19,11 +21,13 @@ import duckdb
 
 from pipelines.events import utcnow
 from pipelines.storage import rebuild
-from pipelines.storage.errors import StorageError, StorageFullError, _is_full
+from pipelines.storage.errors import ReadTimeoutError, StorageError, StorageFullError, _is_full
 from pipelines.storage.parquet import files_watermark
 from pipelines.storage.schema import _first, migrate
 
 logger = logging.getLogger(__name__)
+
+READ_TIMEOUT_S = 5.0  # a read (summary, search, feed page) running longer is interrupted
 
 
 def _high_water(con: duckdb.DuckDBPyConnection, parquet_dir: Path) -> int:
@@ -62,6 +66,8 @@ class StoreBase:
         self._starts: dict[str, list[tuple[datetime, str | None]]] = {}
         self._con: duckdb.DuckDBPyConnection | None = None
         self._closed = False
+        self._generation = 0  # of the connection: read cursors belong to one
+        self._reads = threading.local()  # each read thread's cursor
         self.rebuilt: dict[str, object] | None = None  # what a rebuild from Parquet did
         self._open()
         # We hold DuckDB's writer lock now: staging leftovers are an interrupted run's.
@@ -109,7 +115,57 @@ class StoreBase:
             skipped,
         )
 
+    @contextmanager
+    def reading(
+        self, timeout_s: float | None = READ_TIMEOUT_S
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read transaction on this thread's own cursor, outside the writer's lock.
+
+        DuckDB gives the transaction a consistent snapshot of what was committed when it began;
+        saves go on meanwhile. A read still running after timeout_s is interrupted
+        (`interrupt()` from a timer) and raises ReadTimeoutError, so a heavy summary or search
+        cannot keep a read thread (and its share of DuckDB's threads) for ever.
+        """
+        cur = self._read_cursor()
+        fired = threading.Event()
+
+        def interrupt() -> None:
+            fired.set()
+            cur.interrupt()
+
+        timer = threading.Timer(timeout_s, interrupt) if timeout_s else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+            finally:
+                try:
+                    cur.execute("ROLLBACK")  # read-only: nothing to keep
+                except duckdb.Error:
+                    pass
+        except duckdb.InterruptException as exc:
+            raise ReadTimeoutError(f"read took longer than {timeout_s:g} s: interrupted") from exc
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if fired.is_set():  # an interrupt may still be pending on it: never reuse it
+                self._reads.cursor = None
+
+    def _read_cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on the current connection (new after a reconnect)."""
+        local = self._reads
+        if getattr(local, "cursor", None) is None or local.generation != self._generation:
+            with self._lock:
+                local.cursor = self.con.cursor()
+                local.generation = self._generation
+        cursor: duckdb.DuckDBPyConnection = local.cursor
+        return cursor
+
     def _connect(self) -> None:
+        self._generation += 1  # read cursors of an earlier connection are not used again
         con = duckdb.connect(str(self.db_path))
         con.execute("SET TimeZone='UTC'")
         self._con = con

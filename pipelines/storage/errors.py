@@ -23,6 +23,10 @@ class StoreBusyError(StorageError):
     """
 
 
+class ReadTimeoutError(StorageError):
+    """A read ran past its deadline and was interrupted (nothing changed); ask again later."""
+
+
 def _is_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
         return True

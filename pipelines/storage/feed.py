@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -63,13 +63,19 @@ class CommitSignal:
             return False
         return True
 
-    async def long_poll(self, read: Callable[[], list[_Row]], wait_s: float) -> list[_Row]:
-        """`read` (in a thread) until it finds rows, a commit at a time, for up to wait_s
-        (at most MAX_WAIT_S); what the last read found."""
+    async def long_poll(
+        self,
+        read: Callable[[], list[_Row]],
+        wait_s: float,
+        run: Callable[[Callable[[], list[_Row]]], Awaitable[list[_Row]]] | None = None,
+    ) -> list[_Row]:
+        """`read` (in a thread: `run`, default asyncio.to_thread) until it finds rows, a
+        commit at a time, for up to wait_s (at most MAX_WAIT_S); what the last read found."""
         deadline = time.monotonic() + min(max(0.0, wait_s), MAX_WAIT_S)
+        in_thread = run or asyncio.to_thread
         while True:
             turn = self.turn()
-            rows = await asyncio.to_thread(read)
+            rows = await in_thread(read)
             left = deadline - time.monotonic()
             if rows or left <= 0 or self.closed or not await self.wait(turn, left):
                 return rows
@@ -78,8 +84,8 @@ class CommitSignal:
 def last_seq(store: StoreBase) -> int:
     """The largest seq stored (0 when empty). A reader's position is a row's seq: seqs given
     to duplicates leave gaps, so "the last seq given out" would be a position never read."""
-    with store._lock:
-        row = _first(store.con.execute("SELECT coalesce(max(seq), 0) FROM events"))
+    with store.reading() as con:
+        row = _first(con.execute("SELECT coalesce(max(seq), 0) FROM events"))
     return int(row[0]) if row else 0
 
 
@@ -87,8 +93,8 @@ def seq_of(store: StoreBase, event_id: str) -> int | None:
     """The seq of a stored event, or None (unknown, expired or malformed id)."""
     if not is_event_id(event_id):
         return None
-    with store._lock:
-        row = _first(store.con.execute("SELECT seq FROM events WHERE event_id = ?", [event_id]))
+    with store.reading() as con:
+        row = _first(con.execute("SELECT seq FROM events WHERE event_id = ?", [event_id]))
     return int(row[0]) if row else None
 
 
@@ -106,8 +112,8 @@ def delivery_cursor(store: StoreBase, max_age_s: float) -> tuple[int, int]:
         f'WHERE {UNACKNOWLEDGED} AND "timestamp" >= ?), '
         "(SELECT coalesce(max(seq), 0) FROM events)"
     )
-    with store._lock:
-        row = _first(store.con.execute(sql, [since]))
+    with store.reading() as con:
+        row = _first(con.execute(sql, [since]))
     oldest, last = (row[0], int(row[1])) if row else (None, 0)
     return (last if oldest is None else int(oldest) - 1), last
 
@@ -151,6 +157,6 @@ def events_after(
         where.append(condition)
         params.extend(values)
     sql = f"SELECT seq, {_SELECT_EVENT} FROM events WHERE {' AND '.join(where)}"  # noqa: S608
-    with store._lock:
-        rows = store.con.execute(sql + " ORDER BY seq LIMIT ?", [*params, limit]).fetchall()
+    with store.reading() as con:
+        rows = con.execute(sql + " ORDER BY seq LIMIT ?", [*params, limit]).fetchall()
     return [(int(row[0]), _row_to_event(row[1:])) for row in rows]

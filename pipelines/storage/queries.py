@@ -27,9 +27,9 @@ class QueriesMixin(StoreBase):
         """One event by id, or None (also for a malformed id)."""
         if not is_event_id(event_id):
             return None
-        with self._lock:
+        with self.reading() as con:
             row = _first(
-                self.con.execute(
+                con.execute(
                     f"SELECT {_SELECT_EVENT} FROM events WHERE event_id = ?",  # noqa: S608 - constant
                     [event_id],
                 )
@@ -79,11 +79,11 @@ class QueriesMixin(StoreBase):
             sql += " WHERE " + " AND ".join(where)
         sql += ' ORDER BY "timestamp" DESC, event_id DESC LIMIT ?'
         params.append(limit + 1)
-        with self._lock:
+        with self.reading() as con:
             if terms:
-                rows = search_rows(self.con, _SELECT_EVENT, where, params[:-1], terms, limit + 1)
+                rows = search_rows(con, _SELECT_EVENT, where, params[:-1], terms, limit + 1)
             else:
-                rows = self.con.execute(sql, params).fetchall()
+                rows = con.execute(sql, params).fetchall()
         events = [_row_to_event(r) for r in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
@@ -105,9 +105,9 @@ class QueriesMixin(StoreBase):
         if max_age_s is not None:
             condition += ' AND "timestamp" >= ?'
             params.append(utcnow() - timedelta(seconds=max_age_s))
-        with self._lock:
-            sql = f"SELECT {_SELECT_EVENT} FROM events WHERE {condition}"  # noqa: S608
-            rows = self.con.execute(sql + ' ORDER BY "timestamp", seq', params).fetchall()
+        sql = f"SELECT {_SELECT_EVENT} FROM events WHERE {condition}"  # noqa: S608
+        with self.reading() as con:
+            rows = con.execute(sql + ' ORDER BY "timestamp", seq', params).fetchall()
         return [_row_to_event(r) for r in rows]
 
     def counts(self) -> dict[str, int]:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import duckdb
+
 from pipelines.events import Event, as_utc, format_timestamp
 from pipelines.storage.connection import StoreBase
 from pipelines.storage.schema import _SELECT_EVENT, _row_to_event
@@ -102,8 +104,8 @@ def summarize(
     if camera_id is not None:
         period = _Period(period.where + " AND camera_id = ?", [*period.params, camera_id])
     examples = max(0, min(int(examples), MAX_EXAMPLES))
-    with store._lock:
-        flags = _flag_columns(store)
+    with store.reading() as con:
+        flags = _flag_columns(con)
         counts = [
             "count(*)",
             "count(*) FILTER (WHERE is_doorbell_ring)",
@@ -111,24 +113,24 @@ def summarize(
             "count(*) FILTER (WHERE provider_used IS NULL)",
             *[f'count(*) FILTER (WHERE "{flag}")' for flag in flags],
         ]
-        row = period.rows(store, ", ".join(counts))[0]
+        row = period.rows(con, ", ".join(counts))[0]
         flag_counts = dict(zip(flags, row[4:], strict=True))
         cameras = period.rows(
-            store,
+            con,
             'camera_id, arg_max(camera_name, "timestamp"), count(*)',
             "GROUP BY camera_id ORDER BY 3 DESC, 1",
         )
         objects = period.rows(
-            store, "o, count(*)", "GROUP BY o ORDER BY 2 DESC, 1", "unnest(objects_detected) AS o"
+            con, "o, count(*)", "GROUP BY o ORDER BY 2 DESC, 1", "unnest(objects_detected) AS o"
         )
         hours = period.rows(
-            store, "date_trunc('hour', \"timestamp\") AS h, count(*)", "GROUP BY h ORDER BY h"
+            con, "date_trunc('hour', \"timestamp\") AS h, count(*)", "GROUP BY h ORDER BY h"
         )
         first, last = (
-            period.rows(store, _SELECT_EVENT, f'ORDER BY "timestamp" {o}, event_id {o} LIMIT 1')
+            period.rows(con, _SELECT_EVENT, f'ORDER BY "timestamp" {o}, event_id {o} LIMIT 1')
             for o in ("ASC", "DESC")
         )
-        picked = _examples(store, period, examples) if examples else ()
+        picked = _examples(con, period, examples) if examples else ()
     return Summary(
         since=since,
         until=until,
@@ -156,7 +158,7 @@ class _Period:
     params: list[Any]
 
     def rows(
-        self, store: StoreBase, select: str, tail: str = "", inner: str | None = None
+        self, con: duckdb.DuckDBPyConnection, select: str, tail: str = "", inner: str | None = None
     ) -> list[tuple[Any, ...]]:
         """`SELECT select FROM <the period's events> tail`; with `inner`, from a subquery
         selecting `inner` of those events (e.g. unnested objects)."""
@@ -164,12 +166,12 @@ class _Period:
         if inner is not None:
             source = f"(SELECT {inner} FROM {source})"  # noqa: S608
         sql = f"SELECT {select} FROM {source} {tail}"  # noqa: S608 - constants; values bound
-        return store.con.execute(sql, self.params).fetchall()
+        return con.execute(sql, self.params).fetchall()
 
 
-def _flag_columns(store: StoreBase) -> list[str]:
+def _flag_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Which OPTIONAL_FLAGS the events table has as BOOLEAN columns."""
-    rows = store.con.execute(
+    rows = con.execute(
         "SELECT column_name FROM information_schema.columns "
         "WHERE table_name = 'events' AND data_type = 'BOOLEAN'"
     ).fetchall()
@@ -177,11 +179,13 @@ def _flag_columns(store: StoreBase) -> list[str]:
     return [flag for flag in OPTIONAL_FLAGS if flag in present]
 
 
-def _examples(store: StoreBase, period: _Period, count: int) -> tuple[tuple[Event, int], ...]:
+def _examples(
+    con: duckdb.DuckDBPyConnection, period: _Period, count: int
+) -> tuple[tuple[Event, int], ...]:
     """Up to `count` (event, events sharing its description), as different from each other as
     the period allows (see the module docstring)."""
     candidates = period.rows(
-        store,
+        con,
         'lower(trim(description)) AS d, count(*), arg_max(event_id, "timestamp")',
         f"GROUP BY d ORDER BY 2 DESC, 1 LIMIT {CANDIDATES}",
     )
@@ -190,7 +194,7 @@ def _examples(store: StoreBase, period: _Period, count: int) -> tuple[tuple[Even
     if not ids:
         return ()
     marks = ", ".join("?" * len(ids))
-    rows = store.con.execute(
+    rows = con.execute(
         f"SELECT {_SELECT_EVENT} FROM events WHERE event_id IN ({marks})",  # noqa: S608
         ids,
     ).fetchall()

@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from pipelines.config import CAMERA_ID_RE, ZONE_NAME_RE
@@ -21,6 +21,7 @@ from serve_apps.api.deps import (
     thumbnail_access,
     valid_event_id,
 )
+from serve_apps.api.limits import HEAVY_READS, spend
 
 OBJECT_RE = r"^[A-Za-z0-9 _-]{1,64}$"
 
@@ -29,6 +30,7 @@ router = APIRouter(tags=["events"])
 
 @router.get("/api/v1/events", dependencies=[Depends(require_key)])
 async def list_events(
+    request: Request,
     context: Context,
     camera_id: Annotated[str | None, Query(pattern=CAMERA_ID_RE, max_length=64)] = None,
     since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
@@ -47,9 +49,11 @@ async def list_events(
 ) -> dict[str, Any]:
     """Events newest first, filtered, one page at a time (follow next_cursor)."""
     try:
-        parse_terms(q)
+        terms = parse_terms(q)
     except ValueError as exc:
         raise HTTPException(status_code=400, detail=f"invalid search: {exc}") from exc
+    if terms:
+        spend(request, HEAVY_READS, "searches and summaries")
     try:
         events, next_cursor = await context.store.query(
             camera_id=camera_id,

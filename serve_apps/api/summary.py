@@ -19,6 +19,7 @@ from pipelines.events import as_utc, format_timestamp, utcnow
 from pipelines.storage.summary import MAX_EXAMPLES, Summary, plain_text
 from pipelines.vlm.narrative import narrate
 from serve_apps.api.deps import ApiContext, Context, require_key
+from serve_apps.api.limits import HEAVY_READS, NARRATIVES, spend
 
 router = APIRouter(tags=["summary"], dependencies=[Depends(require_key)])
 
@@ -64,6 +65,9 @@ async def summary(
         raise HTTPException(status_code=400, detail=str(exc)) from exc
     if start > end:
         raise HTTPException(status_code=400, detail="since is after until")
+    spend(request, HEAVY_READS, "searches and summaries")
+    if narrative:
+        spend(request, NARRATIVES, "narratives")
     try:
         facts = await context.store.summary(
             since=start, until=end, camera_id=camera_id, examples=examples
