@@ -68,6 +68,7 @@ class StoreBase:
         self._closed = False
         self._generation = 0  # of the connection: read cursors belong to one
         self._reads = threading.local()  # each read thread's cursor
+        self._cursors: list[duckdb.DuckDBPyConnection] = []  # all of them, closed with the store
         self.rebuilt: dict[str, object] | None = None  # what a rebuild from Parquet did
         self._open()
         # We hold DuckDB's writer lock now: staging leftovers are an interrupted run's.
@@ -153,6 +154,13 @@ class StoreBase:
                 timer.cancel()
             if fired.is_set():  # an interrupt may still be pending on it: never reuse it
                 self._reads.cursor = None
+                with self._lock:
+                    if cur in self._cursors:
+                        self._cursors.remove(cur)
+                try:
+                    cur.close()
+                except duckdb.Error:
+                    pass
 
     def _read_cursor(self) -> duckdb.DuckDBPyConnection:
         """This thread's cursor on the current connection (new after a reconnect)."""
@@ -161,6 +169,7 @@ class StoreBase:
             with self._lock:
                 local.cursor = self.con.cursor()
                 local.generation = self._generation
+                self._cursors.append(local.cursor)
         cursor: duckdb.DuckDBPyConnection = local.cursor
         return cursor
 
@@ -195,6 +204,7 @@ class StoreBase:
             try:  # a fatal I/O error invalidates the instance: reopen on next use
                 _first(self._con.execute("SELECT 1"))
             except duckdb.Error:
+                self._close_cursors()
                 try:
                     self._con.close()
                 except duckdb.Error:
@@ -203,9 +213,19 @@ class StoreBase:
         cls = StorageFullError if full else StorageError
         return cls(f"storage {what} failed: {reason}")
 
+    def _close_cursors(self) -> None:
+        """Close every read cursor (each holds the database open); reads make new ones."""
+        cursors, self._cursors = self._cursors, []
+        for cursor in cursors:
+            try:
+                cursor.close()
+            except duckdb.Error:
+                pass
+
     def close(self) -> None:
         """Checkpoint and close the database."""
         with self._lock:
+            self._close_cursors()
             if self._con is not None:
                 try:
                     self._con.execute("CHECKPOINT")

@@ -84,7 +84,7 @@ class CommitSignal:
 def last_seq(store: StoreBase) -> int:
     """The largest seq stored (0 when empty). A reader's position is a row's seq: seqs given
     to duplicates leave gaps, so "the last seq given out" would be a position never read."""
-    with store.reading() as con:
+    with store.reading(timeout_s=None) as con:  # short, bounded reads: no timer
         row = _first(con.execute("SELECT coalesce(max(seq), 0) FROM events"))
     return int(row[0]) if row else 0
 
@@ -93,7 +93,7 @@ def seq_of(store: StoreBase, event_id: str) -> int | None:
     """The seq of a stored event, or None (unknown, expired or malformed id)."""
     if not is_event_id(event_id):
         return None
-    with store.reading() as con:
+    with store.reading(timeout_s=None) as con:  # short, bounded reads: no timer
         row = _first(con.execute("SELECT seq FROM events WHERE event_id = ?", [event_id]))
     return int(row[0]) if row else None
 
@@ -112,7 +112,7 @@ def delivery_cursor(store: StoreBase, max_age_s: float) -> tuple[int, int]:
         f'WHERE {UNACKNOWLEDGED} AND "timestamp" >= ?), '
         "(SELECT coalesce(max(seq), 0) FROM events)"
     )
-    with store.reading() as con:
+    with store.reading(timeout_s=None) as con:  # short, bounded reads: no timer
         row = _first(con.execute(sql, [since]))
     oldest, last = (row[0], int(row[1])) if row else (None, 0)
     return (last if oldest is None else int(oldest) - 1), last
@@ -157,6 +157,6 @@ def events_after(
         where.append(condition)
         params.extend(values)
     sql = f"SELECT seq, {_SELECT_EVENT} FROM events WHERE {' AND '.join(where)}"  # noqa: S608
-    with store.reading() as con:
+    with store.reading(timeout_s=None) as con:  # short, bounded reads: no timer
         rows = con.execute(sql + " ORDER BY seq LIMIT ?", [*params, limit]).fetchall()
     return [(int(row[0]), _row_to_event(row[1:])) for row in rows]

@@ -27,7 +27,7 @@ class QueriesMixin(StoreBase):
         """One event by id, or None (also for a malformed id)."""
         if not is_event_id(event_id):
             return None
-        with self.reading() as con:
+        with self.reading(timeout_s=None) as con:  # one primary-key lookup
             row = _first(
                 con.execute(
                     f"SELECT {_SELECT_EVENT} FROM events WHERE event_id = ?",  # noqa: S608 - constant
