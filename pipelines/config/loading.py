@@ -1,7 +1,8 @@
 """Config loading: YAML composed with line numbers, ${ENV} expansion, file:line errors.
 
 `load_config` composes the YAML node tree (so every key keeps its line number), substitutes
-`${VAR}` / `${VAR:-default}` from the environment into string values, validates with the
+`${VAR}` / `${VAR:-default}` from the environment into string values (VAR unset but
+`VAR_FILE` set: the value is read from that file, as a mounted secret), validates with the
 models (`pipelines.config.root.Config` and its sections) and raises `ConfigError` whose lines read
 `FILE:LINE: field.path: message`.
 """
@@ -45,6 +46,29 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 Loc = tuple[str | int, ...]
 
 
+MAX_SECRET_FILE = 64 * 1024
+
+
+def _secret_file(name: str, path: str, problems: list[str]) -> str | None:
+    """`VAR_FILE` names a file holding VAR's value (a mounted Kubernetes or Docker secret):
+    its text without the trailing newline; None (and a problem naming VAR_FILE, never the
+    value) when it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_SECRET_FILE + 1)
+    except OSError as exc:
+        problems.append(f"{name}_FILE cannot be read ({exc.strerror or type(exc).__name__})")
+        return None
+    if len(data) > MAX_SECRET_FILE:
+        problems.append(f"{name}_FILE is larger than {MAX_SECRET_FILE} bytes")
+        return None
+    try:
+        return data.decode().rstrip("\r\n")
+    except UnicodeDecodeError:
+        problems.append(f"{name}_FILE is not UTF-8 text")
+        return None
+
+
 def _substitute(value: str, env: Mapping[str, str]) -> tuple[str, list[str], list[str]]:
     """Expand ${VAR} / ${VAR:-default}; returns (text, values used, problems)."""
     used: list[str] = []
@@ -62,6 +86,8 @@ def _substitute(value: str, env: Mapping[str, str]) -> tuple[str, list[str], lis
             return ""
         name, default = spec.group(1), spec.group(2)
         found = env.get(name)
+        if found is None and env.get(name + "_FILE"):
+            found = _secret_file(name, env[name + "_FILE"], problems)
         if found is not None and (found != "" or default is None):
             used.append(found)
             return found

@@ -22,8 +22,10 @@ _HEADER = """# Configuration reference
 Generated from the pydantic models in `pipelines/config/` (one module per section) by
 `python -m pipelines.config.reference > docs/config.md`; a test fails when this file and the
 models disagree. Every section forbids unknown keys; `${VAR}` and `${VAR:-default}` are
-substituted before validation (the way to pass secrets); errors name the file, line and field.
-`configs/example.yaml` shows a full install with comments.
+substituted before validation (the way to pass secrets); with `VAR` unset and `VAR_FILE` set,
+the value is read from that file (a mounted Kubernetes or Docker secret: it never sits in the
+process environment). Errors name the file, line and field. `configs/example.yaml` shows a full
+install with comments.
 """
 
 

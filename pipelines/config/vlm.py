@@ -39,6 +39,12 @@ class BackendConfig(StrictModel):
         default=None, max_length=4096, description="openai: bearer key, via ${ENV}."
     )
     timeout_s: float = Field(default=30, gt=0, le=600, description="Per-request timeout.")
+    revision: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._/-]+$",
+        description="transformers: Hub revision to load (pin a commit sha); null: default branch.",
+    )
 
     _none_if_empty = field_validator("base_url", "api_key", mode="before")(_empty_to_none)
     _url = field_validator("base_url")(_check_base_url)
@@ -88,6 +94,12 @@ class VLMConfig(BackendConfig):
         min_length=1,
         max_length=512,
         description="Hub id or local directory (transformers) / model name (openai).",
+    )
+    revision: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._/-]+$",
+        description="transformers: Hub revision to load (pin a commit sha); null: default branch.",
     )
     max_batch_size: int = Field(default=8, ge=1, le=256, description="@serve.batch size.")
     batch_wait_timeout_s: float = Field(
@@ -174,6 +186,7 @@ class VLMConfig(BackendConfig):
             base_url=self.base_url,
             api_key=self.api_key,
             timeout_s=self.timeout_s,
+            revision=self.revision,
         )
 
     def backends(self) -> list[BackendConfig]:

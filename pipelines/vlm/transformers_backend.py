@@ -95,9 +95,12 @@ class TransformersBackend(Backend):
     def _load_from(self, source: str, device: str, dtype: Any) -> None:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        processor = AutoProcessor.from_pretrained(source)
+        # a pinned Hub revision (vlm.revision) loads exactly that commit, not whatever the
+        # default branch holds at this pod's start
+        pinned = {"revision": self.config.revision} if self.config.revision else {}
+        processor = AutoProcessor.from_pretrained(source, **pinned)
         processor.tokenizer.padding_side = "left"
-        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, **pinned)
         model.to(device)  # type: ignore[arg-type]  # transformers' stub wants a model here
         self.processor, self.hf_model = processor, model.eval()
 

@@ -571,3 +571,21 @@ def test_redact_known_secrets() -> None:
     assert out.startswith("auth failed for *** (***) at rtsp://u:")
     assert redact("token abcdef", [SecretStr("abcdef")]) == "token ***"
     assert redact("", ["x"]) == ""
+
+
+def test_a_secret_comes_from_a_mounted_file(tmp_path: Path) -> None:
+    """`${VAR}` with VAR unset and VAR_FILE set reads the file (a Kubernetes secret volume); an
+    unreadable file is a clear error that names VAR_FILE and never a value."""
+    secret = tmp_path / "api_key"
+    secret.write_text("mounted-key-0123456789\n")
+    text = "cameras: [{id: a, source: a.mp4}]\napi: {api_key: '${API_KEY}'}\n"
+    config = parse_config_text(text, "c.yaml", {"API_KEY_FILE": str(secret)}, base_dir="/base")
+    assert config.api.api_key is not None
+    assert config.api.api_key.get_secret_value() == "mounted-key-0123456789"
+    # the environment wins over the file when both are set
+    both = {"API_KEY": "from-env-0123456789", "API_KEY_FILE": str(secret)}
+    config = parse_config_text(text, "c.yaml", both, base_dir="/base")
+    assert config.api.api_key is not None
+    assert config.api.api_key.get_secret_value() == "from-env-0123456789"
+    lines = errors_of(text, {"API_KEY_FILE": str(tmp_path / "missing")})
+    assert any("API_KEY_FILE cannot be read" in line for line in lines), lines

@@ -1,13 +1,14 @@
-"""The cluster manifests run as shipped: stock rayproject/ray images with liveobject installed by
-Ray's runtime_env, one deployer of the Serve apps, Serve configs that Ray's own schema accepts,
-the store pinned to the node holding its volume, dashboard and client port kept local."""
+"""The cluster manifests: stock rayproject/ray images with liveobject installed by Ray's
+runtime_env (one pinned, hashed requirement everywhere), one deployer of the Serve apps, Serve
+configs that Ray's own schema accepts, the store pinned to the node holding its volume, the
+dashboard reachable by the KubeRay operator only (a NetworkPolicy), unprivileged containers, and
+secrets as mounted files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import pytest
 import ray
 import yaml
 from ray.serve.schema import ServeDeploySchema
@@ -103,15 +104,114 @@ def test_the_store_is_pinned_to_the_node_with_the_volume() -> None:
     assert "/data" not in " ".join(launcher["docker"]["worker_run_options"])
 
 
-@pytest.mark.parametrize("port", [8265, 10001])
-def test_dashboard_and_client_port_stay_local_by_default(port: int) -> None:
+def head_and_workers() -> list[dict[str, Any]]:
+    cluster = kuberay()["RayService"]["spec"]["rayClusterConfig"]
+    return [cluster["headGroupSpec"]["template"]] + [
+        group["template"] for group in cluster["workerGroupSpecs"]
+    ]
+
+
+def policies() -> dict[str, dict[str, Any]]:
+    docs = yaml.safe_load_all((MANIFESTS / "kuberay-rayservice.yaml").read_text())
+    return {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+
+
+def test_the_dashboard_is_reachable_by_the_operator_only_and_the_client_port_by_none() -> None:
+    """KubeRay deploys serveConfigV2 through the dashboard on the head Service: it must listen
+    on the pod's address, and the NetworkPolicy admits to it only the KubeRay operator."""
     head = kuberay()["RayService"]["spec"]["rayClusterConfig"]["headGroupSpec"]
-    assert head["rayStartParams"]["dashboard-host"] == "127.0.0.1"
+    assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
     exposed = {p["containerPort"] for c in containers(head["template"]) for p in c.get("ports", [])}
-    assert port not in exposed  # so the head Service does not carry it
+    assert 8265 in exposed and 10001 not in exposed
+    rules = policies()["liveobject-ray-head"]
+    assert rules["podSelector"]["matchLabels"] == {"ray.io/node-type": "head"}
+    assert rules["policyTypes"] == ["Ingress"]
+    by_port: dict[int, list[Any]] = {}
+    for rule in rules["ingress"]:
+        for port in rule.get("ports", []):
+            by_port.setdefault(port["port"], []).append(rule.get("from"))
+    assert by_port[8265] == [
+        [
+            {
+                "namespaceSelector": {},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}},
+            }
+        ]
+    ]
+    assert by_port[8000] == [None]  # the API: its own key and Host allowlist
+    assert by_port[6379] == [[{"podSelector": {"matchLabels": {"ray.io/is-ray-node": "yes"}}}]]
+    for rule in rules["ingress"]:  # no rule admits the client port, even by a range
+        for port in rule.get("ports", []):
+            assert not port["port"] <= 10001 <= port.get("endPort", port["port"]), rule
+        assert rule.get("ports"), "every rule of the head names its ports"
+    assert "liveobject-ray-workers" in policies()
+    # the launcher config keeps its dashboard on 127.0.0.1 (`ray dashboard` tunnels over SSH)
     launcher = yaml.safe_load((MANIFESTS / "ray-cluster.yaml").read_text())
     start = " ".join(launcher["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in start and "0.0.0.0" not in start
+
+
+def test_every_container_runs_unprivileged() -> None:
+    for pod in head_and_workers():
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in spec["containers"]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, container["name"]
+            assert security["capabilities"] == {"drop": ["ALL"]}, container["name"]
+    launcher = yaml.safe_load((MANIFESTS / "ray-cluster.yaml").read_text())
+    for options in (
+        launcher["docker"]["head_run_options"],
+        launcher["docker"]["worker_run_options"],
+    ):
+        assert {"--cap-drop=ALL", "--security-opt=no-new-privileges"} <= set(options)
+
+
+def test_package_and_model_are_pinned_the_same_everywhere() -> None:
+    """One requirement, a wheel pinned by its sha256, in both apps, ray.runtime_env, the
+    sidecar and the launcher; the model pinned by a Hub revision."""
+    config = kuberay_config()
+    assert config.ray.runtime_env is not None
+    (pin,) = config.ray.runtime_env.pip
+    assert pin.startswith("liveobject @ https://") and "#sha256=" in pin
+    service = kuberay()["RayService"]
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(service["spec"]["serveConfigV2"]))
+    assert all(app.runtime_env["pip"] == [pin] for app in schema.applications)
+    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]
+    (sidecar,) = [c for c in containers(head) if c["name"] == "liveobject"]
+    assert f'pip install --quiet "{pin}"' in " ".join(sidecar["args"])
+    launcher = yaml.safe_load((MANIFESTS / "ray-cluster.yaml").read_text())
+    assert launcher["head_setup_commands"] == [f'pip install --quiet "{pin}"']
+    assert "==" not in (MANIFESTS / "kuberay-rayservice.yaml").read_text().split("apiVersion")[1]
+    assert config.vlm.revision  # the model's Hub commit
+
+
+def test_secrets_are_mounted_files_never_environment_values(tmp_path: Path) -> None:
+    for pod in head_and_workers():
+        spec = pod["spec"]
+        (volume,) = [v for v in spec["volumes"] if "secret" in v]
+        assert volume["secret"]["secretName"] == "liveobject-secrets"
+        for container in spec["containers"]:
+            assert "envFrom" not in container, container["name"]
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert all("valueFrom" not in e for e in env.values()), container["name"]
+            mounts = {m["name"]: m for m in container["volumeMounts"]}
+            assert mounts[volume["name"]]["readOnly"] is True
+            folder = mounts[volume["name"]]["mountPath"]
+            assert env["RAY_AUTH_TOKEN_PATH"]["value"] == f"{folder}/RAY_AUTH_TOKEN"
+            files = {
+                n.removesuffix("_FILE"): e["value"] for n, e in env.items() if n.endswith("_FILE")
+            }
+            assert files == {name: f"{folder}/{name}" for name in SECRETS}, container["name"]
+    # the config parses with the values read from such files
+    for name, value in SECRETS.items():
+        (tmp_path / name).write_text(value + "\n")
+    text = kuberay()["ConfigMap"]["data"]["liveobject.yaml"]
+    env = {f"{name}_FILE": str(tmp_path / name) for name in SECRETS}
+    config = parse_config_text(text, "liveobject.yaml", env=env, base_dir="/config")
+    assert config.api.api_key is not None
+    assert config.api.api_key.get_secret_value() == SECRETS["LIVEOBJECT_API_KEY"]
 
 
 def test_token_auth_on_every_node() -> None:
