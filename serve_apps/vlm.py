@@ -166,8 +166,11 @@ class VLMDeployment:
 
     async def __call__(self, request: VLMRequest) -> VLMResult:
         """Describe one motion event; concurrent calls are batched together."""
+        arrived = time.monotonic()
         self.load["queued"] += 1
-        result: VLMResult = await self._describe(_Queued(request, time.monotonic()))
+        # the caller's deadline, on this node's monotonic clock (its wall clock may be skewed)
+        queued = _Queued(request.arrived(arrived), arrived)
+        result: VLMResult = await self._describe(queued)
         return result
 
     async def _report_forever(self) -> None:

@@ -131,12 +131,12 @@ class Analyser:
                 encode_jpeg(resize_long_side(f, side), quality=85) for f in segment.key_frames
             )
         )
-        request = VLMRequest(
+        request = VLMRequest.expiring(
+            self._vlm.deadline_s,
             camera_id=camera.id,
             camera_name=camera.name,
             frames=frames,
             prompt=camera.prompt,
-            deadline_at=time.time() + self._vlm.deadline_s,
         )
         started = time.monotonic()
         result = await self._noise.describe(segment, request, is_ring, self._describe)

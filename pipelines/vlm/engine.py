@@ -7,9 +7,10 @@ count). One slow batch therefore never benches the primary; a broken backend (it
 failed to load) is benched at its first failure. When every backend fails, `fallback_result`
 answers.
 
-Deadlines: a request may carry `deadline_at` (wall clock, set by the camera when it sends the
-request); the engine stops waiting at that moment, so the camera and the engine count the same
-interval. `deadline_s` (config) caps the engine's own wait from the batch's start as well.
+Deadlines: a request may carry a deadline (set by the camera when it sends the request, as a
+duration that the replica turns into its own monotonic instant on arrival: wall clocks of two
+nodes are never compared); the engine stops waiting then, so the camera and the engine count the
+same interval. `deadline_s` (config) caps the engine's own wait from the batch's start as well.
 """
 
 from __future__ import annotations
@@ -207,11 +208,10 @@ class VLMEngine:
         return out
 
     def _deadline(self, requests: list[VLMRequest], started: float) -> _Deadline:
-        """The batch's deadline: the latest of its requests' own (converted from wall clock),
+        """The batch's deadline: the latest of its requests' own (monotonic, this process),
         capped by `deadline_s` from `started`; requests whose deadline has passed sit out."""
         limits = [started + self.deadline_s] if self.deadline_s else []
-        wall = time.time()
-        own = {i: r.deadline_at - wall for i, r in enumerate(requests) if r.deadline_at}
+        own = {i: left for i, r in enumerate(requests) if (left := r.left_s(started)) is not None}
         expired = frozenset(i for i, left in own.items() if left <= 0)
         live = [left for i, left in own.items() if i not in expired]
         if len(own) == len(requests) and live:  # nobody waits past the latest caller's deadline

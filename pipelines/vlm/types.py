@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 AnalysisMode = Literal["single_frame", "multi_frame"]
 
@@ -18,9 +19,31 @@ class VLMRequest:
     frames: tuple[bytes, ...]
     prompt: str | None = None
     request_id: str = ""
-    # Wall-clock time (time.time()) after which the caller uses the fallback text: the camera
-    # sets it once, and the engine stops waiting at the same moment (one interval, not two).
-    deadline_at: float | None = None
+    # The caller's deadline as a duration, and as a time.monotonic() instant of the process
+    # holding the request. Wall clocks of different nodes disagree (skew, NTP steps), so only
+    # the duration crosses nodes: the VLM replica re-stamps `expires` on arrival (`arrived`),
+    # and the camera and the engine count the same interval, each on its own monotonic clock.
+    deadline_s: float | None = None
+    expires: float | None = None
+
+    @classmethod
+    def expiring(cls, deadline_s: float, **fields: Any) -> VLMRequest:
+        """A request whose caller waits deadline_s from now."""
+        return cls(**fields, deadline_s=deadline_s, expires=time.monotonic() + deadline_s)
+
+    def arrived(self, now: float | None = None) -> VLMRequest:
+        """This request as received in another process: `expires` from its own clock (the
+        transit time, milliseconds, is given to the receiver)."""
+        if self.deadline_s is None:
+            return self
+        start = time.monotonic() if now is None else now
+        return dataclasses.replace(self, expires=start + self.deadline_s)
+
+    def left_s(self, now: float | None = None) -> float | None:
+        """Seconds until `expires` on this process's monotonic clock (None: no deadline)."""
+        if self.expires is None:
+            return None
+        return self.expires - (time.monotonic() if now is None else now)
 
     @property
     def analysis_mode(self) -> AnalysisMode:
@@ -44,17 +67,18 @@ class VLMResult:
     confidence_source: str | None = None
 
 
-# The engine answers (with the fallback text at worst) by the request's `deadline_at`; the
+# The engine answers (with the fallback text at worst) by the time the request expires; the
 # caller waits this much longer for that answer to travel back before giving up itself.
 REPLY_GRACE_S = 0.5
 
 
 def wait_budget_s(request: VLMRequest, default_s: float) -> float:
-    """How long a caller waits for `request`: until its `deadline_at` plus REPLY_GRACE_S
-    (`default_s` from now when it has none)."""
-    if request.deadline_at is None:
+    """How long a caller waits for `request`: until it expires plus REPLY_GRACE_S
+    (`default_s` from now when it has no deadline)."""
+    left = request.left_s()
+    if left is None:
         return default_s
-    return max(0.0, request.deadline_at - time.time()) + REPLY_GRACE_S
+    return max(0.0, left) + REPLY_GRACE_S
 
 
 def fallback_result(request: VLMRequest, latency_ms: float = 0.0) -> VLMResult:

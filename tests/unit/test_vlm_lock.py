@@ -47,15 +47,16 @@ def _jpeg() -> bytes:
     return jpeg((120, 80, 40), (64, 48), stripe=False, quality=75)
 
 
-def request(rid: str, deadline_at: float | None = None) -> VLMRequest:
+def request(rid: str, deadline_s: float = RELAXED_S) -> VLMRequest:
     """A request whose deadline (set by the camera) is RELAXED_S away unless given."""
-    deadline_at = time.time() + RELAXED_S if deadline_at is None else deadline_at
-    return VLMRequest("door", "Door", (_jpeg(),), request_id=rid, deadline_at=deadline_at)
+    return VLMRequest.expiring(
+        deadline_s, camera_id="door", camera_name="Door", frames=(_jpeg(),), request_id=rid
+    )
 
 
 def late(rid: str) -> VLMRequest:
     """A request that the slow backend cannot answer by its deadline."""
-    return request(rid, time.time() + DEADLINE_S)
+    return request(rid, DEADLINE_S)
 
 
 def slow_backend(model: Path, streamer: SlowStreamer) -> TransformersBackend:
@@ -150,7 +151,7 @@ def test_engine_stops_at_the_request_deadline(tiny_model: Path) -> None:
     async def scenario() -> Any:
         await engine.start()
         result = await engine.describe(late("a"))
-        expired = await engine.describe(request("b", deadline_at=time.time() - 1))
+        expired = await engine.describe(request("b", deadline_s=-1))
         await _until_idle(backend)
         return result, expired
 
