@@ -98,7 +98,7 @@ class Deployment:
     def snapshot(self, timeout_s: float = 5.0) -> dict[str, Any]:
         """Camera, VLM replica, MQTT and store state gathered from the actors; changes nothing."""
         deadline = time.monotonic() + timeout_s
-        calls = {"store": self.store.counts.remote()}
+        calls = {"store": self.store.health.remote()}  # counts, and ok/detail (disk full)
         if self.publisher is not None:
             calls["mqtt"] = self.publisher.status.remote()
         cams = self.fleet.statuses(timeout_s)

@@ -135,6 +135,17 @@ def _mqtt_text(mqtt: dict[str, Any]) -> str:
     )
 
 
+def _store_text(store: dict[str, Any]) -> str:
+    """The store's counts, and loudly why it is degraded (a full disk) or unreachable."""
+    if "error" in store:
+        return f"store: unreachable ({store['error']})"
+    counts = {k: store[k] for k in ("stored", "published", "unpublished", "filtered") if k in store}
+    text = f"store: {counts}"
+    if store.get("ok") is False:
+        text += f"  DEGRADED: {store.get('detail') or 'unhealthy'}"
+    return text
+
+
 def render(snap: dict[str, Any], title: str = "liveobject") -> Group:
     """Cameras and VLM replicas as tables (for a terminal), MQTT and store below."""
     cameras = Table(title=title, expand=False)
@@ -148,7 +159,7 @@ def render(snap: dict[str, Any], title: str = "liveobject") -> Group:
     for replica in snap.get("vlm", []):
         replicas.add_row(*vlm_row(replica))
     notes = _reasons(snap)
-    caption = f"{_mqtt_text(snap.get('mqtt', {}))}   store: {snap.get('store')}"
+    caption = f"{_mqtt_text(snap.get('mqtt', {}))}   {_store_text(snap.get('store', {}))}"
     cameras.caption = "\n".join([*notes, caption])
     return Group(cameras, replicas)
 
@@ -165,5 +176,5 @@ def plain_lines(snap: dict[str, Any]) -> list[str]:
     for replica in snap.get("vlm", []):
         cells = dict(zip(VLM_COLUMNS, vlm_row(replica), strict=True))
         lines.append(" ".join(f"{k.replace(' ', '_')}={v}" for k, v in cells.items() if v))
-    lines.append(f"{_mqtt_text(snap.get('mqtt', {}))} store={snap.get('store')}")
+    lines.append(f"{_mqtt_text(snap.get('mqtt', {}))} {_store_text(snap.get('store', {}))}")
     return lines

@@ -35,6 +35,7 @@ from pipelines.storage.writer import CLOSE_STEP_S, GroupCommitWriter
 logger = logging.getLogger(__name__)
 
 CLOSE_WAIT_S = 20.0  # close(): how long queued saves may take before they are refused
+DISK_FULL = "disk full: saves fail, cameras keep their events until space returns"
 READ_THREADS = 2  # concurrent reads; more wait their turn (each is interrupted after 5 s)
 
 
@@ -157,8 +158,11 @@ class EventStoreActor:
         return await asyncio.to_thread(self._store.export_parquet)
 
     async def health(self) -> dict[str, Any]:
+        """ok, why not (`detail`), the path and the counts; a full disk is `degraded`."""
         counts = await self.counts()
-        return {"ok": True, "path": str(self._config.storage.path), **counts}
+        full = self._writer.disk_full
+        detail = DISK_FULL if full else ""
+        return {"ok": not full, "detail": detail, "path": str(self._config.storage.path), **counts}
 
     def pid(self) -> int:
         """The actor's process id (operators and crash tests)."""

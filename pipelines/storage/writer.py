@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pipelines.events import Event
-from pipelines.storage.errors import StoreBusyError
+from pipelines.storage.errors import StorageError, StorageFullError, StoreBusyError
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,9 @@ class GroupCommitWriter:
         self._largest = 0
         self._most_queued = 0
         self._refused = 0
+        # set while the last batch failed for a full disk (cleared by the next commit): the
+        # cameras hold their events meanwhile, and health says so
+        self.disk_full = False
 
     async def save(self, event: Event, thumbnail: bytes | None) -> Event:
         """Store one event (with its correlation group) and hand it on; the event as stored."""
@@ -108,6 +111,7 @@ class GroupCommitWriter:
             "max_queued": self._most_queued,
             "max_queued_saves": self._max_queued,
             "refused": self._refused,
+            "disk_full": self.disk_full,
         }
 
     async def close(self, timeout_s: float) -> int:
@@ -169,10 +173,14 @@ class GroupCommitWriter:
                     self._on_committed(written, elapsed_ms, queue.qsize())
             except Exception as exc:  # every caller of the batch gets the error: none is lost
                 logger.error("saving a batch of %d events failed: %s", len(batch), exc)
+                self.disk_full = isinstance(exc, StorageFullError) or (
+                    self.disk_full and not isinstance(exc, StorageError)
+                )
                 for item in batch:
                     if not item.done.done():
                         item.done.set_exception(exc)
             else:
+                self.disk_full = False
                 for item, answer in zip(batch, answers, strict=True):
                     if not item.done.done():  # a cancelled caller's event is stored all the same
                         item.done.set_result(answer)

@@ -248,7 +248,7 @@ class RayStoreClient:
     async def _store_ok(self) -> dict[str, Any]:
         info = await self._call(STORE_ACTOR, "health")
         counts = {k: v for k, v in info.items() if k in ("stored", "published", "unpublished")}
-        return _component(bool(info.get("ok")), "unhealthy", **counts)
+        return _component(bool(info.get("ok")), str(info.get("detail") or "unhealthy"), **counts)
 
     async def _vlm_ok(self) -> dict[str, Any]:
         from ray import serve

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -192,3 +194,63 @@ def test_close_with_time_enough_commits_everything(store: EventStore) -> None:
 
     refused, saved = asyncio.run(scenario())
     assert refused == 0 and len(saved) == 5 and store.counts()["stored"] == 5
+
+
+def test_a_full_disk_is_reported_the_cameras_keep_their_events_and_all_land_once(
+    tmp_path: Path,
+) -> None:
+    """The store's volume (a small tmpfs) fills while two cameras save through their outboxes:
+    saves fail with the retryable disk-full error, the writer reports `disk_full` (health says
+    degraded), no outbox drops; once space returns every event is stored exactly once and
+    exported, and the report clears."""
+    import asyncio
+
+    from pipelines.camera.outbox import SaveBuffer
+    from pipelines.ingest.sources import Backoff
+    from tests.unit.test_storage import _fill, _mount_tmpfs
+    from tests.unit.test_storage import make_event as stored_event
+
+    mnt = tmp_path / "small"
+    if not _mount_tmpfs(mnt, "8m"):
+        pytest.skip("cannot mount a size-limited tmpfs here (needs root on Linux)")
+    store = EventStore(mnt / "data")
+    try:
+
+        async def scenario() -> tuple[list[SaveBuffer], list[bool]]:
+            writer = GroupCommitWriter(store, max_queued=64, window_s=2.0, on_saved=lambda _e: 0)
+            backoff = Backoff(start=0.05, maximum=0.2)
+            outboxes = [
+                SaveBuffer(f"cam{k}", writer.save, max_events=100, backoff=backoff)
+                for k in range(2)
+            ]
+            seen: list[bool] = []
+            for n in range(5):  # some land before the disk fills
+                for k, box in enumerate(outboxes):
+                    box.put(stored_event(n, camera=f"cam{k}"), b"\xff\xd8" + b"j" * 2000)
+            assert all([await box.wait_empty(30) for box in outboxes])
+            filler = _fill(mnt, keep_free=0)
+            for n in range(5, 60):  # motion goes on while the disk is full
+                for k, box in enumerate(outboxes):
+                    box.put(stored_event(n, camera=f"cam{k}"), b"\xff\xd8" + os.urandom(20_000))
+                await asyncio.sleep(0.01)
+            for _ in range(200):  # the writer says so while saves fail
+                if writer.disk_full:
+                    break
+                await asyncio.sleep(0.05)
+            seen.append(writer.disk_full)
+            seen.append(writer.stats()["disk_full"])
+            assert all(box.depth > 0 for box in outboxes)  # the cameras hold their events
+            filler.unlink()  # space returns
+            assert all([await box.wait_empty(60) for box in outboxes])
+            seen.append(writer.disk_full)
+            await writer.close(10)
+            return outboxes, seen
+
+        outboxes, seen = asyncio.run(scenario())
+        assert seen == [True, True, False]
+        assert [box.dropped for box in outboxes] == [0, 0]
+        assert store.counts()["stored"] == 120  # 2 cameras x 60 events, each once
+        assert store.export_parquet() == 120
+    finally:
+        store.close()
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
