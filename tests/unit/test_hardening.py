@@ -331,3 +331,46 @@ def test_narrative_answer_is_one_line_of_printable_text() -> None:
 
     assert clean_text("Quiet day.\n\x1b[2JAll\u202e clear\t") == "Quiet day. [2JAll clear"
     assert len(clean_text("word " * 1000)) == MAX_CHARS
+
+
+def test_health_probes_share_one_check_and_never_wait_long_on_a_busy_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flood makes the component check slow: a probe waits HEALTH_WAIT_S for it, then answers
+    with the last (recent) result; probes together start one check, not one each."""
+    import asyncio
+
+    from serve_apps.api import health as health_module
+
+    monkeypatch.setattr(health_module, "HEALTH_WAIT_S", 0.05)  # a knob, not a sleep
+
+    class SlowStore:
+        def __init__(self) -> None:
+            self.calls = 0
+            self.release = asyncio.Event()
+
+        async def health(self) -> dict[str, dict[str, Any]]:
+            self.calls += 1
+            await self.release.wait()
+            return {"store": {"ok": True, "detail": "", "check": self.calls}}
+
+    async def scenario() -> None:
+        store, checks = SlowStore(), health_module._Checks()
+        first = asyncio.ensure_future(health_module.components_now(store, checks))  # type: ignore[arg-type]
+        await asyncio.sleep(0.1)
+        assert not first.done()  # nothing answered yet: the first probe waits for the check
+        store.release.set()
+        assert (await first)["store"]["check"] == 1
+        store.release.clear()  # the cluster gets busy: checks hang
+        probes = [health_module.components_now(store, checks) for _ in range(5)]  # type: ignore[arg-type]
+        answers = await asyncio.wait_for(asyncio.gather(*probes), 1.0)
+        assert [a["store"]["check"] for a in answers] == [1] * 5  # the last check, at once
+        assert store.calls == 2  # five probes, one new check between them
+        monkeypatch.setattr(health_module, "HEALTH_STALE_S", 0.0)  # too old now: wait for it
+        late = asyncio.ensure_future(health_module.components_now(store, checks))  # type: ignore[arg-type]
+        await asyncio.sleep(0.1)
+        assert not late.done()
+        store.release.set()
+        assert (await late)["store"]["check"] == 2
+
+    asyncio.run(scenario())
