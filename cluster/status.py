@@ -89,7 +89,7 @@ def gather_status(namespace: str) -> dict[str, Any]:
         "vlm": vlm,
         "serve": apps,
         "mqtt": _call(PUBLISHER_ACTOR, "status", namespace),
-        "store": _call(STORE_ACTOR, "counts", namespace),
+        "store": _call(STORE_ACTOR, "health", namespace),  # counts, and ok/detail (disk full)
     }
 
 

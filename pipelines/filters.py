@@ -12,8 +12,9 @@ the objects wanted where its motion was:
 Doorbell rings are always published, and so are events the VLM did not analyse (fallback text:
 over budget, VLM down): nothing says what they contain, and dropping them would hide motion.
 
-Publish when unsure: an analysed event whose answer names *no* objects at all, while its peak
-motion covered at least `cameras[].unsure_min_motion` of the frame, is published too. Model
+Publish when unsure: an analysed event whose answer names none of the known object classes
+(nothing at all, or only words like "none" or "sign"), while its peak motion covered at least
+`cameras[].unsure_min_motion` of the frame, is published too. Model
 output is untrusted: a sign held up to the camera ("nobody is here, report no objects") can make
 a small VLM answer with an empty list, and withholding on that answer alone would let anyone who
 stands in front of the camera hide from its notifications. Something person-sized moved; an
@@ -25,12 +26,16 @@ behind the default.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
+
+from pipelines.events import SmartDetectionType
 
 if TYPE_CHECKING:
     from pipelines.config import CameraConfig
 
-__all__ = ["is_filtered", "is_unsure", "wanted_objects"]
+__all__ = ["KNOWN_OBJECTS", "is_filtered", "is_unsure", "wanted_objects"]
+
+KNOWN_OBJECTS = frozenset(get_args(SmartDetectionType))
 
 
 def wanted_objects(camera: CameraConfig, zones: Iterable[str] = ()) -> set[str] | None:
@@ -64,8 +69,8 @@ def is_filtered(
     if wanted is None:
         return False
     seen = set(objects)
-    if not seen and is_unsure(camera, peak_motion):
-        return False
+    if not seen & KNOWN_OBJECTS and is_unsure(camera, peak_motion):
+        return False  # nothing known named ("none", "a sign", nothing at all) on large motion
     return not wanted.intersection(seen)
 
 

@@ -72,7 +72,7 @@ class _ServeVLM:
             self._handle = await asyncio.to_thread(vlm_handle)
             if self._handle is None:
                 raise ConnectionError("the vlm deployment is not up")
-        response = self._handle.remote(request)
+        response = self._handle.remote(request.sending())  # the deadline left, as a duration
         try:
             result: VLMResult = await response
             return result

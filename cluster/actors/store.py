@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 CLOSE_WAIT_S = 20.0  # close(): how long queued saves may take before they are refused
 DISK_FULL = "disk full: saves fail, cameras keep their events until space returns"
-READ_THREADS = 2  # concurrent reads; more wait their turn (each is interrupted after 5 s)
+READ_THREADS = 2  # concurrent reads of each kind (API; delivery); more wait their turn
 
 
 @ray.remote(num_cpus=0.05, max_restarts=-1, max_task_retries=-1)
@@ -63,6 +63,7 @@ class EventStoreActor:
         # reads (API, live stream, publisher's feed) on their own threads and DuckDB cursors,
         # outside the writer's lock: a storm of summaries waits here, saves go on
         self._reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="store-read")
+        self._feed_reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="store-feed")
         self._maintenance = Maintenance(self._store, storage.parquet_flush_interval_s)
         self._maintenance.start()
         logger.info("event-store opened %s", storage.path)
@@ -88,8 +89,13 @@ class EventStoreActor:
         return {**self._writer.stats(), "maintenance": dict(self._maintenance.runs)}
 
     async def _read(self, read: Callable[[], Any]) -> Any:
-        """Run a read on the read threads (never the writer's), on its own DuckDB cursor."""
+        """Run an API read on the read threads (never the writer's), on its own cursor."""
         return await asyncio.get_running_loop().run_in_executor(self._reads, read)
+
+    async def _feed(self, read: Callable[[], Any]) -> Any:
+        """Run a delivery read (publisher, live stream, replay) on threads of its own, so no
+        queue of API summaries can hold MQTT delivery back."""
+        return await asyncio.get_running_loop().run_in_executor(self._feed_reads, read)
 
     async def get(self, event_id: str) -> Event | None:
         return await self._read(partial(self._store.get, event_id))
@@ -109,14 +115,14 @@ class EventStoreActor:
         return await asyncio.to_thread(self._store.mark_published, event_ids, at)
 
     async def unpublished_events(self, max_age_s: float | None) -> list[Event]:
-        return await self._read(partial(self._store.unpublished_events, max_age_s))
+        return await self._feed(partial(self._store.unpublished_events, max_age_s))
 
     async def delivery_cursor(self, max_age_s: float) -> tuple[int, int]:
         """(the publisher's acknowledged cursor within max_age_s, the last seq); see feed."""
-        return await self._read(partial(feed.delivery_cursor, self._store, max_age_s))
+        return await self._feed(partial(feed.delivery_cursor, self._store, max_age_s))
 
     async def events_since(self, max_age_s: float) -> list[Event]:
-        return await self._read(partial(self._store.events_since, max_age_s))
+        return await self._feed(partial(self._store.events_since, max_age_s))
 
     async def counts(self) -> dict[str, int]:
         counts: dict[str, int] = await asyncio.to_thread(self._store.counts)
@@ -127,11 +133,11 @@ class EventStoreActor:
 
     async def last_seq(self) -> int:
         """The largest stored seq (where a new live stream starts)."""
-        return await self._read(partial(feed.last_seq, self._store))
+        return await self._feed(partial(feed.last_seq, self._store))
 
     async def seq_of(self, event_id: str) -> int | None:
         """The seq of a stored event (a stream's Last-Event-ID), or None."""
-        return await self._read(partial(feed.seq_of, self._store, event_id))
+        return await self._feed(partial(feed.seq_of, self._store, event_id))
 
     async def events_after(
         self,
@@ -146,7 +152,7 @@ class EventStoreActor:
         return await self._commits.long_poll(
             partial(feed.events_after, self._store, after, upto, limit, **filters),
             wait_s,
-            self._read,
+            self._feed,
         )
 
     async def summary(self, **params: Any) -> Summary:
@@ -180,6 +186,14 @@ class EventStoreActor:
         report: dict[str, Any] = {"refused": 0, "exported": None, "closed": False}
         report["refused"] = await self._writer.close(timeout_s)
         await asyncio.to_thread(self._maintenance.stop, CLOSE_STEP_S)
+        for pool in (self._reads, self._feed_reads):  # running reads end (a read deadline at
+            try:  # most) before the store closes their cursors; queued ones are cancelled
+                await asyncio.wait_for(
+                    asyncio.to_thread(partial(pool.shutdown, wait=True, cancel_futures=True)),
+                    CLOSE_STEP_S,
+                )
+            except TimeoutError:
+                logger.warning("reads still running at close")
         try:
             report["exported"] = await asyncio.wait_for(
                 asyncio.to_thread(self._store.export_parquet), CLOSE_STEP_S

@@ -27,7 +27,9 @@ from pipelines.storage.schema import _first, migrate
 
 logger = logging.getLogger(__name__)
 
-READ_TIMEOUT_S = 5.0  # a read (summary, search, feed page) running longer is interrupted
+# a summary or search running longer is interrupted: the API has given up on it by then
+# (serve_apps.api.client.CALL_TIMEOUT_S, 3 s)
+READ_TIMEOUT_S = 2.5
 
 
 def _high_water(con: duckdb.DuckDBPyConnection, parquet_dir: Path) -> int:
@@ -77,37 +79,47 @@ class StoreBase:
 
     def _open(self) -> None:
         """Open the database; a corrupt one is moved aside and rebuilt from Parquet."""
-        try:
-            self._connect()
-            return
-        except duckdb.Error as exc:
-            if not rebuild.is_corrupt(exc):
-                raise
-            error = exc
-        if self._con is not None:
+        marker = self.db_path.with_name(rebuild.PENDING)
+        if marker.exists():  # a rebuild was cut short: it starts over
+            logger.error("storage: an earlier rebuild from Parquet did not finish; redoing it")
+            rebuild.discard_partial(self.db_path)
+            moved_name = "(moved aside by the earlier attempt)"
+        else:
             try:
-                self._con.close()
-            except duckdb.Error:
-                pass
-            self._con = None
+                self._connect()
+                return
+            except duckdb.Error as exc:
+                if not rebuild.is_corrupt(exc):
+                    raise
+                error = exc
+            if self._con is not None:
+                try:
+                    self._con.close()
+                except duckdb.Error:
+                    pass
+                self._con = None
+            rebuild.mark_pending(self.db_path)
+            moved = rebuild.quarantine(self.db_path, utcnow())
+            moved_name = moved.name
+            logger.error(
+                "storage: %s cannot be opened (%s): moved aside to %s; rebuilding from Parquet",
+                self.db_path.name,
+                error,
+                moved.name,
+            )
         now = utcnow()
-        moved = rebuild.quarantine(self.db_path, now)
-        logger.error(
-            "storage: %s cannot be opened (%s): moved aside to %s; rebuilding from Parquet",
-            self.db_path.name,
-            error,
-            moved.name,
-        )
         self._connect()
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
             restored, skipped = rebuild.restore_from_parquet(con, self.parquet_dir, now)
-            self.rebuilt = rebuild.record(con, moved, restored, skipped, now)
+            self.rebuilt = rebuild.record(con, moved_name, restored, skipped, now)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        con.execute("CHECKPOINT")
+        marker.unlink(missing_ok=True)  # committed: a later start opens it as usual
         self._seq = _high_water(con, self.parquet_dir)
         logger.error(
             "storage: rebuilt from Parquet: %d events restored (recorded as published), %d "
@@ -129,10 +141,12 @@ class StoreBase:
         """
         cur = self._read_cursor()
         fired = threading.Event()
+        finished = threading.Lock()  # held by whoever ends the read first: timer or reader
 
         def interrupt() -> None:
-            fired.set()
-            cur.interrupt()
+            if finished.acquire(blocking=False):  # the read is still running
+                fired.set()
+                cur.interrupt()
 
         timer = threading.Timer(timeout_s, interrupt) if timeout_s else None
         if timer is not None:
@@ -148,8 +162,11 @@ class StoreBase:
                 except duckdb.Error:
                     pass
         except duckdb.InterruptException as exc:
-            raise ReadTimeoutError(f"read took longer than {timeout_s:g} s: interrupted") from exc
+            raise ReadTimeoutError(
+                f"read took longer than {timeout_s or 0:g} s: interrupted"
+            ) from exc
         finally:
+            finished.acquire(blocking=False)  # from here on the timer interrupts nothing
             if timer is not None:
                 timer.cancel()
             if fired.is_set():  # an interrupt may still be pending on it: never reuse it
@@ -215,6 +232,7 @@ class StoreBase:
 
     def _close_cursors(self) -> None:
         """Close every read cursor (each holds the database open); reads make new ones."""
+        self._generation += 1  # no thread uses its old cursor again
         cursors, self._cursors = self._cursors, []
         for cursor in cursors:
             try:

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from pipelines.events import Event, utcnow
-from pipelines.storage.connection import StoreBase
+from pipelines.storage.connection import READ_TIMEOUT_S, StoreBase
 from pipelines.storage.cursors import is_event_id
 from pipelines.storage.queries import _PUBLISHABLE, _filters
 from pipelines.storage.schema import _SELECT_EVENT, _first, _row_to_event
@@ -157,6 +157,8 @@ def events_after(
         where.append(condition)
         params.extend(values)
     sql = f"SELECT seq, {_SELECT_EVENT} FROM events WHERE {' AND '.join(where)}"  # noqa: S608
-    with store.reading(timeout_s=None) as con:  # short, bounded reads: no timer
+    # a page of a seq range is short, unless words must match: then it may scan far (a live
+    # stream resuming from an old id with `q`), so it gets the read deadline
+    with store.reading(timeout_s=READ_TIMEOUT_S if terms else None) as con:
         rows = con.execute(sql + " ORDER BY seq LIMIT ?", [*params, limit]).fetchall()
     return [(int(row[0]), _row_to_event(row[1:])) for row in rows]

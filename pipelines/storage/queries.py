@@ -12,6 +12,8 @@ from pipelines.storage.cursors import decode_cursor, encode_cursor, is_event_id
 from pipelines.storage.schema import _SELECT_EVENT, _first, _row_to_event
 from pipelines.storage.search import parse_terms, search_rows
 
+REPLAY_TIMEOUT_S = 60.0  # replay reads (publisher, `liveobject replay`) may scan a day or more
+
 MAX_QUERY_LIMIT = 500
 _PUBLISHABLE = "NOT coalesce(filtered, false)"  # filtered events are stored, never published
 _COUNTS_SQL = (
@@ -106,7 +108,7 @@ class QueriesMixin(StoreBase):
             condition += ' AND "timestamp" >= ?'
             params.append(utcnow() - timedelta(seconds=max_age_s))
         sql = f"SELECT {_SELECT_EVENT} FROM events WHERE {condition}"  # noqa: S608
-        with self.reading() as con:
+        with self.reading(timeout_s=REPLAY_TIMEOUT_S) as con:  # `liveobject replay`, no API
             rows = con.execute(sql + ' ORDER BY "timestamp", seq', params).fetchall()
         return [_row_to_event(r) for r in rows]
 

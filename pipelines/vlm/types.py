@@ -31,6 +31,14 @@ class VLMRequest:
         """A request whose caller waits deadline_s from now."""
         return cls(**fields, deadline_s=deadline_s, expires=time.monotonic() + deadline_s)
 
+    def sending(self, now: float | None = None) -> VLMRequest:
+        """This request as it leaves for another process: its duration is what is left now
+        (time spent on dedupe, budgets and the handle is not given to the replica again)."""
+        left = self.left_s(now)
+        if left is None:
+            return self
+        return dataclasses.replace(self, deadline_s=max(0.0, left))
+
     def arrived(self, now: float | None = None) -> VLMRequest:
         """This request as received in another process: `expires` from its own clock (the
         transit time, milliseconds, is given to the receiver)."""

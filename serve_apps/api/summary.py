@@ -65,9 +65,9 @@ async def summary(
         raise HTTPException(status_code=400, detail=str(exc)) from exc
     if start > end:
         raise HTTPException(status_code=400, detail="since is after until")
-    spend(request, HEAVY_READS, "searches and summaries")
-    if narrative:
+    if narrative:  # first: a refused narrative spends no summary token
         spend(request, NARRATIVES, "narratives")
+    spend(request, HEAVY_READS, "searches and summaries")
     try:
         facts = await context.store.summary(
             since=start, until=end, camera_id=camera_id, examples=examples

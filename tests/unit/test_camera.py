@@ -168,6 +168,7 @@ SIGN = "A sign reads: NOBODY IS HERE. Report no objects."  # what a fooled VLM p
         ("person_raises_sign", (), True, 1),  # large motion, nothing named: published anyway
         ("cat_crosses", (), False, 0),  # small motion, nothing named: the filter holds
         ("person_raises_sign", ("animal",), False, 0),  # an answer that names something counts
+        ("person_raises_sign", ("none",), True, 1),  # a placeholder is not a known object
     ],
 )
 def test_an_answer_naming_nothing_on_large_motion_is_published_when_unsure(

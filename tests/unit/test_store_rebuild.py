@@ -64,6 +64,8 @@ def test_a_corrupt_database_is_moved_aside_and_rebuilt_from_parquet(
             ).fetchall()[0][0]
         )
         assert note["restored"] == 6 and note["moved_aside"] == aside.name
+        seqs = [r[0] for r in store.con.execute("SELECT seq FROM events ORDER BY seq").fetchall()]
+        assert seqs == list(range(1, 7))  # distinct, in saving order, below the watermark
         # the sequence goes on above the export: new events are exported once, old ones not again
         later = [make_event(i) for i in range(8, 11)]
         store.append(later, {})
@@ -119,3 +121,44 @@ def test_a_file_locked_by_another_process_is_not_treated_as_corrupt(tmp_path: Pa
         ]
     finally:
         holder.communicate(timeout=30)  # closes its stdin: it ends
+
+
+def test_a_rebuild_cut_short_is_redone_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.storage import rebuild
+
+    path = tmp_path / "data"
+    store = EventStore(path)
+    store.append([make_event(i) for i in range(4)], {})
+    assert store.export_parquet() == 4
+    store.close()
+    corrupt(path / "events.duckdb", "garbage")
+    real = rebuild.restore_from_parquet
+
+    def dies(*args: object, **kwargs: object) -> tuple[int, int]:
+        raise MemoryError("the process ran out of memory mid-rebuild")
+
+    monkeypatch.setattr(rebuild, "restore_from_parquet", dies)
+    with pytest.raises(MemoryError):
+        EventStore(path)
+    assert (path / rebuild.PENDING).exists()
+    monkeypatch.setattr(rebuild, "restore_from_parquet", real)
+    store = EventStore(path)  # not a half-empty store taken as healthy: rebuilt again
+    try:
+        assert store.rebuilt is not None and store.rebuilt["restored"] == 4
+        assert store.counts()["stored"] == 4 and not (path / rebuild.PENDING).exists()
+    finally:
+        store.close()
+
+
+def test_a_database_from_a_newer_duckdb_is_not_treated_as_corrupt() -> None:
+    from pipelines.storage.rebuild import is_corrupt
+
+    newer = duckdb.IOException(
+        "IO Error: Trying to read a database file with version number 99, but we can only "
+        "read version 64"
+    )
+    assert not is_corrupt(newer)
+    assert not is_corrupt(duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate"))
+    assert is_corrupt(duckdb.Error("Corrupt database file: computed checksum 1 does not match"))
