@@ -27,7 +27,7 @@ from cluster.placement import STORE_NODE_SHARE
 from pipelines.config import Config
 from pipelines.events import Event
 from pipelines.naming import STORE_ACTOR
-from pipelines.storage import EventStore, feed
+from pipelines.storage import EventStore, ReadTimeoutError, feed
 from pipelines.storage.maintenance import Maintenance
 from pipelines.storage.summary import Summary, summarize
 from pipelines.storage.writer import CLOSE_STEP_S, GroupCommitWriter
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 CLOSE_WAIT_S = 20.0  # close(): how long queued saves may take before they are refused
 DISK_FULL = "disk full: saves fail, cameras keep their events until space returns"
+MAX_WAITING_READS = 64  # API reads queued for the read threads; more are refused at once
 READ_THREADS = 2  # concurrent reads of each kind (API; delivery); more wait their turn
 
 
@@ -63,6 +64,7 @@ class EventStoreActor:
         # reads (API, live stream, publisher's feed) on their own threads and DuckDB cursors,
         # outside the writer's lock: a storm of summaries waits here, saves go on
         self._reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="store-read")
+        self._waiting_reads = 0  # API reads queued or running (bounded by MAX_WAITING_READS)
         self._feed_reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="store-feed")
         self._maintenance = Maintenance(self._store, storage.parquet_flush_interval_s)
         self._maintenance.start()
@@ -89,12 +91,20 @@ class EventStoreActor:
         return {**self._writer.stats(), "maintenance": dict(self._maintenance.runs)}
 
     async def _read(self, read: Callable[[], Any]) -> Any:
-        """Run an API read on the read threads (never the writer's), on its own cursor."""
-        return await asyncio.get_running_loop().run_in_executor(self._reads, read)
+        """Run an API read on the read threads (never the writer's), on its own cursor; at
+        most MAX_WAITING_READS wait for a thread, beyond that the read is refused (503)."""
+        if self._waiting_reads >= MAX_WAITING_READS:
+            raise ReadTimeoutError(f"store busy: {self._waiting_reads} reads waiting")
+        self._waiting_reads += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reads, read)
+        finally:
+            self._waiting_reads -= 1
 
     async def _feed(self, read: Callable[[], Any]) -> Any:
         """Run a delivery read (publisher, live stream, replay) on threads of its own, so no
-        queue of API summaries can hold MQTT delivery back."""
+        queue of API summaries can hold MQTT delivery back. Its callers are bounded: the one
+        publisher, `liveobject replay`, and at most `api.stream.max_clients` live streams."""
         return await asyncio.get_running_loop().run_in_executor(self._feed_reads, read)
 
     async def get(self, event_id: str) -> Event | None:

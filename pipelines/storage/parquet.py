@@ -29,14 +29,19 @@ PART_RE = re.compile(r"^part-(\d{12})-(\d{12})-[0-9a-z]+\.parquet$")
 DATE_DIR_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 
-def files_watermark(parquet_dir: Path) -> int:
-    """Highest store sequence number held by any exported Parquet file (0 for none)."""
-    high = 0
+def part_files(parquet_dir: Path) -> list[tuple[int, int, Path]]:
+    """Every exported Parquet file as (lowest seq, highest seq, path), lowest first."""
+    found = []
     for path in parquet_dir.glob("date=*/part-*.parquet"):
         match = PART_RE.match(path.name)
         if match:
-            high = max(high, int(match.group(2)))
-    return high
+            found.append((int(match.group(1)), int(match.group(2)), path))
+    return sorted(found)
+
+
+def files_watermark(parquet_dir: Path) -> int:
+    """Highest store sequence number held by any exported Parquet file (0 for none)."""
+    return max((high for _low, high, _path in part_files(parquet_dir)), default=0)
 
 
 def write_days(parquet_dir: Path, table: pa.Table) -> int:

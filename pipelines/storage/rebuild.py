@@ -39,11 +39,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.storage.errors import _is_full
-from pipelines.storage.parquet import PART_RE
+from pipelines.storage.parquet import part_files
+from pipelines.storage.schema import _TS
 
 logger = logging.getLogger(__name__)
 
-_TS = pa.timestamp("us", tz="UTC")
 # What DuckDB says about a damaged file. Anything else on open (a lock held by another process,
 # a full disk, permissions, a file from a newer DuckDB, memory) is raised as it is: a healthy
 # file is never moved aside.
@@ -93,15 +93,6 @@ def quarantine(db_path: Path, now: datetime) -> Path:
     return moved
 
 
-def _parts(parquet_dir: Path) -> list[tuple[int, Path]]:
-    found = []
-    for path in parquet_dir.glob("date=*/part-*.parquet"):
-        match = PART_RE.match(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
 def restore_from_parquet(
     con: duckdb.DuckDBPyConnection, parquet_dir: Path, now: datetime
 ) -> tuple[int, int]:
@@ -110,7 +101,7 @@ def restore_from_parquet(
     Each file's rows get seq numbers from the low end of its range (`part-<lo>-<hi>`: a file
     never holds more rows than its range has numbers), as published at `now`."""
     restored = skipped = 0
-    for _low, path in _parts(parquet_dir):
+    for _low, _high, path in part_files(parquet_dir):
         try:
             table = pq.read_table(path)
         except (OSError, pa.ArrowException) as exc:
