@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test check lint typecheck unit integration mosquitto browser screenshot bench bench-gpu bench-gpu-wheels clean
+.PHONY: demo test check lint typecheck unit integration mosquitto browser screenshot bench soak bench-gpu bench-gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,11 @@ screenshot: $(STAMP) browser
 # benchmarks/results/latest.md (and the README). BENCH_QUICK=1 make bench: seconds each.
 bench: $(STAMP) mosquitto
 	$(PY) benchmarks/run.py
+
+# The long run's CI variant: 8 live cameras through `liveobject run` for 4 minutes with API and
+# SSE readers; exit 1 when an event was lost or repeated (the full 30 minutes: `make bench`).
+soak: $(STAMP) mosquitto
+	$(PY) benchmarks/bench_soak.py --quick --out benchmarks/results/logs/soak-quick.json
 
 # On a CUDA machine only: random-weight SmolVLM-256M through TransformersBackend at batch
 # 1/8/32 (under 8 minutes). A machine with only torch + transformers: benchmarks/README.md.

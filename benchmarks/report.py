@@ -97,6 +97,7 @@ def render_markdown(rows: list[Row], meta: dict[str, Any], profile: dict[str, An
         f"{', '.join(str(x) for x in meta.get('loadavg_at_end', []))}). Every ratio is against "
         "a baseline measured in the same run on the same input; absolute numbers drift with the "
         "load of this shared machine.",
+        *_reused_text(meta),
         "",
         *table(rows),
         "",
@@ -116,6 +117,19 @@ def render_markdown(rows: list[Row], meta: dict[str, Any], profile: dict[str, An
         lines += ["", f"#### Where the time goes: {profile.get('stage', '')}", ""]
         lines.append(str(profile["paragraph"]))
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _reused_text(meta: dict[str, Any]) -> list[str]:
+    """A line naming the benchmarks whose rows come from earlier runs (`run.py --reuse`)."""
+    reused = {
+        name: run["reused"]
+        for name, run in (meta.get("runs") or {}).items()
+        if isinstance(run, dict) and "reused" in run
+    }
+    if not reused:
+        return []
+    names = ", ".join(f"{name} ({when})" for name, when in reused.items())
+    return ["", f"Not run this time; rows from their last runs: {names}."]
 
 
 def readme_block(readme_text: str) -> str | None:

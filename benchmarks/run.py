@@ -7,7 +7,7 @@ is not there becomes a `not run` row; the table is written whatever happens. Out
 `<!-- bench:start -->` and `<!-- bench:end -->`), which is generated from latest.md, never
 edited by hand.
 
-    .venv/bin/python benchmarks/run.py [--quick] [--only mqtt,store] [--no-readme]
+    .venv/bin/python benchmarks/run.py [--quick] [--only mqtt,store] [--no-readme] [--reuse]
     BENCH_QUICK=1 make bench      # the same as --quick: small sizes, seconds each
 """
 
@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("e2e", "bench_e2e.py", "End to end", 180, 150),
     Bench("search", "bench_search.py", "Search", 150, 90),
     Bench("noise_control", "bench_noise_control.py", "Noise control", 180, 120),
+    Bench("soak", "bench_soak.py", "Long run", 2400, 480),
     Bench("vlm_gpu", "bench_vlm_gpu.py", "VLM (GPU)", 0, 0, runs=False),
 )
 
@@ -204,30 +205,40 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, seconds each")
     parser.add_argument("--only", default="", help="comma-separated names (others: not run)")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md as it is")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --only: the others' rows are read from their last results/<name>.json",
+    )
     args = parser.parse_args()
     quick = quick_requested(args.quick)
     only = {n.strip() for n in args.only.split(",") if n.strip()}
     started = time.time()
+    commit = git_commit()  # before the scripts rewrite the committed results
     logs = RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     runs: dict[str, Any] = {}
     for bench in BENCHES:
         if only and bench.name not in only:
-            rows.append(_fail_row(bench, NOT_RUN, "left out by --only"))
+            if args.reuse:
+                rows.extend(_reused_rows(bench))
+                runs[bench.name] = {"reused": _started_of(RESULTS / f"{bench.name}.json")}
+            else:
+                rows.append(_fail_row(bench, NOT_RUN, "left out by --only"))
             continue
         bench_rows, runs[bench.name] = run_one(bench, quick, logs)
         rows.extend(bench_rows)
     meta = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": git_commit(),
+        "commit": commit,
         "quick": quick,
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "gpu": _gpu_name(rows),
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
         "wall_s": round(time.time() - started, 1),
-        "command": "make bench" + (" (BENCH_QUICK=1)" if quick else ""),
+        "command": _command(args, quick),
         "runs": runs,
     }
     profile_path = RESULTS / "profile.json"  # written by bench_e2e.py: only this run's counts
@@ -244,6 +255,31 @@ def main() -> int:
     broken = sum(row.status == FAILED for row in rows)
     print(f"{len(rows)} rows, {misses} missed, {broken} failed; {meta['wall_s']:.0f} s")
     return 1 if broken else 0  # a miss is a result; a benchmark that broke is not
+
+
+def _command(args: Any, quick: bool) -> str:
+    """How this table was made, as a person would type it."""
+    if not args.only:
+        return "make bench" + (" (BENCH_QUICK=1)" if quick else "")
+    flags = ["--quick"] if quick else []
+    flags += ["--only", args.only] + (["--reuse"] if args.reuse else [])
+    return "python benchmarks/run.py " + " ".join(flags)
+
+
+def _started_of(path: Path) -> str:
+    data = _read_json(path) or {}
+    return str(data.get("started", "?"))
+
+
+def _reused_rows(bench: Bench, results: Path = RESULTS) -> list[Row]:
+    """A benchmark not run now: its last results, each row saying when they were measured."""
+    path = results / f"{bench.name}.json"
+    rows = _read_rows(replace(bench, runs=False), path, since=None)
+    when = _started_of(path)
+    for row in rows:
+        if row.status != NOT_RUN:
+            row.note = f"(from its run of {when}) {row.note}".strip()
+    return rows
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -103,3 +103,20 @@ def test_readme_performance_section_is_generated_from_latest_md() -> None:
         "README's performance section differs from benchmarks/results/latest.md: "
         "run `python benchmarks/run.py` (or `make bench`) instead of editing it by hand"
     )
+
+
+def test_reused_rows_say_when_they_were_measured(tmp_path: Path) -> None:
+    from benchmarks.run import _reused_rows
+
+    row = {"group": "Test", "what": "w", "unit": "ms", "ours": 5.0, "note": "five"}
+    data = {"benchmark": "old", "started": "2026-01-02T03:04:05+00:00", "rows": [row]}
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    (reused,) = _reused_rows(_bench("old"), tmp_path)
+    assert (
+        reused.status == INFO and reused.note == "(from its run of 2026-01-02T03:04:05+00:00) five"
+    )
+    (absent,) = _reused_rows(_bench("absent"), tmp_path)
+    assert absent.status == NOT_RUN
+    meta = META | {"runs": {"old": {"reused": data["started"]}, "soak": {"wall_s": 1}}}
+    text = render_markdown([reused], meta, None)
+    assert "rows from their last runs: old (2026-01-02T03:04:05+00:00)." in text
