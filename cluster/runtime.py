@@ -249,6 +249,9 @@ def connect(config: Config, *, include_dashboard: bool = True) -> tuple[bool, st
     if config.ray.address:
         return _join(config)
     port = joining.dashboard_port(config.ray.dashboard_port) if include_dashboard else 0
+    # Ray's own default for a new local cluster, said explicitly so that Ray does not print
+    # its "Token authentication is enabled" notice on the console (a user's setting stays)
+    os.environ.setdefault(joining.AUTH_ENV, "token")
     for attempt in range(DASHBOARD_TRIES):
         before = joining.child_pids()
         try:

@@ -20,7 +20,19 @@ from cluster.metrics import node_label
 from pipelines.naming import PUBLISHER_ACTOR, STORE_ACTOR
 
 TIMEOUT_S = 10.0
-CAMERA_COLUMNS = ("camera", "status", "node", "fps", "frames", "events", "queue", "vlm in flight")
+CAMERA_COLUMNS = (
+    "camera",
+    "status",
+    "node",
+    "fps",
+    "frames",
+    "events",
+    "queue",
+    "vlm in flight",
+    "reused",  # noise control (docs/events.md): a near-duplicate's description reused
+    "throttled",  # over a VLM budget: the fallback text
+    "filtered",  # stored, not published: no wanted object
+)
 VLM_COLUMNS = ("vlm replica", "node", "queued", "running", "requests")
 
 
@@ -106,6 +118,9 @@ def camera_row(cam_id: str, cam: dict[str, Any]) -> tuple[str, ...]:
         str(cam.get("events", "")),
         str(cam.get("queue_depth", "")),
         str(cam.get("in_flight", "")),
+        str(cam.get("reused", "")),
+        str(cam.get("throttled", "")),
+        str(cam.get("filtered", "")),
     )
 
 
@@ -129,10 +144,14 @@ def _reasons(snap: dict[str, Any]) -> list[str]:
 
 
 def _mqtt_text(mqtt: dict[str, Any]) -> str:
-    return (
+    """Connected, published and pending; when not connected, why (certificate, password…)."""
+    text = (
         f"MQTT: connected={mqtt.get('connected', False)} published={mqtt.get('acked', 0)} "
         f"pending={mqtt.get('pending', 0)}"
     )
+    if mqtt.get("enabled", True) and not mqtt.get("connected") and mqtt.get("reason"):
+        text += f"  NOT CONNECTED: {mqtt['reason']}"
+    return text
 
 
 def _store_text(store: dict[str, Any]) -> str:

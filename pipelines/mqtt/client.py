@@ -419,6 +419,7 @@ class MqttPublisherCore:
             "pending": self._transport.pending,
             "queue_size": self._config.queue_size,
             "last_error": self._transport.last_error,
+            "reason": self._transport.reason,  # why not connected now, in words
             "ack_p50_ms": p50,  # hand-over → ack over the last 1000 acked events
             "ack_p99_ms": p99,
             **counts,

@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from pipelines.mqtt.diagnose import connect_failure, refusal
 from pipelines.mqtt.topics import PAYLOAD_OFFLINE, PAYLOAD_ONLINE
 from pipelines.redact import redact
 
@@ -83,6 +84,9 @@ class MqttTransport:
         self._pending_events = 0  # entries of self._pending that carry an event id
         self._connects = 0
         self._last_error: str | None = None
+        self._reason: str | None = None  # why not connected now (None while connected)
+        self._diagnosing = threading.Lock()  # one connect-failure diagnosis at a time
+        self._connack_seen = False  # a CONNACK came (a refusal too): no 3.1.1 fallback needed
         password = mqtt_config.password
         self._secrets = [password.get_secret_value()] if password is not None else []
 
@@ -119,6 +123,11 @@ class MqttTransport:
         return self._last_error
 
     @property
+    def reason(self) -> str | None:
+        """Why the broker is not connected now, in words (None while connected)."""
+        return None if self._connected else self._reason
+
+    @property
     def pending(self) -> int:
         """Event messages handed to paho and not yet acknowledged."""
         with self._lock:
@@ -128,6 +137,14 @@ class MqttTransport:
         """Whether `queue_size` event messages await their ack (the next is dropped)."""
         with self._lock:
             return self._pending_events >= self._config.queue_size
+
+    def note_reason(self, text: str) -> None:
+        """Keep why the broker is not connected; logged once per change, redacted."""
+        text = redact(text, self._secrets)
+        self._last_error = text
+        if text != self._reason:
+            self._reason = text
+            logger.warning("MQTT not connected: %s", text)
 
     def note_error(self, fmt: str, *args: object) -> None:
         """Log a problem as a warning and keep it as `last_error` (secrets redacted)."""
@@ -307,13 +324,19 @@ class MqttTransport:
     ) -> None:
         try:
             if reason_code.is_failure:
-                self.note_error("broker refused the connection: %s", reason_code)
+                self._connack_seen = True  # the broker speaks this protocol: it answered
+                self.note_reason(
+                    refusal(reason_code, self.broker, with_password=bool(self._config.username))
+                )
                 if self._protocol == "5" and reason_code.value in _UNSUPPORTED_PROTOCOL:
                     self._fall_back_to_311(client)
                 return
             self._forget_lost_qos0()
             self._connected = True
             self._ever_connected = True
+            if self._reason is not None:
+                logger.info("MQTT connected again (it was: %s)", self._reason)
+                self._reason = None
             with self._lock:
                 self._connects += 1
                 connects = self._connects
@@ -326,10 +349,20 @@ class MqttTransport:
             logger.exception("MQTT on_connect handling failed")
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        # paho says only that it failed: retrace the connection off paho's thread to say why
+        if self._diagnosing.acquire(blocking=False):
+            threading.Thread(target=self._diagnose, name="mqtt-why", daemon=True).start()
+
+    def _diagnose(self) -> None:
         try:
-            self.note_error("cannot connect to %s", self.broker)
-        except Exception:  # pragma: no cover - logging must not kill paho's thread
-            logger.debug("on_connect_fail handling failed", exc_info=True)
+            cfg = self._config
+            why = connect_failure(cfg.host, cfg.port, cfg.tls)
+            if not self._connected and not self._stopping:
+                self.note_reason(why or f"cannot connect to {self.broker}")
+        except Exception:  # pragma: no cover - a diagnosis must not kill anything
+            logger.debug("MQTT connect-failure diagnosis failed", exc_info=True)
+        finally:
+            self._diagnosing.release()
 
     def _on_disconnect(
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any
@@ -340,9 +373,15 @@ class MqttTransport:
             self._hooks.on_disconnected()
             if self._stopping:
                 return
-            self.note_error("disconnected from %s: %s", self.broker, reason_code)
+            if was_connected or self._reason is None:  # a refusal said why already
+                self.note_reason(f"disconnected from {self.broker}: {reason_code}")
             # A broker that only speaks 3.1.1 may drop a v5 CONNECT without any CONNACK.
-            if not was_connected and not self._ever_connected and self._protocol == "5":
+            if (
+                not was_connected
+                and not self._ever_connected
+                and not self._connack_seen
+                and self._protocol == "5"
+            ):
                 self._fall_back_to_311(client)
         except Exception:
             logger.exception("MQTT on_disconnect handling failed")
@@ -379,7 +418,9 @@ class MqttTransport:
         # A 3.1.1-only broker (e.g. amqtt) answers a v5 CONNECT with a 3.1.1 CONNACK that
         # paho's v5 parser cannot read, so no callback ever fires: treat "TCP open, no
         # CONNACK within CONNACK_TIMEOUT_S" as a refusal of MQTT 5.
-        while not self._stopping and not self._ever_connected and self._protocol == "5":
+        while not (self._stopping or self._ever_connected or self._connack_seen):
+            if self._protocol != "5":
+                return
             opened = self._socket_opened_at
             if opened is not None and time.monotonic() - opened > CONNACK_TIMEOUT_S:
                 client = self._client

@@ -260,6 +260,5 @@ class RayStoreClient:
 
     async def _mqtt_ok(self) -> dict[str, Any]:
         info = await self._call(PUBLISHER_ACTOR, "status")
-        return _component(
-            bool(info.get("connected")), "broker not connected", pending=info.get("pending", 0)
-        )
+        why = str(info.get("reason") or "broker not connected")
+        return _component(bool(info.get("connected")), why, pending=info.get("pending", 0))

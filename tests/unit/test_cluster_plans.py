@@ -107,7 +107,8 @@ def test_status_shows_each_cameras_node_and_each_replicas_queue() -> None:
     node = {"id": "ab12cd34ef", "ip": "10.0.0.7"}
     snap = {
         "cameras": {
-            "porch": {"status": "online", "node": node, "fps": 5.0, "events": 3},
+            "porch": {"status": "online", "node": node, "fps": 5.0, "events": 3}
+            | {"reused": 2, "throttled": 1, "filtered": 4},
             "attic": {"status": "unplaceable", "reason": "needs CPU 2; free: CPU 0.5"},
         },
         "vlm": [{"replica": "r1", "node": node, "queued": 4, "running": 2, "requests": 9}],
@@ -116,12 +117,14 @@ def test_status_shows_each_cameras_node_and_each_replicas_queue() -> None:
     }
     lines = plain_lines(snap)
     assert "camera=porch status=online node=10.0.0.7 (ab12cd34)" in lines[1]
+    assert "reused=2 throttled=1 filtered=4" in lines[1]  # noise control per camera
     assert "reason='needs CPU 2; free: CPU 0.5'" in lines[0]
     assert "vlm_replica=r1 node=10.0.0.7 (ab12cd34) queued=4 running=2 requests=9" in lines
     console = Console(width=160, record=True)
     console.print(render(snap))
     table = console.export_text()
     assert "10.0.0.7 (ab12cd34)" in table and "queued" in table and "unplaceable" in table
+    assert all(column in table for column in ("reused", "throttled", "filtered"))
 
 
 @pytest.mark.parametrize(
