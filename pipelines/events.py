@@ -115,6 +115,10 @@ class Event(BaseModel):
     confidence_source: str | None = Field(
         default=None, description="Where confidence came from: tokens|logprobs|stated|default|none."
     )
+    throttled: bool = Field(
+        default=False,
+        description="Over a VLM budget (the camera's or the global): fallback text, no VLM call.",
+    )
 
     @field_validator("event_id")
     @classmethod

@@ -1,4 +1,5 @@
-"""The `vlm` Serve application: a batching deployment over `pipelines.vlm.VLMEngine`.
+"""The `vlm` Serve application: a batching deployment over `pipelines.vlm.router.VLMRouter`
+(one `VLMEngine` per backend chain; a batch is split by chain).
 
 Requests from camera actors are grouped by ``@serve.batch``; a batch is bounded by the total
 number of images (``vlm.max_batch_size``), since generate cost grows with images, not events.
@@ -19,7 +20,7 @@ from ray import serve
 
 from pipelines.naming import VLM_DEPLOYMENT as DEPLOYMENT_NAME
 from pipelines.naming import VLM_REPLICA_KEY
-from pipelines.vlm.engine import VLMEngine
+from pipelines.vlm.router import VLMRouter
 from pipelines.vlm.types import VLMRequest, VLMResult
 from serve_apps import SHUTDOWN_LOOK_S
 
@@ -143,7 +144,7 @@ class VLMDeployment:
 
     async def __init__(self, vlm_config: VLMConfig) -> None:  # type: ignore[misc]
         self.config = vlm_config
-        self.engine = VLMEngine.from_config(vlm_config)
+        self.engine = VLMRouter.from_config(vlm_config)
         self._describe.set_max_batch_size(vlm_config.max_batch_size)  # type: ignore[attr-defined]
         self._describe.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
             vlm_config.batch_wait_timeout_s

@@ -1,6 +1,7 @@
-"""The `vlm-budget` actor: the one place the global `vlm.max_per_hour` is counted.
+"""The `vlm-budget` actor: the one place the global `vlm.max_per_hour` is counted, and each
+backend chain's `vlm.backends.NAME.max_per_hour` (shared by the cameras on that chain).
 
-A thin wrapper over `pipelines.vlm.budget.FairShare`. Camera actors create it on first use
+A thin wrapper over `pipelines.vlm.budget.Budgets`. Camera actors create it on first use
 (`get_if_exists`), so it lives as long as the cameras that use it (it is not detached). A call
 carries the budget's spec (limit and cameras); an actor left over from a run with another spec
 starts over with the new one rather than enforce stale limits.
@@ -16,19 +17,29 @@ import ray
 
 from pipelines.config import Config
 from pipelines.naming import BUDGET_ACTOR
-from pipelines.vlm.budget import FairShare
+from pipelines.vlm.budget import Budget, Budgets
 
 logger = logging.getLogger(__name__)
 
-Spec = tuple[int, tuple[str, ...]]
+Spec = tuple[Budget, ...]
 
 
 def budget_spec(config: Config) -> Spec | None:
-    """(max_per_hour, enabled camera ids), or None when there is no global budget."""
-    per_hour = config.vlm.max_per_hour
-    if per_hour is None:
-        return None
-    return per_hour, tuple(c.id for c in config.cameras if c.enabled)
+    """The global budget and each chain's, over their enabled cameras; None when none is set."""
+    cameras = [c for c in config.cameras if c.enabled]
+    budgets: list[Budget] = []
+    for name, chain in sorted(config.vlm.backends.items()):
+        if chain.max_per_hour is not None:
+            ids = tuple(c.id for c in cameras if c.vlm == name)
+            budgets.append((name, chain.max_per_hour, ids))
+    if config.vlm.max_per_hour is not None:
+        budgets.append(("", config.vlm.max_per_hour, tuple(c.id for c in cameras)))
+    return tuple(budgets) or None
+
+
+def _spec(raw: Any) -> Spec:
+    """A spec as it arrives over Ray (lists for tuples)."""
+    return tuple((str(n), int(p), tuple(ids)) for n, p, ids in raw)
 
 
 @ray.remote(num_cpus=0)
@@ -36,21 +47,19 @@ class BudgetActor:
     """Grants VLM calls from the global budget, fairly across cameras."""
 
     def __init__(self, spec: Spec) -> None:
-        self._spec = spec
-        self._fair = FairShare(spec[0], spec[1], time.monotonic())
+        self._budgets = Budgets(_spec(spec), time.monotonic())
 
     def take(self, camera_id: str, spec: Spec) -> bool:
-        """One VLM call for camera_id from the global budget; False when over it."""
-        spec = (int(spec[0]), tuple(spec[1]))
-        if spec != self._spec:
-            logger.info("vlm-budget: new budget %s/h for %d cameras", spec[0], len(spec[1]))
-            self._spec = spec
-            self._fair = FairShare(spec[0], spec[1], time.monotonic())
-        return self._fair.take(camera_id, time.monotonic())
+        """One VLM call for camera_id from its chain's budget and the global one."""
+        spec = _spec(spec)
+        if spec != self._budgets.spec:
+            logger.info("vlm-budget: new budgets %s", [(n or "global", p) for n, p, _ in spec])
+            self._budgets = Budgets(spec, time.monotonic())
+        return self._budgets.take(camera_id, time.monotonic())
 
     def stats(self) -> dict[str, Any]:
-        """Tokens left and grants/refusals per camera."""
-        return self._fair.stats()
+        """Tokens left and grants/refusals per camera (see `Budgets.stats`)."""
+        return self._budgets.stats()
 
 
 def get_budget(config: Config, spec: Spec) -> Any:

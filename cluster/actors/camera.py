@@ -14,7 +14,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
-from cluster.actors.budget import budget_spec, get_budget
+from cluster.actors.budget import Spec, budget_spec, get_budget
 from cluster.metrics import CameraMetrics, node_of_this_process
 from cluster.peers import CameraPeers, NamedActor, vlm_handle
 from pipelines.camera import Camera, CameraPorts
@@ -84,7 +84,7 @@ class _ServeVLM:
 class _RayBudget:
     """BudgetPort over the `vlm-budget` actor (given, or created on first use)."""
 
-    def __init__(self, config: Config, spec: tuple[int, tuple[str, ...]], actor: Any) -> None:
+    def __init__(self, config: Config, spec: Spec, actor: Any) -> None:
         self._config = config
         self._spec = spec
         self._actor = actor

@@ -3,7 +3,8 @@
 Segments wait in `PendingEvents` (at most `camera.max_pending_events`; when full, new motion is
 merged into the newest queued event and counted). `MAX_IN_FLIGHT` workers take them in order,
 ask `NoiseControl` for a result (reused, throttled, or the injected VLM call), build the Event
-and hand it to `on_event` with its thumbnail. A VLM call ends at `vlm.deadline_s` (the request
+and hand it to `on_event` with its thumbnail. A VLM call ends at its chain's deadline
+(`vlm.deadline_s`, or `vlm.backends.NAME.deadline_s` for a camera with `vlm: NAME`; the request
 carries the moment, so the camera and the engine stop waiting together) or when `hurry()` is
 called at stop; either way the event gets the fallback text and is still stored.
 """
@@ -132,11 +133,12 @@ class Analyser:
             )
         )
         request = VLMRequest.expiring(
-            self._vlm.deadline_s,
+            self._vlm.deadline_of(camera.vlm),
             camera_id=camera.id,
             camera_name=camera.name,
             frames=frames,
             prompt=camera.prompt,
+            chain=camera.vlm,
         )
         started = time.monotonic()
         result = await self._noise.describe(segment, request, is_ring, self._describe)
@@ -168,7 +170,7 @@ class Analyser:
             call.add_done_callback(_consume)  # a cancelled request's error is expected
             done, _ = await asyncio.wait(
                 {call, hurry},
-                timeout=wait_budget_s(request, self._vlm.deadline_s),
+                timeout=wait_budget_s(request, self._vlm.deadline_of(request.chain)),
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if call in done:

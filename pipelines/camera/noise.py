@@ -57,6 +57,7 @@ class NoiseControl:
         self._global = budget
         self._lookups: dict[int, Lookup] = {}
         self._unsure: set[int] = set()  # segments published by the unsure rule alone
+        self._throttled: set[int] = set()  # segments over a VLM budget (fallback text)
         self._metrics = metrics
         self.counts = {"vlm_calls": 0, "reused": 0, "throttled": 0, "filtered": 0, "unsure": 0}
         self.counts |= {"throttled_camera": 0, "throttled_global": 0, "budget_errors": 0}
@@ -83,6 +84,7 @@ class NoiseControl:
         # ring topic, the ring route) must not buy unlimited VLM calls.
         if not await self._within_budget():
             self._count("throttled")
+            self._throttled.add(id(segment))
             return fallback_result(request)
         self._count("vlm_calls")
         return await call_vlm(request)
@@ -108,6 +110,7 @@ class NoiseControl:
             "reused_from": reused.event_id if reused is not None else None,
             "filtered": filtered,
             "confidence_source": result.confidence_source,
+            "throttled": id(segment) in self._throttled,
         }
 
     def analysed(self, segment: Segment, event: Event) -> None:
@@ -123,6 +126,7 @@ class NoiseControl:
                 event.event_id,
             )
         self._unsure.discard(id(segment))
+        self._throttled.discard(id(segment))
         lookup = self._lookups.pop(id(segment), None)
         if lookup is None:
             return
@@ -144,6 +148,7 @@ class NoiseControl:
     def release(self, segment: Segment) -> None:
         """The analysis of segment ended (maybe by an error): free near-duplicates waiting."""
         self._unsure.discard(id(segment))
+        self._throttled.discard(id(segment))
         lookup = self._lookups.pop(id(segment), None)
         if lookup is not None:
             self.deduper.done(lookup, None)

@@ -86,6 +86,11 @@ class CameraConfig(StrictModel):
             "covered at least this share of the frame is published anyway; null: never."
         ),
     )
+    vlm: str | None = Field(
+        default=None,
+        max_length=32,
+        description="A named chain of `vlm.backends` for this camera; null: the vlm section's own.",
+    )
     vlm_max_per_hour: int | None = Field(
         default=None,
         ge=0,

@@ -59,6 +59,20 @@ class Config(StrictModel):
             seen[camera.id] = index
         return cameras
 
+    @model_validator(mode="after")
+    def _chains_exist(self) -> Config:
+        for index, camera in enumerate(self.cameras):
+            if camera.vlm is not None and camera.vlm not in self.vlm.backends:
+                have = ", ".join(sorted(self.vlm.backends)) or "none"
+                raise _invalid(
+                    f"camera {camera.id!r}: no backend chain named {camera.vlm[:32]!r} in "
+                    f"vlm.backends (have: {have})",
+                    "cameras",
+                    index,
+                    "vlm",
+                )
+        return self
+
     def camera(self, camera_id: str) -> CameraConfig:
         """The camera with this id (KeyError if none)."""
         for camera in self.cameras:
@@ -69,7 +83,7 @@ class Config(StrictModel):
     def secret_values(self) -> list[str]:
         """Every secret in this config (for `pipelines.redact.redact`)."""
         secrets = [self.mqtt.password, self.api.api_key]
-        secrets += [backend.api_key for backend in self.vlm.backends()]
+        secrets += [backend.api_key for backend in self.vlm.all_backends()]
         values = [s.get_secret_value() for s in secrets if s is not None]
         for camera in self.cameras:
             values += url_password(camera.source)

@@ -65,6 +65,44 @@ class BackendConfig(StrictModel):
         return self
 
 
+class ChainConfig(BackendConfig):
+    """A named backend chain `vlm.backends.NAME` for the cameras that choose it (`vlm: NAME`).
+
+    A backend, its fallbacks, and optionally its own deadline and budget."""
+
+    fallback: list[BackendConfig] = Field(
+        default_factory=list, max_length=8, description="Further backends, tried in order."
+    )
+    deadline_s: float | None = Field(
+        default=None, gt=0, le=3600, description="Per event on this chain; null: vlm.deadline_s."
+    )
+    max_per_hour: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="VLM calls per hour for the cameras on this chain, shared fairly; null: off.",
+    )
+
+    def chain(self) -> list[BackendConfig]:
+        """Its backend followed by its fallbacks, in the order they are tried."""
+        return [_primary_of(self), *self.fallback]
+
+
+def _primary_of(config: BackendConfig) -> BackendConfig:
+    """The BackendConfig fields of a section that also holds other settings."""
+    return BackendConfig(
+        backend=config.backend,
+        model=config.model,
+        base_url=config.base_url,
+        api_key=config.api_key,
+        timeout_s=config.timeout_s,
+        revision=config.revision,
+    )
+
+
+CHAIN_NAME = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
 class DedupeConfig(StrictModel):
     """Near-duplicate suppression: reuse a recent description instead of calling the VLM."""
 
@@ -144,6 +182,28 @@ class VLMConfig(BackendConfig):
     dedupe: DedupeConfig = Field(
         default_factory=DedupeConfig, description="Near-duplicate suppression."
     )
+    backends: dict[str, ChainConfig] = Field(
+        default_factory=dict,
+        max_length=16,
+        description=(
+            "Named backend chains a camera can choose with `cameras[].vlm` (e.g. `cloud` for the "
+            "doorbell); the section's own backend and `fallback` are the chain of the others."
+        ),
+    )
+
+    @field_validator("backends")
+    @classmethod
+    def _chain_names(cls, chains: dict[str, ChainConfig]) -> dict[str, ChainConfig]:
+        import re
+
+        for name in chains:
+            if not re.match(CHAIN_NAME, name) or name == "default":
+                raise _invalid(
+                    f"backend chain name {name[:40]!r}: lowercase letters, digits, _ and -, "
+                    "starting with a letter, at most 32, not 'default'",
+                    name,
+                )
+        return chains
 
     @model_validator(mode="before")
     @classmethod
@@ -180,15 +240,22 @@ class VLMConfig(BackendConfig):
 
     def primary(self) -> BackendConfig:
         """The primary backend as a BackendConfig."""
-        return BackendConfig(
-            backend=self.backend,
-            model=self.model,
-            base_url=self.base_url,
-            api_key=self.api_key,
-            timeout_s=self.timeout_s,
-            revision=self.revision,
-        )
+        return _primary_of(self)
 
-    def backends(self) -> list[BackendConfig]:
-        """Primary backend followed by the fallback list, in the order they are tried."""
+    def default_chain(self) -> list[BackendConfig]:
+        """Primary backend followed by the fallback list, in the order they are tried (the
+        chain of every camera without `vlm`)."""
         return [self.primary(), *self.fallback]
+
+    def chain_of(self, name: str | None) -> list[BackendConfig]:
+        """The backends of a camera's chain (`cameras[].vlm`; None: the default chain)."""
+        return self.default_chain() if name is None else self.backends[name].chain()
+
+    def deadline_of(self, name: str | None) -> float:
+        """The per-event deadline of a chain: its own, else `deadline_s`."""
+        own = self.backends[name].deadline_s if name is not None else None
+        return own if own is not None else self.deadline_s
+
+    def all_backends(self) -> list[BackendConfig]:
+        """Every backend of every chain (secrets, narratives)."""
+        return [*self.default_chain(), *(b for c in self.backends.values() for b in c.chain())]

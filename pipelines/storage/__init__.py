@@ -12,7 +12,8 @@ Parquet file names carry the range of store sequence numbers they hold
 themselves after a crash between writing a file and recording the watermark (no duplicates).
 Temporary files are named ``.tmp-<uuid>.parquet.partial``: the ``**/*.parquet`` glob skips them.
 
-What a reader of ``read_parquet('parquet/**/*.parquet', hive_partitioning=true)`` can rely on:
+What a reader of ``read_parquet('parquet/**/*.parquet', hive_partitioning=true,
+union_by_name=true)`` can rely on (``union_by_name``: columns added after a day's first file):
 
 * A Parquet file, once visible, is never modified (DuckDB readers cache footers by path, so an
   in-place rewrite could be read torn) and today's partition is never compacted: it only gains

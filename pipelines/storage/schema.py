@@ -41,6 +41,7 @@ ARROW_SCHEMA = pa.schema(
         ("reused_from", pa.string()),
         ("filtered", pa.bool_()),
         ("confidence_source", pa.string()),
+        ("throttled", pa.bool_()),
         ("stored_at", _TS),
         ("published_at", _TS),
     ]
@@ -93,6 +94,8 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "ALTER TABLE events ADD COLUMN IF NOT EXISTS confidence_source VARCHAR",
         ),
     ),
+    # issue 22: an event over a VLM budget says so (the summary counts it)
+    (5, ("ALTER TABLE events ADD COLUMN IF NOT EXISTS throttled BOOLEAN DEFAULT false",)),
 ]
 
 

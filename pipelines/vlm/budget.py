@@ -117,3 +117,29 @@ class FairShare:
             "granted": dict(self.granted),
             "refused": dict(self.refused),
         }
+
+
+Budget = tuple[str, int, tuple[str, ...]]  # (name, max_per_hour, camera ids); "" is the global
+
+
+class Budgets:
+    """The global budget and the chains' (`vlm.backends.NAME.max_per_hour`), each a FairShare
+    over its cameras. A call is granted when every budget its camera is under grants it: the
+    chain's first, then the global one (the global comes last in a spec)."""
+
+    def __init__(self, spec: tuple[Budget, ...], now: float) -> None:
+        self.spec = spec
+        self.shares = {name: FairShare(per_hour, ids, now) for name, per_hour, ids in spec}
+
+    def take(self, camera_id: str, now: float) -> bool:
+        """One call for this camera; False when over a budget it is under."""
+        for name, _per_hour, ids in self.spec:
+            if camera_id in ids and not self.shares[name].take(camera_id, now):
+                return False
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """The global budget's stats (FairShare.stats) with each chain's under `chains`."""
+        out: dict[str, Any] = dict(self.shares[""].stats()) if "" in self.shares else {}
+        chains = {name: fair.stats() for name, fair in self.shares.items() if name}
+        return out | ({"chains": chains} if chains else {})

@@ -117,9 +117,15 @@ class VLMEngine:
 
     @classmethod
     def from_config(
-        cls, config: VLMConfig, *, tiny_dir: Path | None = None, cooldown_s: float | None = None
+        cls,
+        config: VLMConfig,
+        *,
+        chain: str | None = None,
+        tiny_dir: Path | None = None,
+        cooldown_s: float | None = None,
     ) -> VLMEngine:
-        """An engine for `vlm:` config: primary backend first, then `fallback` in order."""
+        """An engine for one chain of the `vlm:` config (None: the section's own backend, then
+        `fallback`; a name: `vlm.backends.NAME`), its backends in order."""
         backends = [
             create_backend(
                 bc,
@@ -127,12 +133,12 @@ class VLMEngine:
                 build_tiny_if_missing=config.build_tiny_if_missing,
                 tiny_dir=tiny_dir,
             )
-            for bc in config.backends()
+            for bc in config.chain_of(chain)
         ]
         return cls(
             backends,
             cooldown_s=DEFAULT_COOLDOWN_S if cooldown_s is None else cooldown_s,
-            deadline_s=config.deadline_s,
+            deadline_s=config.deadline_of(chain),
             bench_after=config.bench_after_failures,
         )
 

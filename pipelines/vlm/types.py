@@ -25,6 +25,7 @@ class VLMRequest:
     # and the camera and the engine count the same interval, each on its own monotonic clock.
     deadline_s: float | None = None
     expires: float | None = None
+    chain: str | None = None  # the camera's backend chain (`cameras[].vlm`); None: the default
 
     @classmethod
     def expiring(cls, deadline_s: float, **fields: Any) -> VLMRequest:

@@ -77,7 +77,9 @@ async def summary(
     body = summary_json(context, facts)
     if narrative:
         config: Config = request.app.state.config
-        told = await narrate(facts.facts(), config.vlm.backends(), config.api.narrative_timeout_s)
+        told = await narrate(
+            facts.facts(), config.vlm.default_chain(), config.api.narrative_timeout_s
+        )
         if told.text is not None:
             body["narrative"] = {"text": told.text, "source": told.source, "generated": True}
         else:

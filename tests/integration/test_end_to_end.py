@@ -1,7 +1,9 @@
 """End to end: `liveobject run --until-done` and `liveobject demo --until-done`.
 
 One finished run is shared by the tests that only read its results (what reached MQTT, the
-notebook on its Parquet export): a run costs half a minute, its reading a second.
+notebook on its Parquet export): a run costs half a minute, its reading a second. Its two
+cameras use two providers: cam_0 the tiny local model (transformers), cam_1 a `vlm.backends`
+chain on an OpenAI-compatible server (a local one speaking the real protocol).
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ from tests.support.cli import run_cli, write_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import EventSubscriber
 from tests.support.network import free_port
+from tests.support.openai_server import FakeOpenAI, Reply
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy(60)]
+CLOUD_ANSWER = (
+    '{"description": "A courier leaves a parcel", "objects": ["person"], "confidence": 90}'
+)
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "event_analysis.ipynb"
 
@@ -54,6 +60,7 @@ def finished_run(
     folder = tmp_path_factory.mktemp("finished-run")
     broker = Mosquitto(folder)
     broker.start()
+    cloud = FakeOpenAI(Reply(CLOUD_ANSWER))
     try:
         clips = [
             generate_sample_video(folder / "a.mp4", seconds=6, motion_windows=[(1.0, 3.0)], seed=3),
@@ -67,6 +74,12 @@ def finished_run(
             2,
             clips,
             storage_extra=", parquet_flush_interval_s: 2",
+            chains={
+                "cam_1": (
+                    "cloud",
+                    f'{{backend: openai, model: cloud-vlm, base_url: "{cloud.base_url}"}}',
+                )
+            },
         )
         subscriber = EventSubscriber(broker.port, "e2e/camera/+/event")
         try:
@@ -77,6 +90,7 @@ def finished_run(
             subscriber.stop()
         yield FinishedRun(folder, proc.stdout, proc.stderr, proc.returncode, subscriber)
     finally:
+        cloud.close()
         broker.stop()
 
 
@@ -92,6 +106,10 @@ def test_run_until_done_publishes_every_stored_event(finished_run: FinishedRun) 
     assert stored, "no event was stored"
     assert summary[-1] == f"events: {len(stored)} stored, {len(stored)} published"
     assert {"cam_0", "cam_1"} <= set(stored.values())
+    with duckdb.connect(str(run.store / "events.duckdb"), read_only=True) as db:
+        providers = set(db.execute("SELECT camera_id, provider_used FROM events").fetchall())
+    # each camera's events name its own backend (a provider per camera)
+    assert providers == {("cam_0", "transformers:tiny-vlm"), ("cam_1", "openai:cloud-vlm")}
 
     received = {
         payload["event_id"]: (topic, qos, retain, payload)

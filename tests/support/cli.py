@@ -117,12 +117,17 @@ def write_config(
     *,
     namespace: str = "liveobject-e2e",
     storage_extra: str = "",
+    chains: dict[str, tuple[str, str]] | None = None,
 ) -> Path:
-    """A `liveobject run` config: one camera per clip, the tiny VLM, MQTT off when no broker."""
+    """A `liveobject run` config: one camera per clip, the tiny VLM, MQTT off when no broker.
+    `chains`: camera id → (name, YAML flow mapping) of a `vlm.backends` chain it uses."""
+    chains = chains or {}
     cameras = "\n".join(
         f"  - id: cam_{i}\n    name: Camera {i}\n    source: {clip}\n    detect_fps: 5"
+        + (f"\n    vlm: {chains[f'cam_{i}'][0]}" if f"cam_{i}" in chains else "")
         for i, clip in enumerate(clips)
     )
+    backends = "".join(f"\n    {name}: {spec}" for name, spec in chains.values())
     mqtt = (
         "{enabled: false}"
         if broker_port is None
@@ -139,7 +144,7 @@ vlm:
   num_cpus: 0.5
   max_batch_size: 4
   max_new_tokens: 12
-  image_size: 96
+  image_size: 96{"" if not backends else chr(10) + "  backends:" + backends}
 storage: {{path: {folder / "store"}{storage_extra}}}
 mqtt: {mqtt}
 api: {{host: 127.0.0.1, port: {api_port}, base_url: "http://127.0.0.1:{api_port}"}}

@@ -80,3 +80,51 @@ def test_a_budget_that_fails_or_hangs_lets_the_call_through_and_is_counted(
     noise = controls(FakeBudget(fail=how == "fail", hang=how == "hang"))
     assert describe_n(noise, 2) == ["fake:vlm", "fake:vlm"]
     assert noise.status()["budget_errors"] == 2
+
+
+def test_an_event_over_budget_is_stored_as_throttled_and_the_summary_counts_it(
+    tmp_path: Any,
+) -> None:
+    from datetime import timedelta
+
+    from pipelines.events import Event
+    from pipelines.storage import EventStore
+    from pipelines.storage.summary import summarize
+
+    noise = controls(FakeBudget(grants=1))
+    vlm = FakeVLM()
+
+    async def fields() -> list[dict[str, Any]]:
+        out = []
+        for _ in range(3):
+            segment = ring_segment(np.zeros((90, 160, 3), np.uint8), utcnow(), 96, 1280)
+            request = VLMRequest(camera_id="yard", camera_name="Yard", frames=(b"jpeg",))
+            result = await noise.describe(segment, request, False, vlm)
+            out.append(noise.event_fields(segment, result, False) | {"result": result})
+            noise.release(segment)
+        return out
+
+    got = asyncio.run(fields())
+    assert [f["throttled"] for f in got] == [False, True, True]
+    events = [
+        Event(
+            camera_id="yard",
+            camera_name="Yard",
+            description=f["result"].description,
+            objects_detected=tuple(f["result"].objects),
+            confidence=50,
+            source_type="rtsp",
+            provider_used=f["result"].provider_used,
+            throttled=f["throttled"],
+            timestamp=utcnow() - timedelta(seconds=3 - i),
+        )
+        for i, f in enumerate(got)
+    ]
+    store = EventStore(tmp_path / "data")
+    try:
+        store.append(events)
+        assert [e.throttled for e in store.query(camera_id="yard")[0]] == [True, True, False]
+        now = utcnow()
+        assert summarize(store, now - timedelta(hours=1), now + timedelta(minutes=1)).throttled == 2
+    finally:
+        store.close()

@@ -168,7 +168,7 @@ def test_example_config_loads_with_env() -> None:
     assert config.vlm.max_batch_size == 16
     assert config.vlm.num_replicas == "auto"
     assert config.vlm.autoscaling is not None
-    backends = config.vlm.backends()
+    backends = config.vlm.default_chain()
     assert [b.backend for b in backends] == ["transformers", "openai"]
     assert backends[1].api_key is None  # ${OLLAMA_API_KEY:-} with the variable unset
     assert "mqtt-Secret-3" not in repr(config)
@@ -183,8 +183,11 @@ def _mappings_for(model: type[BaseModel], data: list[Any]) -> dict[type[BaseMode
         if sub is None:
             continue
         values: list[Any] = []
+        by_name = typing.get_origin(field.annotation) is dict  # e.g. vlm.backends: NAME → chain
         for mapping in found[model]:
             value = mapping.get(name)
+            if by_name and isinstance(value, dict):
+                value = list(value.values())
             values.extend(value if isinstance(value, list) else [value])
         for key, items in _mappings_for(sub, values).items():
             found.setdefault(key, []).extend(items)
@@ -499,7 +502,7 @@ def test_models_forbid_extra_and_describe_every_field() -> None:
             assert field.description, f"{model.__name__}.{name} has no description"
     with pytest.raises(ValueError):
         MQTTConfig(hots="x")  # type: ignore[call-arg]
-    assert VLMConfig().backends()[0].model == "HuggingFaceTB/SmolVLM-256M-Instruct"
+    assert VLMConfig().default_chain()[0].model == "HuggingFaceTB/SmolVLM-256M-Instruct"
 
 
 # ------------------------------------------------------------------ check_config_file
