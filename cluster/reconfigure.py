@@ -30,6 +30,7 @@ from cluster.fleet import CameraFleet
 from cluster.placement import live_nodes, vlm_gpu_error
 from pipelines.config import Config
 from pipelines.naming import API_APP, VLM_APP
+from pipelines.vlm.budget import budget_spec
 from serve_apps.api import build_api_app
 from serve_apps.vlm import build_vlm_app
 
@@ -40,7 +41,7 @@ NEEDS_NEW_RUN = ("storage", "correlation", "mqtt")
 # Settings a camera actor reads from outside its own `cameras[]` entry
 # (cluster/actors/camera.py): a change restarts every camera.
 CAMERA_GLOBALS: dict[str, tuple[str, ...]] = {
-    "vlm": ("image_size", "deadline_s", "max_per_hour", "dedupe"),
+    "vlm": ("image_size", "deadline_s", "max_per_hour", "dedupe", "backends"),
     "storage": ("thumbnail_quality",),
     "mqtt": ("enabled",),
     "shutdown": (),  # the whole section
@@ -112,7 +113,11 @@ def plan(old: Config, new: Config) -> Plan:
     if why is not None:
         return Plan(refused=why)
     before, after = _cameras(old), _cameras(new)
-    globals_changed = _camera_globals(old) != _camera_globals(new)
+    # a changed budget (a camera moved to another chain too) restarts every camera: they all
+    # send the budget actor one spec, and it starts over whenever the spec changes
+    globals_changed = _camera_globals(old) != _camera_globals(new) or (
+        budget_spec(old) != budget_spec(new)
+    )
     restarted = [
         cid for cid in after if cid in before and (globals_changed or before[cid] != after[cid])
     ]

@@ -252,6 +252,11 @@ def connect(config: Config, *, include_dashboard: bool = True) -> tuple[bool, st
     # Ray's own default for a new local cluster, said explicitly so that Ray does not print
     # its "Token authentication is enabled" notice on the console (a user's setting stays)
     os.environ.setdefault(joining.AUTH_ENV, "token")
+    # Ray's GCS keeps the events of the last 100,000 tasks by default (for its state API and
+    # dashboard): every actor call is one, so on a long run its memory grows by ~120 MB in
+    # half an hour until that cap (benchmarks/bench_soak.py). 10,000 keeps recent history.
+    for key, value in GCS_LIMITS.items():
+        os.environ.setdefault(key, value)
     for attempt in range(DASHBOARD_TRIES):
         before = joining.child_pids()
         try:
@@ -298,6 +303,9 @@ def _dashboard_url(context: Any) -> str | None:
     if dashboard and not dashboard.startswith("http"):
         dashboard = f"http://{dashboard}"
     return dashboard
+
+
+GCS_LIMITS = {"RAY_task_events_max_num_task_in_gcs": "10000"}  # a user's setting stays
 
 
 class StoreStartError(RuntimeError):

@@ -1,5 +1,6 @@
 """The `vlm` Serve application: a batching deployment over `pipelines.vlm.router.VLMRouter`
-(one `VLMEngine` per backend chain; a batch is split by chain).
+(one `VLMEngine` per backend chain, and one batch queue per chain, so a slow backend holds up
+only the cameras that use it).
 
 Requests from camera actors are grouped by ``@serve.batch``; a batch is bounded by the total
 number of images (``vlm.max_batch_size``), since generate cost grows with images, not events.
@@ -145,10 +146,8 @@ class VLMDeployment:
     async def __init__(self, vlm_config: VLMConfig) -> None:  # type: ignore[misc]
         self.config = vlm_config
         self.engine = VLMRouter.from_config(vlm_config)
-        self._describe.set_max_batch_size(vlm_config.max_batch_size)  # type: ignore[attr-defined]
-        self._describe.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
-            vlm_config.batch_wait_timeout_s
-        )
+        # one batch queue per chain: a slow backend holds up only the cameras that use it
+        self._queues = {name: self._chain_queue() for name in self.engine.engines}
         self.counters = {"requests": 0, "batches": 0, "max_batch_seen": 0, "images": 0}
         self.counters |= {"fallbacks": 0, "generated_tokens": 0}
         self.totals = {"queue_wait_ms": 0.0, "queue_wait_ms_max": 0.0, "generate_ms": 0.0}
@@ -171,8 +170,21 @@ class VLMDeployment:
         self.load["queued"] += 1
         # the caller's deadline, on this node's monotonic clock (its wall clock may be skewed)
         queued = _Queued(request.arrived(arrived), arrived)
-        result: VLMResult = await self._describe(queued)
+        queue = self._queues.get(request.chain) or self._queues[None]  # unknown: the default
+        result: VLMResult = await queue(queued)
         return result
+
+    def _chain_queue(self) -> Any:
+        """A `@serve.batch` queue of its own (a chain's), bounded by images per batch."""
+
+        async def describe(items: list[_Queued]) -> list[VLMResult]:
+            return await self._describe(items)
+
+        return serve.batch(
+            max_batch_size=self.config.max_batch_size,
+            batch_wait_timeout_s=self.config.batch_wait_timeout_s,
+            batch_size_fn=_queued_images,
+        )(describe)
 
     async def _report_forever(self) -> None:
         """Every REPORT_S: this replica's node and queue, for `liveobject status` and the table."""
@@ -185,7 +197,6 @@ class VLMDeployment:
                 logger.debug("VLM replica report failed", exc_info=True)
             await asyncio.sleep(REPORT_S)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05, batch_size_fn=_queued_images)
     async def _describe(self, items: list[_Queued]) -> list[VLMResult]:
         self.load["queued"] = max(0, self.load["queued"] - len(items))
         self.load["running"] += len(items)

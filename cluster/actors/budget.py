@@ -17,24 +17,12 @@ import ray
 
 from pipelines.config import Config
 from pipelines.naming import BUDGET_ACTOR
-from pipelines.vlm.budget import Budget, Budgets
+from pipelines.vlm.budget import Budget, Budgets, budget_spec
 
 logger = logging.getLogger(__name__)
 
 Spec = tuple[Budget, ...]
-
-
-def budget_spec(config: Config) -> Spec | None:
-    """The global budget and each chain's, over their enabled cameras; None when none is set."""
-    cameras = [c for c in config.cameras if c.enabled]
-    budgets: list[Budget] = []
-    for name, chain in sorted(config.vlm.backends.items()):
-        if chain.max_per_hour is not None:
-            ids = tuple(c.id for c in cameras if c.vlm == name)
-            budgets.append((name, chain.max_per_hour, ids))
-    if config.vlm.max_per_hour is not None:
-        budgets.append(("", config.vlm.max_per_hour, tuple(c.id for c in cameras)))
-    return tuple(budgets) or None
+__all__ = ["BudgetActor", "Spec", "budget_spec", "get_budget"]
 
 
 def _spec(raw: Any) -> Spec:

@@ -115,6 +115,8 @@ class CameraActor:
     def __init__(self, config: Config, camera_id: str, peers: CameraPeers) -> None:
         namespace = config.ray.namespace
         spec = budget_spec(config)
+        if spec is not None and not any(camera_id in ids for _name, _per_hour, ids in spec):
+            spec = None  # no budget applies to this camera: no call per event to ask
         publisher = NamedActor(PUBLISHER_ACTOR, namespace, peers.publisher)
         ports = CameraPorts(
             store=_RayStore(NamedActor(STORE_ACTOR, namespace, peers.store)),

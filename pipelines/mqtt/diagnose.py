@@ -65,9 +65,8 @@ def _tls_context(tls: TLSConfig) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(tls.ca_certs) if tls.ca_certs else None)
     if tls.certfile:
         context.load_cert_chain(str(tls.certfile), str(tls.keyfile) if tls.keyfile else None)
-    if tls.insecure:
+    if tls.insecure:  # paho's tls_insecure_set: the host name is not checked, the chain still is
         context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
     return context
 
 
@@ -89,3 +88,22 @@ def refusal(reason_code: Any, broker: str, *, with_password: bool) -> str:
     if value in _UNAVAILABLE:
         return f"{broker} is unavailable: it refused new connections for now"
     return f"{broker} refused the connection: {reason_code}"
+
+
+_KINDS = (
+    "certificate verification failed",
+    "TLS handshake",
+    "not authorised",
+    "connection refused",
+    "name not resolved",
+    "no answer",
+    "disconnected",
+)
+
+
+def public_reason(reason: str | None) -> str:
+    """The kind of a reason without the broker's address (for callers without the API key)."""
+    for kind in _KINDS:
+        if reason and kind in reason:
+            return f"broker not connected: {kind.lower()}"
+    return "broker not connected"

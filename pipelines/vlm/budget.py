@@ -13,15 +13,22 @@ may spend once its own share is gone. A quiet camera therefore always finds its 
 busy one gets its share plus whatever the quiet ones leave; together they never exceed
 `per_hour` an hour (plus the initial full buckets). It runs in one place, the `vlm-budget` actor.
 
+`Budgets`: the global FairShare and one per backend chain with a budget
+(`vlm.backends.NAME.max_per_hour`, shared by the cameras on that chain); a call must fit all the
+budgets its camera is under.
+
 Times are `time.monotonic()` seconds, passed in, so the logic is testable without a clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["CameraBudget", "FairShare", "TokenBucket"]
+if TYPE_CHECKING:
+    from pipelines.config import Config
+
+__all__ = ["Budgets", "CameraBudget", "FairShare", "TokenBucket", "budget_spec"]
 
 HOUR_S = 3600.0
 
@@ -99,6 +106,12 @@ class FairShare:
         for bucket in self.shares.values():
             self.pool.add(bucket.refill(now))
 
+    def available(self, camera_id: str, now: float) -> bool:
+        """Whether `take` would grant this camera a call now (nothing is spent)."""
+        self._refill(now)
+        own = self.shares.get(camera_id)
+        return (own is not None and own.available(now)) or self.pool.available(now)
+
     def take(self, camera_id: str, now: float) -> bool:
         """One call for this camera: from its share, else from the pool; False when neither."""
         self._refill(now)
@@ -122,21 +135,43 @@ class FairShare:
 Budget = tuple[str, int, tuple[str, ...]]  # (name, max_per_hour, camera ids); "" is the global
 
 
+def budget_spec(config: Config) -> tuple[Budget, ...] | None:
+    """The budgets a config sets, over their enabled cameras: each chain's
+    (`vlm.backends.NAME.max_per_hour`, its cameras), then the global one (`vlm.max_per_hour`,
+    every camera); None when it sets none."""
+    cameras = [c for c in config.cameras if c.enabled]
+    budgets: list[Budget] = []
+    for name, chain in sorted(config.vlm.backends.items()):
+        if chain.max_per_hour is not None:
+            budgets.append(
+                (name, chain.max_per_hour, tuple(c.id for c in cameras if c.vlm == name))
+            )
+    if config.vlm.max_per_hour is not None:
+        budgets.append(("", config.vlm.max_per_hour, tuple(c.id for c in cameras)))
+    return tuple(budgets) or None
+
+
 class Budgets:
-    """The global budget and the chains' (`vlm.backends.NAME.max_per_hour`), each a FairShare
-    over its cameras. A call is granted when every budget its camera is under grants it: the
-    chain's first, then the global one (the global comes last in a spec)."""
+    """Every budget of a spec, each a FairShare over its cameras. A call is granted only when
+    every budget its camera is under can grant it, and then it is taken from all of them: a
+    refusal by one spends nothing of the others."""
 
     def __init__(self, spec: tuple[Budget, ...], now: float) -> None:
         self.spec = spec
         self.shares = {name: FairShare(per_hour, ids, now) for name, per_hour, ids in spec}
 
+    def covers(self, camera_id: str) -> bool:
+        """Whether any budget applies to this camera."""
+        return any(camera_id in ids for _name, _per_hour, ids in self.spec)
+
     def take(self, camera_id: str, now: float) -> bool:
-        """One call for this camera; False when over a budget it is under."""
-        for name, _per_hour, ids in self.spec:
-            if camera_id in ids and not self.shares[name].take(camera_id, now):
-                return False
-        return True
+        """One call for this camera; False (nothing spent) when a budget it is under refuses."""
+        mine = [self.shares[name] for name, _per_hour, ids in self.spec if camera_id in ids]
+        refusing = [share for share in mine if not share.available(camera_id, now)]
+        if refusing:
+            refusing[0].take(camera_id, now)  # counted as refused there; it has nothing to give
+            return False
+        return all([share.take(camera_id, now) for share in mine])
 
     def stats(self) -> dict[str, Any]:
         """The global budget's stats (FairShare.stats) with each chain's under `chains`."""

@@ -15,12 +15,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.vlm.engine import VLMEngine
+from pipelines.vlm.engine import DEFAULT_COOLDOWN_S, VLMEngine, create_backend
 from pipelines.vlm.registry import Backend
 from pipelines.vlm.types import VLMRequest, VLMResult
 
 if TYPE_CHECKING:
-    from pipelines.config import VLMConfig
+    from pipelines.config import BackendConfig, VLMConfig
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +38,31 @@ class VLMRouter:
     def from_config(
         cls, config: VLMConfig, *, tiny_dir: Path | None = None, cooldown_s: float | None = None
     ) -> VLMRouter:
-        """The default chain and every `vlm.backends` chain of the config."""
+        """The default chain and every `vlm.backends` chain of the config. A backend that
+        several chains list (the same model as a fallback, say) is built once and shared: a
+        local model is loaded once; each chain keeps its own breaker state for it."""
+        built: dict[str, Backend] = {}
+
+        def backend(bc: BackendConfig) -> Backend:
+            key = bc.model_dump_json()  # secrets dump masked: compare them by value below
+            key += "\0" + (bc.api_key.get_secret_value() if bc.api_key else "")
+            if key not in built:
+                built[key] = create_backend(
+                    bc,
+                    max_new_tokens=config.max_new_tokens,
+                    build_tiny_if_missing=config.build_tiny_if_missing,
+                    tiny_dir=tiny_dir,
+                )
+            return built[key]
+
         names: list[str | None] = [None, *config.backends]
         return cls(
             {
-                name: VLMEngine.from_config(
-                    config, chain=name, tiny_dir=tiny_dir, cooldown_s=cooldown_s
+                name: VLMEngine(
+                    [backend(bc) for bc in config.chain_of(name)],
+                    cooldown_s=DEFAULT_COOLDOWN_S if cooldown_s is None else cooldown_s,
+                    deadline_s=config.deadline_of(name),
+                    bench_after=config.bench_after_failures,
                 )
                 for name in names
             }
@@ -51,8 +70,9 @@ class VLMRouter:
 
     @property
     def backends(self) -> list[Backend]:
-        """Every chain's backends (the default chain's first)."""
-        return [b for engine in self.engines.values() for b in engine.backends]
+        """Every distinct backend of every chain (the default chain's first)."""
+        every = [b for engine in self.engines.values() for b in engine.backends]
+        return list({id(b): b for b in every}.values())
 
     def _engine_of(self, request: VLMRequest) -> str | None:
         name = request.chain
@@ -89,8 +109,8 @@ class VLMRouter:
         return [r for r in results if r is not None]
 
     def generated_tokens(self) -> int:
-        """Tokens generated so far by every chain's backends."""
-        return sum(engine.generated_tokens() for engine in self.engines.values())
+        """Tokens generated so far by every backend (each counted once)."""
+        return sum(backend.generated_tokens for backend in self.backends)
 
     def stats(self) -> dict[str, Any]:
         """The default chain's stats, with each named chain's under `chains`."""
@@ -106,5 +126,5 @@ class VLMRouter:
         return errors
 
     async def close(self) -> None:
-        """Close every chain's backends."""
-        await asyncio.gather(*(engine.close() for engine in self.engines.values()))
+        """Close every backend once (chains may share one)."""
+        await asyncio.gather(*(backend.close() for backend in self.backends))

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pipelines.config import CameraConfig, Config
 from pipelines.events import Event
+from pipelines.mqtt.diagnose import public_reason
 from pipelines.naming import (
     PUBLISHER_ACTOR,
     RUN_ACTOR,
@@ -260,5 +261,11 @@ class RayStoreClient:
 
     async def _mqtt_ok(self) -> dict[str, Any]:
         info = await self._call(PUBLISHER_ACTOR, "status")
-        why = str(info.get("reason") or "broker not connected")
-        return _component(bool(info.get("connected")), why, pending=info.get("pending", 0))
+        reason = info.get("reason")
+        ok = bool(info.get("connected"))
+        entry = _component(
+            ok, str(reason or "broker not connected"), pending=info.get("pending", 0)
+        )
+        if not ok:  # `why` is shown without the key: the kind, not the broker's address
+            entry["public"] = public_reason(reason)
+        return entry

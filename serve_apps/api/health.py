@@ -65,8 +65,8 @@ async def health(request: Request, context: Context, creds: Credentials) -> JSON
     if checks is None:
         checks = request.app.state.health_checks = _Checks()
     components = await components_now(context.store, checks)
-    why = [
-        f"{name}: {info.get('detail') or 'down'}"
+    why = [  # for everyone: a component's `public` text where its detail names addresses
+        f"{name}: {info.get('public') or info.get('detail') or 'down'}"
         for name, info in components.items()
         if not info.get("ok")
     ]

@@ -186,7 +186,8 @@ def test_a_closed_port_and_an_unknown_name_are_named(tmp_path: Path) -> None:
     assert f"NOT CONNECTED: {reason}" in plain_lines(snap)[-1]
     assert _health_of({"connected": False, "reason": reason}) == {
         "ok": False,
-        "detail": reason,
+        "detail": reason,  # with the key (`components`)
+        "public": "broker not connected: connection refused",  # `why`, without the address
         "pending": 0,
     }
     assert _health_of({"connected": True, "reason": None})["detail"] == ""

@@ -8,7 +8,7 @@ from benchmarks.bench_soak import RssLog, check
 
 
 def _result(**overrides: Any) -> dict[str, Any]:
-    rows = [(f"e{i}", "cam0", True, 100.0 + i) for i in range(5)]  # saving order
+    rows = [(f"e{i}", "cam0", True, 100.0 + i, i) for i in range(5)]  # saving order
     base = {
         "rows": rows,
         "received": {f"e{i}": "cam0" for i in range(5)},
@@ -34,11 +34,13 @@ def test_each_loss_or_repeat_is_named() -> None:
     cases = {
         "repeated MQTT": {"messages": 6},
         "published not received": {"received": {f"e{i}": "cam0" for i in range(4)}},
-        "not marked published": {"rows": [*_result()["rows"][:4], ("e4", "cam0", False, 104.0)]},
+        "not marked published": {"rows": [*_result()["rows"][:4], ("e4", "cam0", False, 104.0, 4)]},
         "Parquet holds 4 rows": {"parquet_ids": ["e0", "e1", "e2", "e3"]},
         "SSE client 1: 6 streamed": {"sse": [{"ids": ["e0", "e1", "e1", "e2", "e3", "e4"]}]},
         "SSE client 1: 4 streamed, 5 expected": {"sse": [{"ids": ["e0", "e1", "e3", "e4"]}]},
-        "stored twice": {"rows": [*_result()["rows"], ("e4", "cam0", True, 104.0)]},
+        "stored twice (same start)": {"rows": [*_result()["rows"], ("e5", "cam0", True, 105.0, 4)]},
+        "cameras with fewer than 1 events: cam1": {"cameras": ["cam0", "cam1"]},
+        "fewer than 9 events: cam0": {"least_per_camera": 9},
         "exited 1": {"exit_code": 1},
     }
     for expected, change in cases.items():

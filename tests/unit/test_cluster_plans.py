@@ -99,6 +99,27 @@ def test_plan_refuses_what_needs_a_new_run(tmp_path: Path, extra: str, named: st
     )
 
 
+def test_a_chain_change_restarts_every_camera_it_may_concern(tmp_path: Path) -> None:
+    chains = "vlm: {backends: {cloud: {backend: openai, model: m, base_url: 'http://x/v1'%s}}}\n"
+    old = _config(tmp_path, _cams("a", "b", a=", vlm: cloud"), chains % "")
+    deadline = plan(
+        old, _config(tmp_path, _cams("a", "b", a=", vlm: cloud"), chains % ", deadline_s: 5")
+    )
+    assert set(deadline.restarted) == {"a", "b"} and deadline.redeploy_vlm
+    # a budget on the chain: every camera sends the budget actor the new spec
+    budget = ", max_per_hour: 9"
+    with_budget = _config(tmp_path, _cams("a", "b", a=", vlm: cloud"), chains % budget)
+    assert set(plan(old, with_budget).restarted) == {"a", "b"}
+    # b joins the budgeted chain: the spec changes for a as well
+    moved = _config(tmp_path, _cams("a", "b", a=", vlm: cloud", b=", vlm: cloud"), chains % budget)
+    assert set(plan(with_budget, moved).restarted) == {"a", "b"}
+    # without a budget, moving b restarts b alone
+    alone = plan(
+        old, _config(tmp_path, _cams("a", "b", a=", vlm: cloud", b=", vlm: cloud"), chains % "")
+    )
+    assert alone.restarted == ("b",)
+
+
 def test_status_shows_each_cameras_node_and_each_replicas_queue() -> None:
     from rich.console import Console
 

@@ -84,7 +84,8 @@ def test_reader_never_fails_while_appending_and_exporting(tmp_path: Path) -> Non
     store = EventStore(tmp_path / "data", retention_days=3)
     now = utcnow()
     old = [make_event(i, now - timedelta(days=10, minutes=i)) for i in range(30)]
-    past = [make_event(100 + i, now - timedelta(days=1, minutes=i)) for i in range(30)]
+    noon = (now - timedelta(days=1)).replace(hour=12, minute=0)  # one closed day at any hour
+    past = [make_event(100 + i, noon - timedelta(minutes=i)) for i in range(30)]
     for k in range(0, 30, 3):
         store.append(old[k : k + 3] + past[k : k + 3], {})
         store.export_parquet()

@@ -118,3 +118,37 @@ def test_a_chain_budget_is_shared_by_its_cameras_and_the_global_one_by_all() -> 
     stats = budgets.stats()
     assert stats["chains"]["cloud"]["granted"] == {"door": 1, "gate": 1}
     assert stats["granted"] == {"door": 1, "gate": 1, "yard": 1}
+
+
+def test_a_refusal_by_one_budget_spends_nothing_of_the_others() -> None:
+    budgets = Budgets((("cloud", 4, ("door",)), ("", 2, ("door", "yard"))), now=0.0)
+    # the global budget (a share of 1 each) refuses door's second call: cloud keeps 3 of its 4
+    assert [budgets.take("door", 0.0) for _ in range(4)] == [True, False, False, False]
+    cloud = budgets.stats()["chains"]["cloud"]
+    assert cloud["granted"] == {"door": 1} and cloud["shares"]["door"] == 3.0
+    assert budgets.stats()["refused"] == {"door": 3, "yard": 0}
+
+
+def test_the_spec_of_a_config_names_each_chains_cameras_and_the_global_budget(
+    tmp_path: Path,
+) -> None:
+    from pipelines.vlm.budget import budget_spec
+
+    path = tmp_path / "liveobject.yaml"
+    path.write_text(CONFIG)
+    assert budget_spec(load_config(path)) == (("cloud", 60, ("doorbell",)),)
+    path.write_text(CONFIG.replace("  deadline_s: 30\n", "  deadline_s: 30\n  max_per_hour: 10\n"))
+    spec = budget_spec(load_config(path))
+    assert spec == (("cloud", 60, ("doorbell",)), ("", 10, ("doorbell", "garden")))
+    path.write_text(CONFIG.replace("      max_per_hour: 60\n", ""))
+    assert budget_spec(load_config(path)) is None
+
+
+def test_a_backend_two_chains_list_is_built_once(tmp_path: Path) -> None:
+    path = tmp_path / "liveobject.yaml"
+    path.write_text(CONFIG)
+    router = VLMRouter.from_config(load_config(path).vlm)
+    default, cloud = router.engines[None].backends, router.engines["cloud"].backends
+    assert [b.name for b in cloud] == ["openai:big-cloud-model", "transformers:local-model"]
+    assert cloud[1] is default[0]  # the cloud chain's fallback is the default chain's model
+    assert len(router.backends) == 2
