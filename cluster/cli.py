@@ -54,6 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cluster.placement import PlacementError
     from cluster.runtime import StoreStartError
 
+    quiet_libraries(args.verbose)  # again: importing ray.serve set its logger to INFO
     config = _load(args.config)
     try:
         return run_cluster(
@@ -70,6 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from cluster.demo import run_demo
 
+    quiet_libraries(args.verbose)  # again: importing ray.serve set its logger to INFO
     return run_demo(
         data_dir=Path(args.data),
         until_done=args.until_done,
@@ -279,6 +281,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+NOISY = ("ray", "ray.serve", "filelock", "urllib3", "httpx", "transformers")
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """The console shows the product's lines: the libraries' INFO lines only with --verbose
+    (Ray's and Serve's stay in Ray's log files, whose folder `run` prints once)."""
+    for noisy in NOISY:
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+    # Ray's notice that a new local cluster has token authentication (its default, and ours):
+    # good news, not a warning for the console (the "disabled" warning still shows)
+    auth = logging.getLogger(RAY_AUTH_LOGGER)
+    if _drop_auth_enabled_notice not in auth.filters:
+        auth.addFilter(_drop_auth_enabled_notice)
+
+
+def _drop_auth_enabled_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled for this")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `liveobject` console script."""
     parser = build_parser()
@@ -287,8 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("ray", "ray.serve", "filelock", "urllib3", "httpx", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_libraries(args.verbose)
     try:
         result: Any = args.func(args)
     except KeyboardInterrupt:

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console, RenderableType
 from rich.live import Live
 
-from cluster.runtime import deploy
+from cluster.runtime import deploy, ray_logs_dir
 from cluster.status import plain_lines, render
 from pipelines.config import Config
 
@@ -87,6 +87,9 @@ def run_cluster(
         docs = "/docs" if config.api.docs else "/openapi.json"
         print(f"API: {api}  (OpenAPI: {api.rsplit('/api/v1', 1)[0]}{docs})")
         print(f"Ray dashboard: {deployment.dashboard_url or 'not started'}")
+        logs = ray_logs_dir()
+        if logs is not None:  # Ray's and Serve's own lines go there, not to this console
+            print(f"Ray logs: {logs}")
         broker = deployment.broker
         if broker is not None:
             print(f"MQTT: embedded {broker.kind} broker on port {broker.port}")

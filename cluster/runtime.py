@@ -205,10 +205,14 @@ class Deployment:
         except Exception:
             logger.warning("store did not close cleanly")
         if self.started_local_ray:
-            try:
-                serve.shutdown()
-            except Exception:
-                logger.debug("serve already shut down")
+            # The apps are deleted (their replicas end gracefully); the controller and proxies
+            # end with the cluster. serve.shutdown() would kill the controller under this
+            # driver's own long-poll, and Ray prints that as "(raylet) Task ... failed".
+            for app in (API_APP, VLM_APP):
+                try:
+                    serve.delete(app)
+                except Exception:
+                    logger.debug("serve app %s already gone", app)
             cameras = map(camera_actor_name, self.fleet.cameras)
             for name in [PUBLISHER_ACTOR, STORE_ACTOR, *cameras]:
                 try:
@@ -249,9 +253,6 @@ def connect(config: Config, *, include_dashboard: bool = True) -> tuple[bool, st
     if config.ray.address:
         return _join(config)
     port = joining.dashboard_port(config.ray.dashboard_port) if include_dashboard else 0
-    # Ray's own default for a new local cluster, said explicitly so that Ray does not print
-    # its "Token authentication is enabled" notice on the console (a user's setting stays)
-    os.environ.setdefault(joining.AUTH_ENV, "token")
     # Ray's GCS keeps the events of the last 100,000 tasks by default (for its state API and
     # dashboard): every actor call is one, so on a long run its memory grows by ~120 MB in
     # half an hour until that cap (benchmarks/bench_soak.py). 10,000 keeps recent history.
@@ -279,6 +280,9 @@ def connect(config: Config, *, include_dashboard: bool = True) -> tuple[bool, st
                 raise
             joining.end_children(before)  # what the failed start left (ray.shutdown does not)
             port = joining.dashboard_port(joining.free_port())
+    session = getattr(context, "address_info", {}).get("session_dir")
+    if session:
+        _SESSION["logs"] = str(Path(session) / "logs")
     return True, _dashboard_url(context), "local"
 
 
@@ -303,6 +307,14 @@ def _dashboard_url(context: Any) -> str | None:
     if dashboard and not dashboard.startswith("http"):
         dashboard = f"http://{dashboard}"
     return dashboard
+
+
+_SESSION: dict[str, str] = {}  # this process's local Ray session: where its logs are
+
+
+def ray_logs_dir() -> str | None:
+    """The log folder of the local Ray cluster this process started (None: joined or none)."""
+    return _SESSION.get("logs")
 
 
 GCS_LIMITS = {"RAY_task_events_max_num_task_in_gcs": "10000"}  # a user's setting stays

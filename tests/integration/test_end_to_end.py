@@ -184,3 +184,9 @@ def test_demo_until_done_without_a_broker(tmp_path: Path) -> None:
     published = int(summary[-1].split()[3])
     assert stored >= 2 and published == stored, summary
     assert (tmp_path / "demo" / "store" / "events.duckdb").exists()
+    # a run that reads cleanly: the product's lines only, the summary last (Ray's and Serve's
+    # own lines are in Ray's log folder, named once)
+    assert proc.stdout.splitlines()[-1] == summary[-1], proc.stdout[-2000:]
+    assert "Ray logs: " in proc.stdout
+    for noise in ("(raylet)", "\x1b[", "Started Serve", "is ready", "Token authentication"):
+        assert noise not in proc.stdout + proc.stderr, (noise, proc.stdout[-2000:], proc.stderr)
