@@ -88,8 +88,18 @@ class Receiver:
         self.client.disconnect()
 
 
-def write_config(tmp: Path, server: StreamServer, cameras: int, broker: int, api: int) -> Path:
-    """A `liveobject run` config: live cameras, tiny VLM, MQTT QoS 1, API on a free port."""
+def write_config(
+    tmp: Path,
+    server: StreamServer,
+    cameras: int,
+    broker: int,
+    api: int,
+    *,
+    name: str = "bench-e2e",
+    max_new_tokens: int = 32,
+) -> Path:
+    """A `liveobject run` config: live cameras, tiny VLM, MQTT QoS 1, API on a free port;
+    `name` is its Ray namespace and topic prefix."""
     from pipelines.vlm.tiny import build_tiny_vlm
 
     model = build_tiny_vlm(tmp / "tiny-vlm")
@@ -99,16 +109,30 @@ def write_config(tmp: Path, server: StreamServer, cameras: int, broker: int, api
     )
     config = tmp / "liveobject.yaml"
     config.write_text(
-        f"""ray: {{namespace: bench-e2e, num_cpus: {4 + cameras}}}
+        f"""ray: {{namespace: {name}, num_cpus: {4 + cameras}}}
 cameras:
 {cams}
-vlm: {{model: {model}, max_new_tokens: 32, max_batch_size: 8}}
+vlm: {{model: {model}, max_new_tokens: {max_new_tokens}, max_batch_size: 8}}
 storage: {{path: {tmp / "data"}}}
-mqtt: {{host: 127.0.0.1, port: {broker}, qos: 1, topic_prefix: bench-e2e}}
+mqtt: {{host: 127.0.0.1, port: {broker}, qos: 1, topic_prefix: {name}}}
 api: {{host: 127.0.0.1, port: {api}, base_url: "http://127.0.0.1:{api}"}}
 """
     )
     return config
+
+
+def start_run(config: Path, log: Any) -> subprocess.Popen[bytes]:
+    """`liveobject run --config CONFIG` as users start it (its own process group), offline,
+    never joining another Ray cluster; its output to `log`."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cluster.cli", "run", "--config", str(config), "--no-dashboard"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
 
 
 def profile_slowest(watch: ProcessWatch, seconds: float, tmp: Path) -> dict[str, Any]:
@@ -176,16 +200,8 @@ def run(args: Any, tmp: Path) -> dict[str, Any]:
     receiver = Receiver(broker.port, "bench-e2e/camera/+/event")
     api = free_port()
     config = write_config(tmp, server, args.cameras, broker.port, api)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
     log = (tmp / "run.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "run", "--config", str(config), "--no-dashboard"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
+    proc = start_run(config, log)
     watch = ProcessWatch(proc.pid)
     result: dict[str, Any] = {}
     try:

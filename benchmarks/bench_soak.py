@@ -28,7 +28,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` whe
 import httpx
 import psutil
 
-from benchmarks.bench_e2e import Receiver
+from benchmarks.bench_e2e import Receiver, start_run, write_config
 from benchmarks.harness import (
     Broker,
     Row,
@@ -77,29 +76,6 @@ def make_clip(folder: Path) -> Path:
         gop=50,
         grain=2.0,
     )
-
-
-def write_config(tmp: Path, server: StreamServer, broker: int, api: int) -> Path:
-    """The run's config: 8 live cameras, tiny VLM, MQTT QoS 1, the API on a free port."""
-    from pipelines.vlm.tiny import build_tiny_vlm
-
-    model = build_tiny_vlm(tmp / "tiny-vlm")
-    cams = "\n".join(
-        f"  - {{id: cam{i}, name: Camera {i}, source: {server.url(f'cam{i}')}, detect_fps: 5}}"
-        for i in range(CAMERAS)
-    )
-    config = tmp / "liveobject.yaml"
-    config.write_text(
-        f"""ray: {{namespace: bench-soak, num_cpus: {4 + CAMERAS}}}
-cameras:
-{cams}
-vlm: {{model: {model}, max_new_tokens: 24, max_batch_size: 8}}
-storage: {{path: {tmp / "data"}}}
-mqtt: {{host: 127.0.0.1, port: {broker}, qos: 1, topic_prefix: bench-soak}}
-api: {{host: 127.0.0.1, port: {api}, base_url: "http://127.0.0.1:{api}"}}
-"""
-    )
-    return config
 
 
 @dataclass
@@ -276,17 +252,11 @@ def run(args: Any, tmp: Path) -> dict[str, Any]:
     receiver = Receiver(broker.port, "bench-soak/camera/+/event")
     api = free_port()
     base = f"http://127.0.0.1:{api}"
-    config = write_config(tmp, server, broker.port, api)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
-    log = (tmp / "run.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "run", "--config", str(config), "--no-dashboard"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
+    config = write_config(
+        tmp, server, CAMERAS, broker.port, api, name="bench-soak", max_new_tokens=24
     )
+    log = (tmp / "run.log").open("w")
+    proc = start_run(config, log)
     rss = RssLog(proc.pid)
     readers: list[Any] = []
     result: dict[str, Any] = {}
