@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test check lint typecheck unit integration mosquitto browser screenshot bench soak bench-gpu bench-gpu-wheels clean
+.PHONY: demo test check lint typecheck unit integration mosquitto browser ha-venv screenshot bench soak bench-gpu bench-gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ browser:
 	@{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
+# A real Home Assistant core for the blueprint's test, in its own venv (its pins differ from ours).
+HA_VENV := .venv-ha
+HA_STAMP := $(HA_VENV)/.installed-stamp
+$(HA_STAMP): tests/home-assistant-requirements.txt
+	$(PYTHON) -m venv $(HA_VENV)
+	$(HA_VENV)/bin/python -m pip install --quiet -r tests/home-assistant-requirements.txt
+	touch $(HA_STAMP)
+ha-venv: $(HA_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/liveobject demo --until-done
 
@@ -44,19 +53,22 @@ XDIST := -n 2 --dist loadfile
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q -p no:cacheprovider $(XDIST)
 
-integration: $(STAMP) mosquitto browser
+integration: $(STAMP) $(HA_STAMP) mosquitto browser
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider $(XDIST)
 
 # The edit loop: lint, types and the unit tests (no Ray, no broker), in about a minute.
 check: lint typecheck unit
 
-test: $(STAMP) mosquitto browser lint typecheck
+test: $(STAMP) $(HA_STAMP) mosquitto browser lint typecheck
 	$(PY) -m pytest tests -q -p no:cacheprovider $(XDIST) --durations=15
 
-# Refresh docs/review-page.png on purpose; a test run writes its screenshot to a temp folder.
-screenshot: $(STAMP) browser
-	LIVEOBJECT_REVIEW_SCREENSHOT=$(CURDIR)/docs/review-page.png $(PY) -m pytest \
-		tests/integration/test_review_page.py -q -p no:cacheprovider -k test_page_without_key
+# Refresh docs/review-page.png and docs/ha-notification.png on purpose; a test run writes its
+# screenshots to a temp folder.
+screenshot: $(STAMP) $(HA_STAMP) browser mosquitto
+	LIVEOBJECT_REVIEW_SCREENSHOT=$(CURDIR)/docs/review-page.png \
+	LIVEOBJECT_HA_SCREENSHOT=$(CURDIR)/docs/ha-notification.png $(PY) -m pytest \
+		tests/integration/test_review_page.py tests/integration/test_home_assistant.py \
+		-q -p no:cacheprovider -k "test_page_without_key or test_blueprint"
 
 # Every benchmark through the product, each against a baseline run beside it; one table in
 # benchmarks/results/latest.md (and the README). BENCH_QUICK=1 make bench: seconds each.
@@ -81,4 +93,4 @@ bench-gpu-wheels: $(STAMP)
 		--implementation cp --platform manylinux_2_17_x86_64 -d benchmarks/wheels $(GPU_WHEELS)
 
 clean:
-	rm -rf $(VENV) demo-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(HA_VENV) demo-data .pytest_cache .mypy_cache .ruff_cache

@@ -37,13 +37,14 @@ class BudgetActor:
     def __init__(self, spec: Spec) -> None:
         self._budgets = Budgets(_spec(spec), time.monotonic())
 
-    def take(self, camera_id: str, spec: Spec) -> bool:
-        """One VLM call for camera_id from its chain's budget and the global one."""
+    def take(self, camera_id: str, spec: Spec) -> str | None:
+        """One VLM call for camera_id from its chain's budget and the global one: None when
+        granted, else the budget that refused (`Budgets.refusal`)."""
         spec = _spec(spec)
         if spec != self._budgets.spec:
             logger.info("vlm-budget: new budgets %s", [(n or "global", p) for n, p, _ in spec])
             self._budgets = Budgets(spec, time.monotonic())
-        return self._budgets.take(camera_id, time.monotonic())
+        return self._budgets.refusal(camera_id, time.monotonic())
 
     def stats(self) -> dict[str, Any]:
         """Tokens left and grants/refusals per camera (see `Budgets.stats`)."""

@@ -89,12 +89,12 @@ class _RayBudget:
         self._spec = spec
         self._actor = actor
 
-    async def take(self, camera_id: str) -> bool:
+    async def take(self, camera_id: str) -> str | None:
         try:
             if self._actor is None:
                 self._actor = await asyncio.to_thread(get_budget, self._config, self._spec)
-            granted: bool = await self._actor.take.remote(camera_id, self._spec)
-            return granted
+            refused: str | None = await self._actor.take.remote(camera_id, self._spec)
+            return refused
         except (Exception, asyncio.CancelledError):  # cancelled: the caller's timeout
             self._actor = None  # look it up (or create it) again next time
             raise

@@ -30,7 +30,7 @@ from pipelines.config import CameraConfig, VLMConfig
 from pipelines.events import REUSED_PROVIDER, Event
 from pipelines.filters import is_filtered
 from pipelines.ingest.segment import Segment
-from pipelines.vlm.budget import CameraBudget
+from pipelines.vlm.budget import GLOBAL, CameraBudget
 from pipelines.vlm.dedupe import Analysed, Deduper, Lookup, reused_result
 from pipelines.vlm.types import VLMRequest, VLMResult, fallback_result
 
@@ -60,7 +60,12 @@ class NoiseControl:
         self._throttled: set[int] = set()  # segments over a VLM budget (fallback text)
         self._metrics = metrics
         self.counts = {"vlm_calls": 0, "reused": 0, "throttled": 0, "filtered": 0, "unsure": 0}
-        self.counts |= {"throttled_camera": 0, "throttled_global": 0, "budget_errors": 0}
+        self.counts |= {
+            "throttled_camera": 0,
+            "throttled_global": 0,
+            "throttled_chain": 0,
+            "budget_errors": 0,
+        }
 
     def status(self) -> dict[str, Any]:
         """Counters for the camera's status()."""
@@ -164,15 +169,25 @@ class NoiseControl:
             self.counts["throttled_camera"] += 1
             logger.info("camera %s: over vlm_max_per_hour; fallback text", self._camera.id)
             return False
-        if self._global is not None and not await self._take_global():
+        refused = await self._take_global() if self._global is not None else None
+        if refused == GLOBAL:
             self.counts["throttled_global"] += 1
             logger.info("camera %s: over its share of vlm.max_per_hour", self._camera.id)
+            return False
+        if refused is not None:
+            self.counts["throttled_chain"] += 1
+            logger.info(
+                "camera %s: over its share of vlm.backends.%s.max_per_hour",
+                self._camera.id,
+                refused,
+            )
             return False
         self._own.spend(now)
         return True
 
-    async def _take_global(self) -> bool:
-        """One call from the global budget; if it cannot answer, allow (and count) it."""
+    async def _take_global(self) -> str | None:
+        """One call from the shared budgets (None: granted, else which refused); if they
+        cannot answer, allow (and count) it."""
         assert self._global is not None
         try:
             return await asyncio.wait_for(self._global.take(self._camera.id), BUDGET_CALL_TIMEOUT_S)
@@ -183,4 +198,4 @@ class NoiseControl:
                 self._camera.id,
                 type(exc).__name__,
             )
-            return True
+            return None

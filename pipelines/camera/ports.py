@@ -34,10 +34,12 @@ class StatusSink(Protocol):
 
 
 class BudgetPort(Protocol):
-    """The global VLM budget shared by every camera (`vlm.max_per_hour`)."""
+    """The shared VLM budgets: the global `vlm.max_per_hour` and the camera's chain's
+    `vlm.backends.NAME.max_per_hour`."""
 
-    async def take(self, camera_id: str) -> bool:
-        """One VLM call for camera_id; False when over its share."""
+    async def take(self, camera_id: str) -> str | None:
+        """One VLM call for camera_id: None when granted, else which budget refused
+        (`"global"` or the chain's name)."""
         ...
 
 

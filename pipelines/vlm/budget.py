@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pipelines.config import Config
 
-__all__ = ["Budgets", "CameraBudget", "FairShare", "TokenBucket", "budget_spec"]
+__all__ = ["GLOBAL", "Budgets", "CameraBudget", "FairShare", "TokenBucket", "budget_spec"]
 
 HOUR_S = 3600.0
+GLOBAL = "global"  # what `Budgets.refusal` names the global budget (a chain has its own name)
 
 
 class TokenBucket:
@@ -166,12 +167,19 @@ class Budgets:
 
     def take(self, camera_id: str, now: float) -> bool:
         """One call for this camera; False (nothing spent) when a budget it is under refuses."""
-        mine = [self.shares[name] for name, _per_hour, ids in self.spec if camera_id in ids]
-        refusing = [share for share in mine if not share.available(camera_id, now)]
-        if refusing:
-            refusing[0].take(camera_id, now)  # counted as refused there; it has nothing to give
-            return False
-        return all([share.take(camera_id, now) for share in mine])
+        return self.refusal(camera_id, now) is None
+
+    def refusal(self, camera_id: str, now: float) -> str | None:
+        """Take one call for this camera from every budget it is under: None when granted,
+        else which budget refused (`GLOBAL`, or the chain's name) and nothing is spent."""
+        mine = [(name, self.shares[name]) for name, _per_hour, ids in self.spec if camera_id in ids]
+        for name, share in mine:
+            if not share.available(camera_id, now):
+                share.take(camera_id, now)  # counted as refused there; it has nothing to give
+                return name or GLOBAL
+        for _name, share in mine:
+            share.take(camera_id, now)
+        return None
 
     def stats(self) -> dict[str, Any]:
         """The global budget's stats (FairShare.stats) with each chain's under `chains`."""

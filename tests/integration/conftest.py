@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.browser import browser  # noqa: F401 (the fixture, for every module here)
 from tests.support.network import free_port
 from tests.support.ray_cluster import RaySession
 

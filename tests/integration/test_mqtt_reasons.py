@@ -2,7 +2,8 @@
 CA the config does not trust, a refused password, a closed port and a name that does not
 resolve, each against a real mosquitto (TLS certificates made here) through the publisher's
 real paho client. The reason is logged once per change, holds no secret, and clears on connect;
-the console line and health carry it."""
+the console line and health carry it. Events stored under a refused password are published once
+a publisher runs with the fixed config."""
 
 from __future__ import annotations
 
@@ -25,10 +26,13 @@ from cryptography.x509.oid import NameOID
 from cluster.status import plain_lines
 from pipelines.config import MQTTConfig, TLSConfig
 from pipelines.mqtt.client import MqttPublisherCore
+from pipelines.mqtt.publishing import EventPublisher
 from pipelines.mqtt.topics import Topics
+from pipelines.storage import EventStore
 from tests.support.mosquitto import Mosquitto
-from tests.support.mqtt import mqtt_settings, unique_prefix
+from tests.support.mqtt import Subscriber, actor_config, make_event, mqtt_settings, unique_prefix
 from tests.support.network import free_port
+from tests.support.publisher_ports import FakeCameras, FakeMetrics, LocalFeed
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -205,3 +209,62 @@ def _health_of(publisher_status: dict[str, Any]) -> dict[str, Any]:
 
     client._call = call  # type: ignore[method-assign]  # the actor's answer, without Ray
     return asyncio.run(client._mqtt_ok())
+
+
+def test_events_stored_under_a_refused_password_are_published_once_it_is_fixed(
+    tmp_path: Path,
+) -> None:
+    """The whole way: the product's EventPublisher reads a real EventStore's feed; with a wrong
+    password nothing is published and the events stay unpublished in the DuckDB file; a
+    publisher built from the fixed config (the next run) publishes each of them once."""
+    tool = shutil.which("mosquitto_passwd")
+    if tool is None:
+        pytest.skip("mosquitto_passwd not installed (Debian package `mosquitto`)")
+    passwords = tmp_path / "passwd"
+    subprocess.run([tool, "-c", "-b", str(passwords), "liveobject", "right-secret"], check=True)
+    subprocess.run([tool, "-b", str(passwords), "reader", "reader-secret"], check=True)
+    broker = Mosquitto(tmp_path, extra_conf=f"password_file {passwords}\n", anonymous=False)
+    broker.start()
+    prefix = unique_prefix()
+    store = EventStore(tmp_path / "data")
+    sub = Subscriber(broker.port, [f"{prefix}/camera/+/event"], auth=("reader", "reader-secret"))
+    publishers: list[EventPublisher] = []
+
+    def publisher(password: str) -> EventPublisher:
+        config = actor_config(
+            broker.port, tmp_path / "data", prefix=prefix, username="liveobject", password=password
+        )
+        made = EventPublisher(
+            config,
+            store=LocalFeed(store),
+            cameras=FakeCameras(),
+            metrics=FakeMetrics(),
+            sw_version="t",
+        )
+        publishers.append(made)
+        made.start()
+        return made
+
+    try:
+        wrong = publisher(SECRET)
+        wait_for(lambda: "not authorised" in str(wrong.status().get("reason")), 20, "the reason")
+        events = [make_event(description=f"A parcel is left at the door, {i}.") for i in range(3)]
+        store.save_batch(events, None, 0)
+        wait_for(lambda: broker.log().count("New connection from") >= 3, 20, "paho to retry")
+        assert sub.messages == []
+        assert len(store.unpublished_events()) == 3  # still waiting in the store
+        wrong.shutdown()
+
+        fixed = publisher("right-secret")
+        ids = [e.event_id for e in events]
+        sub.wait_for(lambda m: len(m) >= 3, 30)
+        wait_for(lambda: not store.unpublished_events(), 20, "the acks stored")
+        fixed.flush(10)
+        assert [m.json()["event_id"] for m in sub.messages] == ids  # each once, in order
+        assert fixed.status()["reason"] is None
+    finally:
+        for made in publishers:
+            made.shutdown()
+        sub.close()
+        store.close()
+        broker.stop()

@@ -3,7 +3,8 @@
 The API app runs under a real uvicorn over a real EventStore with JPEG thumbnails. Without a
 key: the page loads with no console errors, lists the seeded events with thumbnails that decode
 and alt text from their descriptions, the camera, object and search filters change the list, a
-newly saved event appears without a reload, the keyboard moves through it, it fits a phone; a
+newly saved event appears without a reload, the keyboard moves through it, `/#event=<id>` (a
+notification's tap) marks that event, it fits a phone; a
 screenshot is taken (into a temp folder; `make screenshot` refreshes docs/review-page.png).
 With a key: the page asks for it once, refuses a wrong one, works with the right one, and the key
 never appears in a URL.
@@ -13,14 +14,11 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import uvicorn
 from PIL import Image, ImageDraw
@@ -30,27 +28,15 @@ from pipelines.events import Event, utcnow
 from pipelines.storage import EventStore
 from serve_apps.api import build_api
 from serve_apps.api.local import LocalStoreClient
+from tests.support.browser import wait
 from tests.support.network import free_port, wait_port
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 # where the screenshot goes when set (`make screenshot`: docs/review-page.png); else tmp_path, so
 # a test run leaves the tracked file alone
 SCREENSHOT_ENV = "LIVEOBJECT_REVIEW_SCREENSHOT"
 KEY = "review-page-key-0123456789"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1000",
-]
 CAMERAS = {"front": "Front Door", "drive": "Driveway", "garden": "Garden"}
 SCENES = [
     (
@@ -151,45 +137,6 @@ class Site:
         self.store.close()
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.skip("Debian chromium and chromium-driver are not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in [*FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(CHROMEDRIVER)  # a driver path: selenium never downloads one
-    driver = webdriver.Chrome(service=service, options=options)
-    pids = [p.pid for p in psutil.Process(service.process.pid).children(recursive=True)]
-    pids.append(service.process.pid)
-    try:
-        yield driver
-    finally:
-        try:
-            driver.quit()
-        finally:
-            for pid in pids:  # whatever quit() left running, by pid
-                try:
-                    psutil.Process(pid).kill()
-                except psutil.NoSuchProcess:
-                    pass
-            shutil.rmtree(tmp_path / "profile", ignore_errors=True)
-
-
-def wait(driver: Any, check: Any, what: str, timeout: float = 30) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
-        lambda d: check(d), message=f"waiting for {what}"
-    )
-
-
 def shown_ids(driver: Any) -> list[str]:
     return driver.execute_script(
         "return [...document.querySelectorAll('#events li')].map(li => li.dataset.eventId)"
@@ -244,6 +191,7 @@ def test_page_without_key(browser: Any, tmp_path: Path) -> None:
         assert browser.save_screenshot(str(shot)), f"no screenshot written to {shot}"
         assert Image.open(shot).size[0] > 0
         assert console_errors(browser) == []
+        a_linked_event_is_shown(browser, site)
         # a phone: one column, nothing wider than the screen
         browser.set_window_size(390, 844)
         wait(
@@ -301,6 +249,34 @@ def keyboard_moves_through_the_events(browser: Any) -> None:
     ActionChains(browser).send_keys("j", "j", "j", "k").perform()
     focused = browser.switch_to.active_element.get_attribute("data-event-id")
     assert focused == shown_ids(browser)[1]
+
+
+def linked(driver: Any) -> list[str]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#events li.linked')].map(li => li.dataset.eventId)"
+    )
+
+
+def a_linked_event_is_shown(browser: Any, site: Site) -> None:
+    """`/#event=<id>` (a notification's tap) marks and focuses that event, fetching it when
+    the list (filtered) does not hold it; an id no longer stored is said so."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    oldest = newest_first(site.events)[-1]
+    browser.get(f"{site.url}#event={oldest}")  # a fresh load, as from the phone
+    wait(browser, lambda d: linked(d) == [oldest], "the linked event marked")
+    assert browser.switch_to.active_element.get_attribute("data-event-id") == oldest
+    Select(browser.find_element(By.ID, "filter-camera")).select_by_value("drive")
+    drive = newest_first([e for e in site.events if e.camera_id == "drive"])
+    wait(browser, lambda d: shown_ids(d) == drive, "the driveway's events only")
+    front = next(e for e in site.events if e.camera_id == "front")
+    browser.execute_script("location.hash = arguments[0]", f"#event={front.event_id}")
+    wait(browser, lambda d: linked(d) == [front.event_id], "a linked event outside the filter")
+    assert front.event_id in shown_ids(browser)
+    browser.execute_script("location.hash = '#event=00000000-0000-4000-8000-000000000000'")
+    status = browser.find_element(By.ID, "list-status")
+    wait(browser, lambda d: "no longer stored" in status.text, "the missing event said")
 
 
 def test_page_with_key(browser: Any, tmp_path: Path) -> None:

@@ -23,7 +23,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from pipelines.config import Config
 from pipelines.events import Event, utcnow
@@ -31,8 +30,8 @@ from pipelines.samples import generate_sample_video
 from pipelines.storage import EventStore
 from serve_apps.api import build_api
 from serve_apps.api.local import LocalStoreClient
-from tests.support.network import free_port, wait_port
 from tests.support.openai_server import FakeOpenAI, Reply
+from tests.support.uvicorn_server import Uvicorn
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy(30)]
@@ -124,26 +123,6 @@ def make_event(i: int, camera: str = "front", text: str = "A red car", pad: int 
         source_type="rtsp",
         timestamp=utcnow() - timedelta(seconds=1),
     )
-
-
-class Uvicorn:
-    """The API app under a real uvicorn (a thread of this process), stopped by stop()."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        self.app = app
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=2
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        wait_port(self.port)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
 
 
 def local_app(tmp_path: Path, stream: dict[str, Any]) -> tuple[EventStore, Uvicorn]:

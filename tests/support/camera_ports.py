@@ -80,20 +80,24 @@ class FakeSink:
 
 
 class FakeBudget:
-    """The global budget: grants `grants` calls, then refuses; `fail` raises instead."""
+    """The shared budgets: grants `grants` calls, then `refuser` refuses ("global", or a chain's
+    name); `fail` raises instead."""
 
-    def __init__(self, grants: int = 0, *, fail: bool = False, hang: bool = False) -> None:
+    def __init__(
+        self, grants: int = 0, *, fail: bool = False, hang: bool = False, refuser: str = "global"
+    ) -> None:
         self.grants = grants
+        self.refuser = refuser
         self.asked: list[str] = []
         self._fail, self._hang = fail, hang
 
-    async def take(self, camera_id: str) -> bool:
+    async def take(self, camera_id: str) -> str | None:
         self.asked.append(camera_id)
         if self._hang:
             await asyncio.Event().wait()
         if self._fail:
             raise ConnectionError("vlm-budget gone")
         if self.grants <= 0:
-            return False
+            return self.refuser
         self.grants -= 1
-        return True
+        return None

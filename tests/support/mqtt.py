@@ -57,6 +57,7 @@ class Subscriber:
         protocol: int = mqtt.MQTTv5,
         *,
         persistent: bool = False,
+        auth: tuple[str, str] | None = None,
     ) -> None:
         self.filters = filters
         self.messages: list[Received] = []
@@ -73,6 +74,8 @@ class Subscriber:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
+        if auth is not None:
+            self.client.username_pw_set(*auth)
         if persistent:  # the broker keeps our subscriptions and queues messages while we are away
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 3600

@@ -1,11 +1,14 @@
-"""Fakes of the publisher's ports (`pipelines.mqtt.ports`): a store, cameras, metrics."""
+"""The publisher's ports (`pipelines.mqtt.ports`) for tests: fakes of a store, cameras and
+metrics, and `LocalFeed`, the real store's feed in process."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 from pipelines.events import Event
+from pipelines.storage import EventStore, feed
 
 
 class FakeStore:
@@ -111,3 +114,38 @@ class FakeMetrics:
 
     def ack_latency(self, ms: float) -> None:
         self.latencies.append(ms)
+
+
+class LocalFeed:
+    """A `PublishedStore` over a real in-process `EventStore` (its DuckDB file): the same feed
+    functions the `event-store` actor serves (`pipelines.storage.feed`), without Ray. The
+    long-poll is a short sleep when nothing is new (the follower asks again)."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    def mark_published(self, event_ids: list[str]) -> None:
+        self.store.mark_published(event_ids)
+
+    def settle(self, timeout_s: float) -> None:
+        return None
+
+    def delivery_cursor(self, max_age_s: float) -> tuple[int, int]:
+        return feed.delivery_cursor(self.store, max_age_s)
+
+    def events_after(
+        self,
+        after: int,
+        *,
+        upto: int | None = None,
+        limit: int,
+        wait_s: float = 0.0,
+        unacknowledged: bool = False,
+    ) -> list[tuple[int, Event]]:
+        rows = feed.events_after(self.store, after, upto, limit, unacknowledged=unacknowledged)
+        if not rows and wait_s > 0:
+            time.sleep(min(wait_s, 0.1))
+        return rows
+
+    def events_since(self, max_age_s: float) -> list[Event]:
+        return self.store.events_since(max_age_s)

@@ -56,6 +56,14 @@ def test_the_global_budget_throttles_after_its_grants() -> None:
     assert (status["vlm_calls"], status["throttled"], status["throttled_global"]) == (2, 2, 2)
 
 
+def test_a_chains_budget_refusal_is_counted_as_the_chains() -> None:
+    budget = FakeBudget(grants=1, refuser="cloud")
+    noise = controls(budget)
+    assert describe_n(noise, 3) == ["fake:vlm", None, None]
+    status = noise.status()
+    assert (status["throttled"], status["throttled_chain"], status["throttled_global"]) == (2, 2, 0)
+
+
 def test_the_cameras_own_budget_is_spent_before_the_global_one_is_asked() -> None:
     budget = FakeBudget(grants=10)
     noise = controls(budget, vlm_max_per_hour=1)

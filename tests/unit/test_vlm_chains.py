@@ -152,3 +152,10 @@ def test_a_backend_two_chains_list_is_built_once(tmp_path: Path) -> None:
     assert [b.name for b in cloud] == ["openai:big-cloud-model", "transformers:local-model"]
     assert cloud[1] is default[0]  # the cloud chain's fallback is the default chain's model
     assert len(router.backends) == 2
+
+
+def test_a_refusal_names_the_budget_that_refused() -> None:
+    chain_first = Budgets((("cloud", 1, ("door",)), ("", 4, ("door", "yard"))), now=0.0)
+    assert [chain_first.refusal("door", 0.0) for _ in range(2)] == [None, "cloud"]
+    global_first = Budgets((("cloud", 4, ("door",)), ("", 1, ("door",))), now=0.0)
+    assert [global_first.refusal("door", 0.0) for _ in range(2)] == [None, "global"]

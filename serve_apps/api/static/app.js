@@ -401,12 +401,44 @@ function onKey(event) {
   }
 }
 
+// ---------------------------------------------------------------- a linked event (#event=<id>)
+// A notification's tap (the Home Assistant blueprint) opens `/#event=<id>`: that event is shown
+// (fetched when the list does not hold it), marked and focused.
+
+function linkedId() {
+  const match = /^#event=([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/.exec(location.hash);
+  return match ? match[1] : null;
+}
+
+async function showLinked() {
+  const id = linkedId();
+  if (!id) return;
+  const find = () => $("events").querySelector('li[data-event-id="' + id + '"]');
+  if (!find()) {
+    const res = await fetch("api/v1/events/" + id, { headers: headers() });
+    if (res.status === 401) throw new AuthError("key refused");
+    if (res.status === 404) {
+      $("list-status").textContent = "The linked event is no longer stored.";
+      return;
+    }
+    if (!res.ok) throw new Error("event: HTTP " + res.status);
+    addEvent(await res.json(), true);
+  }
+  const item = find();
+  if (!item) return;
+  for (const other of document.querySelectorAll(".event.linked")) other.classList.remove("linked");
+  item.classList.add("linked");
+  item.scrollIntoView({ block: "center" });
+  item.focus();
+}
+
 async function start() {
   if (NEEDS_KEY && !apiKey()) return askKey("");
   setLive("Connecting…", "");
   try {
     await loadCameras();
     await loadEvents(true);
+    await showLinked().catch((e) => handleError(e, "linked event"));
     openStream();
     await loadSummary();
   } catch (error) {
@@ -428,6 +460,7 @@ function init() {
   $("filter-object").addEventListener("change", applyFilters);
   $("more").addEventListener("click", () => loadEvents(false).catch((e) => handleError(e, "events")));
   document.addEventListener("keydown", onKey);
+  window.addEventListener("hashchange", () => showLinked().catch((e) => handleError(e, "linked event")));
   setInterval(() => loadCameras().catch((e) => handleError(e, "cameras")), 15000);
   setInterval(() => loadSummary().catch((e) => handleError(e, "summary")), 60000);
   start();

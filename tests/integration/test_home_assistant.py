@@ -1,0 +1,216 @@
+"""liveobject's notification blueprint in a real Home Assistant core (no Ray).
+
+What runs: a mosquitto of this test; the API app under uvicorn over a real DuckDB `EventStore`
+(with an API key, so thumbnail links carry signed tokens); the product's `EventPublisher`
+(discovery, events, retained states) on that broker; Home Assistant 2024.3 from `.venv-ha` with
+its MQTT integration, three automations built from
+`configs/home_assistant/blueprints/automation/liveobject/notify_camera_event.yaml` and a test
+notify platform that records each call. Home Assistant discovers the cameras' entities from the
+publisher's discovery messages; the automations fire on the event entities.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pipelines.config import Config
+from pipelines.events import Event
+from pipelines.mqtt.publishing import EventPublisher
+from pipelines.storage import EventStore
+from serve_apps.api import build_api
+from serve_apps.api.local import LocalStoreClient
+from tests.support.home_assistant import (
+    HomeAssistant,
+    blueprint_automation,
+    screenshot_notifications,
+)
+from tests.support.media import jpeg
+from tests.support.network import free_port
+from tests.support.publisher_ports import FakeCameras, FakeMetrics
+from tests.support.uvicorn_server import Uvicorn
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+KEY = "ha-blueprint-test-key-0123456789"
+PREFIX = "liveobject"
+# where the screenshot of the notifications goes when set (`make screenshot`:
+# docs/ha-notification.png); else tmp_path, so a test run leaves the tracked file alone
+SCREENSHOT_ENV = "LIVEOBJECT_HA_SCREENSHOT"
+CAMERAS = ["event.front_door_event", "event.garage_event"]
+
+
+def _config(api_port: int, mqtt_port: int, storage: Path) -> Config:
+    return Config.model_validate(
+        {
+            "cameras": [
+                {"id": "front_door", "name": "Front door", "source": "f.mp4", "doorbell": True},
+                {"id": "garage", "name": "Garage", "source": "g.mp4"},
+            ],
+            "api": {"base_url": f"http://127.0.0.1:{api_port}", "api_key": KEY},
+            "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "topic_prefix": PREFIX},
+            "storage": {"path": str(storage)},
+        }
+    )
+
+
+def _event(camera: str, description: str, **fields: Any) -> Event:
+    return Event(
+        camera_id=camera,
+        camera_name={"front_door": "Front door", "garage": "Garage"}[camera],
+        description=description,
+        objects_detected=(fields.get("smart_detection_type") or "person",),
+        confidence=80,
+        source_type="rtsp",
+        timestamp=datetime.now(UTC),
+        **fields,
+    )
+
+
+def _subscribed(broker_log: Path, topics: list[str]) -> bool:
+    """Whether Home Assistant has subscribed to each topic (its entities exist)."""
+    text = broker_log.read_text(errors="replace")
+    return all(f"\t{topic} (QoS" in text for topic in topics)
+
+
+def _quiet_now() -> dict[str, str]:
+    """Quiet hours around the current time (crossing midnight when the clock is near it)."""
+    now = datetime.now(UTC)
+    return {
+        "quiet_from": (now - timedelta(hours=1)).strftime("%H:%M:%S"),
+        "quiet_until": (now + timedelta(hours=1)).strftime("%H:%M:%S"),
+    }
+
+
+def test_blueprint_notifies_once_per_published_event(
+    mosquitto: Any, browser: Any, tmp_path: Path
+) -> None:
+    api_port = free_port()
+    config = _config(api_port, mosquitto.port, tmp_path / "data")
+    store = EventStore(config.storage.path)
+    api = Uvicorn(build_api(LocalStoreClient(store, config), config), port=api_port)
+    publisher = EventPublisher(
+        config, store=None, cameras=FakeCameras(), metrics=FakeMetrics(), sw_version="test"
+    )
+    ha = HomeAssistant(
+        tmp_path / "ha",
+        mosquitto.port,
+        [
+            blueprint_automation("every_event", CAMERAS, "notify.phone"),
+            blueprint_automation(
+                "vehicles_only", CAMERAS, "notify.car", event_types=["vehicle"], cooldown_s=0
+            ),
+            blueprint_automation("quiet_now", CAMERAS, "notify.quiet", **_quiet_now()),
+            blueprint_automation("in_home_assistant", CAMERAS, "notify.persistent_notification"),
+        ],
+        notify_services=("phone", "car", "quiet"),
+    )
+    try:
+        publisher.start()
+        assert publisher.core.wait_connected(10), publisher.status()
+        for camera in config.cameras:  # what the camera actors say while they run
+            publisher.set_camera_status(camera.id, "online", "rtsp")
+            publisher.set_activity(camera.id, False)
+        ha.start()
+        ha.wait_started()
+        wait_for(
+            lambda: _subscribed(
+                mosquitto.log_path, [f"{PREFIX}/camera/{c}/event" for c in ("front_door", "garage")]
+            ),
+            60,
+            "Home Assistant to discover both cameras' event entities",
+            abort=ha.exited,
+            context=lambda: ha.log()[-3000:],
+        )
+
+        person = _event(
+            "front_door", "A courier leaves a parcel on the step.", smart_detection_type="person"
+        )
+        vehicle = _event(
+            "garage", "A grey van parks in front of the garage.", smart_detection_type="vehicle"
+        )
+        ring = _event("front_door", "A woman in a red coat rings the bell.", is_doorbell_ring=True)
+        events = [person, vehicle, ring]
+        stored = store.save_batch(
+            events,
+            {e.event_id: jpeg((60 * i, 90, 160), (320, 180)) for i, e in enumerate(events)},
+            0,
+        )
+
+        def phone() -> list[dict[str, Any]]:
+            return [n for n in ha.notifications() if n["service"] == "phone"]
+
+        def send(event: Event, expected: int) -> None:
+            assert publisher.publish_events([event]) == 1
+            wait_for(
+                lambda: len(phone()) >= expected,
+                30,
+                f"notification {expected}",
+                abort=ha.exited,
+                context=lambda: ha.log()[-3000:],
+            )
+
+        send(stored[0], 1)
+        send(stored[0], 1)  # the same event again (a QoS 1 duplicate): no second notification
+        send(stored[1], 2)
+        send(stored[2], 3)
+        wait_for(
+            lambda: any(n["service"] == "car" for n in ha.notifications()),
+            30,
+            "the vehicle notification",
+        )
+        publisher.flush(10)
+        # every automation has seen every event by the time a later one fired; give them a moment
+        wait_for(lambda: len(phone()) == 3, 5, "no more notifications")
+
+        got = phone()
+        assert [n["title"] for n in got] == [
+            "Front door: person",
+            "Garage: vehicle",
+            "Front door: doorbell",
+        ]
+        assert [n["message"] for n in got] == [e.description for e in stored]
+        for note, event in zip(got, stored, strict=True):
+            data = note["data"]  # the event payload's thumbnail_url, signed when it was sent
+            thumbnail = f"http://127.0.0.1:{api_port}/api/v1/events/{event.event_id}/thumbnail"
+            assert data["image"].startswith(f"{thumbnail}?token=")
+            assert (
+                data["url"]
+                == data["clickAction"]
+                == f"http://127.0.0.1:{api_port}/#event={event.event_id}"
+            )
+            image = httpx.get(data["image"], timeout=10)
+            assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+            assert image.content[:2] == b"\xff\xd8"
+            bare = httpx.get(data["image"].split("?")[0], timeout=10)
+            assert bare.status_code == 401  # the link's token is what opens it
+        assert [n["message"] for n in ha.notifications() if n["service"] == "car"] == [
+            vehicle.description
+        ]
+        assert not [n for n in ha.notifications() if n["service"] == "quiet"]
+
+        # the same three as persistent notifications, rendered by Home Assistant's frontend
+        shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "ha-notification.png")
+        texts = screenshot_notifications(browser, ha, 3, shot)
+        for event in stored:
+            assert any(event.description in text for text in texts), texts
+        errors = [line for line in ha.log().splitlines() if " ERROR " in line]
+        assert not errors, errors
+        ha.stop()
+        # the entity ids the docs' dashboard card and the README use
+        registry = json.loads((ha.config_dir / ".storage/core.entity_registry").read_text())
+        ids = {e["entity_id"] for e in registry["data"]["entities"]}
+        expected = {"image.front_door_last_thumbnail", "sensor.front_door_last_event", *CAMERAS}
+        assert expected <= ids, sorted(ids)
+    finally:
+        ha.stop()
+        publisher.shutdown()
+        api.stop()
+        store.close()
