@@ -197,10 +197,10 @@ class VLMConfig(BackendConfig):
         import re
 
         for name in chains:
-            if not re.match(CHAIN_NAME, name) or name == "default":
+            if not re.match(CHAIN_NAME, name) or name in ("default", "global"):
                 raise _invalid(
                     f"backend chain name {name[:40]!r}: lowercase letters, digits, _ and -, "
-                    "starting with a letter, at most 32, not 'default'",
+                    "starting with a letter, at most 32, not 'default' or 'global'",
                     name,
                 )
         return chains

@@ -48,7 +48,8 @@ EVENT_VALUE_TEMPLATE = (
     '{"event_type": {{ t | tojson }}, '
     '"event_id": {{ value_json.get("event_id") | tojson }}, '
     '"description": {{ value_json.get("description") | tojson }}, '
-    '"thumbnail_url": {{ value_json.get("thumbnail_url") | tojson }}}'
+    '"thumbnail_url": {{ value_json.get("thumbnail_url") | tojson }}, '
+    '"timestamp": {{ value_json.get("timestamp") | tojson }}}'
 )
 DESCRIPTION_VALUE_TEMPLATE = "{{ (value_json.description | default(''))[:255] }}"
 THUMBNAIL_URL_TEMPLATE = "{{ value_json.thumbnail_url }}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ PREFIX = "liveobject"
 # docs/ha-notification.png); else tmp_path, so a test run leaves the tracked file alone
 SCREENSHOT_ENV = "LIVEOBJECT_HA_SCREENSHOT"
 CAMERAS = ["event.front_door_event", "event.garage_event"]
+# model output is untrusted: a template and Markdown that must reach no notify service as such
+HOSTILE = "A cat {{ 6 * 7 }} walks past [the gate](http://evil.invalid/x.png) <b>now</b>."
 
 
 def _config(api_port: int, mqtt_port: int, storage: Path) -> Config:
@@ -61,7 +64,7 @@ def _config(api_port: int, mqtt_port: int, storage: Path) -> Config:
     )
 
 
-def _event(camera: str, description: str, **fields: Any) -> Event:
+def _event(camera: str, description: str, age_s: float = 0, **fields: Any) -> Event:
     return Event(
         camera_id=camera,
         camera_name={"front_door": "Front door", "garage": "Garage"}[camera],
@@ -69,7 +72,7 @@ def _event(camera: str, description: str, **fields: Any) -> Event:
         objects_detected=(fields.get("smart_detection_type") or "person",),
         confidence=80,
         source_type="rtsp",
-        timestamp=datetime.now(UTC),
+        timestamp=datetime.now(UTC) - timedelta(seconds=age_s),
         **fields,
     )
 
@@ -80,13 +83,19 @@ def _subscribed(broker_log: Path, topics: list[str]) -> bool:
     return all(f"\t{topic} (QoS" in text for topic in topics)
 
 
-def _quiet_now() -> dict[str, str]:
-    """Quiet hours around the current time (crossing midnight when the clock is near it)."""
-    now = datetime.now(UTC)
+def _quiet(hours_ahead: int) -> dict[str, str]:
+    """Two hours of quiet starting an hour before now plus `hours_ahead` (0: now is quiet;
+    2: it starts an hour from now). Near midnight UTC they cross it."""
+    start = datetime.now(UTC) + timedelta(hours=hours_ahead - 1)
     return {
-        "quiet_from": (now - timedelta(hours=1)).strftime("%H:%M:%S"),
-        "quiet_until": (now + timedelta(hours=1)).strftime("%H:%M:%S"),
+        "quiet_from": start.strftime("%H:%M:%S"),
+        "quiet_until": (start + timedelta(hours=2)).strftime("%H:%M:%S"),
     }
+
+
+def _neutralised(text: str) -> str:
+    """What the blueprint sends of a description: no braces, square or angle brackets."""
+    return re.sub(r"[{}<>\[\]]", " ", text)[:500]
 
 
 def test_blueprint_notifies_once_per_published_event(
@@ -104,13 +113,18 @@ def test_blueprint_notifies_once_per_published_event(
         mosquitto.port,
         [
             blueprint_automation("every_event", CAMERAS, "notify.phone"),
+            blueprint_automation("vehicles_only", CAMERAS, "notify.car", event_types=["vehicle"]),
+            blueprint_automation("quiet_now", CAMERAS, "notify.quiet", **_quiet(0)),
+            blueprint_automation("quiet_later", CAMERAS, "notify.awake", **_quiet(2)),
+            blueprint_automation("cooldown", CAMERAS, "notify.cooled", cooldown_s=3600),
             blueprint_automation(
-                "vehicles_only", CAMERAS, "notify.car", event_types=["vehicle"], cooldown_s=0
+                "in_home_assistant",
+                CAMERAS,
+                "notify.persistent_notification",
+                event_types=["person", "vehicle", "doorbell"],
             ),
-            blueprint_automation("quiet_now", CAMERAS, "notify.quiet", **_quiet_now()),
-            blueprint_automation("in_home_assistant", CAMERAS, "notify.persistent_notification"),
         ],
-        notify_services=("phone", "car", "quiet"),
+        notify_services=("phone", "car", "quiet", "awake", "cooled"),
     )
     try:
         publisher.start()
@@ -137,20 +151,22 @@ def test_blueprint_notifies_once_per_published_event(
             "garage", "A grey van parks in front of the garage.", smart_detection_type="vehicle"
         )
         ring = _event("front_door", "A woman in a red coat rings the bell.", is_doorbell_ring=True)
-        events = [person, vehicle, ring]
+        cat = _event("garage", HOSTILE, smart_detection_type="animal")  # model text, untrusted
+        old = _event("garage", "A replayed event from an hour ago.", age_s=3600)
+        events = [person, vehicle, ring, cat, old]
         stored = store.save_batch(
             events,
-            {e.event_id: jpeg((60 * i, 90, 160), (320, 180)) for i, e in enumerate(events)},
+            {e.event_id: jpeg((50 * i, 90, 160), (320, 180)) for i, e in enumerate(events)},
             0,
         )
 
-        def phone() -> list[dict[str, Any]]:
-            return [n for n in ha.notifications() if n["service"] == "phone"]
+        def sent_to(service: str) -> list[dict[str, Any]]:
+            return [n for n in ha.notifications() if n["service"] == service]
 
         def send(event: Event, expected: int) -> None:
             assert publisher.publish_events([event]) == 1
             wait_for(
-                lambda: len(phone()) >= expected,
+                lambda: len(sent_to("awake")) >= expected,
                 30,
                 f"notification {expected}",
                 abort=ha.exited,
@@ -161,23 +177,30 @@ def test_blueprint_notifies_once_per_published_event(
         send(stored[0], 1)  # the same event again (a QoS 1 duplicate): no second notification
         send(stored[1], 2)
         send(stored[2], 3)
-        wait_for(
-            lambda: any(n["service"] == "car" for n in ha.notifications()),
-            30,
-            "the vehicle notification",
-        )
+        send(stored[3], 4)
+        send(stored[4], 4)  # older than max_age_min: no notification
         publisher.flush(10)
-        # every automation has seen every event by the time a later one fired; give them a moment
-        wait_for(lambda: len(phone()) == 3, 5, "no more notifications")
 
-        got = phone()
+        # the same person, vehicle and ring as persistent notifications, rendered by Home
+        # Assistant's frontend (the README's screenshot)
+        shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "ha-notification.png")
+        texts = screenshot_notifications(browser, ha, 3, shot)
+        for event in stored[:3]:
+            assert any(event.description in text for text in texts), texts
+        send(stored[0], 5)  # a later replay of an earlier event notifies again (documented)
+
+        wanted = [*stored[:4], stored[0]]
+        got = sent_to("phone")
         assert [n["title"] for n in got] == [
             "Front door: person",
             "Garage: vehicle",
             "Front door: doorbell",
+            "Garage: animal",
+            "Front door: person",
         ]
-        assert [n["message"] for n in got] == [e.description for e in stored]
-        for note, event in zip(got, stored, strict=True):
+        assert [n["message"] for n in got] == [_neutralised(e.description) for e in wanted]
+        assert "42" not in got[3]["message"] and "[" not in got[3]["message"]
+        for note, event in zip(got, wanted, strict=True):
             data = note["data"]  # the event payload's thumbnail_url, signed when it was sent
             thumbnail = f"http://127.0.0.1:{api_port}/api/v1/events/{event.event_id}/thumbnail"
             assert data["image"].startswith(f"{thumbnail}?token=")
@@ -191,16 +214,10 @@ def test_blueprint_notifies_once_per_published_event(
             assert image.content[:2] == b"\xff\xd8"
             bare = httpx.get(data["image"].split("?")[0], timeout=10)
             assert bare.status_code == 401  # the link's token is what opens it
-        assert [n["message"] for n in ha.notifications() if n["service"] == "car"] == [
-            vehicle.description
-        ]
-        assert not [n for n in ha.notifications() if n["service"] == "quiet"]
-
-        # the same three as persistent notifications, rendered by Home Assistant's frontend
-        shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "ha-notification.png")
-        texts = screenshot_notifications(browser, ha, 3, shot)
-        for event in stored:
-            assert any(event.description in text for text in texts), texts
+        assert [n["message"] for n in got] == [n["message"] for n in sent_to("awake")]
+        assert [n["message"] for n in sent_to("car")] == [vehicle.description]
+        assert [n["message"] for n in sent_to("cooled")] == [person.description]
+        assert sent_to("quiet") == []
         errors = [line for line in ha.log().splitlines() if " ERROR " in line]
         assert not errors, errors
         ha.stop()

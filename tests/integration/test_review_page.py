@@ -264,7 +264,8 @@ def a_linked_event_is_shown(browser: Any, site: Site) -> None:
     from selenium.webdriver.support.ui import Select
 
     oldest = newest_first(site.events)[-1]
-    browser.get(f"{site.url}#event={oldest}")  # a fresh load, as from the phone
+    browser.get("about:blank")  # then a fresh load, as from the phone (not a hash change)
+    browser.get(f"{site.url}#event={oldest}")
     wait(browser, lambda d: linked(d) == [oldest], "the linked event marked")
     assert browser.switch_to.active_element.get_attribute("data-event-id") == oldest
     Select(browser.find_element(By.ID, "filter-camera")).select_by_value("drive")

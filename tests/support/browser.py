@@ -50,6 +50,11 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     try:
         yield driver
     finally:
+        try:  # the renderers and helpers started since, too
+            children = psutil.Process(service.process.pid).children(recursive=True)
+            pids += [p.pid for p in children if p.pid not in pids]
+        except psutil.NoSuchProcess:
+            pass
         try:
             driver.quit()
         finally:

@@ -161,16 +161,13 @@ class HomeAssistant:
     def wait_started(self, timeout: float = 120.0) -> None:
         """Until Home Assistant says it has started (every integration set up)."""
         wait_for(
-            lambda: "Home Assistant initialized" in self.log() or self._started_marker(),
+            lambda: "Home Assistant initialized" in self.log(),
             timeout,
             "Home Assistant to start",
             interval=0.5,
             abort=self.exited,
             context=lambda: self.log()[-4000:],
         )
-
-    def _started_marker(self) -> bool:
-        return (self.config_dir / ".started").exists()
 
     def sign_in_url(self) -> str:
         """A frontend URL that signs the browser in: the owner is created through onboarding

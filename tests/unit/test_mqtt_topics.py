@@ -279,6 +279,7 @@ def test_event_value_template_maps_event_type(overrides: dict[str, object], expe
     assert rendered["event_type"] in config["event_types"]
     assert rendered["description"] == 'Say "hi" {x}'
     assert rendered["event_id"] == payload["event_id"]
+    assert rendered["timestamp"] == payload["timestamp"]  # the blueprint skips old replays
 
 
 def test_sensor_and_image_templates_render() -> None:

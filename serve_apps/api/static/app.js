@@ -422,7 +422,13 @@ async function showLinked() {
       return;
     }
     if (!res.ok) throw new Error("event: HTTP " + res.status);
-    addEvent(await res.json(), true);
+    const ev = await res.json();
+    addEvent(ev, true);
+    if (!find()) {
+      // older than the most the page keeps: shown at the end anyway (until the next trim)
+      state.shown.add(ev.event_id);
+      $("events").append(eventItem(ev, false));
+    }
   }
   const item = find();
   if (!item) return;
