@@ -159,3 +159,46 @@ def test_unsupported_scheme_is_a_source_error() -> None:
         open_source(
             CameraConfig.model_construct(id="cam", source="ftp://u:pw123@h/x", detect_fps=5)
         )
+
+
+def test_a_pyav_frame_makes_the_motion_frame_and_converts_rgb_only_when_asked(clip: Path) -> None:
+    """FFmpeg's scaler makes the grey frame motion needs; the RGB image waits for a use, and
+    motion on it matches motion on the RGB image (the same changes, boxes in full pixels)."""
+    from pipelines.config import MotionConfig
+    from pipelines.ingest.motion import MotionDetector
+
+    source = open_source(_camera(clip, 10), force_pyav=True)
+    source.motion_height = 120
+    with source:
+        frames = list(source.frames())
+    assert all(f._image is None for f in frames)  # nothing converted yet
+    first = frames[0]
+    assert (
+        first.grey is not None and first.grey.shape == (120, 160) and first.grey.dtype == np.uint8
+    )
+    assert first.shape == (240, 320, 3)
+    rgb = first.image
+    assert rgb.shape == (240, 320, 3) and first._image is rgb and first.image is rgb  # once
+    luma = (rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[::2, ::2]
+    assert np.abs(luma - first.grey).mean() < 12  # the same picture (scaling and range differ)
+
+    settings = MotionConfig(frame_height=120)
+    on_grey, on_rgb = MotionDetector(settings), MotionDetector(settings)
+    grey_results = [on_grey.on_frame(f) for f in frames]
+    rgb_results = [on_rgb.update(f.image) for f in frames]
+    assert [r.motion for r in grey_results] == [r.motion for r in rgb_results]
+    moving = [r for r in grey_results if r.boxes]
+    assert moving and all(
+        0 <= b[0] < b[2] <= 320 and 0 <= b[1] < b[3] <= 240 for r in moving for b in r.boxes
+    )
+
+
+def test_a_frame_needs_its_image_or_a_converter_with_its_shape() -> None:
+    from datetime import UTC, datetime
+
+    from pipelines.ingest.sources import Frame
+
+    with pytest.raises(ValueError, match="image"):
+        Frame(0, 0.0, datetime.now(UTC))
+    with pytest.raises(ValueError, match="shape"):
+        Frame(0, 0.0, datetime.now(UTC), convert=lambda: np.zeros((2, 2, 3), np.uint8))
