@@ -96,12 +96,11 @@ def analyse(source: FrameSource, stop_after_s: float | None = None) -> int:
     settings = MotionConfig()
     detector = MotionDetector(settings)
     segmenter = EventSegmenter(settings, DETECT_FPS)
-    source.motion_height = settings.frame_height  # as the camera's decode loop sets it
     n = 0
     started = time.monotonic()
     with source:
         for frame in source.frames():
-            segmenter.feed(frame, detector.on_frame(frame))
+            segmenter.feed(frame, detector.update(frame.image))
             n += 1
             if stop_after_s is not None and time.monotonic() - started >= stop_after_s:
                 break

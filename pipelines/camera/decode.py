@@ -19,6 +19,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from pipelines.events import utcnow
 from pipelines.ingest.ids import file_identity
 from pipelines.ingest.motion import MotionDetector
 from pipelines.ingest.segment import EventSegmenter, Segment
-from pipelines.ingest.sources import Backoff, Frame, SourceError, open_source
+from pipelines.ingest.sources import Backoff, SourceError, open_source
 from pipelines.redact import redact
 
 logger = logging.getLogger(__name__)
@@ -76,14 +77,8 @@ class DecodeLoop:
         self.last_error: str | None = None
         self.activity = False
         self.done = False
-        self._latest: Frame | None = None  # doorbells only: what a ring analyses
+        self.latest_frame: np.ndarray | None = None  # doorbells only: what a ring analyses
         self.file_identity: str | None = None
-
-    @property
-    def latest_frame(self) -> np.ndarray | None:
-        """The newest frame's RGB image (converted now, on a ring), or None before any."""
-        latest = self._latest
-        return None if latest is None else latest.image
 
     @property
     def stopping(self) -> bool:
@@ -146,7 +141,6 @@ class DecodeLoop:
     def _decode_blocking(self, loop: asyncio.AbstractEventLoop) -> None:
         camera = self._camera
         source = open_source(camera)
-        source.motion_height = camera.motion.frame_height  # PyAV sources: FFmpeg makes it
         is_file = camera.source_type == "file"
         detector = MotionDetector(camera.motion, zones=camera.zones)
         segmenter = EventSegmenter(
@@ -164,15 +158,15 @@ class DecodeLoop:
                 if self._stop.is_set():
                     break  # the open event is closed below: motion seen is never dropped
                 if is_file:
-                    frame.wall = utcnow()
+                    frame = replace(frame, wall=utcnow())
                 if not online:
                     online = True
                     loop.call_soon_threadsafe(self._set_status, "online")
                 self.frames += 1
                 window_frames += 1
-                if camera.doorbell:  # a reference, converted only when a ring asks for it
-                    self._latest = frame
-                for segment in segmenter.feed(frame, detector.on_frame(frame)):
+                if camera.doorbell:  # a reference, resized only when a ring asks for it
+                    self.latest_frame = frame.image
+                for segment in segmenter.feed(frame, detector.update(frame.image)):
                     self._submit(loop, segment)
                 self._set_activity(loop, segmenter.active)
                 self._metrics.frame(time.time() - frame.wall.timestamp())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -108,10 +108,8 @@ class MotionDetector:
         cv2.fillPoly(mask, pts, 0)
         return mask
 
-    def update(self, image: np.ndarray, full_shape: tuple[int, ...] | None = None) -> MotionResult:
-        """Compare a frame (H,W,3 RGB or H,W grey uint8) with the background; learn from it.
-        `full_shape`: the shape of the frame `image` was made from (a source's small grey
-        frame), so that boxes are in its pixels."""
+    def update(self, image: np.ndarray) -> MotionResult:
+        """Compare a frame (H,W,3 RGB or H,W grey uint8) with the background; learn from it."""
         grey = self._prepare(image)
         if self._avg is None:
             self._avg = grey.astype(np.float32)
@@ -130,9 +128,8 @@ class MotionDetector:
             logger.debug("motion background recalibrated (%.0f%% of frame changed)", changed * 100)
             return NO_MOTION
         contours, _ = cv2.findContours(thresh, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        shape = full_shape or image.shape
-        scale_x = shape[1] / width
-        scale_y = shape[0] / height
+        scale_x = image.shape[1] / width
+        scale_y = image.shape[0] / height
         boxes: list[Box] = []
         kept = []
         area = 0.0
@@ -159,13 +156,6 @@ class MotionDetector:
         return MotionResult(
             score=score, boxes=tuple(boxes), motion=True, zones=zones, outside_zones=not zones
         )
-
-    def on_frame(self, frame: Any) -> MotionResult:
-        """`update` for a source's Frame: its small grey frame when the source made one (the
-        RGB image is then not converted), else its image."""
-        if frame.grey is not None:
-            return self.update(frame.grey, frame.shape)
-        return self.update(frame.image)
 
     def _zones_touched(self, kept: list[np.ndarray], thresh: np.ndarray) -> tuple[str, ...]:
         """Zones reached by the changed pixels of the contours that count as motion."""

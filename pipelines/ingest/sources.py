@@ -15,9 +15,9 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -80,75 +80,14 @@ class SourceError(Exception):
         super().__init__(_safe(message, url))
 
 
+@dataclass(frozen=True)
 class Frame:
-    """One decoded frame: its sampled index, media time, wall clock, and RGB `image`.
+    """One decoded frame: its sampled index, media time, wall clock, and RGB image."""
 
-    A PyAV source hands over the decoded frame unconverted: `image` converts it to RGB on first
-    use (only frames that can become event frames, the thumbnail, or a doorbell's ring are), and
-    `grey` is the small luma frame motion needs (`motion_height` high, from FFmpeg's scaler in
-    one native call), or None when the source made none (decord returns RGB already).
-    """
-
-    __slots__ = ("_convert", "_image", "_shape", "grey", "index", "pts_s", "wall")
-
-    def __init__(
-        self,
-        index: int,
-        pts_s: float,
-        wall: datetime,
-        image: np.ndarray | None = None,
-        *,
-        convert: Callable[[], np.ndarray] | None = None,
-        grey: np.ndarray | None = None,
-        shape: tuple[int, int, int] | None = None,
-    ) -> None:
-        if image is None and (convert is None or shape is None):
-            raise ValueError("a frame needs its image, or a way to make it and its shape")
-        self._shape = image.shape if image is not None else shape
-        self.index = index
-        self.pts_s = pts_s
-        self.wall = wall  # a file camera's decode loop sets it to the time it was read
-        self.grey = grey
-        self._image = image
-        self._convert = convert
-
-    @property
-    def image(self) -> np.ndarray:
-        """The RGB image (H, W, 3 uint8), converted on first use."""
-        if self._image is None:
-            assert self._convert is not None
-            self._image = np.ascontiguousarray(self._convert())
-            self._convert = None
-        return self._image
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The RGB image's shape, known without converting it."""
-        assert self._shape is not None
-        return tuple(self._shape)
-
-    def __repr__(self) -> str:
-        return f"Frame(index={self.index}, pts_s={self.pts_s:.3f})"
-
-
-def _pyav_frame(
-    index: int, pts_s: float, wall: datetime, vframe: av.VideoFrame, motion_height: int | None
-) -> Frame:
-    """A frame of a PyAV source: RGB later, on demand; the motion frame now, when asked for."""
-    grey = None
-    if motion_height:
-        height = min(int(motion_height), vframe.height)
-        width = max(1, round(vframe.width * height / vframe.height))
-        small = vframe.reformat(width=width, height=height, format="gray")
-        grey = np.ascontiguousarray(small.to_ndarray())
-    return Frame(
-        index,
-        pts_s,
-        wall,
-        convert=partial(vframe.to_ndarray, format="rgb24"),
-        grey=grey,
-        shape=(vframe.height, vframe.width, 3),
-    )
+    index: int
+    pts_s: float
+    wall: datetime
+    image: np.ndarray = field(repr=False, compare=False)
 
 
 class FrameSource(ABC):
@@ -161,9 +100,6 @@ class FrameSource(ABC):
             raise ValueError("detect_fps must be positive")
         self.detect_fps = float(detect_fps)
         self._opened = False
-        # the height of the grey frame a PyAV source makes for motion (`motion.frame_height`);
-        # None: frames carry only their image
-        self.motion_height: int | None = None
 
     @abstractmethod
     def open(self) -> None:
@@ -331,8 +267,7 @@ class FileSource(FrameSource):
                     if i < target:
                         continue
                     pts = float(vframe.time) if vframe.time is not None else i / self.fps
-                    wall = self._start_wall + timedelta(seconds=pts)
-                    yield _pyav_frame(i, pts, wall, vframe, self.motion_height)
+                    yield self._frame(i, pts, vframe.to_ndarray(format="rgb24"))
                     while target <= i:
                         k += 1
                         target = _next_sample(k, step)
@@ -495,7 +430,8 @@ class StreamSource(FrameSource):
                 self._consumed = seq
             last_seq = seq
             next_due = max(next_due + interval, time.monotonic())
-            yield _pyav_frame(index, pts, wall, vframe, self.motion_height)
+            image = vframe.to_ndarray(format="rgb24")
+            yield Frame(index=index, pts_s=pts, wall=wall, image=np.ascontiguousarray(image))
             index += 1
 
     def _close_container(self) -> None:
