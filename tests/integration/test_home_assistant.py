@@ -94,8 +94,10 @@ def _quiet(hours_ahead: int) -> dict[str, str]:
 
 
 def _neutralised(text: str) -> str:
-    """What the blueprint sends of a description: no braces, square or angle brackets."""
-    return re.sub(r"[{}<>\[\]]", " ", text)[:500]
+    """What the blueprint sends of a description: no braces, square or angle brackets, and
+    "Motion" for none (or a bare "None")."""
+    text = re.sub(r"[{}<>\[\]]", " ", text)[:500].strip()
+    return "Motion" if text in ("", "None", "none", "null") else text
 
 
 def test_blueprint_notifies_once_per_published_event(
@@ -152,8 +154,10 @@ def test_blueprint_notifies_once_per_published_event(
         )
         ring = _event("front_door", "A woman in a red coat rings the bell.", is_doorbell_ring=True)
         cat = _event("garage", HOSTILE, smart_detection_type="animal")  # model text, untrusted
+        # a bare "None" would become Python's None in Home Assistant's variables
+        nothing = _event("garage", "None", smart_detection_type="animal")
         old = _event("garage", "A replayed event from an hour ago.", age_s=3600)
-        events = [person, vehicle, ring, cat, old]
+        events = [person, vehicle, ring, cat, nothing, old]
         stored = store.save_batch(
             events,
             {e.event_id: jpeg((50 * i, 90, 160), (320, 180)) for i, e in enumerate(events)},
@@ -164,9 +168,12 @@ def test_blueprint_notifies_once_per_published_event(
             return [n for n in ha.notifications() if n["service"] == service]
 
         def send(event: Event, expected: int) -> None:
+            """Publish; wait until both all-events automations have sent `expected` in all.
+            (For an event that must send nothing this returns at once: the next event's
+            notification, and the exact lists checked at the end, show it sent nothing.)"""
             assert publisher.publish_events([event]) == 1
             wait_for(
-                lambda: len(sent_to("awake")) >= expected,
+                lambda: min(len(sent_to("awake")), len(sent_to("phone"))) >= expected,
                 30,
                 f"notification {expected}",
                 abort=ha.exited,
@@ -178,7 +185,8 @@ def test_blueprint_notifies_once_per_published_event(
         send(stored[1], 2)
         send(stored[2], 3)
         send(stored[3], 4)
-        send(stored[4], 4)  # older than max_age_min: no notification
+        send(stored[4], 5)
+        send(stored[5], 5)  # older than max_age_min: no notification
         publisher.flush(10)
 
         # the same person, vehicle and ring as persistent notifications, rendered by Home
@@ -187,19 +195,21 @@ def test_blueprint_notifies_once_per_published_event(
         texts = screenshot_notifications(browser, ha, 3, shot)
         for event in stored[:3]:
             assert any(event.description in text for text in texts), texts
-        send(stored[0], 5)  # a later replay of an earlier event notifies again (documented)
+        send(stored[0], 6)  # a later replay of an earlier event notifies again (documented)
 
-        wanted = [*stored[:4], stored[0]]
+        wanted = [*stored[:5], stored[0]]
         got = sent_to("phone")
         assert [n["title"] for n in got] == [
             "Front door: person",
             "Garage: vehicle",
             "Front door: doorbell",
             "Garage: animal",
+            "Garage: animal",
             "Front door: person",
         ]
         assert [n["message"] for n in got] == [_neutralised(e.description) for e in wanted]
         assert "42" not in got[3]["message"] and "[" not in got[3]["message"]
+        assert got[4]["message"] == "Motion"  # not None, and the call did not fail
         for note, event in zip(got, wanted, strict=True):
             data = note["data"]  # the event payload's thumbnail_url, signed when it was sent
             thumbnail = f"http://127.0.0.1:{api_port}/api/v1/events/{event.event_id}/thumbnail"

@@ -45,22 +45,23 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = Service(CHROMEDRIVER)  # a driver path: selenium never downloads one
     driver = webdriver.Chrome(service=service, options=options)
-    pids = [p.pid for p in psutil.Process(service.process.pid).children(recursive=True)]
-    pids.append(service.process.pid)
+    # psutil.Process objects, not bare pids: kill() checks the process is still the same one
+    driver_process = psutil.Process(service.process.pid)
+    procs = {p.pid: p for p in [driver_process, *driver_process.children(recursive=True)]}
     try:
         yield driver
     finally:
         try:  # the renderers and helpers started since, too
-            children = psutil.Process(service.process.pid).children(recursive=True)
-            pids += [p.pid for p in children if p.pid not in pids]
+            for child in driver_process.children(recursive=True):
+                procs.setdefault(child.pid, child)
         except psutil.NoSuchProcess:
             pass
         try:
             driver.quit()
         finally:
-            for pid in pids:  # whatever quit() left running, by pid
+            for proc in procs.values():  # whatever quit() left running
                 try:
-                    psutil.Process(pid).kill()
+                    proc.kill()
                 except psutil.NoSuchProcess:
                     pass
             shutil.rmtree(tmp_path / "profile", ignore_errors=True)
