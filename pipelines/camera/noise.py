@@ -169,7 +169,7 @@ class NoiseControl:
             self.counts["throttled_camera"] += 1
             logger.info("camera %s: over vlm_max_per_hour; fallback text", self._camera.id)
             return False
-        refused = await self._take_global() if self._global is not None else None
+        refused = await self._take_shared() if self._global is not None else None
         if refused == GLOBAL:
             self.counts["throttled_global"] += 1
             logger.info("camera %s: over its share of vlm.max_per_hour", self._camera.id)
@@ -185,7 +185,7 @@ class NoiseControl:
         self._own.spend(now)
         return True
 
-    async def _take_global(self) -> str | None:
+    async def _take_shared(self) -> str | None:
         """One call from the shared budgets (None: granted, else which refused); if they
         cannot answer, allow (and count) it."""
         assert self._global is not None

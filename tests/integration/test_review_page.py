@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from PIL import Image, ImageDraw
 
 from pipelines.config import Config
@@ -29,7 +27,8 @@ from pipelines.storage import EventStore
 from serve_apps.api import build_api
 from serve_apps.api.local import LocalStoreClient
 from tests.support.browser import wait
-from tests.support.network import free_port, wait_port
+from tests.support.network import free_port
+from tests.support.uvicorn_server import Uvicorn
 
 pytestmark = pytest.mark.integration
 
@@ -103,20 +102,9 @@ class Site:
                 "api": api,
             }
         )
-        app = build_api(LocalStoreClient(self.store, config), config)
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host="127.0.0.1",
-                port=self.port,
-                log_level="warning",
-                timeout_graceful_shutdown=2,  # the page's open stream must not hold it
-            )
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        wait_port(self.port)
-        self.url = f"http://127.0.0.1:{self.port}/"
+        # its graceful shutdown is 2 s: the page's open stream must not hold it
+        self.server = Uvicorn(build_api(LocalStoreClient(self.store, config), config), self.port)
+        self.url = f"{self.server.url}/"
 
     def add(self, description: str, camera: str = "front") -> Event:
         event = Event(
@@ -132,8 +120,7 @@ class Site:
         return event
 
     def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
+        self.server.stop()
         self.store.close()
 
 

@@ -1,7 +1,8 @@
 """Debian's headless Chromium, driven through its chromedriver (selenium never downloads one).
 
-`browser` is a fixture (import it into a test module); the driver and every process it started
-are ended by pid when the test ends.
+`browser` is a fixture (tests/integration/conftest.py offers it to every module there); the
+driver and every process it started are ended when the test ends (as psutil processes, so a
+reused pid is never hit).
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ class HomeAssistant:
         storage = root / ".storage"
         storage.mkdir()
         (storage / "core.config_entries").write_text(json.dumps(_mqtt_entry(mqtt_port)))
-        # Onboarding done but for the owner, whom `sign_in_code` creates (for the frontend).
+        # Onboarding done but for the owner, whom `sign_in_url` creates (for the frontend).
         (storage / "onboarding").write_text(
             json.dumps(
                 {
@@ -195,7 +195,8 @@ class HomeAssistant:
         path = self.config_dir / "notifications.jsonl"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line]
+        # whole lines only: Home Assistant may be writing the next one
+        return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line]
 
     def stop(self) -> None:
         """SIGTERM (Home Assistant stops cleanly), then SIGKILL of its process group."""
