@@ -177,9 +177,13 @@ def thumbnail_url(
     api_key: str | None = None,
     ttl_s: int = 86400,
     now: float | None = None,
+    *,
+    resolved: bool = False,
 ) -> str:
-    """URL of an event's thumbnail; carries a signed token when the API has a key."""
-    url = f"{resolve_base_url(base_url)}/api/v1/events/{event_id}/thumbnail"
+    """URL of an event's thumbnail; carries a signed token when the API has a key.
+    `resolved`: base_url is already `resolve_base_url`'s answer (the environment not read)."""
+    base = base_url if resolved else resolve_base_url(base_url)
+    url = f"{base}/api/v1/events/{event_id}/thumbnail"
     if api_key:
         url += "?token=" + sign_thumbnail_token(event_id, api_key, ttl_s, now=now)
     return url
@@ -205,8 +209,11 @@ def event_payload(
     base_url: str,
     api_key: str | None = None,
     ttl_s: int = 86400,
+    *,
+    resolved: bool = False,
 ) -> dict[str, Any]:
-    """The SPEC event JSON: required fields always, optional ones only when known."""
+    """The SPEC event JSON: required fields always, optional ones only when known
+    (`resolved`: as for `thumbnail_url`)."""
     payload: dict[str, Any] = {
         "event_id": event.event_id,
         "camera_id": event.camera_id,
@@ -216,7 +223,7 @@ def event_payload(
         "confidence": event.confidence,
         "source_type": event.source_type,
         "timestamp": format_timestamp(event.timestamp),
-        "thumbnail_url": thumbnail_url(event.event_id, base_url, api_key, ttl_s),
+        "thumbnail_url": thumbnail_url(event.event_id, base_url, api_key, ttl_s, resolved=resolved),
     }
     for name in OPTIONAL_FIELDS:
         value = getattr(event, name)
@@ -225,9 +232,17 @@ def event_payload(
     return payload
 
 
-def event_json(event: Event, base_url: str, api_key: str | None = None, ttl_s: int = 86400) -> str:
-    """The event payload as compact JSON text."""
-    return json.dumps(event_payload(event, base_url, api_key, ttl_s), separators=(",", ":"))
+def event_json(
+    event: Event,
+    base_url: str,
+    api_key: str | None = None,
+    ttl_s: int = 86400,
+    *,
+    resolved: bool = False,
+) -> str:
+    """The event payload as compact JSON text (`resolved`: as for `thumbnail_url`)."""
+    payload = event_payload(event, base_url, api_key, ttl_s, resolved=resolved)
+    return json.dumps(payload, separators=(",", ":"))
 
 
 @lru_cache(maxsize=1)

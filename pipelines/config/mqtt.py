@@ -70,6 +70,13 @@ class MQTTConfig(StrictModel):
     queue_size: int = Field(
         default=10_000, ge=1, le=10_000_000, description="Pending publishes kept in memory."
     )
+    max_inflight: int = Field(
+        default=100,
+        ge=1,
+        le=65535,
+        description="QoS 1/2 messages sent and not yet acknowledged; an MQTT 5 broker's "
+        "Receive Maximum caps it (mosquitto's default: 20).",
+    )
     retry_interval_s: float = Field(
         default=30,
         ge=0.5,

@@ -149,8 +149,11 @@ class MqttPublisherCore:
         *,
         last_event_json: str | Callable[[], str] | None = None,
         replay: bool = False,
+        last_event: bool = True,
     ) -> Outcome:
-        """Hand one event to paho without waiting; the outcome says whether it was sent."""
+        """Hand one event to paho without waiting; the outcome says whether it was sent.
+        `last_event` False: the caller updates the camera's `last_event` itself (once for a
+        batch, with `update_last_event`)."""
         refused = self._refusal()
         if refused is not None:
             return refused
@@ -170,11 +173,18 @@ class MqttPublisherCore:
         )
         if outcome == "sent" and replay:
             self._count("replayed", 1)
+        if last_event:
+            self.update_last_event(event, payload_json, last_event_json)
+        return outcome
+
+    def update_last_event(
+        self, event: Event, payload_json: str, last_json: str | Callable[[], str] | None = None
+    ) -> None:
+        """The camera's retained `last_event` from this event, unless a newer one was sent."""
         try:
-            self._update_last_event(event, payload_json, last_event_json)
+            self._update_last_event(event, payload_json, last_json)
         except Exception:
             logger.exception("MQTT last_event update failed for event %s", event.event_id)
-        return outcome
 
     def _refusal(self) -> Outcome | None:
         """Why no event can be handed to paho now (counted), or None when one can."""
@@ -418,6 +428,7 @@ class MqttPublisherCore:
             "qos": self._config.qos,
             "pending": self._transport.pending,
             "queue_size": self._config.queue_size,
+            "inflight_window": self._transport.window,  # max_inflight, capped by the broker
             "last_error": self._transport.last_error,
             "reason": self._transport.reason,  # why not connected now, in words
             "ack_p50_ms": p50,  # hand-over → ack over the last 1000 acked events

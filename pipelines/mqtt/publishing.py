@@ -128,7 +128,10 @@ class EventPublisher:
     def publish_events(self, events: list[Event]) -> int:
         """Hand stored events to MQTT in order without waiting for the broker; how many sent.
         The feed thread calls it with what it reads live (tests and benchmarks directly)."""
-        sent = sum(self._publish(event, replay=False) == "sent" for event in events)
+        newest: dict[str, tuple[Event, str]] = {}  # per camera: last_event once per batch
+        sent = sum(self._publish(event, replay=False, newest=newest) == "sent" for event in events)
+        for event, payload in newest.values():
+            self.core.update_last_event(event, payload, self._last_event_json(event, payload))
         if sent:
             self._metrics.published(sent)
         return sent
@@ -187,7 +190,9 @@ class EventPublisher:
         end = self._feed_end()
         while time.monotonic() < deadline:
             read = self._feed is None or end is None or self._feed.reached(end)
-            if read and self.core.pending == 0 and not self._acks.waiting:
+            # without a store, acks have nowhere to go: they are kept, never waited for
+            acks_done = self._store is None or not self._acks.waiting
+            if read and self.core.pending == 0 and acks_done:
                 break
             self._wake.set()
             time.sleep(ACK_GATHER_S)
@@ -236,16 +241,29 @@ class EventPublisher:
         logger.debug("event %s filtered: stored, not published", event.event_id)
         return True
 
-    def _publish(self, event: Event, *, replay: bool) -> Outcome | Literal["filtered"]:
+    def _publish(
+        self,
+        event: Event,
+        *,
+        replay: bool,
+        newest: dict[str, tuple[Event, str]] | None = None,
+    ) -> Outcome | Literal["filtered"]:
+        """Hand one event to MQTT; with `newest` (a batch), its camera's `last_event` is left
+        to the caller: the batch's newest sent event per camera is kept there."""
         if self._skip_filtered(event):
             return "filtered"
         links = self._links
-        payload = event_json(event, links.base_url, links.api_key, links.ttl_s)
+        payload = event_json(event, links.base_url, links.api_key, links.ttl_s, resolved=True)
         self._acks.sent(event.event_id)
-        # last_event is built only when it is sent (retained updates coalesce)
-        outcome = self.core.publish_event(
-            event, payload, last_event_json=self._last_event_json(event, payload), replay=replay
-        )
+        if newest is None:  # last_event is built only when it is sent (updates coalesce)
+            last = self._last_event_json(event, payload)
+            outcome = self.core.publish_event(event, payload, last_event_json=last, replay=replay)
+        else:
+            outcome = self.core.publish_event(event, payload, replay=replay, last_event=False)
+            kept = newest.get(event.camera_id)
+            handed = outcome in ("sent", "failed")  # as publish_event updates it
+            if handed and (kept is None or kept[0].timestamp <= event.timestamp):
+                newest[event.camera_id] = (event, payload)
         if outcome == "sent":
             self._recent.add(event.event_id)
             return outcome

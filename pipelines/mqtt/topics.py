@@ -11,6 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Literal
 
 # Re-exported: the one topic-prefix rule lives in config (mqtt may import config, not back).
@@ -67,6 +68,12 @@ def safe_topic_level(camera_id: object) -> str:
     return camera_id
 
 
+@lru_cache(maxsize=4096)
+def _checked_level(camera_id: str) -> str:
+    """`safe_topic_level` remembered for the ids that passed it (a refusal is not cached)."""
+    return safe_topic_level(camera_id)
+
+
 @dataclass(frozen=True)
 class CameraInfo:
     """What discovery needs to know about one camera."""
@@ -111,7 +118,9 @@ class Topics:
         return f"{self.discovery_prefix}/status"
 
     def _camera(self, camera_id: str, leaf: str) -> str:
-        return f"{self.prefix}/camera/{safe_topic_level(camera_id)}/{leaf}"
+        # a str is checked once (cached); anything else is refused by safe_topic_level
+        level = _checked_level(camera_id) if isinstance(camera_id, str) else None
+        return f"{self.prefix}/camera/{level or safe_topic_level(camera_id)}/{leaf}"
 
     def event(self, camera_id: str) -> str:
         """Per-camera event topic (not retained, configured QoS)."""

@@ -41,6 +41,8 @@ PAHO_STATE_ROOM = 8192  # paho's queue beyond mqtt.queue_size: discovery, states
 # CONNACK codes that mean "this broker does not speak MQTT 5": v5 0x84, v3.1.1 1.
 _UNSUPPORTED_PROTOCOL = {0x84, 1}
 CONNACK_TIMEOUT_S = 3.0
+RECEIVE_MAXIMUM_UNTIL_CONNACK = 20  # mosquitto's default Receive Maximum
+MQTT5_DEFAULT_RECEIVE_MAXIMUM = 65535  # a CONNACK without the property (MQTT 5, 3.2.2.3.3)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class MqttTransport:
         self._pending: dict[int, InFlight] = {}
         self._early: dict[int, bool] = {}  # mid -> failed, for acks that beat registration
         self._pending_events = 0  # entries of self._pending that carry an event id
+        self.window = min(mqtt_config.max_inflight, RECEIVE_MAXIMUM_UNTIL_CONNACK)  # in-flight
         self._connects = 0
         self._last_error: str | None = None
         self._reason: str | None = None  # why not connected now (None while connected)
@@ -223,9 +226,9 @@ class MqttTransport:
             client.tls_insecure_set(bool(cfg.tls.insecure))
         client.will_set(self._status_topic, PAYLOAD_OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=60)
-        # mosquitto's default Receive Maximum; a client that exceeds it is disconnected or
-        # gets "quota exceeded" (paho cannot adopt the CONNACK value on a live connection).
-        client.max_inflight_messages_set(20)
+        # Until the CONNACK says more (`_on_connect` adopts the broker's Receive Maximum):
+        # at most mosquitto's default, so that the first messages never exceed a quota.
+        client.max_inflight_messages_set(min(cfg.max_inflight, RECEIVE_MAXIMUM_UNTIL_CONNACK))
         # Bounded: the events pending (mqtt.queue_size, counted by the core) plus room for
         # discovery and retained states; beyond it paho refuses (`failed`: retried later).
         client.max_queued_messages_set(cfg.queue_size + PAHO_STATE_ROOM)
@@ -320,7 +323,7 @@ class MqttTransport:
 
     # ------------------------------------------------------------------ paho callbacks
     def _on_connect(
-        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any
+        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any, props: Any
     ) -> None:
         try:
             if reason_code.is_failure:
@@ -332,6 +335,7 @@ class MqttTransport:
                     self._fall_back_to_311(client)
                 return
             self._forget_lost_qos0()
+            self._adopt_window(client, props)
             self._connected = True
             self._ever_connected = True
             if self._reason is not None:
@@ -347,6 +351,22 @@ class MqttTransport:
             logger.debug("MQTT connect #%d done", connects)
         except Exception:
             logger.exception("MQTT on_connect handling failed")
+
+    def _adopt_window(self, client: mqtt.Client, props: Any) -> None:
+        """The in-flight window of this connection: `mqtt.max_inflight`, at most the broker's
+        Receive Maximum (MQTT 5; a client that exceeds it is disconnected).
+
+        paho's setter refuses an open connection, and only this CONNACK tells the broker's
+        limit, so the attribute behind it is set here, on paho's thread, before paho sends
+        anything more: the next ack fills the new window from paho's queue. (paho's doubt is
+        about switching between 0, unlimited, and a limit; both values here are ≥ 1.)"""
+        receive_max = MQTT5_DEFAULT_RECEIVE_MAXIMUM
+        if self._protocol == "5":
+            receive_max = getattr(props, "ReceiveMaximum", None) or receive_max
+        window = min(self._config.max_inflight, receive_max)
+        if window != client.max_inflight_messages and hasattr(client, "_max_inflight_messages"):
+            client._max_inflight_messages = window
+        self.window = client.max_inflight_messages
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
         # paho says only that it failed: retrace the connection off paho's thread to say why

@@ -4,6 +4,7 @@ cameras and metrics faked at their ports; and its ring dispatch (pipelines.mqtt.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from pipelines.config import CameraConfig, Config
 from pipelines.mqtt.publishing import EventPublisher
 from pipelines.mqtt.rings import RingDispatcher
 from pipelines.mqtt.topics import Topics
+from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import Subscriber, actor_config, make_event
 from tests.support.publisher_ports import FakeCameras, FakeMetrics, FakeStore
 from tests.support.waiting import wait_for
@@ -115,6 +117,36 @@ def test_publisher_alone_keeps_acks_for_later(
     publisher.publish_events([make_event(), make_event()])
     wait_for(lambda: publisher.status()["acks_to_store"] == 2, 20, "two acks kept")
     assert publisher.replay(3600) == 0  # nothing to replay from
+    started_at = time.monotonic()
+    status = publisher.flush(10)  # acks with nowhere to go are not waited for
+    assert time.monotonic() - started_at < 5 and status["acks_to_store"] == 2
+
+
+def test_the_inflight_window_is_capped_by_the_brokers_receive_maximum(
+    tmp_path: Path, started: list[EventPublisher]
+) -> None:
+    broker = Mosquitto(tmp_path, extra_conf="max_inflight_messages 5\n")
+    broker.start()
+    try:
+        config = actor_config(broker.port, tmp_path, qos=1, max_inflight=100)
+        topic = Topics(config.mqtt.topic_prefix).event("front_door")
+        sub = Subscriber(broker.port, [topic])
+        try:
+            publisher, _metrics = start(started, config, FakeStore())
+            assert publisher.status()["inflight_window"] == 5  # its CONNACK's Receive Maximum
+            events = [make_event() for _ in range(300)]
+            assert publisher.publish_events(events) == 300
+            sub.wait_for(lambda m: len(m) >= 300, 20)
+            assert publisher.flush(20)["acked"] == 300
+        finally:
+            sub.close()
+        assert "exceeded" not in broker.log().lower()
+        v311 = actor_config(broker.port, tmp_path, qos=1, max_inflight=64, protocol="3.1.1")
+        assert start(started, v311, None)[0].status()["inflight_window"] == 64  # no such cap
+        small = actor_config(broker.port, tmp_path, qos=1, max_inflight=3)
+        assert start(started, small, None)[0].status()["inflight_window"] == 3
+    finally:
+        broker.stop()
 
 
 def test_rings_reach_running_doorbells_only() -> None:
