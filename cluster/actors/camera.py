@@ -32,16 +32,18 @@ class _RayStore:
     def __init__(self, store: NamedActor) -> None:
         self._store = store
 
-    async def save_new(self, event: Event, thumbnail: bytes | None) -> tuple[Event, bool]:
+    async def save_many(
+        self, items: list[tuple[Event, bytes | None]]
+    ) -> list[tuple[Event, bool] | None]:
         handle = await self._store.get()
         if handle is None:
             raise ConnectionError("event-store not found")
         try:
-            stored: tuple[Event, bool] = await handle.save_new.remote(event, thumbnail)
+            answers: list[tuple[Event, bool] | None] = await handle.save_many.remote(items)
         except RayActorError:
             self._store.forget()  # replaced under its name? the retry finds the new one
             raise
-        return stored
+        return answers
 
 
 class _RayPublisher:

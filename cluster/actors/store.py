@@ -85,6 +85,13 @@ class EventStoreActor:
         """
         return await self._writer.save_new(event, thumbnail)
 
+    async def save_many(
+        self, items: list[tuple[Event, bytes | None]]
+    ) -> list[tuple[Event, bool] | None]:
+        """A camera outbox's group: `save_new` of each (event, thumbnail), in one commit, all
+        or nothing; None for the suffix the write queue had no room for (retry those)."""
+        return await self._writer.save_many(items)
+
     def writer_stats(self) -> dict[str, Any]:
         """Counters of this process: batches committed, largest, saves queued now, most ever
         queued, the bound, saves refused at the bound; maintenance passes by step."""

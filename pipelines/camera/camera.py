@@ -77,7 +77,7 @@ class Camera:
         )
         self._saves = SaveBuffer(
             camera_id,
-            self._save,
+            self._save_many,
             max_events=camera.max_unsaved_events,
             on_saved=self._saved,
             on_dropped=self._dropped,
@@ -244,11 +244,14 @@ class Camera:
     def _on_event(self, event: Event, thumbnail: bytes) -> None:
         self._saves.put(event, thumbnail)  # saved (and retried) in order by the outbox
 
-    async def _save(self, event: Event, thumbnail: bytes | None) -> Event:
-        stored, existed = await self._ports.store.save_new(event, thumbnail)
-        if existed and event.media_offset_s is not None:
-            self._already_stored += 1  # a file segment stored by a crashed instance or a replay
-        return stored
+    async def _save_many(
+        self, items: list[tuple[Event, bytes | None]]
+    ) -> list[tuple[Event, bool] | None]:
+        answers = await self._ports.store.save_many(items)
+        for (event, _thumbnail), answer in zip(items, answers, strict=False):
+            if answer is not None and answer[1] and event.media_offset_s is not None:
+                self._already_stored += 1  # a file segment stored by a crashed instance or a replay
+        return answers
 
     def _dropped(self, _event: Event) -> None:
         self._metrics.drop("unsaved_buffer_full")

@@ -1,13 +1,17 @@
 """The camera's outbox to the event-store: saves in order, retries with backoff, bounded.
 
-Every analysed event goes through one `SaveBuffer` per camera. One sender task saves the oldest
-event; when the save fails (the store restarting, the disk briefly full, a timeout) the event
-stays at the head and is retried with exponential backoff, while newly analysed events queue
-behind it. The buffer holds at most `max_events`: beyond, the oldest event is dropped, counted,
-and logged with its id (the only way a camera loses an event). A retried save is safe: the
-store's primary key makes a second insert of the same event id a no-op.
+Every analysed event goes through one `SaveBuffer` per camera. One sender task saves every
+event waiting at that moment (up to `max_group`) in one `save_many` call, which the store
+commits all or nothing in one transaction. When the call fails (the store restarting, the disk
+briefly full, a timeout) the events stay at the head and are retried with exponential backoff,
+while newly analysed events queue behind them; when the store had room for only part of a
+group, the stored ones are done and only the rest (a suffix, still in order) is retried. The
+buffer holds at most `max_events`: beyond, the oldest event is dropped, counted, and logged
+with its id (the only way a camera loses an event). A retried save is safe: the store saves an
+event id once (`save_new` semantics), so a group re-sent after its first try committed writes
+nothing twice.
 
-Plain asyncio; the actual save (a Ray call in the camera actor) is the `save` coroutine
+Plain asyncio; the actual save (a Ray call in the camera actor) is the `save_many` coroutine
 function passed in.
 """
 
@@ -22,12 +26,18 @@ from typing import Any
 
 from pipelines.events import Event
 from pipelines.ingest.sources import Backoff
+from pipelines.storage.errors import StoreBusyError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SaveBuffer"]
 
-SaveFn = Callable[[Event, bytes | None], Awaitable[Event]]
+# The store's `save_many`: (event, thumbnail) pairs in order → for each, (the event as stored,
+# whether it was stored already), or None when the store had no room for it (retry it).
+SaveManyFn = Callable[
+    [list[tuple[Event, bytes | None]]], Awaitable[list[tuple[Event, bool] | None]]
+]
+MAX_GROUP = 64  # events sent in one save_many call at most
 
 
 @dataclass(frozen=True)
@@ -42,9 +52,10 @@ class SaveBuffer:
     def __init__(
         self,
         camera_id: str,
-        save: SaveFn,
+        save_many: SaveManyFn,
         *,
         max_events: int,
+        max_group: int = MAX_GROUP,
         on_saved: Callable[[Event], None] | None = None,
         on_dropped: Callable[[Event], None] | None = None,
         save_timeout_s: float = 30.0,
@@ -54,13 +65,14 @@ class SaveBuffer:
             raise ValueError("max_events must be >= 1")
         self.camera_id = camera_id
         self.max_events = max_events
-        self._save = save
+        self._max_group = max(1, max_group)
+        self._save_many = save_many
         self._on_saved = on_saved
         self._on_dropped = on_dropped
         self._timeout = save_timeout_s
         self._backoff = backoff or Backoff(0.5, 10.0)
         self._items: deque[_Unsaved] = deque()
-        self._sending: _Unsaved | None = None
+        self._sending: list[_Unsaved] = []  # the group being saved
         self._kick = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -75,7 +87,7 @@ class SaveBuffer:
     @property
     def depth(self) -> int:
         """Events not saved yet (queued, being sent, or waiting for a retry)."""
-        return len(self._items) + (self._sending is not None)
+        return len(self._items) + len(self._sending)
 
     @property
     def retrying(self) -> bool:
@@ -96,7 +108,7 @@ class SaveBuffer:
     def put(self, event: Event, thumbnail: bytes | None) -> None:
         """Queue an event to save (never blocks); over the bound the oldest queued one drops.
 
-        At most max_events wait (plus, with max_events 1, the one being sent).
+        At most max_events wait (plus, with max_events 1, the group being sent).
         """
         while self.depth >= self.max_events and self._items:
             self._drop(self._items.popleft())
@@ -129,11 +141,11 @@ class SaveBuffer:
             self._drop(item, why)
         if self._task is not None:
             self._task.cancel()
-        if self._sending is not None:
-            self._drop(self._sending, why)
-            self._sending = None
+        for item in self._sending:
+            self._drop(item, why)
+        sending, self._sending = len(self._sending), []
         self._idle.set()
-        return len(items)
+        return len(items) + sending
 
     def _drop(self, item: _Unsaved, why: str = "unsaved buffer full") -> None:
         self.dropped += 1
@@ -150,34 +162,47 @@ class SaveBuffer:
 
     async def _send_loop(self) -> None:
         while self._items:
-            item = self._items.popleft()
-            self._sending = item
+            count = min(self._max_group, len(self._items))
+            group = self._sending = [self._items.popleft() for _ in range(count)]
             try:
-                saved = await asyncio.wait_for(
-                    self._save(item.event, item.thumbnail), timeout=self._timeout
+                answers = await asyncio.wait_for(
+                    self._save_many([(item.event, item.thumbnail) for item in group]),
+                    timeout=self._timeout,
                 )
+                if len(answers) != len(group):
+                    raise RuntimeError(f"{len(answers)} answers to a group of {len(group)}")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._sending = None
-                self._items.appendleft(item)  # keep the order: retried before anything newer
-                self._failed(item, exc)
-                self._kick.clear()
-                delay = self._backoff.next_delay()
-                try:
-                    await asyncio.wait_for(self._kick.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
+                self._sending = []
+                self._items.extendleft(reversed(group))  # retried before anything newer
+                await self._back_off(group[0], exc)
                 continue
-            self._sending = None
+            self._sending = []
+            unsaved = [item for item, answer in zip(group, answers, strict=True) if answer is None]
+            for answer in answers:
+                if answer is not None:
+                    self.saved += 1
+                    if self._on_saved is not None:
+                        self._on_saved(answer[0])
+            if unsaved:  # the store had room for part of the group: the rest, in order
+                self._items.extendleft(reversed(unsaved))
+                await self._back_off(unsaved[0], StoreBusyError("no room for the whole group"))
+                continue
             if self.last_error is not None:
                 logger.info("camera %s: saving works again", self.camera_id)
             self.last_error = None
             self._backoff.reset()
-            self.saved += 1
-            if self._on_saved is not None:
-                self._on_saved(saved)
         self._idle.set()
+
+    async def _back_off(self, head: _Unsaved, exc: Exception) -> None:
+        """Count the failure and wait before the head is tried again (`retry_now` cuts it)."""
+        self._failed(head, exc)
+        self._kick.clear()
+        try:
+            await asyncio.wait_for(self._kick.wait(), timeout=self._backoff.next_delay())
+        except TimeoutError:
+            pass
 
     def _failed(self, item: _Unsaved, exc: Exception) -> None:
         self.failures += 1

@@ -16,8 +16,12 @@ DescribeFn = Callable[[VLMRequest], Awaitable[VLMResult]]
 class StorePort(Protocol):
     """The event store, as a camera saves to it."""
 
-    async def save_new(self, event: Event, thumbnail: bytes | None) -> tuple[Event, bool]:
-        """Store the event unless its id is stored already: (stored event, was stored before)."""
+    async def save_many(
+        self, items: list[tuple[Event, bytes | None]]
+    ) -> list[tuple[Event, bool] | None]:
+        """Store (event, thumbnail) pairs in one commit, all or nothing, each unless its id is
+        stored already: per pair (stored event, was stored before), or None where the store
+        had no room (a suffix: retry those)."""
         ...
 
 

@@ -14,7 +14,6 @@ import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -24,6 +23,7 @@ from pipelines.storage import rebuild
 from pipelines.storage.errors import ReadTimeoutError, StorageError, StorageFullError, _is_full
 from pipelines.storage.parquet import files_watermark
 from pipelines.storage.schema import _first, migrate
+from pipelines.storage.starts import CameraStarts
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ class StoreBase:
         self.staging_dir.mkdir(exist_ok=True)
         self._thumb_root = self.thumbnail_dir.resolve()
         self._lock = threading.RLock()
-        # camera_id -> [(start, group id or None)] of recent starts, for correlation.
-        self._starts: dict[str, list[tuple[datetime, str | None]]] = {}
+        # camera_id -> its recent starts and their group ids, for correlation.
+        self._starts: dict[str, CameraStarts] = {}
         self._con: duckdb.DuckDBPyConnection | None = None
         self._closed = False
         self._generation = 0  # of the connection: read cursors belong to one

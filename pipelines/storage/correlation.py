@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from pipelines.events import Event, as_utc
 from pipelines.storage.connection import StoreBase
+from pipelines.storage.starts import CameraStarts
 
 # camera_id -> (starts, rows): stored rows [event_id, start, group] ordered by start, and their
 # starts apart for bisecting. A row's group is filled in when the batch gives it one.
@@ -104,13 +105,13 @@ class CorrelationMixin(StoreBase):
         in_window = _near_stored(camera_id, ts, window, stored)
         near += [(abs(row[1] - ts), other, row[1], row[2]) for other, row in in_window]
         if not near:
-            self._starts.setdefault(camera_id, []).append((ts, None))
+            self._starts.setdefault(camera_id, CameraStarts()).add(ts, None)
             return None
         near.sort(key=lambda item: item[0])
         group = next((g for *_, g in near if g is not None), None) or str(uuid.uuid4())
         for _, other, start, _ in near:
             self._remember(other, start, group)
-        self._starts.setdefault(camera_id, []).append((ts, group))
+        self._starts.setdefault(camera_id, CameraStarts()).add(ts, group)
         for _, row in in_window:  # stored rows without a group join this one
             if row[2] is None:
                 row[2] = group
@@ -123,16 +124,14 @@ class CorrelationMixin(StoreBase):
             (abs(start - ts), other, start, group)
             for other, cam_starts in self._starts.items()
             if other != camera_id
-            for start, group in cam_starts
-            if abs(start - ts) <= window
+            for start, group in cam_starts.near(ts, window)
         ]
 
     def _remember(self, camera_id: str, start: datetime, group: str) -> None:
         """Give a remembered start without a group this one, or remember the start with it."""
-        cam_starts = self._starts.setdefault(camera_id, [])
-        cam_starts[:] = [(s, group if s == start and g is None else g) for s, g in cam_starts]
-        if not any(s == start for s, _ in cam_starts):
-            cam_starts.append((start, group))
+        cam_starts = self._starts.setdefault(camera_id, CameraStarts())
+        if not cam_starts.give(start, group):
+            cam_starts.add(start, group)
 
     def _set_groups(self, groups: dict[str, str]) -> None:
         """Give stored events (that still have none) their correlation group, in one update,
@@ -168,20 +167,17 @@ class CorrelationMixin(StoreBase):
     def _prune_starts(self, lo: datetime, hi: datetime, window: timedelta) -> None:
         horizon = max(window * 2, timedelta(minutes=5))
         for cam in list(self._starts):
-            kept = [(s, g) for s, g in self._starts[cam] if lo - horizon <= s <= hi + horizon]
-            if kept:
-                self._starts[cam] = kept[-256:]
-            else:
+            self._starts[cam].keep(lo - horizon, hi + horizon)
+            if not self._starts[cam]:
                 del self._starts[cam]
 
     def _with_group(self, ev: Event) -> Event:
         """The event with the group remembered for its (camera, start), if it has none yet."""
         if ev.correlation_group_id is not None:
             return ev
-        for start, group in self._starts.get(ev.camera_id, ()):
-            if group is not None and start == ev.timestamp:
-                return ev.model_copy(update={"correlation_group_id": group})
-        return ev
+        cam_starts = self._starts.get(ev.camera_id)
+        group = cam_starts.group_of(as_utc(ev.timestamp)) if cam_starts else None
+        return ev if group is None else ev.model_copy(update={"correlation_group_id": group})
 
 
 def _near_stored(

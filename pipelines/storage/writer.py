@@ -1,9 +1,13 @@
 """The group-commit writer: saves wait in a bounded queue; one task commits them in batches.
 
-At most `max_queued` saves wait (plus the one batch being committed). At the bound a save is
-refused at once with `StoreBusyError` (nothing stored, retryable): the caller keeps the event and
-retries, so memory stays bounded where the event was made. Saves made while closing get the same
-error. Each batch is correlated and appended in one store transaction, in a thread.
+A save is one event (`save`, `save_new`) or a camera outbox's group of events (`save_many`):
+a group is never split, so it is stored all or nothing, in its order. At most `max_queued`
+events wait (plus the batch being committed). At the bound a save is refused at once with
+`StoreBusyError` (nothing stored, retryable): the caller keeps the event and retries, so memory
+stays bounded where the event was made; of a group, the events that fit are queued and the rest
+are answered None (refused, retryable: the outbox keeps them, in order, after the stored ones).
+Saves made while closing are refused the same way. Each batch is correlated and appended in one
+store transaction, in a thread.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pipelines.storage.errors import StorageError, StorageFullError, StoreBusyEr
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 512  # saves committed in one transaction at most
+MAX_BATCH = 512  # events committed in one transaction at most (a group may exceed it)
 GATHER_S = 0.002  # after a lone save, how long the writer waits for others to join it
 CLOSE_STEP_S = 10.0  # close(): how long the batch already being committed may still take
 
@@ -36,25 +40,34 @@ class BatchStore(Protocol):
         """The stored events among event_ids, by id."""
         ...
 
-    def published_among(self, ids: list[str]) -> set[str]:
-        """Which of ids are stored and already published."""
+    def known_ids(self, ids: list[str]) -> dict[str, bool]:
+        """Which of ids are stored, each with whether it is published."""
         ...
 
     def save_batch(
-        self, events: list[Event], thumbnails: dict[str, bytes] | None, window_s: float
+        self,
+        events: list[Event],
+        thumbnails: dict[str, bytes] | None,
+        window_s: float,
+        stored: set[str] | None = None,
     ) -> list[Event]:
-        """Correlate and append events in one transaction; the events as stored."""
+        """Correlate and append events in one transaction (skipping the `stored` ids); the
+        events as stored."""
         ...
+
+
+Item = tuple[Event, bytes | None]  # an event to save and its thumbnail (JPEG) or None
+Answer = tuple[Event, bool]  # the event as stored, whether it was stored already
 
 
 @dataclass(frozen=True)
 class _Pending:
-    """One queued save: what to store, whether only when new, the future its caller awaits."""
+    """One queued save (one event or a group, never split), whether only when new, and the
+    future its caller awaits (an answer per event)."""
 
-    event: Event
-    thumbnail: bytes | None
+    items: tuple[Item, ...]
     new_only: bool
-    done: asyncio.Future[tuple[Event, bool]]
+    done: asyncio.Future[list[Answer]]
 
 
 class GroupCommitWriter:
@@ -80,6 +93,7 @@ class GroupCommitWriter:
         self._gather_s = gather_s
         # Created on first use: both belong to the event loop of the caller (the actor's).
         self._queue: asyncio.Queue[_Pending] | None = None
+        self._queued = 0  # events in the queue (the bound counts events, not saves)
         self._task: asyncio.Task[None] | None = None
         self.closing = False
         self._batches = 0
@@ -92,22 +106,38 @@ class GroupCommitWriter:
 
     async def save(self, event: Event, thumbnail: bytes | None) -> Event:
         """Store one event (with its correlation group) and hand it on; the event as stored."""
-        saved, _existed = await self._enqueue(event, thumbnail, new_only=False)
-        return saved
+        answers = await self._enqueue(((event, thumbnail),), new_only=False)
+        return answers[0][0]
 
-    async def save_new(self, event: Event, thumbnail: bytes | None) -> tuple[Event, bool]:
+    async def save_new(self, event: Event, thumbnail: bytes | None) -> Answer:
         """Store an event unless its id is stored: (the event as stored, whether it was already).
 
         The check runs in the batch's commit, so two saves of one id store it once.
         """
-        return await self._enqueue(event, thumbnail, new_only=True)
+        answers = await self._enqueue(((event, thumbnail),), new_only=True)
+        return answers[0]
+
+    async def save_many(self, items: list[Item]) -> list[Answer | None]:
+        """`save_new` of a group in one commit, all or nothing: an answer per item, in order;
+        None for the items the queue had no room for (a suffix: retry them). A failed commit
+        raises its error (nothing of the group is stored); no room at all raises
+        `StoreBusyError`."""
+        if not items:
+            return []
+        room = self._max_queued - self._queued
+        taken = tuple(items[: max(1, room)])  # none fits: _enqueue refuses it
+        answers: list[Answer | None] = list(await self._enqueue(taken, new_only=True))
+        refused = len(items) - len(taken)
+        if refused:
+            self._count_refused(refused)
+        return answers + [None] * refused
 
     def stats(self) -> dict[str, Any]:
         """Batches committed, the largest, saves queued now and at most, the bound, refusals."""
         return {
             "batches": self._batches,
             "max_batch": self._largest,
-            "queued": 0 if self._queue is None else self._queue.qsize(),
+            "queued": self._queued,
             "max_queued": self._most_queued,
             "max_queued_saves": self._max_queued,
             "refused": self._refused,
@@ -125,32 +155,33 @@ class GroupCommitWriter:
             self._task.cancel()
         return refused
 
-    async def _enqueue(
-        self, event: Event, thumbnail: bytes | None, *, new_only: bool
-    ) -> tuple[Event, bool]:
+    async def _enqueue(self, items: tuple[Item, ...], *, new_only: bool) -> list[Answer]:
         if self.closing:
             raise StoreBusyError("the event store is closing; retry with the next store")
         queue = self._ensure_task()
-        done: asyncio.Future[tuple[Event, bool]] = asyncio.get_running_loop().create_future()
-        try:
-            queue.put_nowait(_Pending(event, thumbnail, new_only, done))
-        except asyncio.QueueFull:
-            self._refused += 1
-            if self._refused == 1 or self._refused % 1000 == 0:
-                logger.warning(
-                    "event-store write queue full (%d); %d saves refused so far (retryable)",
-                    queue.maxsize,
-                    self._refused,
-                )
+        if self._queued + len(items) > self._max_queued:
+            self._count_refused(len(items))
             raise StoreBusyError(
-                f"the event store's write queue is full ({queue.maxsize}); retry later"
-            ) from None
-        self._most_queued = max(self._most_queued, queue.qsize())
+                f"the event store's write queue is full ({self._max_queued}); retry later"
+            )
+        done: asyncio.Future[list[Answer]] = asyncio.get_running_loop().create_future()
+        queue.put_nowait(_Pending(items, new_only, done))
+        self._queued += len(items)
+        self._most_queued = max(self._most_queued, self._queued)
         return await done
+
+    def _count_refused(self, count: int) -> None:
+        before, self._refused = self._refused, self._refused + count
+        if before == 0 or before // 1000 != self._refused // 1000:
+            logger.warning(
+                "event-store write queue full (%d); %d saves refused so far (retryable)",
+                self._max_queued,
+                self._refused,
+            )
 
     def _ensure_task(self) -> asyncio.Queue[_Pending]:
         if self._queue is None:
-            self._queue = asyncio.Queue(maxsize=self._max_queued)
+            self._queue = asyncio.Queue()  # unbounded: _enqueue bounds the events in it
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(self._queue))
         return self._queue
@@ -161,10 +192,13 @@ class GroupCommitWriter:
             batch = [await queue.get()]
             if queue.empty():  # let a burst of concurrent saves land in the same batch
                 await asyncio.sleep(self._gather_s)
-            while len(batch) < self._max_batch and not queue.empty():
+            events = len(batch[0].items)
+            while events < self._max_batch and not queue.empty():  # a group is never split
                 batch.append(queue.get_nowait())
+                events += len(batch[-1].items)
+            self._queued -= events
             self._batches += 1
-            self._largest = max(self._largest, len(batch))
+            self._largest = max(self._largest, events)
             started = time.monotonic()
             try:
                 answers, written, fresh = await asyncio.to_thread(self._commit, batch)
@@ -189,35 +223,41 @@ class GroupCommitWriter:
                 for _ in batch:
                     queue.task_done()
 
-    def _commit(self, batch: list[_Pending]) -> tuple[list[tuple[Event, bool]], int, list[Event]]:
-        """Write a batch (in a thread): each caller's answer, rows written, events to hand on.
+    def _commit(self, batch: list[_Pending]) -> tuple[list[list[Answer]], int, list[Event]]:
+        """Write a batch (in a thread): each caller's answers, rows written, events to hand on.
 
         A save_new whose id is stored, or written earlier in the same batch, writes nothing.
         """
-        new_only = [item.event.event_id for item in batch if item.new_only]
-        stored = self._store.stored_events(new_only) if new_only else {}
+        flat = [(item, save.new_only) for save in batch for item in save.items]
+        ids = [event.event_id for (event, _thumb), _new_only in flat]
+        known = self._store.known_ids(ids)  # the usual batch: none of them
+        lookup = [i for i, (_item, new) in zip(ids, flat, strict=True) if new and i in known]
+        stored = self._store.stored_events(lookup) if lookup else {}
         # A save re-sent after its first try committed (a timeout, a restart) must not be
         # handed on again once it was published.
-        published = self._store.published_among([item.event.event_id for item in batch])
-        writes: list[_Pending] = []
+        published = {event_id for event_id, done in known.items() if done}
+        writes: list[Item] = []
         first_write: dict[str, int] = {}
         plan: list[tuple[Event | int, bool]] = []  # a stored event, or an index into writes
-        for item in batch:
-            event_id = item.event.event_id
-            if item.new_only and event_id in stored:
+        for event_id, (item, new_only) in zip(ids, flat, strict=True):
+            if new_only and event_id in stored:
                 plan.append((stored[event_id], True))
-            elif item.new_only and event_id in first_write:
+            elif new_only and event_id in first_write:
                 plan.append((first_write[event_id], True))
             else:
                 first_write.setdefault(event_id, len(writes))
                 plan.append((len(writes), False))
                 writes.append(item)
-        thumbs = {item.event.event_id: item.thumbnail for item in writes if item.thumbnail}
-        events = [item.event for item in writes]
-        saved = self._store.save_batch(events, thumbs, self._window_s) if events else []
+        thumbs = {event.event_id: thumb for event, thumb in writes if thumb}
+        events = [event for event, _thumb in writes]
+        saved = self._store.save_batch(events, thumbs, self._window_s, set(known)) if events else []
         answers = [(saved[at] if isinstance(at, int) else at, existed) for at, existed in plan]
+        per_save: list[list[Answer]] = []
+        for save in batch:
+            per_save.append(answers[: len(save.items)])
+            del answers[: len(save.items)]
         fresh = {event.event_id: event for event in saved if event.event_id not in published}
-        return answers, len(saved), list(fresh.values())
+        return per_save, len(saved), list(fresh.values())
 
     def _hand_on(self, events: list[Event]) -> None:
         if not events:
@@ -237,10 +277,11 @@ class GroupCommitWriter:
         refused = 0
         while not queue.empty():
             item = queue.get_nowait()
+            self._queued -= len(item.items)
             if not item.done.done():
                 item.done.set_exception(StoreBusyError("the event store closed before this save"))
             queue.task_done()
-            refused += 1
+            refused += len(item.items)
         logger.error("store closing: %d queued saves refused after %.1f s", refused, timeout_s)
         try:  # the batch in the writer's hands is committed and answered
             await asyncio.wait_for(queue.join(), CLOSE_STEP_S)

@@ -10,7 +10,7 @@ from pipelines.vlm.types import VLMRequest, VLMResult
 
 
 class FakeCameraStore:
-    """Stores events by id, like the event-store's `save_new`; can fail the first saves."""
+    """Stores events by id, like the event-store's `save_many`; can fail the first calls."""
 
     def __init__(self, fail_first: int = 0) -> None:
         self.events: dict[str, Event] = {}
@@ -18,16 +18,22 @@ class FakeCameraStore:
         self.calls = 0
         self._fail = fail_first
 
-    async def save_new(self, event: Event, thumbnail: bytes | None) -> tuple[Event, bool]:
+    async def save_many(
+        self, items: list[tuple[Event, bytes | None]]
+    ) -> list[tuple[Event, bool] | None]:
         self.calls += 1
         if self._fail > 0:
             self._fail -= 1
             raise ConnectionError("store restarting")
-        if event.event_id in self.events:
-            return self.events[event.event_id], True
-        self.events[event.event_id] = event
-        self.thumbnails[event.event_id] = thumbnail
-        return event, False
+        answers: list[tuple[Event, bool] | None] = []
+        for event, thumbnail in items:
+            if event.event_id in self.events:
+                answers.append((self.events[event.event_id], True))
+                continue
+            self.events[event.event_id] = event
+            self.thumbnails[event.event_id] = thumbnail
+            answers.append((event, False))
+        return answers
 
 
 class FakeVLM:

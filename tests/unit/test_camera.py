@@ -107,7 +107,7 @@ def test_drain_hurries_a_hung_vlm_and_stores_everything(clip: Path, tmp_path: Pa
     counts = asyncio.run(scenario())
     assert counts["segments"] == 2 and counts["fallback_at_stop"] == 2
     assert counts["events"] == 2 and counts["unsaved"] == 0 and counts["dropped"] == 0
-    assert store.calls == 4  # two failed saves were retried
+    assert store.calls >= 3  # the two failed saves retried (in one group or two)
     assert len(store.events) == 2
 
 

@@ -137,20 +137,33 @@ def event(i: int) -> Event:
 
 
 class FlakyStore:
-    """Saves into a list; fails while `down` (as a restarting store actor would)."""
+    """Saves groups into a list; fails while `down` (as a restarting store actor would); with
+    `room`, stores only that many of the next group and refuses the rest (a full write queue)."""
 
     def __init__(self) -> None:
         self.down = False
+        self.room: int | None = None
         self.saved: list[str] = []
+        self.groups: list[int] = []
         self.attempts = 0
 
-    async def save(self, ev: Event, _thumb: bytes | None) -> Event:
+    async def save_many(
+        self, items: list[tuple[Event, bytes | None]]
+    ) -> list[tuple[Event, bool] | None]:
         self.attempts += 1
         await asyncio.sleep(0)
         if self.down:
             raise ConnectionError("store restarting")
-        self.saved.append(ev.event_id)
-        return ev
+        taken = items if self.room is None else items[: self.room]
+        self.room = None
+        self.groups.append(len(taken))
+        answers: list[tuple[Event, bool] | None] = []
+        for ev, _thumb in taken:
+            existed = ev.event_id in self.saved
+            if not existed:
+                self.saved.append(ev.event_id)
+            answers.append((ev, existed))
+        return answers + [None] * (len(items) - len(taken))
 
 
 def test_failed_saves_are_retried_in_order_until_the_store_is_back() -> None:
@@ -159,7 +172,7 @@ def test_failed_saves_are_retried_in_order_until_the_store_is_back() -> None:
         done: list[str] = []
         buffer = SaveBuffer(
             "porch",
-            store.save,
+            store.save_many,
             max_events=10,
             on_saved=lambda ev: done.append(ev.event_id),
             backoff=Backoff(0.01, 0.05),
@@ -188,7 +201,7 @@ def test_over_the_bound_the_oldest_is_dropped_counted_and_logged(
         dropped: list[str] = []
         buffer = SaveBuffer(
             "porch",
-            store.save,
+            store.save_many,
             max_events=3,
             on_dropped=lambda ev: dropped.append(ev.event_id),
             backoff=Backoff(0.01, 0.02),
@@ -207,6 +220,33 @@ def test_over_the_bound_the_oldest_is_dropped_counted_and_logged(
     assert buffer.dropped == 2 and list(buffer.dropped_ids) == [e.event_id for e in events[:2]]
     logged = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert any(events[0].event_id in line for line in logged)
+
+
+def test_waiting_events_go_in_one_group_and_a_partial_save_retries_only_the_rest() -> None:
+    async def scenario() -> tuple[FlakyStore, SaveBuffer, list[str], list[Event]]:
+        store = FlakyStore()
+        done: list[str] = []
+        buffer = SaveBuffer(
+            "porch",
+            store.save_many,
+            max_events=20,
+            max_group=8,
+            on_saved=lambda ev: done.append(ev.event_id),
+            backoff=Backoff(0.01, 0.05),
+        )
+        store.room = 3  # the first group: room for 3 of its 8
+        events = [event(i) for i in range(12)]
+        for ev in events:
+            buffer.put(ev, None)  # all waiting before the sender runs
+        assert await buffer.wait_empty(5)
+        return store, buffer, done, events
+
+    store, buffer, done, events = asyncio.run(scenario())
+    ids = [ev.event_id for ev in events]
+    assert store.saved == ids and done == ids  # in order, each stored and reported once
+    # 3 of the first 8 stored; the 5 refused retried ahead of the 4 that waited behind them
+    assert store.groups == [3, 8, 1]
+    assert buffer.failures == 1 and buffer.saved == 12 and not buffer.retrying
 
 
 # ---------------------------------------------------------------- the stored media offset

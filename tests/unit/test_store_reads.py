@@ -90,7 +90,7 @@ def test_a_read_storm_while_cameras_save_drops_no_event(store: EventStore) -> No
 
     async def cameras() -> list[SaveBuffer]:
         writer = GroupCommitWriter(store, max_queued=64, window_s=2.0, on_saved=lambda _e: None)
-        outboxes = [SaveBuffer(f"live{k}", writer.save, max_events=8) for k in range(4)]
+        outboxes = [SaveBuffer(f"live{k}", writer.save_many, max_events=8) for k in range(4)]
         for n in range(40):
             for k, outbox in enumerate(outboxes):
                 outbox.put(

@@ -41,15 +41,19 @@ class HeldStore:
     def stored_events(self, event_ids: list[str]) -> dict[str, Event]:
         return self.store.stored_events(event_ids)
 
-    def published_among(self, ids: list[str]) -> set[str]:
-        return self.store.published_among(ids)
+    def known_ids(self, ids: list[str]) -> dict[str, bool]:
+        return self.store.known_ids(ids)
 
     def save_batch(
-        self, events: list[Event], thumbnails: dict[str, bytes] | None, window_s: float
+        self,
+        events: list[Event],
+        thumbnails: dict[str, bytes] | None,
+        window_s: float,
+        stored: set[str] | None = None,
     ) -> list[Event]:
         self.entered.set()
         assert self.release.wait(10)
-        return self.store.save_batch(events, thumbnails, window_s)
+        return self.store.save_batch(events, thumbnails, window_s, stored)
 
 
 @pytest.fixture
@@ -66,6 +70,7 @@ def writer_for(store: object, recorder: Recorder, **kw: int) -> GroupCommitWrite
         window_s=5.0,
         on_saved=recorder.on_saved,
         on_committed=recorder.on_committed,
+        max_batch=kw.get("max_batch", 512),
     )
 
 
@@ -83,6 +88,68 @@ def test_concurrent_saves_are_committed_in_one_batch(store: EventStore) -> None:
     assert recorder.handed == [[e.event_id for e in events]] and recorder.committed == [20]
     assert store.counts()["stored"] == 20
     assert store.thumbnail_path(events[0].event_id) is not None
+
+
+def test_groups_are_never_split_and_keep_their_order(store: EventStore) -> None:
+    recorder = Recorder()
+    writer = writer_for(store, recorder, max_batch=16)
+    cameras = {
+        cam: [make_event(camera_id=cam, description=f"{cam} {i}") for i in range(30)]
+        for cam in ("front", "back", "side")
+    }
+    again = cameras["front"][:5]  # re-sent after a timeout: answered as stored, written once
+
+    async def scenario() -> list[list[tuple[Event, bool] | None]]:
+        groups = [writer.save_many([(e, None) for e in evs]) for evs in cameras.values()]
+        return await asyncio.gather(*groups, writer.save_many([(e, None) for e in again]))
+
+    *answers, resent = asyncio.run(scenario())
+    for evs, got in zip(cameras.values(), answers, strict=True):
+        assert [a[0].event_id if a else None for a in got] == [e.event_id for e in evs]
+        assert not any(a[1] for a in got if a)
+    assert all(a is not None and a[1] for a in resent)
+    # each batch holds whole groups (30 > max_batch 16: one group, or more, per batch)
+    assert all(rows % 30 == 0 for rows in recorder.committed)
+    handed = [event_id for batch in recorder.handed for event_id in batch]
+    for evs in cameras.values():  # stored (and handed on) in each camera's order
+        mine = [event_id for event_id in handed if event_id in {e.event_id for e in evs}]
+        assert mine == [e.event_id for e in evs]
+    assert store.counts()["stored"] == 90
+
+
+def test_a_group_larger_than_the_room_is_stored_in_part_the_rest_refused(
+    store: EventStore,
+) -> None:
+    held = HeldStore(store)
+    recorder = Recorder()
+    writer = writer_for(held, recorder, max_queued=5)
+    group = [make_event() for _ in range(8)]
+
+    async def scenario() -> tuple[object, list[tuple[Event, bool] | None], object]:
+        first = asyncio.ensure_future(writer.save(make_event(), None))
+        await asyncio.to_thread(held.entered.wait, 10)  # the writer holds one batch
+        partial = asyncio.ensure_future(writer.save_many([(e, None) for e in group]))
+        await asyncio.sleep(0)
+        one = writer.save_many([(make_event(), None)])
+        full = await asyncio.gather(one, return_exceptions=True)
+        held.release.set()
+        return await first, await partial, full[0]
+
+    _first, answers, full = asyncio.run(scenario())
+    assert [a[0].event_id if a else None for a in answers] == [e.event_id for e in group[:5]] + [
+        None
+    ] * 3  # the prefix that fit is stored; the suffix is for the caller to retry
+    assert isinstance(full, StoreBusyError)  # no room at all: refused as a whole
+    assert writer.stats()["refused"] == 4 and store.counts()["stored"] == 6
+
+
+def test_a_failed_commit_fails_the_whole_group(store: EventStore) -> None:
+    recorder = Recorder()
+    writer = writer_for(store, recorder)
+    store.close()  # every write fails from now on
+    with pytest.raises(StorageError):
+        asyncio.run(writer.save_many([(make_event(), None) for _ in range(4)]))
+    assert recorder.handed == [] and writer.stats()["queued"] == 0
 
 
 def test_save_new_of_a_stored_event_writes_and_hands_on_nothing(store: EventStore) -> None:
@@ -220,7 +287,7 @@ def test_a_full_disk_is_reported_the_cameras_keep_their_events_and_all_land_once
             writer = GroupCommitWriter(store, max_queued=64, window_s=2.0, on_saved=lambda _e: 0)
             backoff = Backoff(start=0.05, maximum=0.2)
             outboxes = [
-                SaveBuffer(f"cam{k}", writer.save, max_events=100, backoff=backoff)
+                SaveBuffer(f"cam{k}", writer.save_many, max_events=100, backoff=backoff)
                 for k in range(2)
             ]
             seen: list[bool] = []
