@@ -157,9 +157,10 @@ def rows_for(runs: dict[str, list[dict]], n: int, fallbacks: int, answered: int,
             detail={"requests": n, "runs": runs},
             note=f"{n} requests of 1-3 frames (5 sizes up to 384 px) and 3 prompts, "
             f"max_new_tokens {args.max_new_tokens} (stops at EOS); batched: "
-            f"{batched['batches']} batches ({n / max(1, batched['batches']):.1f} requests each: "
-            f"`max_batch_size` counts images), {batched['tokens']} tokens; one at a time: "
-            f"{single['batches']} batches, {single['tokens']} tokens",
+            f"{batched['batches']} batches ({n / max(1, batched['batches']):.1f} requests each; "
+            f"`max_batch_size` 8 requests, image budget 24), {batched['tokens']} tokens, "
+            f"{batched['requests_per_s']:.1f} requests/s; one at a time: {single['batches']} "
+            f"batches, {single['tokens']} tokens, {single['requests_per_s']:.1f} requests/s",
         ),
         Row(
             "VLM",

@@ -2,9 +2,11 @@
 (one `VLMEngine` per backend chain, and one batch queue per chain, so a slow backend holds up
 only the cameras that use it).
 
-Requests from camera actors are grouped by ``@serve.batch``; a batch is bounded by the total
-number of images (``vlm.max_batch_size``), since generate cost grows with images, not events.
-One request alone always fits, however many frames it has.
+Requests from camera actors are grouped by ``@serve.batch``; a batch is bounded by an image
+budget (``vlm.max_batch_images``, default 3 times ``max_batch_size``), since generate cost grows
+with images, not events: a request counts its frames, and at least budget / ``max_batch_size``,
+so a batch holds at most ``max_batch_size`` requests and 8 requests of 1-3 frames fill one
+generate. One request alone always fits, however many frames it has.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ REPORT_STALE_S = 10.0  # older reports are of replicas that are gone
 _TIME_BOUNDARIES_MS: list[float] = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
 
 
-def images_in_batch(requests: list[VLMRequest]) -> int:
-    """@serve.batch size function: total frames; a lone request counts 1 so it always fits."""
+def images_in_batch(requests: list[VLMRequest], floor: int = 1) -> int:
+    """@serve.batch size function: total frames, each request at least `floor`; a lone request
+    counts 1 so it always fits."""
     if len(requests) <= 1:
         return len(requests)
-    return sum(max(1, len(r.frames)) for r in requests)
+    return sum(max(floor, len(r.frames)) for r in requests)
 
 
 def _warmup_request() -> VLMRequest:
@@ -60,8 +63,15 @@ class _Queued:
     arrived: float
 
 
-def _queued_images(items: list[_Queued]) -> int:
-    return images_in_batch([item.request for item in items])
+def batch_size_fn(vlm_config: VLMConfig) -> Any:
+    """The size function of a chain's batch queue: images, each request at least the budget's
+    share of one request (so a batch holds at most max_batch_size requests)."""
+    floor = max(1, vlm_config.batch_images() // vlm_config.max_batch_size)
+
+    def size(items: list[_Queued]) -> int:
+        return images_in_batch([item.request for item in items], floor)
+
+    return size
 
 
 def _histogram(name: str, description: str, boundaries: list[float]) -> Any:
@@ -175,15 +185,15 @@ class VLMDeployment:
         return result
 
     def _chain_queue(self) -> Any:
-        """A `@serve.batch` queue of its own (a chain's), bounded by images per batch."""
+        """A `@serve.batch` queue of its own (a chain's), bounded by its image budget."""
 
         async def describe(items: list[_Queued]) -> list[VLMResult]:
             return await self._describe(items)
 
         return serve.batch(
-            max_batch_size=self.config.max_batch_size,
+            max_batch_size=self.config.batch_images(),
             batch_wait_timeout_s=self.config.batch_wait_timeout_s,
-            batch_size_fn=_queued_images,
+            batch_size_fn=batch_size_fn(self.config),
         )(describe)
 
     async def _report_forever(self) -> None:

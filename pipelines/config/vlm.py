@@ -139,7 +139,16 @@ class VLMConfig(BackendConfig):
         pattern=r"^[A-Za-z0-9._/-]+$",
         description="transformers: Hub revision to load (pin a commit sha); null: default branch.",
     )
-    max_batch_size: int = Field(default=8, ge=1, le=256, description="@serve.batch size.")
+    max_batch_size: int = Field(
+        default=8, ge=1, le=256, description="Requests (events) in one batched generate at most."
+    )
+    max_batch_images: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="Image budget of one batch; null: 3 times max_batch_size. A request counts its "
+        "frames, and at least max_batch_images / max_batch_size.",
+    )
     batch_wait_timeout_s: float = Field(
         default=0.05, ge=0, le=10, description="How long a batch waits to fill."
     )
@@ -237,6 +246,12 @@ class VLMConfig(BackendConfig):
                 "max_ongoing_requests",
             )
         return self
+
+    def batch_images(self) -> int:
+        """The image budget of one batch (`max_batch_images`, default 3 times max_batch_size)."""
+        if self.max_batch_images is not None:
+            return max(self.max_batch_images, self.max_batch_size)
+        return 3 * self.max_batch_size
 
     def primary(self) -> BackendConfig:
         """The primary backend as a BackendConfig."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from pipelines.config import VLMConfig
 from pipelines.vlm.types import VLMRequest, VLMResult
-from serve_apps.vlm import build_vlm_app, deployment_options, images_in_batch
+from serve_apps.vlm import batch_size_fn, build_vlm_app, deployment_options, images_in_batch
 from tests.support.media import jpeg
 
 pytestmark = pytest.mark.integration
@@ -26,6 +28,23 @@ def test_images_in_batch_counts_frames_and_lets_one_request_through() -> None:
     )
     assert images_in_batch([three]) == 1
     assert images_in_batch([one, three, VLMRequest("c", "C", ())]) == 5
+    assert images_in_batch([one, three, VLMRequest("c", "C", ())], floor=3) == 9
+
+
+def test_a_batch_holds_max_batch_size_requests_of_one_to_three_frames() -> None:
+    def queued(frames: int) -> Any:
+        return SimpleNamespace(request=VLMRequest("a", "A", (b"x",) * frames))
+
+    config = VLMConfig(max_batch_size=8)
+    size, budget = batch_size_fn(config), config.batch_images()
+    assert budget == 24
+    assert size([queued(1 + i % 3) for i in range(8)]) == 24  # eight fill it
+    assert size([queued(1) for _ in range(9)]) > budget  # a ninth does not fit
+    assert size([queued(9), queued(9), queued(9)]) == 27  # many frames: the images bound it
+    assert size([queued(40)]) == 1  # alone, always
+    assert VLMConfig(max_batch_size=4, max_batch_images=2).batch_images() == 4
+    single = VLMConfig(max_batch_size=1)
+    assert batch_size_fn(single)([queued(1), queued(1)]) > single.batch_images()
 
 
 def test_deployment_options_from_config() -> None:
