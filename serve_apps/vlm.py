@@ -34,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 
 _BATCH_BOUNDARIES: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256]
-CONCURRENT_BATCHES = 2  # per chain: one generating, the next preparing its inputs
 REPORT_S = 2.0  # how often a replica reports its node and queue (see replica_reports)
 REPORT_STALE_S = 10.0  # older reports are of replicas that are gone
 _TIME_BOUNDARIES_MS: list[float] = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
@@ -164,11 +163,9 @@ class VLMDeployment:
         self.totals = {"queue_wait_ms": 0.0, "queue_wait_ms_max": 0.0, "generate_ms": 0.0}
         self.metrics = _Metrics()
         self.load = {"queued": 0, "running": 0}  # requests waiting for / inside a batch
-        self._tokens_seen = 0  # the engine's generated tokens when the last batch ended
         await self.engine.start()
         started = time.monotonic()
         warm = await self.engine.describe(_warmup_request())
-        self._tokens_seen = self.engine.generated_tokens()  # the warm-up's are not counted
         logger.info(
             "VLM replica ready: backends %s, warm-up by %s in %.0f ms",
             [b.name for b in self.engine.backends],
@@ -197,9 +194,6 @@ class VLMDeployment:
             max_batch_size=self.config.batch_images(),
             batch_wait_timeout_s=self.config.batch_wait_timeout_s,
             batch_size_fn=batch_size_fn(self.config),
-            # the next batch forms and prepares its inputs while one generates (a backend
-            # runs one generate at a time on its model)
-            max_concurrent_batches=CONCURRENT_BATCHES,
         )(describe)
 
     async def _report_forever(self) -> None:
@@ -225,12 +219,10 @@ class VLMDeployment:
         started = time.monotonic()
         requests = [item.request for item in items]
         waits_ms = [(started - item.arrived) * 1000.0 for item in items]
+        tokens_before = self.engine.generated_tokens()
         results = await self.engine.describe_batch(requests)
         elapsed_ms = (time.monotonic() - started) * 1000.0
-        # batches overlap (one prepares while one generates): the tokens generated since the
-        # last batch ended are this one's, so each token is counted once
-        generated = self.engine.generated_tokens()
-        tokens, self._tokens_seen = max(0, generated - self._tokens_seen), generated
+        tokens = self.engine.generated_tokens() - tokens_before
         tokens_per_s = tokens / (elapsed_ms / 1000.0) if tokens and elapsed_ms > 0 else None
         images = sum(len(r.frames) for r in requests)
         fallbacks = sum(r.provider_used is None for r in results)

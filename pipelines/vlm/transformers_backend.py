@@ -62,10 +62,6 @@ class TransformersBackend(Backend):
         self.load_error: str | None = None
         self._loading: asyncio.Future[None] | None = None
         self._generate_lock = asyncio.Lock()
-        # one batch's inputs are prepared (tokenizer, image processor) while another batch
-        # generates; two preparations never share the processor (fast tokenizers are not
-        # safe to call from two threads at once)
-        self._prepare_lock = threading.Lock()
         # set while a generate whose caller gave up (deadline) still runs; see _run_exclusive
         self._orphan: asyncio.Future[Any] | None = None
         self._count_lock = threading.Lock()
@@ -165,8 +161,7 @@ class TransformersBackend(Backend):
                 continue
             results.append(BackendError("not run"))
         if batch:
-            inputs = await asyncio.to_thread(self._prepare, batch)  # beside a running generate
-            texts = await self._run_exclusive(self._generate, inputs)
+            texts = await self._run_exclusive(self._generate, batch)
             for (i, _request, _images), (text, scored) in zip(batch, texts, strict=True):
                 results[i] = parse_model_output(text, token_confidence=scored)
         return results
@@ -229,9 +224,12 @@ class TransformersBackend(Backend):
             with self._count_lock:
                 self._counts["generates_running"] -= 1
 
-    def _prepare(self, batch: list[tuple[int, VLMRequest, list[Any]]]) -> dict[str, Any]:
-        """The model inputs of a batch (chat template, tokens left-padded to the longest
-        prompt, pixel values on the model's device); in a thread, beside a generate."""
+    def _generate(
+        self, batch: list[tuple[int, VLMRequest, list[Any]]]
+    ) -> list[tuple[str, int | None]]:
+        """(text, mean token probability 0-100) per request (pipelines.vlm.confidence)."""
+        import torch
+
         prompts, images = [], []
         for _i, request, frames in batch:
             content: list[dict[str, str]] = [{"type": "image"} for _ in frames]
@@ -239,18 +237,12 @@ class TransformersBackend(Backend):
             messages = [{"role": "user", "content": content}]
             prompts.append(self.processor.apply_chat_template(messages, add_generation_prompt=True))
             images.append(frames)
-        with self._prepare_lock:
-            inputs = self.processor(text=prompts, images=images, return_tensors="pt", padding=True)
+        inputs = self.processor(text=prompts, images=images, return_tensors="pt", padding=True)
         dtype = next(self.hf_model.parameters()).dtype
-        return {
+        inputs = {
             k: (v.to(self.device, dtype=dtype) if k == "pixel_values" else v.to(self.device))
             for k, v in inputs.items()
         }
-
-    def _generate(self, inputs: dict[str, Any]) -> list[tuple[str, int | None]]:
-        """(text, mean token probability 0-100) per request (pipelines.vlm.confidence)."""
-        import torch
-
         kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": False}
         kwargs |= {"output_scores": True, "return_dict_in_generate": True}  # for confidence
         kwargs.update(self.generate_kwargs)
