@@ -65,10 +65,13 @@ class _Queued:
 
 def batch_size_fn(vlm_config: VLMConfig) -> Any:
     """The size function of a chain's batch queue: images, each request at least the budget's
-    share of one request (so a batch holds at most max_batch_size requests)."""
-    floor = max(1, vlm_config.batch_images() // vlm_config.max_batch_size)
+    share of one request; more than max_batch_size requests never fit, whatever the budget."""
+    budget, most = vlm_config.batch_images(), vlm_config.max_batch_size
+    floor = max(1, budget // most)
 
     def size(items: list[_Queued]) -> int:
+        if len(items) > most:
+            return budget + 1
         return images_in_batch([item.request for item in items], floor)
 
     return size

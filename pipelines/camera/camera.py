@@ -6,7 +6,7 @@ pending events get the fallback text and are saved all the same; saves then have
 `SAVE_GRACE_S` before what is left is dropped (counted and logged with ids: the store is gone).
 
 Restarts: a file replays with ids derived from file and media offset; a segment the store has
-already (`save_new` says so) is counted in `already_stored` and not published again.
+already (its `save_many` answer says so) is counted in `already_stored` and not published again.
 """
 
 from __future__ import annotations

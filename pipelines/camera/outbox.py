@@ -37,7 +37,8 @@ __all__ = ["SaveBuffer"]
 SaveManyFn = Callable[
     [list[tuple[Event, bytes | None]]], Awaitable[list[tuple[Event, bool] | None]]
 ]
-MAX_GROUP = 64  # events sent in one save_many call at most
+MAX_GROUP = 64  # events sent in one save_many call at most (and half of max_events)
+PARTIAL_RETRY_S = 0.05  # after a group the store took in part: the rest is retried this soon
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ class SaveBuffer:
             raise ValueError("max_events must be >= 1")
         self.camera_id = camera_id
         self.max_events = max_events
-        self._max_group = max(1, max_group)
+        # at most half the buffer in flight: older queued events stay droppable at the bound
+        self._max_group = max(1, min(max_group, max_events // 2))
         self._save_many = save_many
         self._on_saved = on_saved
         self._on_dropped = on_dropped
@@ -108,7 +110,7 @@ class SaveBuffer:
     def put(self, event: Event, thumbnail: bytes | None) -> None:
         """Queue an event to save (never blocks); over the bound the oldest queued one drops.
 
-        At most max_events wait (plus, with max_events 1, the group being sent).
+        At most max_events wait (plus, with max_events 1, the one being sent).
         """
         while self.depth >= self.max_events and self._items:
             self._drop(self._items.popleft())
@@ -180,27 +182,37 @@ class SaveBuffer:
                 continue
             self._sending = []
             unsaved = [item for item, answer in zip(group, answers, strict=True) if answer is None]
+            if unsaved and answers[-len(unsaved) :].count(None) != len(unsaved):
+                # the store answers None only for a suffix; anything else would break order
+                logger.error("camera %s: the store refused events out of order", self.camera_id)
+            # back at the head, in order, before any callback runs (one that raises loses none)
+            self._items.extendleft(reversed(unsaved))
             for answer in answers:
                 if answer is not None:
                     self.saved += 1
                     if self._on_saved is not None:
                         self._on_saved(answer[0])
-            if unsaved:  # the store had room for part of the group: the rest, in order
-                self._items.extendleft(reversed(unsaved))
-                await self._back_off(unsaved[0], StoreBusyError("no room for the whole group"))
+            if len(unsaved) == len(group):  # nothing stored: a failure, with backoff
+                await self._back_off(unsaved[0], StoreBusyError("no room in the store's queue"))
                 continue
             if self.last_error is not None:
                 logger.info("camera %s: saving works again", self.camera_id)
             self.last_error = None
             self._backoff.reset()
+            if unsaved:  # the store took part of the group (its queue filled): progress, and
+                await self._pause(PARTIAL_RETRY_S)  # the rest goes again soon, no failure
         self._idle.set()
 
     async def _back_off(self, head: _Unsaved, exc: Exception) -> None:
         """Count the failure and wait before the head is tried again (`retry_now` cuts it)."""
         self._failed(head, exc)
+        await self._pause(self._backoff.next_delay())
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait seconds, or until `retry_now`."""
         self._kick.clear()
         try:
-            await asyncio.wait_for(self._kick.wait(), timeout=self._backoff.next_delay())
+            await asyncio.wait_for(self._kick.wait(), timeout=seconds)
         except TimeoutError:
             pass
 

@@ -149,11 +149,13 @@ class MqttPublisherCore:
         *,
         last_event_json: str | Callable[[], str] | None = None,
         replay: bool = False,
-        last_event: bool = True,
+        newest: dict[str, tuple[Event, str]] | None = None,
     ) -> Outcome:
         """Hand one event to paho without waiting; the outcome says whether it was sent.
-        `last_event` False: the caller updates the camera's `last_event` itself (once for a
-        batch, with `update_last_event`)."""
+
+        The camera's retained `last_event` follows each event handed to the transport; with
+        `newest` (a batch), the newest such event per camera is kept there instead, and the
+        caller updates `last_event` once per camera (`update_last_event`)."""
         refused = self._refusal()
         if refused is not None:
             return refused
@@ -173,8 +175,12 @@ class MqttPublisherCore:
         )
         if outcome == "sent" and replay:
             self._count("replayed", 1)
-        if last_event:
+        if newest is None:
             self.update_last_event(event, payload_json, last_event_json)
+        else:
+            kept = newest.get(event.camera_id)
+            if kept is None or kept[0].timestamp <= event.timestamp:
+                newest[event.camera_id] = (event, payload_json)
         return outcome
 
     def update_last_event(

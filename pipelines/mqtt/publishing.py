@@ -259,11 +259,7 @@ class EventPublisher:
             last = self._last_event_json(event, payload)
             outcome = self.core.publish_event(event, payload, last_event_json=last, replay=replay)
         else:
-            outcome = self.core.publish_event(event, payload, replay=replay, last_event=False)
-            kept = newest.get(event.camera_id)
-            handed = outcome in ("sent", "failed")  # as publish_event updates it
-            if handed and (kept is None or kept[0].timestamp <= event.timestamp):
-                newest[event.camera_id] = (event, payload)
+            outcome = self.core.publish_event(event, payload, replay=replay, newest=newest)
         if outcome == "sent":
             self._recent.add(event.event_id)
             return outcome

@@ -29,7 +29,7 @@ GATHER_S = 0.002  # after a lone save, how long the writer waits for others to j
 CLOSE_STEP_S = 10.0  # close(): how long the batch already being committed may still take
 
 SavedHook = Callable[[list[Event]], None]  # newly stored, not yet published events of a batch
-# rows written (never 0), milliseconds, saves queued behind
+# rows written (never 0), milliseconds, events queued behind
 CommittedHook = Callable[[int, float, int], None]
 
 
@@ -125,7 +125,7 @@ class GroupCommitWriter:
         if not items:
             return []
         room = self._max_queued - self._queued
-        taken = tuple(items[: max(1, room)])  # none fits: _enqueue refuses it
+        taken = tuple(items[: max(0, room)]) or tuple(items)  # none fits: all refused at once
         answers: list[Answer | None] = list(await self._enqueue(taken, new_only=True))
         refused = len(items) - len(taken)
         if refused:
@@ -133,7 +133,8 @@ class GroupCommitWriter:
         return answers + [None] * refused
 
     def stats(self) -> dict[str, Any]:
-        """Batches committed, the largest, saves queued now and at most, the bound, refusals."""
+        """Batches committed, the largest (events), events queued now and at most, the bound,
+        events refused."""
         return {
             "batches": self._batches,
             "max_batch": self._largest,
@@ -204,9 +205,9 @@ class GroupCommitWriter:
                 answers, written, fresh = await asyncio.to_thread(self._commit, batch)
                 if written and self._on_committed is not None:  # else nothing was committed
                     elapsed_ms = (time.monotonic() - started) * 1000.0
-                    self._on_committed(written, elapsed_ms, queue.qsize())
+                    self._on_committed(written, elapsed_ms, self._queued)
             except Exception as exc:  # every caller of the batch gets the error: none is lost
-                logger.error("saving a batch of %d events failed: %s", len(batch), exc)
+                logger.error("saving a batch of %d events failed: %s", events, exc)
                 self.disk_full = isinstance(exc, StorageFullError) or (
                     self.disk_full and not isinstance(exc, StorageError)
                 )

@@ -16,11 +16,11 @@ import pytest
 
 from pipelines.samples import generate_sample_video
 from tests.support.cli import Run, cli, write_config
+from tests.support.disk import fill_disk, mount_tmpfs
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import StatusWatcher, Subscriber
 from tests.support.network import free_port
 from tests.support.streams import TSServer
-from tests.unit.test_storage import _fill, _mount_tmpfs
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy(90)]
 
@@ -33,7 +33,7 @@ def test_run_status_replay_a_full_disk_and_stop(
     while the camera sees motion: health, `status` and the console say so, the camera keeps
     its events, and once space returns every event is stored, published and exported once."""
     volume = tmp_path / "volume"
-    full_disk = _mount_tmpfs(volume, "48m")
+    full_disk = mount_tmpfs(volume, "48m")
     if not full_disk:
         warnings.warn(
             "no size-limited tmpfs (needs root on Linux): disk-full part left out", stacklevel=1
@@ -94,7 +94,7 @@ def test_run_status_replay_a_full_disk_and_stop(
 
 
 def _fill_the_disk_and_free_it(run: Run, volume: Path, api_port: int, config: Path) -> None:
-    filler = _fill(volume, keep_free=0)  # the volume is full; the camera keeps seeing motion
+    filler = fill_disk(volume, keep_free=0)  # the volume is full; the camera keeps seeing motion
     run.wait_for(
         lambda: (h := _health(api_port))[0] == 503 and "disk full" in h[1],
         120,

@@ -3,9 +3,11 @@ cameras and metrics faked at their ports; and its ring dispatch (pipelines.mqtt.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from pipelines.mqtt.publishing import EventPublisher
 from pipelines.mqtt.rings import RingDispatcher
 from pipelines.mqtt.topics import Topics
 from tests.support.mosquitto import Mosquitto
-from tests.support.mqtt import Subscriber, actor_config, make_event
+from tests.support.mqtt import Subscriber, actor_config, make_event, retained
 from tests.support.publisher_ports import FakeCameras, FakeMetrics, FakeStore
 from tests.support.waiting import wait_for
 
@@ -120,6 +122,37 @@ def test_publisher_alone_keeps_acks_for_later(
     started_at = time.monotonic()
     status = publisher.flush(10)  # acks with nowhere to go are not waited for
     assert time.monotonic() - started_at < 5 and status["acks_to_store"] == 2
+
+
+def test_a_batch_leaves_each_cameras_newest_event_as_its_last_event(
+    mosquitto: Any, tmp_path: Path, started: list[EventPublisher]
+) -> None:
+    cams = [CameraConfig(id=c, source=str(tmp_path / "x.mp4")) for c in ("front", "back")]
+    config = actor_config(mosquitto.port, tmp_path, qos=1, cameras=cams)
+    publisher, _metrics = start(started, config, None)
+    now = datetime.now(UTC)
+    batch = [  # out of order in time, as a replay after a restart may hand them
+        make_event("front", description="front new", timestamp=now),
+        make_event("back", description="back old", timestamp=now - timedelta(minutes=5)),
+        make_event("front", description="front old", timestamp=now - timedelta(minutes=1)),
+        make_event("back", description="back new", timestamp=now - timedelta(minutes=2)),
+    ]
+    assert publisher.publish_events(batch) == 4
+    publisher.flush(10)
+    prefix = config.mqtt.topic_prefix
+    wait_for(
+        lambda: (
+            {
+                topic.split("/")[-2]: json.loads(payload)["event_id"]
+                for topic, payload in retained(
+                    mosquitto.port, f"{prefix}/camera/+/last_event"
+                ).items()
+            }
+            == {"front": batch[0].event_id, "back": batch[3].event_id}
+        ),
+        20,
+        "each camera's newest event as its retained last_event",
+    )
 
 
 def test_the_inflight_window_is_capped_by_the_brokers_receive_maximum(

@@ -43,6 +43,8 @@ def test_a_batch_holds_max_batch_size_requests_of_one_to_three_frames() -> None:
     assert size([queued(9), queued(9), queued(9)]) == 27  # many frames: the images bound it
     assert size([queued(40)]) == 1  # alone, always
     assert VLMConfig(max_batch_size=4, max_batch_images=2).batch_images() == 4
+    odd = VLMConfig(max_batch_size=8, max_batch_images=20)  # not a multiple: still 8 at most
+    assert batch_size_fn(odd)([queued(1) for _ in range(9)]) > odd.batch_images()
     single = VLMConfig(max_batch_size=1)
     assert batch_size_fn(single)([queued(1), queued(1)]) > single.batch_images()
 

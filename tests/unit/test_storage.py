@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -17,6 +16,7 @@ import pytest
 from pipelines.events import Event
 from pipelines.storage import EventStore, StorageError, StorageFullError, decode_cursor
 from pipelines.storage.schema import MIGRATIONS, schema_version
+from tests.support.disk import fill_disk, mount_tmpfs
 
 BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 JPEG = b"\xff\xd8\xff\xe0" + b"thumb" * 20 + b"\xff\xd9"
@@ -466,44 +466,17 @@ def test_concurrent_appends_arrive_exactly_once(store: EventStore) -> None:
     assert len(got) == 10_000 and len({e.event_id for e in got}) == 10_000
 
 
-def _mount_tmpfs(path: Path, size: str) -> bool:
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0 or sys.platform != "linux":
-        return False
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True,
-        check=False,
-    )
-    return result.returncode == 0
-
-
-def _fill(path: Path, keep_free: int) -> Path:
-    stat = os.statvfs(path)
-    free = stat.f_bavail * stat.f_frsize
-    filler = path / "filler"
-    with open(filler, "wb") as fh:
-        chunk = b"\0" * (1 << 16)
-        remaining = max(0, free - keep_free)
-        try:
-            while remaining > 0:
-                remaining -= fh.write(chunk[: min(len(chunk), remaining)])
-        except OSError:
-            pass
-    return filler
-
-
 def test_disk_full_is_reported_and_recovers(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     mnt = tmp_path / "small"
-    if not _mount_tmpfs(mnt, "8m"):
+    if not mount_tmpfs(mnt, "8m"):
         pytest.skip("cannot mount a size-limited tmpfs here (needs root on Linux)")
     try:
         store = EventStore(mnt / "data")
         first = [make_event(i) for i in range(20)]
         store.append(first, {e.event_id: JPEG for e in first})
-        filler = _fill(mnt, keep_free=0)
+        filler = fill_disk(mnt, keep_free=0)
         big = b"\xff\xd8" + os.urandom(256 * 1024)
         caplog.set_level(logging.ERROR, logger="pipelines.storage")
         failed = 0

@@ -13,7 +13,9 @@ import pytest
 from pipelines.events import Event
 from pipelines.storage import EventStore, StorageError, StoreBusyError
 from pipelines.storage.writer import GroupCommitWriter
+from tests.support.disk import fill_disk, mount_tmpfs
 from tests.support.mqtt import make_event
+from tests.unit.test_storage import make_event as stored_event
 
 
 class Recorder:
@@ -140,7 +142,7 @@ def test_a_group_larger_than_the_room_is_stored_in_part_the_rest_refused(
         None
     ] * 3  # the prefix that fit is stored; the suffix is for the caller to retry
     assert isinstance(full, StoreBusyError)  # no room at all: refused as a whole
-    assert writer.stats()["refused"] == 4 and store.counts()["stored"] == 6
+    assert writer.stats()["refused"] == 4 and store.counts()["stored"] == 6  # 3 + the lone one
 
 
 def test_a_failed_commit_fails_the_whole_group(store: EventStore) -> None:
@@ -274,11 +276,9 @@ def test_a_full_disk_is_reported_the_cameras_keep_their_events_and_all_land_once
 
     from pipelines.camera.outbox import SaveBuffer
     from pipelines.ingest.sources import Backoff
-    from tests.unit.test_storage import _fill, _mount_tmpfs
-    from tests.unit.test_storage import make_event as stored_event
 
     mnt = tmp_path / "small"
-    if not _mount_tmpfs(mnt, "8m"):
+    if not mount_tmpfs(mnt, "8m"):
         pytest.skip("cannot mount a size-limited tmpfs here (needs root on Linux)")
     store = EventStore(mnt / "data")
     try:
@@ -295,7 +295,7 @@ def test_a_full_disk_is_reported_the_cameras_keep_their_events_and_all_land_once
                 for k, box in enumerate(outboxes):
                     box.put(stored_event(n, camera=f"cam{k}"), b"\xff\xd8" + b"j" * 2000)
             assert all([await box.wait_empty(30) for box in outboxes])
-            filler = _fill(mnt, keep_free=0)
+            filler = fill_disk(mnt, keep_free=0)
             for n in range(5, 60):  # motion goes on while the disk is full
                 for k, box in enumerate(outboxes):
                     box.put(stored_event(n, camera=f"cam{k}"), b"\xff\xd8" + os.urandom(20_000))
