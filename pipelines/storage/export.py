@@ -40,7 +40,7 @@ class ExportMixin(StoreBase):
                 start = self._watermark()
                 table: pa.Table = self.con.sql(
                     f'SELECT seq, {_SELECT_EVENT}, stored_at, CAST("timestamp" AS DATE) AS day '  # noqa: S608
-                    "FROM events WHERE seq > ? ORDER BY seq",
+                    "FROM events WHERE seq > ? ORDER BY day, seq",  # each day one slice
                     params=[start],
                 ).to_arrow_table()
                 if table.num_rows:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.events import Event
@@ -504,3 +505,23 @@ def test_disk_full_is_reported_and_recovers(
         again.close()
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_an_export_writes_each_days_rows_in_saving_order_to_that_days_file(
+    tmp_path: Path,
+) -> None:
+    store = EventStore(tmp_path / "data")
+    try:
+        days = [BASE + timedelta(days=d) for d in (2, 0, 1, 0, 2, 1, 0)]  # saved out of day order
+        events = [make_event(i, ts=day + timedelta(minutes=i)) for i, day in enumerate(days)]
+        for event in events:  # one by one: seqs follow this order
+            store.append([event])
+        assert store.export_parquet() == len(events)
+        for offset in (0, 1, 2):
+            day = (BASE + timedelta(days=offset)).date()
+            (path,) = (store.parquet_dir / f"date={day.isoformat()}").glob("part-*.parquet")
+            ids = pq.read_table(path, columns=["event_id"]).column("event_id").to_pylist()
+            expected = [e.event_id for e in events if e.timestamp.date() == day]
+            assert ids == expected  # that day's rows only, in saving order
+    finally:
+        store.close()
