@@ -335,6 +335,7 @@ def export_rows(path: Path, raw_out: dict) -> Row:
         round(rows / raw_s),
         "raw DuckDB COPY TO Parquet by day",
         ratio(raw_s, ours_s),
+        Target("ratio", ">=", 0.6),
         detail=raw_out["export"],
         note=f"{rows:,} rows in {ours_s:.1f} s (atomic files, watermark)",
     )
