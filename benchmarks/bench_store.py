@@ -96,8 +96,9 @@ def _thumbnail() -> bytes:
     return encode_jpeg(frame, quality=85)
 
 
-def actor_appends(path: Path, events: list[Event], concurrency: int, thumb: bytes | None) -> dict:
-    """Concurrent saves through the `event-store` actor until the last one returned."""
+def _timed_saves(path: Path, events: list[Event], drive: Any, **extra: Any) -> dict:
+    """A fresh `event-store` actor; `drive(store)` saves every event and returns the seconds
+    it took; then the writer's counters, after checking each event was stored once."""
     import ray
 
     from cluster.actors.store import get_store
@@ -105,14 +106,7 @@ def actor_appends(path: Path, events: list[Event], concurrency: int, thumb: byte
     store = get_store(config_for(path))
     try:
         ray.get(store.counts.remote())
-        t0 = time.perf_counter()
-        pending: list[Any] = []
-        for event in events:
-            pending.append(store.save.remote(event, thumb))
-            if len(pending) >= concurrency:
-                _done, pending = ray.wait(pending, num_returns=len(pending) // 2)
-        ray.get(pending, timeout=600)
-        elapsed = time.perf_counter() - t0
+        elapsed = drive(store)
         stats = ray.get(store.writer_stats.remote())
         stored = ray.get(store.counts.remote())["stored"]
         ray.get(store.close.remote(), timeout=120)
@@ -126,7 +120,25 @@ def actor_appends(path: Path, events: list[Event], concurrency: int, thumb: byte
         "group_commits": stats["batches"],
         "largest_group": stats["max_batch"],
         "mean_group": len(events) / max(1, stats["batches"]),
+        **extra,
     }
+
+
+def actor_appends(path: Path, events: list[Event], concurrency: int, thumb: bytes | None) -> dict:
+    """Concurrent saves through the `event-store` actor until the last one returned."""
+    import ray
+
+    def drive(store: Any) -> float:
+        t0 = time.perf_counter()
+        pending: list[Any] = []
+        for event in events:
+            pending.append(store.save.remote(event, thumb))
+            if len(pending) >= concurrency:
+                _done, pending = ray.wait(pending, num_returns=len(pending) // 2)
+        ray.get(pending, timeout=600)
+        return time.perf_counter() - t0
+
+    return _timed_saves(path, events, drive)
 
 
 def outbox_appends(path: Path, events: list[Event], thumb: bytes | None) -> dict:
@@ -134,14 +146,9 @@ def outbox_appends(path: Path, events: list[Event], thumb: bytes | None) -> dict
     the camera actor saves) until every outbox is empty."""
     import asyncio
 
-    import ray
-
-    from cluster.actors.store import get_store
     from pipelines.camera.outbox import SaveBuffer
 
-    store = get_store(config_for(path))
-
-    async def drain() -> float:
+    async def drain(store: Any) -> float:
         async def save_many(items: list[tuple[Event, bytes | None]]) -> list:
             answers: list = await store.save_many.remote(items)
             return answers
@@ -155,24 +162,9 @@ def outbox_appends(path: Path, events: list[Event], thumb: bytes | None) -> dict
                 raise TimeoutError(f"outbox {box.camera_id} not empty: {box.status()}")
         return time.perf_counter() - t0
 
-    try:
-        ray.get(store.counts.remote())
-        elapsed = asyncio.run(drain())
-        stats = ray.get(store.writer_stats.remote())
-        stored = ray.get(store.counts.remote())["stored"]
-        ray.get(store.close.remote(), timeout=120)
-    finally:
-        ray.kill(store, no_restart=True)
-    if stored != len(events):
-        raise RuntimeError(f"stored {stored} of {len(events)}")
-    return {
-        "events_per_s": len(events) / elapsed,
-        "seconds": elapsed,
-        "group_commits": stats["batches"],
-        "largest_group": stats["max_batch"],
-        "mean_group": len(events) / max(1, stats["batches"]),
-        "outboxes": len(CAMERAS),
-    }
+    return _timed_saves(
+        path, events, lambda store: asyncio.run(drain(store)), outboxes=len(CAMERAS)
+    )
 
 
 def raw_appends(path: Path, events: list[Event], group: int) -> dict:

@@ -49,11 +49,8 @@ class WritesMixin(CorrelationMixin):
             # A re-send must neither rewrite nor, on failure, delete the file of the event
             # already stored: ids that come with a thumbnail are looked up first.
             with_thumb = [ev.event_id for ev in unique if thumbnails.get(ev.event_id)]
-            try:
-                if stored is None:
-                    stored = self._stored_ids(with_thumb) if with_thumb else set()
-            except (duckdb.Error, OSError) as exc:
-                raise self._fail("append", exc) from exc
+            if stored is None:  # (a failed lookup raises StorageError itself)
+                stored = set(self.known_ids(with_thumb)) if with_thumb else set()
             written: list[Path] = []
             try:
                 for event_id in with_thumb:  # thumbnails first: a committed row has its file
@@ -115,12 +112,6 @@ class WritesMixin(CorrelationMixin):
         finally:
             if self._con is not None:
                 self._con.unregister("_batch")
-
-    def _stored_ids(self, ids: list[str]) -> set[str]:
-        """Which of ids are stored (primary-key index lookups)."""
-        marks = ", ".join("?" * len(ids))
-        sql = f"SELECT event_id FROM events WHERE event_id IN ({marks})"  # noqa: S608 - only ?s
-        return {r[0] for r in self.con.execute(sql, ids).fetchall()}
 
     def published_among(self, ids: list[str]) -> set[str]:
         """Which of ids are stored and already published (a re-sent save must not republish)."""
