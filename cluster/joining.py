@@ -40,6 +40,7 @@ COPY_HELP = (
     "~/.ray/auth_token or RAY_AUTH_TOKEN)"
 )
 GONE_WAIT_S = 15.0
+APPS_DELETE_TIMEOUT_S = 60.0  # deleted Serve apps: their replicas' graceful shutdown
 
 
 class JoinError(ConnectionError):
@@ -237,7 +238,6 @@ def remove_deployment(config: Config, *, graceful: bool) -> list[str]:
 
     graceful: stop cameras, shut the publisher (`offline`) and close the store first.
     """
-    from ray import serve
 
     namespace = config.ray.namespace
     steps: list[tuple[str, str | None, float]] = [
@@ -252,15 +252,33 @@ def remove_deployment(config: Config, *, graceful: bool) -> list[str]:
     ]
     if not config.ray.deploy_serve_apps:  # the apps are someone else's (KubeRay RayService)
         return removed
-    try:
-        existing = set(serve.status().applications)
-    except Exception:
-        existing = set()
-    for app in (VLM_APP, API_APP):
-        if app in existing:
-            serve.delete(app)
-            removed.append(f"serve app {app}")
+    removed += [f"serve app {app}" for app in delete_apps((VLM_APP, API_APP))]
     return removed
+
+
+def delete_apps(names: tuple[str, ...], timeout_s: float = APPS_DELETE_TIMEOUT_S) -> list[str]:
+    """Delete those of the Serve apps `names` that exist, all at once, and wait until they are
+    gone (their replicas end gracefully); the names deleted. (`serve.delete` one by one
+    waits for each in turn, a second or more apiece.)"""
+    from ray import serve
+
+    try:
+        existing = [name for name in names if name in serve.status().applications]
+    except Exception:
+        return []
+    for name in existing:
+        serve.delete(name, _blocking=False)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if not set(existing) & set(serve.status().applications):
+                return existing
+        except Exception:
+            logger.debug("Serve status unavailable while deleting the apps")
+            return existing
+        time.sleep(0.1)
+    logger.warning("the Serve apps %s were not deleted within %.0f s", existing, timeout_s)
+    return existing
 
 
 def replace_leftovers(config: Config) -> None:

@@ -208,11 +208,7 @@ class Deployment:
             # The apps are deleted (their replicas end gracefully); the controller and proxies
             # end with the cluster. serve.shutdown() would kill the controller under this
             # driver's own long-poll, and Ray prints that as "(raylet) Task ... failed".
-            for app in (API_APP, VLM_APP):
-                try:
-                    serve.delete(app)
-                except Exception:
-                    logger.debug("serve app %s already gone", app)
+            joining.delete_apps((API_APP, VLM_APP))
             cameras = map(camera_actor_name, self.fleet.cameras)
             for name in [PUBLISHER_ACTOR, STORE_ACTOR, *cameras]:
                 try:
