@@ -2,7 +2,8 @@
 worker is removed mid-run. Prints one JSON line: where every camera and VLM replica ran before
 and after, which node went, and the events seen, stored, published and the MQTT messages.
 
-Usage: python node_loss_probe.py WORKDIR BROKER_PORT TINY_MODEL_PATH.
+Usage: python node_loss_probe.py WORKDIR BROKER_PORT TINY_MODEL_PATH API_PORT (the test picks
+the port: see tests/support/network.py).
 
 Nodes: a head without GPU that declares `liveobject_store` (it holds storage.path, so the
 event-store is pinned there), and two workers with `num_gpus=1` and `liveobject_gpu`. Not
@@ -12,7 +13,6 @@ collected by pytest (no test_ prefix); tests/integration/test_node_loss.py runs 
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import threading
 import time
@@ -66,12 +66,6 @@ class EventIds:
         self._client.disconnect()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def where(snap: dict[str, Any]) -> dict[str, Any]:
     """Node id of every camera and VLM replica in a runtime snapshot."""
     return {
@@ -80,7 +74,7 @@ def where(snap: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(workdir: Path, broker_port: int, model: Path) -> None:
+def main(workdir: Path, broker_port: int, model: Path, api_port: int) -> None:
     clips = {
         cam: generate_sample_video(
             workdir / f"{cam}.mp4", seconds=13, motion_windows=WINDOWS, seed=i
@@ -105,7 +99,7 @@ vlm: {{model: {model}, num_gpus: 0.5, num_cpus: 0.25, num_replicas: 2, max_new_t
        batch_wait_timeout_s: 1.0, image_size: 96, dedupe: {{enabled: false}}}}
 storage: {{path: {workdir / "store"}, node_resource: liveobject_store}}
 mqtt: {{host: 127.0.0.1, port: {broker_port}, topic_prefix: nodeloss}}
-api: {{host: 127.0.0.1, port: {_free_port()}}}
+api: {{host: 127.0.0.1, port: {api_port}}}
 """,
         filename=str(workdir / "liveobject.yaml"),
     )
@@ -175,4 +169,4 @@ api: {{host: 127.0.0.1, port: {_free_port()}}}
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))
+    main(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.mosquitto import Mosquitto
+from tests.support.network import free_port
 from tests.support.ray_head import run_watched
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy(55)]
@@ -26,8 +27,9 @@ def test_removing_a_worker_mid_run_loses_no_event(
 ) -> None:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
+    args = [str(tmp_path), str(mosquitto.port), str(tiny_model), str(free_port())]
     done, left = run_watched(
-        [sys.executable, str(PROBE), str(tmp_path), str(mosquitto.port), str(tiny_model)],
+        [sys.executable, str(PROBE), *args],
         env=env,
         timeout=420,
         cwd=Path(__file__).resolve().parents[2],

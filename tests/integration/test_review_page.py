@@ -145,6 +145,24 @@ def thumbnails_decoded(driver: Any) -> bool:
     )
 
 
+def wait_thumbnails(driver: Any, what: str) -> None:
+    """Wait until thumbnails_decoded; a timeout says which images were not, and the console."""
+    from selenium.common.exceptions import TimeoutException
+
+    try:
+        wait(driver, thumbnails_decoded, what)
+    except TimeoutException:
+        images = driver.execute_script(
+            "return [...document.querySelectorAll('#events img')].map(i =>"
+            " [i.src.replace(/token=[^&]*/, 'token=…'), i.complete, i.naturalWidth]);"
+        )
+        not_yet = [i for i in images if not (i[1] and i[2] == 320)]
+        raise AssertionError(
+            f"waiting for {what}: {len(not_yet)} of {len(images)} not decoded {not_yet[:5]}; "
+            f"console: {console_errors(driver)}"
+        ) from None
+
+
 def newest_first(events: list[Event]) -> list[str]:
     ordered = sorted(events, key=lambda e: (e.timestamp, e.event_id), reverse=True)
     return [e.event_id for e in ordered]
@@ -158,7 +176,7 @@ def test_page_without_key(browser: Any, tmp_path: Path) -> None:
         browser.get(site.url)
         expected = newest_first(site.events)
         wait(browser, lambda d: shown_ids(d) == expected, "the seeded events, newest first")
-        wait(browser, thumbnails_decoded, "every thumbnail to decode")
+        wait_thumbnails(browser, "every thumbnail to decode")
         alts = browser.execute_script(
             "return [...document.querySelectorAll('#events img')].map(i => i.alt)"
         )
@@ -222,7 +240,7 @@ def new_event_appears_live(browser: Any, site: Site) -> None:
     fresh = site.add("A man in a yellow raincoat waves at the camera")
     wait(browser, lambda d: shown_ids(d)[:1] == [fresh.event_id], "the new event on top")
     assert browser.execute_script("return window.__sameDocument") is True
-    wait(browser, thumbnails_decoded, "the new thumbnail to decode")
+    wait_thumbnails(browser, "the new thumbnail to decode")
 
 
 def keyboard_moves_through_the_events(browser: Any) -> None:
@@ -286,7 +304,7 @@ def test_page_with_key(browser: Any, tmp_path: Path) -> None:
         expected = newest_first(site.events)
         wait(browser, lambda d: shown_ids(d) == expected, "the events with the key")
         assert not dialog.is_displayed()
-        wait(browser, thumbnails_decoded, "every thumbnail to decode (signed URLs)")
+        wait_thumbnails(browser, "every thumbnail to decode (signed URLs)")
         assert browser.execute_script("return sessionStorage.getItem('liveobject.apiKey')") == KEY
         wait(browser, lambda d: "Live" in d.find_element(By.ID, "live").text, "the live stream")
         fresh = site.add("A neighbour drops off a parcel", camera="garden")

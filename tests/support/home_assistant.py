@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.support.network import free_port
+from tests.support.network import free_port, wait_port
 from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,15 +159,23 @@ class HomeAssistant:
         return None
 
     def wait_started(self, timeout: float = 120.0) -> None:
-        """Until Home Assistant says it has started (every integration set up)."""
+        """Until Home Assistant says it has started (every integration set up) and its HTTP
+        server answers (it starts without one when its port cannot be bound)."""
         wait_for(
-            lambda: "Home Assistant initialized" in self.log(),
+            lambda: "Home Assistant initialized" in self.log() and self._listening(),
             timeout,
-            "Home Assistant to start",
+            "Home Assistant to start and listen on its port",
             interval=0.5,
             abort=self.exited,
             context=lambda: self.log()[-4000:],
         )
+
+    def _listening(self) -> bool:
+        try:
+            wait_port(self.port, timeout=0.5)
+        except TimeoutError:
+            return False
+        return True
 
     def sign_in_url(self) -> str:
         """A frontend URL that signs the browser in: the owner is created through onboarding

@@ -65,9 +65,16 @@ def slow_backend(model: Path, streamer: SlowStreamer) -> TransformersBackend:
     return TransformersBackend(config, max_new_tokens=TOKENS, device="cpu", generate_kwargs=kwargs)
 
 
-async def _until_idle(backend: TransformersBackend) -> None:
+async def _until_idle(backend: TransformersBackend, streamer: SlowStreamer | None = None) -> None:
+    """Wait for the abandoned generate to end; with `streamer`, its remaining steps run at
+    once (what a test checks has happened by then, and each step would be SLOW_S more)."""
+    delay = streamer.delay if streamer is not None else 0.0
+    if streamer is not None:
+        streamer.delay = 0.0
     while backend.busy:
         await asyncio.sleep(0.05)
+    if streamer is not None:
+        streamer.delay = delay
 
 
 def test_late_twice_never_two_generates_at_once_and_not_benched(tiny_model: Path) -> None:
@@ -81,7 +88,7 @@ def test_late_twice_never_two_generates_at_once_and_not_benched(tiny_model: Path
         after_first = engine.stats()["backends"][backend.name]
         second = await engine.describe(late("b"))  # waits for that generate: late too
         after_second = engine.stats()["backends"][backend.name]
-        await _until_idle(backend)
+        await _until_idle(backend, streamer)
         streamer.delay = 0.0
         third = await engine.describe(request("c"))
         return {
@@ -129,7 +136,7 @@ def test_busy_primary_is_skipped_for_a_fallback_then_benched_after_three(
             missed = await engine.describe(late(rid))  # the primary is late ...
             served = await engine.describe(request(rid + "2"))  # ... and busy: fallback serves
             seen.append((missed, served, engine.stats()["backends"][primary.name]))
-            await _until_idle(primary)
+            await _until_idle(primary, streamer)
         return seen
 
     rounds = asyncio.run(scenario())
@@ -152,7 +159,7 @@ def test_engine_stops_at_the_request_deadline(tiny_model: Path) -> None:
         await engine.start()
         result = await engine.describe(late("a"))
         expired = await engine.describe(request("b", deadline_s=-1))
-        await _until_idle(backend)
+        await _until_idle(backend, streamer)
         return result, expired
 
     result, expired = asyncio.run(scenario())
