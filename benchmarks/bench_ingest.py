@@ -7,12 +7,14 @@ and five a second are converted to RGB and checked for motion):
   decord returning the same sampled frames as RGB, asked for as the source asks (`get_batch`
   of the same chunks);
 - `FileSource(backend="pyav")` + motion + segments vs raw PyAV decoding every frame and
-  converting the same sampled frames to RGB;
+  scaling the same sampled frames to motion's small grey picture (FFmpeg's scaler, as the
+  source's frames do; the product makes RGB arrays only of the frames an event keeps);
 - `StreamSource` (the live cameras' path: a decode thread and a latest-frame slot) + motion +
   segments on the same clip served as a real-time MPEG-TS/HTTP stream (benchmarks/streams.py),
   vs that raw PyAV decoding of the clip, per video-second.
-Each baseline does the decoding its row's product path needs (the same frames, the same RGB
-output), so a ratio below 1 is what motion, segmenting and the source's own work cost.
+Each baseline does the decoding its row's product path needs (the same frames, the same
+output: RGB from decord, motion's grey from PyAV), so a ratio below 1 is what motion,
+segmenting (with the RGB of event frames) and the source's own work cost.
 Each is CPU-seconds of this process (all threads: decoders run their own) per minute of video;
 the ratio is raw ÷ ours (1.0: the product adds nothing to decoding). CPU time, not wall time:
 it is what a camera costs the machine, and it drifts far less on a shared machine. The file runs
@@ -79,9 +81,12 @@ def raw_decord(path: Path) -> int:
 
 def raw_pyav(path: Path) -> int:
     """What the PyAV paths decode: every frame (threaded, as the sources do; H.264 needs
-    them), and the `detect_fps` samples converted to RGB arrays; frames converted."""
+    them), and the `detect_fps` samples scaled to the motion picture (grey, `motion.frame_height`
+    high) by FFmpeg's scaler, as motion reads them; frames converted. (The product also makes
+    RGB arrays of the frames that start or extend an event: its own work.)"""
     fps, _frames = _probe_file(path)  # the rate the source samples by
     step = fps / DETECT_FPS if DETECT_FPS < fps else 1.0
+    height = int(MotionConfig().frame_height)
     converted, k, target = 0, 0, 0
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -89,7 +94,8 @@ def raw_pyav(path: Path) -> int:
         for i, frame in enumerate(container.decode(stream)):
             if i < target:
                 continue
-            frame.to_ndarray(format="rgb24")
+            width = max(1, round(frame.width * height / frame.height))
+            frame.reformat(width=width, height=height, format="gray").to_ndarray()
             converted += 1
             while target <= i:
                 k += 1
@@ -106,7 +112,7 @@ def analyse(source: FrameSource, stop_after_s: float | None = None) -> int:
     started = time.monotonic()
     with source:
         for frame in source.frames():
-            segmenter.feed(frame, detector.update(frame.image))
+            segmenter.feed(frame, detector.update_frame(frame))
             n += 1
             if stop_after_s is not None and time.monotonic() - started >= stop_after_s:
                 break
@@ -167,7 +173,7 @@ def _row(
         TARGET,
         detail={"ours": ours, "raw": raw, "media_s": media_s},
         note=f"{size}: ours {ours['frames']} frames analysed of {media_s:.1f} s of video, raw "
-        f"{raw['frames']} frames returned as RGB; {how}",
+        f"{raw['frames']} frames returned (RGB from decord, motion's grey from PyAV); {how}",
     )
 
 
@@ -210,7 +216,7 @@ def measure(clip: Path, size: str, seconds: float, repeats: int, tmp: Path, out:
             size,
             runs["file_pyav"],
             runs["raw_pyav"],
-            f"raw PyAV, every frame decoded, the same {DETECT_FPS:g} fps as RGB",
+            f"raw PyAV, every frame decoded, the same {DETECT_FPS:g} fps as motion's grey",
             seconds,
             alternating,
         ),
@@ -219,7 +225,7 @@ def measure(clip: Path, size: str, seconds: float, repeats: int, tmp: Path, out:
             size,
             runs["stream"],
             stream_raw,
-            f"raw PyAV on the clip, every frame decoded, {DETECT_FPS:g} fps as RGB",
+            f"raw PyAV on the clip, every frame decoded, {DETECT_FPS:g} fps as motion's grey",
             runs["stream"]["wall_s"],
             live,
         ),

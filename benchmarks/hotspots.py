@@ -60,9 +60,8 @@ LEAF_ADVICE = {
     "resize_long_side": "`EventSegmenter` resizes every pooled motion frame to the key-frame "
     "size (cv2 INTER_AREA) while an event is open; keeping the frames and resizing only the "
     "≤ `motion.max_frames` chosen when it closes would cut that",
-    "MotionDetector._prepare": "motion's own downscale to `motion.frame_height` grey runs on "
-    "every sampled frame; asking the decoder for that size and format directly (swscale) "
-    "would skip the full-resolution RGB frame",
+    "grey_small": "motion's own downscale to `motion.frame_height` grey of an RGB array "
+    "(decord's file frames); PyAV frames get it from FFmpeg's scaler (`Frame.grey`)",
 }
 # With --native, py-spy samples threads blocked in these too: such a sample is idle, not work.
 IDLE = (

@@ -125,7 +125,7 @@ def peak_motion(path: Path) -> list[float]:
     source.open()
     segments = []
     for frame in source.frames():
-        segments += segmenter.feed(frame, detector.update(frame.image))
+        segments += segmenter.feed(frame, detector.update_frame(frame))
     segments += segmenter.flush()
     source.close()
     return [segment.peak_score for segment in segments]

@@ -19,7 +19,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 
 import numpy as np
 
@@ -29,7 +28,7 @@ from pipelines.events import utcnow
 from pipelines.ingest.ids import file_identity
 from pipelines.ingest.motion import MotionDetector
 from pipelines.ingest.segment import EventSegmenter, Segment
-from pipelines.ingest.sources import Backoff, SourceError, open_source
+from pipelines.ingest.sources import Backoff, Frame, SourceError, open_source
 from pipelines.redact import redact
 
 logger = logging.getLogger(__name__)
@@ -77,8 +76,14 @@ class DecodeLoop:
         self.last_error: str | None = None
         self.activity = False
         self.done = False
-        self.latest_frame: np.ndarray | None = None  # doorbells only: what a ring analyses
+        self._latest: Frame | None = None  # doorbells only: what a ring analyses
         self.file_identity: str | None = None
+
+    @property
+    def latest_frame(self) -> np.ndarray | None:
+        """A doorbell's newest frame as RGB (converted here, when a ring asks for it)."""
+        latest = self._latest
+        return None if latest is None else latest.image
 
     @property
     def stopping(self) -> bool:
@@ -158,15 +163,15 @@ class DecodeLoop:
                 if self._stop.is_set():
                     break  # the open event is closed below: motion seen is never dropped
                 if is_file:
-                    frame = replace(frame, wall=utcnow())
+                    frame = frame.at(utcnow())
                 if not online:
                     online = True
                     loop.call_soon_threadsafe(self._set_status, "online")
                 self.frames += 1
                 window_frames += 1
-                if camera.doorbell:  # a reference, resized only when a ring asks for it
-                    self.latest_frame = frame.image
-                for segment in segmenter.feed(frame, detector.update(frame.image)):
+                if camera.doorbell:  # a reference, converted only when a ring asks for it
+                    self._latest = frame
+                for segment in segmenter.feed(frame, detector.update_frame(frame)):
                     self._submit(loop, segment)
                 self._set_activity(loop, segmenter.active)
                 self._metrics.frame(time.time() - frame.wall.timestamp())

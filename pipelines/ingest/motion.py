@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from pipelines.imaging import grey_small
 from pipelines.ingest.zones import ZoneMap
 
 if TYPE_CHECKING:
     from pipelines.config import MotionConfig, ZoneConfig
+    from pipelines.ingest.sources import Frame
 
 logger = logging.getLogger(__name__)
 
@@ -82,21 +84,18 @@ class MotionDetector:
         """Forget the background (the next frame becomes the new background)."""
         self._avg = None
 
-    def _prepare(self, image: np.ndarray) -> np.ndarray:
-        height, width = image.shape[:2]
+    def _motion_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the motion picture for a frame of this size (never upscaled)."""
         target_h = min(int(self.settings.frame_height), height)
-        target_w = max(1, round(width * target_h / height))
-        small = image
-        if (target_h, target_w) != (height, width):
-            # shrink first, convert after: like Frigate, bilinear sampling (the blur below
-            # smooths it); INTER_AREA or a full-size grey conversion costs 4-10x more per frame
-            small = cv2.resize(image, (target_w, target_h), interpolation=cv2.INTER_LINEAR)
-        grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) if small.ndim == 3 else small
-        if self._shape != (target_h, target_w):
-            self._shape = (target_h, target_w)
+        return target_h, max(1, round(width * target_h / height))
+
+    def _prepare(self, grey: np.ndarray) -> np.ndarray:
+        shape = (int(grey.shape[0]), int(grey.shape[1]))
+        if self._shape != shape:
+            self._shape = shape
             self._avg = None
-            self._mask = self._build_mask(target_h, target_w)
-            self._zone_map = ZoneMap(self.zones, target_h, target_w) if self.zones else None
+            self._mask = self._build_mask(*shape)
+            self._zone_map = ZoneMap(self.zones, *shape) if self.zones else None
         return cv2.GaussianBlur(grey, (self.blur, self.blur), 0)
 
     def _build_mask(self, height: int, width: int) -> np.ndarray | None:
@@ -110,7 +109,19 @@ class MotionDetector:
 
     def update(self, image: np.ndarray) -> MotionResult:
         """Compare a frame (H,W,3 RGB or H,W grey uint8) with the background; learn from it."""
-        grey = self._prepare(image)
+        full_h, full_w = int(image.shape[0]), int(image.shape[1])
+        height, width = self._motion_size(full_h, full_w)
+        return self._detect(grey_small(image, width, height), full_h, full_w)
+
+    def update_frame(self, frame: Frame) -> MotionResult:
+        """`update` on a decoded frame: its small grey picture comes from the frame (FFmpeg's
+        scaler for PyAV frames, whose RGB image is then never made unless an event needs it)."""
+        height, width = self._motion_size(frame.height, frame.width)
+        return self._detect(frame.grey(width, height), frame.height, frame.width)
+
+    def _detect(self, small_grey: np.ndarray, full_h: int, full_w: int) -> MotionResult:
+        """Motion in the small grey picture; boxes in the full frame's (full_h, full_w) pixels."""
+        grey = self._prepare(small_grey)
         if self._avg is None:
             self._avg = grey.astype(np.float32)
             return NO_MOTION
@@ -128,8 +139,8 @@ class MotionDetector:
             logger.debug("motion background recalibrated (%.0f%% of frame changed)", changed * 100)
             return NO_MOTION
         contours, _ = cv2.findContours(thresh, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        scale_x = image.shape[1] / width
-        scale_y = image.shape[0] / height
+        scale_x = full_w / width
+        scale_y = full_h / height
         boxes: list[Box] = []
         kept = []
         area = 0.0

@@ -1,6 +1,7 @@
 """Frame sources: decord for files, PyAV for live streams (rtsp/http/udp), sampled at detect_fps.
 
-Every source yields `Frame`s (RGB uint8, contiguous). Errors surface as `SourceError`, whose
+Every source yields `Frame`s: an RGB uint8 image (from PyAV, converted only when it is read)
+and the small grey picture motion runs on. Errors surface as `SourceError`, whose
 message is redacted (a URL's password never appears in an exception or a log line).
 
 Timestamps: `Frame.pts_s` is media time in seconds. For files, `Frame.wall` is the wall clock at
@@ -16,7 +17,6 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +27,7 @@ import av
 import numpy as np
 
 from pipelines.events import SOURCE_SCHEMES, SourceType, source_type_of
+from pipelines.imaging import grey_small
 from pipelines.redact import redact, url_password
 
 if TYPE_CHECKING:
@@ -80,14 +81,69 @@ class SourceError(Exception):
         super().__init__(_safe(message, url))
 
 
-@dataclass(frozen=True)
 class Frame:
-    """One decoded frame: its sampled index, media time, wall clock, and RGB image."""
+    """One decoded frame: its sampled index, media time, wall clock, and picture.
 
-    index: int
-    pts_s: float
-    wall: datetime
-    image: np.ndarray = field(repr=False, compare=False)
+    A frame from PyAV keeps the decoder's picture: it becomes an RGB array only when `image`
+    is first read (the frames that start or extend a motion event, a doorbell's ring), and
+    motion reads `grey()`, the small luma picture FFmpeg's scaler makes in one call. A frame
+    made from an array (decord, tests) holds its RGB image from the start.
+    """
+
+    __slots__ = ("_image", "_video", "height", "index", "pts_s", "wall", "width")
+
+    def __init__(
+        self,
+        index: int,
+        pts_s: float,
+        wall: datetime,
+        image: np.ndarray | None = None,
+        *,
+        video: av.VideoFrame | None = None,
+    ) -> None:
+        self.index = index
+        self.pts_s = pts_s
+        self.wall = wall
+        self._image = image
+        self._video = video
+        if image is not None:
+            self.height, self.width = int(image.shape[0]), int(image.shape[1])
+        elif video is not None:
+            self.height, self.width = int(video.height), int(video.width)
+        else:
+            raise ValueError("a Frame needs an image or a decoded video frame")
+
+    def __repr__(self) -> str:
+        return f"Frame(index={self.index}, pts_s={self.pts_s}, wall={self.wall!r})"
+
+    @property
+    def image(self) -> np.ndarray:
+        """The RGB image (H,W,3) uint8, C-contiguous; converted once, on first use."""
+        image = self._image
+        if image is None:
+            video = self._video
+            if video is None:  # another thread (a ring) converted it a moment ago
+                assert self._image is not None
+                return self._image
+            image = np.ascontiguousarray(video.to_ndarray(format="rgb24"))
+            self._image = image
+            self._video = None  # the decoder's picture is not needed any more
+        return image
+
+    def grey(self, width: int, height: int) -> np.ndarray:
+        """The frame as a (height, width) grey uint8 picture, for motion."""
+        video = self._video
+        if video is not None and self._image is None:
+            return np.asarray(
+                video.reformat(width=width, height=height, format="gray").to_ndarray()
+            )
+        return grey_small(self.image, width, height)
+
+    def at(self, wall: datetime) -> Frame:
+        """The same frame stamped with another wall clock (the picture is shared)."""
+        if self._image is not None:
+            return Frame(self.index, self.pts_s, wall, self._image)
+        return Frame(self.index, self.pts_s, wall, video=self._video)
 
 
 class FrameSource(ABC):
@@ -267,7 +323,8 @@ class FileSource(FrameSource):
                     if i < target:
                         continue
                     pts = float(vframe.time) if vframe.time is not None else i / self.fps
-                    yield self._frame(i, pts, vframe.to_ndarray(format="rgb24"))
+                    wall = self._start_wall + timedelta(seconds=pts)
+                    yield Frame(i, pts, wall, video=vframe)  # RGB only when an event needs it
                     while target <= i:
                         k += 1
                         target = _next_sample(k, step)
@@ -430,8 +487,7 @@ class StreamSource(FrameSource):
                 self._consumed = seq
             last_seq = seq
             next_due = max(next_due + interval, time.monotonic())
-            image = vframe.to_ndarray(format="rgb24")
-            yield Frame(index=index, pts_s=pts, wall=wall, image=np.ascontiguousarray(image))
+            yield Frame(index, pts, wall, video=vframe)  # RGB only when an event needs it
             index += 1
 
     def _close_container(self) -> None:

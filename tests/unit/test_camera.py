@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 
@@ -16,6 +17,7 @@ from pipelines.camera.event import build_event
 from pipelines.config import Config
 from pipelines.events import utcnow
 from pipelines.ingest.segment import ring_segment
+from pipelines.ingest.sources import Frame
 from pipelines.samples import generate_sample_video
 from pipelines.vlm.types import VLMResult
 from tests.support.camera_ports import FakeCameraStore, FakeSink, FakeVLM
@@ -123,11 +125,15 @@ def test_a_ring_is_analysed_once_and_merged_within_the_window(tmp_path: Path) ->
         }
     )
     store, vlm = FakeCameraStore(), FakeVLM()
+    clip = generate_sample_video(tmp_path / "door.mp4", seconds=1, motion_windows=[])
+    with av.open(str(clip)) as container:
+        video = next(container.decode(video=0))
+    first_decoded = Frame(0, 0.0, utcnow(), video=video)
 
     async def scenario() -> list[dict[str, Any]]:
         camera = Camera(config, "door", CameraPorts(store=store, describe=vlm))
         assert camera.ring() == {"accepted": False, "reason": "no frame received yet"}
-        camera._decode.latest_frame = np.zeros((120, 160, 3), np.uint8)
+        camera._decode._latest = first_decoded  # as decoded: its RGB is made by the ring
         camera._analyser.start()  # decoding is not started: no stream here
         answers = [camera.ring(), camera.ring()]
         while not store.events:

@@ -56,6 +56,47 @@ def test_decord_and_pyav_sources_agree(clip: Path, detect_fps: float) -> None:
     assert (a[-1].wall - a[0].wall).total_seconds() == pytest.approx(a[-1].pts_s - a[0].pts_s)
 
 
+def test_pyav_frames_become_rgb_only_when_read_and_motion_reads_the_scalers_grey(
+    clip: Path,
+) -> None:
+    """A PyAV frame keeps the decoder's picture: no RGB array until `image` is read; its
+    small grey picture (FFmpeg's scaler) is the one the RGB path would give, and motion on
+    it finds the same events."""
+    from pipelines.config import MotionConfig
+    from pipelines.imaging import grey_small
+    from pipelines.ingest.motion import MotionDetector
+    from pipelines.ingest.segment import EventSegmenter
+
+    with open_source(_camera(clip), force_pyav=True) as source:
+        frames = list(source.frames())
+    assert all(f._image is None for f in frames), "nothing converted to RGB while decoding"
+    lazy, eager = MotionDetector(MotionConfig()), MotionDetector(MotionConfig())
+    cut: dict[str, list[tuple[float, float]]] = {"lazy": [], "eager": []}
+    segmenters = {name: EventSegmenter(MotionConfig(), 5.0) for name in cut}
+    for frame in frames:
+        grey = frame.grey(160, 120)
+        assert grey.shape == (120, 160) and grey.dtype == np.uint8
+        assert frame._image is None  # still not converted
+        from_lazy = lazy.update_frame(frame)
+        rgb = frame.image  # converted now, once
+        assert rgb.shape == (240, 320, 3) and rgb.flags["C_CONTIGUOUS"]
+        assert frame._video is None and frame.image is rgb
+        # the scaler's luma and OpenCV's grey of the RGB differ by rounding, not by content
+        assert np.abs(grey.astype(np.int16) - grey_small(rgb, 160, 120)).mean() < 4.0
+        from_rgb = eager.update(rgb)
+        for name, result in (("lazy", from_lazy), ("eager", from_rgb)):
+            segments = segmenters[name].feed(frame, result)
+            cut[name] += [(s.start_pts, s.end_pts) for s in segments]
+    for name in cut:
+        cut[name] += [(s.start_pts, s.end_pts) for s in segmenters[name].flush()]
+    assert cut["lazy"] and len(cut["lazy"]) == len(cut["eager"])
+    for (a0, a1), (b0, b1) in zip(cut["lazy"], cut["eager"], strict=True):
+        assert abs(a0 - b0) <= 0.2 and abs(a1 - b1) <= 0.2  # within a sampled frame
+    with open_source(_camera(clip)) as source:  # decord: RGB arrays from the start
+        first = next(iter(source.frames()))
+    assert first._image is not None and first.at(first.wall).image is first.image
+
+
 def test_sample_indices_by_time() -> None:
     assert sample_indices(10, 10.0, 5.0) == [0, 2, 4, 6, 8]
     assert sample_indices(30, 30.0, 4.0) == [0, 8, 15, 22]
