@@ -6,19 +6,27 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["encode_jpeg", "grey_small", "resize_long_side"]
+__all__ = ["encode_jpeg", "fit_long_side", "grey_small", "resize_long_side"]
+
+
+def fit_long_side(height: int, width: int, n: int) -> tuple[int, int]:
+    """(width, height) of a height x width picture downscaled so its long side is at most n
+    pixels (never upscaled)."""
+    if n <= 0:
+        raise ValueError("n must be positive")
+    long_side = max(height, width)
+    if long_side <= n:
+        return width, height
+    factor = n / long_side
+    return max(1, round(width * factor)), max(1, round(height * factor))
 
 
 def resize_long_side(image: np.ndarray, n: int) -> np.ndarray:
     """Downscale an image so its long side is at most n pixels (never upscales)."""
-    if n <= 0:
-        raise ValueError("n must be positive")
     height, width = image.shape[:2]
-    long_side = max(height, width)
-    if long_side <= n:
+    size = fit_long_side(height, width, n)
+    if size == (width, height):
         return np.ascontiguousarray(image)
-    factor = n / long_side
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
     return np.ascontiguousarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
 
 

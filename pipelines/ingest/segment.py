@@ -118,8 +118,8 @@ class EventSegmenter:
         return self._event is not None
 
     def _small(self, frame: Frame) -> _Kept:
-        image = np.ascontiguousarray(resize_long_side(frame.image, self.key_frame_side))
-        return _Kept(frame.pts_s, frame.wall, image)
+        # a PyAV frame is scaled from the decoder's picture: no full-size RGB array is made
+        return _Kept(frame.pts_s, frame.wall, frame.fitted(self.key_frame_side))
 
     def feed(self, frame: Frame, result: MotionResult) -> list[Segment]:
         """Account for one frame; returns the events that this frame closed (usually none)."""
@@ -246,9 +246,11 @@ class EventSegmenter:
                 chosen[remaining[i].pts] = remaining[i]
         ordered = [chosen[pts] for pts in sorted(chosen)]
         peak_index = next(i for i, k in enumerate(ordered) if k.pts == peak.pts)
-        best = event.peak_frame.image
-        if self.best_frame_side is not None:
-            best = resize_long_side(best, self.best_frame_side)
+        peak_frame = event.peak_frame
+        if self.best_frame_side is None:
+            best = peak_frame.image
+        else:
+            best = peak_frame.fitted(self.best_frame_side)
         return Segment(
             start_wall=event.start_wall,
             end_wall=end_wall,

@@ -27,7 +27,7 @@ import av
 import numpy as np
 
 from pipelines.events import SOURCE_SCHEMES, SourceType, source_type_of
-from pipelines.imaging import grey_small
+from pipelines.imaging import fit_long_side, grey_small, resize_long_side
 from pipelines.redact import redact, url_password
 
 if TYPE_CHECKING:
@@ -138,6 +138,17 @@ class Frame:
                 video.reformat(width=width, height=height, format="gray").to_ndarray()
             )
         return grey_small(self.image, width, height)
+
+    def fitted(self, side: int) -> np.ndarray:
+        """The RGB image with its long side at most `side` pixels (area-averaged), C-contiguous:
+        from the decoder's picture in one scaler call while the full RGB array was not made."""
+        video = self._video
+        width, height = fit_long_side(self.height, self.width, side)
+        smaller = (width, height) != (self.width, self.height)
+        if video is not None and self._image is None and smaller:
+            small = video.reformat(width=width, height=height, format="rgb24", interpolation="AREA")
+            return np.ascontiguousarray(small.to_ndarray())
+        return resize_long_side(self.image, side)
 
     def at(self, wall: datetime) -> Frame:
         """The same frame stamped with another wall clock (the picture is shared)."""

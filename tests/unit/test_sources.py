@@ -63,7 +63,7 @@ def test_pyav_frames_become_rgb_only_when_read_and_motion_reads_the_scalers_grey
     small grey picture (FFmpeg's scaler) is the one the RGB path would give, and motion on
     it finds the same events."""
     from pipelines.config import MotionConfig
-    from pipelines.imaging import grey_small
+    from pipelines.imaging import grey_small, resize_long_side
     from pipelines.ingest.motion import MotionDetector
     from pipelines.ingest.segment import EventSegmenter
 
@@ -78,7 +78,11 @@ def test_pyav_frames_become_rgb_only_when_read_and_motion_reads_the_scalers_grey
         assert grey.shape == (120, 160) and grey.dtype == np.uint8
         assert frame._image is None  # still not converted
         from_lazy = lazy.update_frame(frame)
+        key_frame = frame.fitted(200)  # a key frame: scaled from the decoder's picture
+        assert key_frame.shape == (150, 200, 3) and frame._image is None
         rgb = frame.image  # converted now, once
+        assert np.abs(key_frame.astype(np.int16) - resize_long_side(rgb, 200)).mean() < 4.0
+        assert frame.fitted(400) is rgb  # not smaller: the RGB image itself
         assert rgb.shape == (240, 320, 3) and rgb.flags["C_CONTIGUOUS"]
         assert frame._video is None and frame.image is rgb
         # the scaler's luma and OpenCV's grey of the RGB differ by rounding, not by content
