@@ -263,11 +263,15 @@ def delete_apps(names: tuple[str, ...], timeout_s: float = APPS_DELETE_TIMEOUT_S
     from ray import serve
 
     try:
-        existing = [name for name in names if name in serve.status().applications]
+        running = serve.status().applications
     except Exception:
         return []
+    existing = [name for name in names if name in running]
     for name in existing:
-        serve.delete(name, _blocking=False)
+        try:
+            serve.delete(name, _blocking=False)
+        except Exception as exc:  # the rest of a shutdown goes on (actors, Ray, the broker)
+            logger.warning("deleting the Serve app %s failed: %s", name, type(exc).__name__)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:

@@ -81,16 +81,32 @@ class SourceError(Exception):
         super().__init__(_safe(message, url))
 
 
+class _Picture:
+    """A frame's picture, shared by its copies (`Frame.at`): the decoder's frame until the RGB
+    array is made. FFmpeg's scaler of one `VideoFrame` must never run from two threads at
+    once (PyAV keeps one converter per frame and rewrites the frame's colour fields while it
+    converts: a ring converting the doorbell's newest frame while motion scales it crashed the
+    process), so every use of `video` holds `lock`."""
+
+    __slots__ = ("image", "lock", "video")
+
+    def __init__(self, image: np.ndarray | None, video: av.VideoFrame | None) -> None:
+        self.image = image
+        self.video = video
+        self.lock = threading.Lock()
+
+
 class Frame:
     """One decoded frame: its sampled index, media time, wall clock, and picture.
 
     A frame from PyAV keeps the decoder's picture: it becomes an RGB array only when `image`
-    is first read (the frames that start or extend a motion event, a doorbell's ring), and
-    motion reads `grey()`, the small luma picture FFmpeg's scaler makes in one call. A frame
-    made from an array (decord, tests) holds its RGB image from the start.
+    is first read (a doorbell's ring, or a thumbnail without a size limit), motion reads
+    `grey()` and an event's key frames `fitted()`, each made by FFmpeg's scaler in one call at
+    the size needed. A frame made from an array (decord, tests) holds its RGB image from the
+    start. Safe to use from two threads (the decode thread and a ring).
     """
 
-    __slots__ = ("_image", "_video", "height", "index", "pts_s", "wall", "width")
+    __slots__ = ("_picture", "height", "index", "pts_s", "wall", "width")
 
     def __init__(
         self,
@@ -104,11 +120,11 @@ class Frame:
         self.index = index
         self.pts_s = pts_s
         self.wall = wall
-        self._image = image
-        self._video = video
         if image is not None:
+            self._picture = _Picture(image, None)
             self.height, self.width = int(image.shape[0]), int(image.shape[1])
         elif video is not None:
+            self._picture = _Picture(None, video)
             self.height, self.width = int(video.height), int(video.width)
         else:
             raise ValueError("a Frame needs an image or a decoded video frame")
@@ -117,44 +133,55 @@ class Frame:
         return f"Frame(index={self.index}, pts_s={self.pts_s}, wall={self.wall!r})"
 
     @property
+    def converted(self) -> bool:
+        """Whether the full-size RGB array was made."""
+        return self._picture.image is not None
+
+    @property
     def image(self) -> np.ndarray:
         """The RGB image (H,W,3) uint8, C-contiguous; converted once, on first use."""
-        image = self._image
+        picture = self._picture
+        image = picture.image
         if image is None:
-            video = self._video
-            if video is None:  # another thread (a ring) converted it a moment ago
-                assert self._image is not None
-                return self._image
-            image = np.ascontiguousarray(video.to_ndarray(format="rgb24"))
-            self._image = image
-            self._video = None  # the decoder's picture is not needed any more
+            with picture.lock:
+                if picture.image is None:
+                    assert picture.video is not None
+                    picture.image = np.ascontiguousarray(picture.video.to_ndarray(format="rgb24"))
+                    picture.video = None  # the decoder's picture is not needed any more
+                image = picture.image
         return image
 
     def grey(self, width: int, height: int) -> np.ndarray:
         """The frame as a (height, width) grey uint8 picture, for motion."""
-        video = self._video
-        if video is not None and self._image is None:
-            return np.asarray(
-                video.reformat(width=width, height=height, format="gray").to_ndarray()
-            )
+        picture = self._picture
+        if picture.image is None:
+            with picture.lock:
+                if picture.video is not None:
+                    small = picture.video.reformat(width=width, height=height, format="gray")
+                    return np.asarray(small.to_ndarray())
         return grey_small(self.image, width, height)
 
     def fitted(self, side: int) -> np.ndarray:
         """The RGB image with its long side at most `side` pixels (area-averaged), C-contiguous:
         from the decoder's picture in one scaler call while the full RGB array was not made."""
-        video = self._video
         width, height = fit_long_side(self.height, self.width, side)
-        smaller = (width, height) != (self.width, self.height)
-        if video is not None and self._image is None and smaller:
-            small = video.reformat(width=width, height=height, format="rgb24", interpolation="AREA")
-            return np.ascontiguousarray(small.to_ndarray())
+        picture = self._picture
+        if picture.image is None and (width, height) != (self.width, self.height):
+            with picture.lock:
+                if picture.video is not None:
+                    small = picture.video.reformat(
+                        width=width, height=height, format="rgb24", interpolation="AREA"
+                    )
+                    return np.ascontiguousarray(small.to_ndarray())
         return resize_long_side(self.image, side)
 
     def at(self, wall: datetime) -> Frame:
-        """The same frame stamped with another wall clock (the picture is shared)."""
-        if self._image is not None:
-            return Frame(self.index, self.pts_s, wall, self._image)
-        return Frame(self.index, self.pts_s, wall, video=self._video)
+        """The same frame stamped with another wall clock (the picture and its lock shared)."""
+        frame = Frame.__new__(Frame)
+        frame.index, frame.pts_s, frame.wall = self.index, self.pts_s, wall
+        frame.height, frame.width = self.height, self.width
+        frame._picture = self._picture
+        return frame
 
 
 class FrameSource(ABC):

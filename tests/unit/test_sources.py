@@ -56,49 +56,98 @@ def test_decord_and_pyav_sources_agree(clip: Path, detect_fps: float) -> None:
     assert (a[-1].wall - a[0].wall).total_seconds() == pytest.approx(a[-1].pts_s - a[0].pts_s)
 
 
-def test_pyav_frames_become_rgb_only_when_read_and_motion_reads_the_scalers_grey(
-    clip: Path,
-) -> None:
-    """A PyAV frame keeps the decoder's picture: no RGB array until `image` is read; its
-    small grey picture (FFmpeg's scaler) is the one the RGB path would give, and motion on
-    it finds the same events."""
+def test_pyav_frames_become_rgb_only_where_an_event_needs_it(clip: Path) -> None:
+    """A PyAV frame keeps the decoder's picture: motion reads its small grey picture and an
+    event's key frames are scaled from it, so the only full-size RGB arrays made are the
+    events' best frames (one each); the events cut are those of the RGB path (decord)."""
     from pipelines.config import MotionConfig
     from pipelines.imaging import grey_small, resize_long_side
     from pipelines.ingest.motion import MotionDetector
     from pipelines.ingest.segment import EventSegmenter
 
+    def cut(frames: list, lazy: bool) -> list:
+        detector = MotionDetector(MotionConfig())
+        segmenter = EventSegmenter(MotionConfig(), 5.0, key_frame_side=160)
+        segments = []
+        for frame in frames:
+            result = detector.update_frame(frame) if lazy else detector.update(frame.image)
+            segments += segmenter.feed(frame, result)
+        return segments + segmenter.flush()
+
     with open_source(_camera(clip), force_pyav=True) as source:
-        frames = list(source.frames())
-    assert all(f._image is None for f in frames), "nothing converted to RGB while decoding"
-    lazy, eager = MotionDetector(MotionConfig()), MotionDetector(MotionConfig())
-    cut: dict[str, list[tuple[float, float]]] = {"lazy": [], "eager": []}
-    segmenters = {name: EventSegmenter(MotionConfig(), 5.0) for name in cut}
-    for frame in frames:
-        grey = frame.grey(160, 120)
-        assert grey.shape == (120, 160) and grey.dtype == np.uint8
-        assert frame._image is None  # still not converted
-        from_lazy = lazy.update_frame(frame)
-        key_frame = frame.fitted(200)  # a key frame: scaled from the decoder's picture
-        assert key_frame.shape == (150, 200, 3) and frame._image is None
-        rgb = frame.image  # converted now, once
-        assert np.abs(key_frame.astype(np.int16) - resize_long_side(rgb, 200)).mean() < 4.0
-        assert frame.fitted(400) is rgb  # not smaller: the RGB image itself
-        assert rgb.shape == (240, 320, 3) and rgb.flags["C_CONTIGUOUS"]
-        assert frame._video is None and frame.image is rgb
-        # the scaler's luma and OpenCV's grey of the RGB differ by rounding, not by content
-        assert np.abs(grey.astype(np.int16) - grey_small(rgb, 160, 120)).mean() < 4.0
-        from_rgb = eager.update(rgb)
-        for name, result in (("lazy", from_lazy), ("eager", from_rgb)):
-            segments = segmenters[name].feed(frame, result)
-            cut[name] += [(s.start_pts, s.end_pts) for s in segments]
-    for name in cut:
-        cut[name] += [(s.start_pts, s.end_pts) for s in segmenters[name].flush()]
-    assert cut["lazy"] and len(cut["lazy"]) == len(cut["eager"])
-    for (a0, a1), (b0, b1) in zip(cut["lazy"], cut["eager"], strict=True):
-        assert abs(a0 - b0) <= 0.2 and abs(a1 - b1) <= 0.2  # within a sampled frame
+        lazy_frames = list(source.frames())
+    assert not any(f.converted for f in lazy_frames), "nothing converted while decoding"
+    lazy = cut(lazy_frames, lazy=True)
     with open_source(_camera(clip)) as source:  # decord: RGB arrays from the start
-        first = next(iter(source.frames()))
-    assert first._image is not None and first.at(first.wall).image is first.image
+        rgb_frames = list(source.frames())
+    assert all(f.converted for f in rgb_frames)
+    eager = cut(rgb_frames, lazy=False)
+    assert lazy and len(lazy) == len(eager)
+    for a, b in zip(lazy, eager, strict=True):
+        assert abs(a.start_pts - b.start_pts) <= 0.2 and abs(a.end_pts - b.end_pts) <= 0.2
+        assert all(k.shape == (120, 160, 3) for k in a.key_frames)  # scaled, not RGB first
+        assert a.best_frame.shape == (240, 320, 3)
+    assert sum(f.converted for f in lazy_frames) == len(lazy)  # the best frames, nothing else
+
+    frame = lazy_frames[0] if not lazy_frames[0].converted else lazy_frames[-1]
+    grey = frame.grey(160, 120)
+    key_frame = frame.fitted(200)
+    assert grey.shape == (120, 160) and key_frame.shape == (150, 200, 3)
+    assert not frame.converted
+    rgb = frame.image  # converted now, once
+    assert rgb.shape == (240, 320, 3) and rgb.flags["C_CONTIGUOUS"] and frame.image is rgb
+    # the scaler's pictures and OpenCV's of the RGB differ by rounding, not by content
+    assert np.abs(grey.astype(np.int16) - grey_small(rgb, 160, 120)).mean() < 4.0
+    assert np.abs(key_frame.astype(np.int16) - resize_long_side(rgb, 200)).mean() < 4.0
+    assert frame.fitted(400) is rgb  # not smaller: the RGB image itself
+    assert frame.at(frame.wall).image is rgb  # a copy shares the picture
+
+
+def test_a_ring_converting_a_frame_while_motion_scales_it_is_safe(tmp_path: Path) -> None:
+    """The doorbell's newest frame is read by a ring (the camera's event loop) while the decode
+    thread scales the same frame for motion and key frames. FFmpeg's scaler of one frame run
+    from two threads at once hung or crashed the process (PyAV keeps one converter per
+    frame): each frame's picture is used by one thread at a time, and both get their answer."""
+    import threading
+
+    clip = generate_sample_video(tmp_path / "hd.mp4", seconds=2, fps=25, size=(1280, 720))
+    with open_source(_camera(clip, detect_fps=25), force_pyav=True) as source:
+        frames = list(source.frames())
+    assert len(frames) >= 40 and not any(f.converted for f in frames)
+    failures: list[BaseException] = []
+    together = threading.Barrier(2, timeout=30)  # both sides start on each frame at once
+
+    def decode_side() -> None:
+        try:
+            for frame in frames:
+                together.wait()
+                for _ in range(200):  # motion and key frames scale it until the ring converted it
+                    assert frame.grey(320, 180).shape == (180, 320)
+                    assert frame.fitted(384).shape == (216, 384, 3)
+                    if frame.converted:
+                        break
+        except BaseException as exc:
+            failures.append(exc)
+            together.abort()
+
+    def ring_side() -> None:
+        try:
+            for frame in frames:
+                together.wait()
+                assert frame.image.shape == (720, 1280, 3)
+        except BaseException as exc:
+            failures.append(exc)
+            together.abort()
+
+    # daemon threads: a hung conversion fails this test instead of holding pytest at exit
+    threads = [threading.Thread(target=f, daemon=True) for f in (decode_side, ring_side)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(t.is_alive() for t in threads), "a conversion hung"
+    assert not failures, failures
+    assert all(f.converted for f in frames)
 
 
 def test_sample_indices_by_time() -> None:
