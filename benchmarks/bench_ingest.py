@@ -67,6 +67,7 @@ from pipelines.samples import generate_sample_video
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 DETECT_FPS = 5.0
 TARGET = Target("ratio", ">=", 0.85)
+MOTION_HEIGHT = int(MotionConfig().frame_height)  # the product's default, as `analyse` uses
 
 
 def raw_decord(path: Path) -> int:
@@ -80,6 +81,13 @@ def raw_decord(path: Path) -> int:
     return len(indices)
 
 
+def motion_grey(frame: av.VideoFrame) -> None:
+    """What motion reads of a sampled frame: grey, `motion.frame_height` high, by FFmpeg's
+    scaler."""
+    width = max(1, round(frame.width * MOTION_HEIGHT / frame.height))
+    frame.reformat(width=width, height=MOTION_HEIGHT, format="gray").to_ndarray()
+
+
 def raw_pyav(path: Path) -> int:
     """What the PyAV paths decode: every frame (threaded, as the sources do; H.264 needs
     them), and the `detect_fps` samples scaled to the motion picture (grey, `motion.frame_height`
@@ -87,7 +95,6 @@ def raw_pyav(path: Path) -> int:
     RGB arrays of the frames that start or extend an event: its own work.)"""
     fps, _frames = _probe_file(path)  # the rate the source samples by
     step = fps / DETECT_FPS if DETECT_FPS < fps else 1.0
-    height = int(MotionConfig().frame_height)
     converted, k, target = 0, 0, 0
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -95,8 +102,7 @@ def raw_pyav(path: Path) -> int:
         for i, frame in enumerate(container.decode(stream)):
             if i < target:
                 continue
-            width = max(1, round(frame.width * height / frame.height))
-            frame.reformat(width=width, height=height, format="gray").to_ndarray()
+            motion_grey(frame)
             converted += 1
             while target <= i:
                 k += 1
@@ -140,7 +146,6 @@ def raw_stream(url: str, seconds: float) -> dict[str, Any]:
     """Raw PyAV on a live stream, opened with the stream source's options (low delay), every
     frame decoded in this thread, the newest scaled to motion's grey `detect_fps` times a
     second; CPU over `seconds` after one second of warm-up (past the probe)."""
-    height = int(MotionConfig().frame_height)
     options = StreamSource(url, DETECT_FPS).options
     converted = decoded = 0
     with av.open(url, mode="r", options=options, timeout=(10.0, 10.0)) as container:
@@ -156,11 +161,10 @@ def raw_stream(url: str, seconds: float) -> dict[str, Any]:
             if cpu0 is None:
                 continue
             decoded += 1
-            if now >= next_due:
-                width = max(1, round(frame.width * height / frame.height))
-                frame.reformat(width=width, height=height, format="gray").to_ndarray()
+            if now >= next_due:  # as the source paces its consumer: no catching up
+                motion_grey(frame)
                 converted += 1
-                next_due += 1.0 / DETECT_FPS
+                next_due = max(next_due + 1.0 / DETECT_FPS, now)
             if now - t0 >= seconds:
                 break
     assert cpu0 is not None and t0 is not None

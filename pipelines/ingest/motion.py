@@ -60,7 +60,8 @@ NO_MOTION = MotionResult(score=0.0, boxes=(), motion=False)
 
 
 class MotionDetector:
-    """Stateful per-camera motion detector; feed frames in order with update()."""
+    """Stateful per-camera motion detector; feed frames in order with update_frame() (a
+    decoded Frame) or update() (an array)."""
 
     def __init__(
         self,

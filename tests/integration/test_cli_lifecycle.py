@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from pipelines.samples import generate_sample_video
-from tests.support.cli import Run, cli, events_of, write_config
+from tests.support.cli import Run, cameras_of, cli, events_of, write_config
 from tests.support.disk import fill_disk, mount_tmpfs
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import StatusWatcher, Subscriber
@@ -118,9 +118,8 @@ def _health(api_port: int) -> tuple[int, str]:
 def _camera(api_port: int) -> dict[str, Any]:
     """cam_0's live status as the API lists it: what the waits poll (a `liveobject status`
     is a new process joining Ray, about 1.6 CPU-s each; it is called once a wait is over)."""
-    resp = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/cameras", timeout=5)
-    (camera,) = (c for c in resp.json()["cameras"] if c["camera_id"] == "cam_0")
-    return dict(camera)
+    (camera,) = (c for c in cameras_of(api_port) if c["camera_id"] == "cam_0")
+    return camera
 
 
 def _status(config: Path) -> dict[str, Any]:

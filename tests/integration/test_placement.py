@@ -9,12 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 
 from pipelines.samples import generate_sample_video
-from tests.support.cli import CLI, Run, cli_env, events_of
+from tests.support.cli import CLI, Run, cameras_of, cli_env, events_of
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import retained
 from tests.support.network import free_port
@@ -42,8 +41,7 @@ api: {{host: 127.0.0.1, port: {api_port}, base_url: "http://127.0.0.1:{api_port}
 
 
 def _api_camera(api_port: int, camera_id: str) -> dict[str, Any] | None:
-    resp = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/cameras", timeout=10)
-    found = [c for c in resp.json()["cameras"] if c["camera_id"] == camera_id]
+    found = [c for c in cameras_of(api_port) if c["camera_id"] == camera_id]
     return found[0] if found and found[0]["status"] == "unplaceable" else None
 
 

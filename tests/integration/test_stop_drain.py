@@ -34,7 +34,7 @@ import pytest
 
 from pipelines.events import event_schema
 from pipelines.samples import generate_sample_video
-from tests.support.cli import CLI, cli, cli_env
+from tests.support.cli import CLI, cameras_of, cli, cli_env
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import EventSubscriber, StatusWatcher
 from tests.support.network import free_port
@@ -176,10 +176,8 @@ class Arrivals(EventSubscriber):
 
 def api_camera(api: int) -> dict[str, Any]:
     """The camera's state from the API; raises when the API does not answer with it."""
-    resp = httpx.get(f"http://127.0.0.1:{api}/api/v1/cameras", timeout=5)
-    resp.raise_for_status()
-    (camera,) = resp.json()["cameras"]
-    return dict(camera)
+    (camera,) = cameras_of(api, timeout=5)
+    return camera
 
 
 def camera_state(api: int) -> dict[str, Any]:

@@ -159,3 +159,10 @@ def events_of(api_port: int, camera_id: str, key: str | None = None) -> list[dic
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     resp = httpx.get(url, params={"camera_id": camera_id}, headers=headers, timeout=5)
     return list(resp.json()["events"]) if resp.status_code == 200 else []
+
+
+def cameras_of(api_port: int, timeout: float = 10) -> list[dict[str, Any]]:
+    """The cameras a running API lists, with their live status (raises unless it answers 200)."""
+    resp = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/cameras", timeout=timeout)
+    resp.raise_for_status()
+    return list(resp.json()["cameras"])
