@@ -68,8 +68,16 @@ def make_clip(folder: Path, size: tuple[int, int]) -> Path:
     )
 
 
-def camera_config(server: StreamServer, n: int, storage: Path, prefix: str = "cam") -> Config:
-    """n stream cameras (ids cam00…), store at `storage`, MQTT and the API off."""
+def camera_config(
+    server: StreamServer,
+    n: int,
+    storage: Path,
+    prefix: str = "cam",
+    detect: StreamServer | None = None,
+) -> Config:
+    """n stream cameras (ids cam00…), store at `storage`, MQTT and the API off; with `detect`,
+    each camera's detect_source is that server's stream of the same scene."""
+    extra = lambda name: {"detect_source": detect.url(name)} if detect else {}  # noqa: E731
     return Config.model_validate(
         {
             "cameras": [
@@ -77,6 +85,7 @@ def camera_config(server: StreamServer, n: int, storage: Path, prefix: str = "ca
                     "id": f"{prefix}{i:02d}",
                     "source": server.url(f"{prefix}{i:02d}"),
                     "detect_fps": DETECT_FPS,
+                    **extra(f"{prefix}{i:02d}"),
                 }
                 for i in range(n)
             ],
@@ -145,23 +154,37 @@ def cpu_seconds_of(pids: list[int]) -> float:
     return total
 
 
-def single_camera_cores(server: StreamServer, storage: Path, seconds: float) -> float:
-    """CPU cores one camera actor uses on this stream (after it is online and warm)."""
+def single_camera_cores(
+    server: StreamServer, storage: Path, seconds: float, detect: StreamServer | None = None
+) -> tuple[float, dict[str, Any]]:
+    """CPU cores one camera actor uses on this stream (after it is online and warm), and what
+    its events' frames came from (`frames_from`, with a detect stream) and its status says."""
     import ray
 
     from cluster.actors.camera import start_camera
     from cluster.actors.store import get_store
 
-    config = camera_config(server, 1, storage, prefix="one")
+    prefix = "one" if detect is None else "two"
+    config = camera_config(server, 1, storage, prefix=prefix, detect=detect)
     store = get_store(config)
-    actor = start_camera(config, "one00")
+    name = f"{prefix}00"
+    actor = start_camera(config, name)
     try:
-        _wait_online({"one00": actor})
+        _wait_online({name: actor})
         pid = actor_pid(actor)
         time.sleep(3.0)
         cpu0, t0 = cpu_seconds_of([pid]), time.monotonic()
         time.sleep(seconds)
-        return (cpu_seconds_of([pid]) - cpu0) / (time.monotonic() - t0)
+        cores = (cpu_seconds_of([pid]) - cpu0) / (time.monotonic() - t0)
+        time.sleep(4.0)  # the window's last event closes and is stored
+        events, _cursor = ray.get(store.query.remote(camera_id=name, limit=100), timeout=60)
+        status = ray.get(actor.status.remote(), timeout=60)
+        seen = {
+            "events": len(events),
+            "frames_from": sorted({str(e.frames_from) for e in events}),
+            "main_stream": status.get("main_stream"),
+        }
+        return cores, seen
     finally:
         ray.kill(actor, no_restart=True)
         ray.kill(store, no_restart=True)
@@ -274,6 +297,26 @@ def rows_for(result: dict[str, Any], trial_s: float) -> list[Row]:
                 "(psutil, the actor process)",
             )
         )
+    dual = result.get("detect_360p_main_1080p")
+    if dual is not None:
+        cores, seen = dual["cores"], dual["seen"]
+        ratio = round(result["cores_1080p_one_camera"] / cores, 2) if cores else None
+        rows.append(
+            Row(
+                "Ingest",
+                "CPU-s per live camera-minute, `detect_source` 640x360 + 1080p main stream, "
+                f"camera actor (motion on the sub-stream), detect_fps {DETECT_FPS:g}",
+                "CPU-s",
+                round(cores * 60, 1),
+                baseline=round(result["cores_1080p_one_camera"] * 60, 1),
+                baseline_what="the 1080p stream alone, the row above",
+                ratio=ratio,
+                detail={"cores": cores, **seen},
+                note=f"one camera actor, {cores:.3f} cores; its events' frames from "
+                f"{'/'.join(seen['frames_from']) or 'none'} ({seen['events']} events); main "
+                f"stream {seen['main_stream']}",
+            )
+        )
     return rows
 
 
@@ -296,16 +339,23 @@ def main() -> None:
         tmp = Path(tmp_name)
         server = StreamServer(make_clip(tmp, (1280, 720)), tmp / "s720.jsonl", free_port())
         server_1080 = StreamServer(make_clip(tmp, (1920, 1080)), tmp / "s1080.jsonl", free_port())
+        server_360 = StreamServer(make_clip(tmp, (640, 360)), tmp / "s360.jsonl", free_port())
         try:
             start_ray(max(8, max(steps) // 2))
-            cores_1080 = single_camera_cores(server_1080, tmp / "one", args.trial_s)
+            cores_1080, _seen = single_camera_cores(server_1080, tmp / "one", args.trial_s)
+            cores_dual, seen = single_camera_cores(
+                server_1080, tmp / "two", args.trial_s, detect=server_360
+            )
             server_1080.stop()
+            server_360.stop()
             result = ramp(server, tmp / "data", args, steps)
             result["cores_1080p_one_camera"] = round(cores_1080, 3)
+            result["detect_360p_main_1080p"] = {"cores": round(cores_dual, 3), "seen": seen}
         finally:
             stop_ray()
             server.stop()
             server_1080.stop()
+            server_360.stop()
     write_results("live", rows_for(result, args.trial_s), quick=quick, started=started, raw=result)
 
 

@@ -31,6 +31,7 @@ SMART_DETECTION_PRIORITY: tuple[SmartDetectionType, ...] = (
     "animal",
 )
 AnalysisMode = Literal["single_frame", "multi_frame"]
+FramesFrom = Literal["main", "detect"]
 
 REQUIRED_FIELDS: tuple[str, ...] = (
     "event_id",
@@ -118,6 +119,13 @@ class Event(BaseModel):
     throttled: bool = Field(
         default=False,
         description="Over a VLM budget (the camera's or the global): fallback text, no VLM call.",
+    )
+    frames_from: FramesFrom | None = Field(
+        default=None,
+        description=(
+            "A camera with a detect_source: the stream its thumbnail came from (main; detect "
+            "when the main stream was down or behind)."
+        ),
     )
 
     @field_validator("event_id")

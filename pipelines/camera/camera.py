@@ -181,7 +181,13 @@ class Camera:
             self._rings_merged += 1
             return {"accepted": True, "merged": True}
         self._last_ring = now_s
-        segment = ring_segment(frame, utcnow(), self._config.vlm.image_size, BEST_FRAME_SIDE)
+        segment = ring_segment(
+            frame,
+            utcnow(),
+            self._config.vlm.image_size,
+            BEST_FRAME_SIDE,
+            from_main=self._decode.latest_from_main,
+        )
         if self._analyser.submit_ring(segment):  # it replaced a ring still waiting
             return {"accepted": True, "merged": True}
         self._rings_accepted += 1
@@ -227,6 +233,10 @@ class Camera:
             draining=self._draining,
             fallback_at_stop=self._analyser.fallback_at_stop,
             noise=self._noise.status(),
+            detect_source=redact(camera.detect_source, self._secrets)
+            if camera.detect_source
+            else None,
+            main_stream=decode.main_stream,
         )
 
     # ---- callbacks from the rooms ----------------------------------------------------------

@@ -19,6 +19,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +28,9 @@ from pipelines.config import CameraConfig
 from pipelines.events import utcnow
 from pipelines.ingest.ids import file_identity
 from pipelines.ingest.motion import MotionDetector
+from pipelines.ingest.opening import DetectSource, open_source
 from pipelines.ingest.segment import EventSegmenter, Segment
-from pipelines.ingest.sources import Backoff, Frame, SourceError, open_source
+from pipelines.ingest.sources import Backoff, Frame, FrameSource, SourceError
 from pipelines.redact import redact
 
 logger = logging.getLogger(__name__)
@@ -78,12 +80,27 @@ class DecodeLoop:
         self.done = False
         self._latest: Frame | None = None  # doorbells only: what a ring analyses
         self.file_identity: str | None = None
+        self._source: FrameSource | None = None  # the one decoding now
+
+    @property
+    def main_stream(self) -> dict[str, Any] | None:
+        """A camera with a detect_source: its main stream's state (None: one stream)."""
+        source = self._source
+        if not isinstance(source, DetectSource):
+            return None if self._camera.detect_source is None else {"status": "starting"}
+        return source.main.state()
 
     @property
     def latest_frame(self) -> np.ndarray | None:
         """A doorbell's newest frame as RGB (converted here, when a ring asks for it)."""
         latest = self._latest
         return None if latest is None else latest.image
+
+    @property
+    def latest_from_main(self) -> bool:
+        """Whether `latest_frame` shows the main stream (a camera with a detect_source)."""
+        latest = self._latest
+        return latest is not None and latest.from_main
 
     @property
     def stopping(self) -> bool:
@@ -145,7 +162,7 @@ class DecodeLoop:
 
     def _decode_blocking(self, loop: asyncio.AbstractEventLoop) -> None:
         camera = self._camera
-        source = open_source(camera)
+        source = self._source = open_source(camera)
         is_file = camera.source_type == "file"
         detector = MotionDetector(camera.motion, zones=camera.zones)
         segmenter = EventSegmenter(
@@ -173,6 +190,7 @@ class DecodeLoop:
                     self._latest = frame
                 for segment in segmenter.feed(frame, detector.update_frame(frame)):
                     self._submit(loop, segment)
+                source.set_active(segmenter.active)  # a main stream decodes all while it is
                 self._set_activity(loop, segmenter.active)
                 self._metrics.frame(time.time() - frame.wall.timestamp())
                 elapsed = time.monotonic() - window_start

@@ -56,6 +56,7 @@ def build_event(
         frame_count=segment.frame_count,
         merged_motion=segment.merged_motion,
         vlm_latency_ms=round(latency_ms, 1),
+        frames_from=("main" if segment.from_main else "detect") if camera.detect_source else None,
         **segment_identity(camera.id, segment, file_identity, is_ring=is_ring),
         **(noise_fields or {}),
     )

@@ -52,9 +52,15 @@ class CameraStatus:
     fallback_at_stop: int
     # noise control (pipelines.camera.noise)
     noise: dict[str, int] = field(default_factory=dict)
+    # a camera with a detect_source: that URL (redacted) and its main stream's state
+    detect_source: str | None = None
+    main_stream: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict, the noise counters at the top level."""
+        """Plain JSON-able dict, the noise counters at the top level (the detect-source keys
+        only for a camera that has one)."""
         data = asdict(self)
         noise = data.pop("noise")
+        if data["detect_source"] is None:
+            del data["detect_source"], data["main_stream"]
         return {**data, **noise}

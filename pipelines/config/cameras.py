@@ -30,6 +30,15 @@ class CameraConfig(StrictModel):
         max_length=4096,
         description="File path or rtsp://, http(s)://, udp:// URL; may contain ${ENV} secrets.",
     )
+    detect_source: str | None = Field(
+        default=None,
+        max_length=4096,
+        description=(
+            "A live camera's low-resolution sub-stream (rtsp://, http(s)://, udp://): motion "
+            "runs on it, key frames and the thumbnail come from `source` (the main stream), "
+            "decoded only at its key frames while nothing moves; null: one stream."
+        ),
+    )
     detect_fps: float = Field(default=5, ge=0.1, le=60, description="Frames analysed per second.")
     doorbell: bool = Field(default=False, description="A doorbell camera (ring events).")
     prompt: str | None = Field(
@@ -99,6 +108,16 @@ class CameraConfig(StrictModel):
     )
 
     @model_validator(mode="after")
+    def _detect_source_needs_a_stream(self) -> CameraConfig:
+        if self.detect_source is not None and self.source_type == "file":
+            raise _invalid(
+                "detect_source needs a live stream as `source` (the main stream); a file "
+                "camera has one stream",
+                "detect_source",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _zones_consistent(self) -> CameraConfig:
         seen: set[str] = set()
         for index, zone in enumerate(self.zones):
@@ -165,9 +184,28 @@ class CameraConfig(StrictModel):
             raise _invalid("source URL has no host")
         return value
 
+    @field_validator("detect_source")
+    @classmethod
+    def _detect_source(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if _CONTROL.search(value):
+            raise _invalid("detect_source must not contain control characters")
+        match = _SCHEME.match(value)
+        scheme = match.group(1).lower() if match else ""
+        if scheme not in SOURCE_SCHEMES:
+            raise _invalid(
+                "detect_source must be a live stream URL: rtsp://, rtsps://, http://, https:// "
+                "or udp://"
+            )
+        if match is not None and len(value) == match.end():
+            raise _invalid("detect_source URL has no host")
+        return value
+
     def __repr_args__(self) -> Any:
         for key, value in super().__repr_args__():
-            yield key, redact_url(value) if key == "source" and isinstance(value, str) else value
+            secret = key in ("source", "detect_source") and isinstance(value, str)
+            yield key, redact_url(value) if secret else value
 
     @property
     def source_type(self) -> SourceType:

@@ -87,4 +87,5 @@ class Config(StrictModel):
         values = [s.get_secret_value() for s in secrets if s is not None]
         for camera in self.cameras:
             values += url_password(camera.source)
+            values += url_password(camera.detect_source or "")
         return [v for v in values if v]

@@ -1,6 +1,7 @@
 """Ingest stage: frame sources, motion detection and motion-event segmentation."""
 
 from pipelines.ingest.motion import MotionDetector, MotionResult
+from pipelines.ingest.opening import DetectSource, MainStream, open_source
 from pipelines.ingest.segment import EventSegmenter, PendingEvents, Segment
 from pipelines.ingest.sources import (
     Backoff,
@@ -9,15 +10,16 @@ from pipelines.ingest.sources import (
     FrameSource,
     SourceError,
     StreamSource,
-    open_source,
 )
 
 __all__ = [
     "Backoff",
+    "DetectSource",
     "EventSegmenter",
     "FileSource",
     "Frame",
     "FrameSource",
+    "MainStream",
     "MotionDetector",
     "MotionResult",
     "PendingEvents",

@@ -55,6 +55,7 @@ class Segment:
     best_frame: np.ndarray = field(repr=False)  # the peak frame, for the thumbnail
     peak_score: float = 0.0
     zones: tuple[str, ...] = ()  # zones its motion touched, in first-touched order
+    from_main: bool = False  # best frame from the main stream (a camera with a detect_source)
 
     @property
     def duration_s(self) -> float:
@@ -263,6 +264,7 @@ class EventSegmenter:
             best_frame=np.ascontiguousarray(best),
             peak_score=event.peak_score,
             zones=tuple(event.zones),
+            from_main=peak_frame.from_main,
         )
 
 
@@ -329,7 +331,12 @@ class PendingEvents:
 
 
 def ring_segment(
-    image: np.ndarray, at: datetime, key_frame_side: int, best_frame_side: int
+    image: np.ndarray,
+    at: datetime,
+    key_frame_side: int,
+    best_frame_side: int,
+    *,
+    from_main: bool = False,
 ) -> Segment:
     """A doorbell ring as a one-frame segment of the newest frame, at wall clock `at`."""
     return Segment(
@@ -342,15 +349,16 @@ def ring_segment(
         frame_count=1,
         merged_motion=0,
         best_frame=np.ascontiguousarray(resize_long_side(image, best_frame_side)),
+        from_main=from_main,
     )
 
 
 def merge_segments(older: Segment, newer: Segment, max_frames: int | None = None) -> Segment:
     """One segment spanning both: key frames of both (at most `max_frames`, default the larger
     of the two counts), the later end, counts added up, zones joined."""
-    best, score = older.best_frame, older.peak_score
+    best, score, from_main = older.best_frame, older.peak_score, older.from_main
     if newer.peak_score > older.peak_score:
-        best, score = newer.best_frame, newer.peak_score
+        best, score, from_main = newer.best_frame, newer.peak_score, newer.from_main
     limit = max_frames or max(len(older.key_frames), len(newer.key_frames))
     frames, peak_index = _merged_key_frames(older, newer, limit)
     return replace(
@@ -364,6 +372,7 @@ def merge_segments(older: Segment, newer: Segment, max_frames: int | None = None
         best_frame=best,
         peak_score=score,
         zones=tuple(dict.fromkeys(older.zones + newer.zones)),
+        from_main=from_main,
     )
 
 

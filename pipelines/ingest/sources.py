@@ -12,7 +12,6 @@ that moment); for live streams it is the wall clock at which the frame was decod
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -20,18 +19,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import av
 import numpy as np
 
-from pipelines.events import SOURCE_SCHEMES, SourceType, source_type_of
+from pipelines.events import SOURCE_SCHEMES, SourceType
 from pipelines.imaging import fit_long_side, grey_small, resize_long_side
 from pipelines.redact import redact, url_password
-
-if TYPE_CHECKING:
-    from pipelines.config import CameraConfig
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +38,6 @@ __all__ = [
     "FrameSource",
     "SourceError",
     "StreamSource",
-    "open_source",
     "sample_indices",
 ]
 
@@ -104,9 +99,14 @@ class Frame:
     `grey()` and an event's key frames `fitted()`, each made by FFmpeg's scaler in one call at
     the size needed. A frame made from an array (decord, tests) holds its RGB image from the
     start. Safe to use from two threads (the decode thread and a ring).
+
+    A camera with a `detect_source` gives its frames the main stream's newest picture as
+    `main`: motion reads the (small) detect picture, and `image` and `fitted()` (what the VLM
+    and the thumbnail see) read the main one. Without it (the main stream down), both read the
+    detect picture; `from_main` says which.
     """
 
-    __slots__ = ("_picture", "height", "index", "pts_s", "wall", "width")
+    __slots__ = ("_main", "_picture", "height", "index", "pts_s", "wall", "width")
 
     def __init__(
         self,
@@ -128,60 +128,82 @@ class Frame:
             self.height, self.width = int(video.height), int(video.width)
         else:
             raise ValueError("a Frame needs an image or a decoded video frame")
+        self._main: _Picture | None = None  # the main stream's picture (`with_main`)
 
     def __repr__(self) -> str:
         return f"Frame(index={self.index}, pts_s={self.pts_s}, wall={self.wall!r})"
 
     @property
+    def from_main(self) -> bool:
+        """Whether `image` and `fitted()` come from the main stream (see the class docstring)."""
+        return self._main is not None
+
+    @property
     def converted(self) -> bool:
-        """Whether the full-size RGB array was made."""
-        return self._picture.image is not None
+        """Whether the full-size RGB array (of what `image` shows) was made."""
+        return self._shown.image is not None
+
+    @property
+    def _shown(self) -> _Picture:
+        return self._picture if self._main is None else self._main
 
     @property
     def image(self) -> np.ndarray:
         """The RGB image (H,W,3) uint8, C-contiguous; converted once, on first use."""
-        picture = self._picture
-        image = picture.image
-        if image is None:
-            with picture.lock:
-                if picture.image is None:
-                    assert picture.video is not None
-                    picture.image = np.ascontiguousarray(picture.video.to_ndarray(format="rgb24"))
-                    picture.video = None  # the decoder's picture is not needed any more
-                image = picture.image
-        return image
+        return _rgb(self._shown)
 
     def grey(self, width: int, height: int) -> np.ndarray:
-        """The frame as a (height, width) grey uint8 picture, for motion."""
+        """The (detect) frame as a (height, width) grey uint8 picture, for motion."""
         picture = self._picture
         if picture.image is None:
             with picture.lock:
                 if picture.video is not None:
                     small = picture.video.reformat(width=width, height=height, format="gray")
                     return np.asarray(small.to_ndarray())
-        return grey_small(self.image, width, height)
+        return grey_small(_rgb(picture), width, height)
 
     def fitted(self, side: int) -> np.ndarray:
         """The RGB image with its long side at most `side` pixels (area-averaged), C-contiguous:
         from the decoder's picture in one scaler call while the full RGB array was not made."""
-        width, height = fit_long_side(self.height, self.width, side)
-        picture = self._picture
-        if picture.image is None and (width, height) != (self.width, self.height):
+        picture = self._shown
+        video = picture.video
+        full_h, full_w = (self.height, self.width) if video is None else (video.height, video.width)
+        width, height = fit_long_side(full_h, full_w, side)
+        if picture.image is None and (width, height) != (full_w, full_h):
             with picture.lock:
                 if picture.video is not None:
                     small = picture.video.reformat(
                         width=width, height=height, format="rgb24", interpolation="AREA"
                     )
                     return np.ascontiguousarray(small.to_ndarray())
-        return resize_long_side(self.image, side)
+        return resize_long_side(_rgb(picture), side)
+
+    def with_main(self, main: _Picture | None) -> Frame:
+        """This frame showing the main stream's picture (None: its own), sharing the pictures."""
+        frame = self.at(self.wall)
+        frame._main = main
+        return frame
 
     def at(self, wall: datetime) -> Frame:
-        """The same frame stamped with another wall clock (the picture and its lock shared)."""
+        """The same frame stamped with another wall clock (the pictures and locks shared)."""
         frame = Frame.__new__(Frame)
         frame.index, frame.pts_s, frame.wall = self.index, self.pts_s, wall
         frame.height, frame.width = self.height, self.width
-        frame._picture = self._picture
+        frame._picture, frame._main = self._picture, self._main
         return frame
+
+
+def _rgb(picture: _Picture) -> np.ndarray:
+    """A picture's RGB array, converted from the decoder's frame once, on first use."""
+    image = picture.image
+    if image is None:
+        with picture.lock:
+            if picture.image is None:
+                assert picture.video is not None
+                picture.image = np.ascontiguousarray(picture.video.to_ndarray(format="rgb24"))
+                picture.video = None  # the decoder's picture is not needed any more
+            image = picture.image
+    return image
 
 
 class FrameSource(ABC):
@@ -210,6 +232,11 @@ class FrameSource(ABC):
     @abstractmethod
     def describe(self) -> str:
         """A redacted one-line description of the source, safe to log."""
+
+    def set_active(self, active: bool) -> None:
+        """Told by the consumer, from its thread, whether a motion event is open (a source
+        with a main stream then decodes all of it; others ignore it)."""
+        return None
 
     def __enter__(self) -> FrameSource:
         self.open()
@@ -548,28 +575,3 @@ class StreamSource(FrameSource):
                 return  # leave the container to the daemon thread rather than freeing it under it
         self._close_container()
         self._opened = False
-
-
-def open_source(
-    camera: CameraConfig,
-    *,
-    force_pyav: bool = False,
-    stall_timeout_s: float | None = None,
-    open_timeout_s: float = 10.0,
-) -> FrameSource:
-    """Build the right (unopened) FrameSource for a camera: decord for files, PyAV for streams."""
-    if stall_timeout_s is None:
-        stall_timeout_s = float(camera.stall_timeout_s)
-    source = camera.source
-    try:
-        kind = source_type_of(source)
-    except ValueError as exc:
-        raise SourceError(str(exc), url=source) from exc
-    if kind == "file":
-        path = source[len("file://") :] if source.startswith("file://") else source
-        return FileSource(
-            os.path.expanduser(path), camera.detect_fps, backend="pyav" if force_pyav else "decord"
-        )
-    return StreamSource(
-        source, camera.detect_fps, stall_timeout_s=stall_timeout_s, open_timeout_s=open_timeout_s
-    )

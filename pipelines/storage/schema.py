@@ -42,6 +42,7 @@ ARROW_SCHEMA = pa.schema(
         ("filtered", pa.bool_()),
         ("confidence_source", pa.string()),
         ("throttled", pa.bool_()),
+        ("frames_from", pa.string()),
         ("stored_at", _TS),
         ("published_at", _TS),
     ]
@@ -96,6 +97,8 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
     ),
     # issue 22: an event over a VLM budget says so (the summary counts it)
     (5, ("ALTER TABLE events ADD COLUMN IF NOT EXISTS throttled BOOLEAN DEFAULT false",)),
+    # issue 18: a camera with a detect_source says which stream an event's frames came from
+    (6, ("ALTER TABLE events ADD COLUMN IF NOT EXISTS frames_from VARCHAR",)),
 ]
 
 

@@ -219,7 +219,7 @@ class RayStoreClient:
                 "last_event": None,
                 "error": type(exc).__name__,
             }
-        return {**base, **{k: v for k, v in live.items() if k != "source"}}
+        return {**base, **{k: v for k, v in live.items() if k not in ("source", "detect_source")}}
 
     async def ring(self, camera_id: str) -> dict[str, Any]:
         """Ask the camera actor to analyse its newest frame as a doorbell ring."""

@@ -483,6 +483,8 @@ SECRET = "hunter2#S3cr'e\\t"
         "cameras:\n  - id: a\n    source: 'ftp://u:${MQTT_PASSWORD}@h'\n",
         'cameras:\n  - id: a\n    source: "${MQTT_PASSWORD}\\x01"\n',
         'cameras:\n  - id: a\n    source: a.mp4\n    name: "${MQTT_PASSWORD}\\x01"\n',
+        "cameras:\n  - id: a\n    source: rtsp://h/1\n    detect_source: 'ftp://u:${MQTT_PASSWORD}@h'\n",
+        "cameras:\n  - id: a\n    source: a.mp4\n    detect_source: 'rtsp://u:${MQTT_PASSWORD}@h/2'\n",
     ],
 )
 def test_secret_never_in_errors(snippet: str) -> None:
@@ -493,6 +495,27 @@ def test_secret_never_in_errors(snippet: str) -> None:
     for form in (SECRET, "hunter2", "S3cr", repr(SECRET)[1:-1]):
         assert form not in joined
     assert all(re.match(r"^cfg\.yaml:\d+: \S+: ", e) for e in errors), errors
+
+
+def test_a_detect_source_is_a_live_stream_beside_a_live_source_and_stays_secret() -> None:
+    camera = CameraConfig(
+        id="gate", source="rtsp://u:main-Pw1@cam/1", detect_source="rtsp://u:sub-Pw2@cam/2"
+    )
+    assert camera.detect_source == "rtsp://u:sub-Pw2@cam/2" and camera.source_type == "rtsp"
+    assert "sub-Pw2" not in repr(camera) and "main-Pw1" not in repr(camera)
+    config = Config.model_validate({"cameras": [camera.model_dump()]})
+    assert {"main-Pw1", "sub-Pw2"} <= set(config.secret_values())
+    refused = {
+        "a file camera": {"source": "a.mp4", "detect_source": "rtsp://cam/2"},
+        "a file": {"source": "rtsp://cam/1", "detect_source": "sub.mp4"},
+        "another scheme": {"source": "rtsp://cam/1", "detect_source": "ftp://cam/2"},
+        "no host": {"source": "rtsp://cam/1", "detect_source": "rtsp://"},
+        "a control character": {"source": "rtsp://cam/1", "detect_source": "rtsp://cam/\x01"},
+    }
+    for why, fields in refused.items():
+        with pytest.raises(ValueError, match="detect_source"):
+            CameraConfig.model_validate({"id": "gate", **fields})
+            pytest.fail(why)
 
 
 def test_models_forbid_extra_and_describe_every_field() -> None:

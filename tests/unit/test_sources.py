@@ -10,13 +10,8 @@ import numpy as np
 import pytest
 
 from pipelines.config import CameraConfig
-from pipelines.ingest.sources import (
-    FileSource,
-    SourceError,
-    StreamSource,
-    open_source,
-    sample_indices,
-)
+from pipelines.ingest.opening import open_source
+from pipelines.ingest.sources import FileSource, SourceError, StreamSource, sample_indices
 from pipelines.samples import generate_sample_video
 
 
