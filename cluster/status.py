@@ -109,6 +109,9 @@ def gather_status(namespace: str) -> dict[str, Any]:
 def camera_row(cam_id: str, cam: dict[str, Any]) -> tuple[str, ...]:
     """The table cells of one camera (an unplaceable one: its reason after the status)."""
     status = str(cam.get("status", cam.get("error", "unknown")))
+    main = cam.get("main_stream")
+    if isinstance(main, dict) and main.get("status") != "online":  # a detect_source camera
+        status += f" (main stream {main.get('status')})"
     return (
         cam_id,
         status,

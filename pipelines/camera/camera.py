@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from pipelines.camera.analysis import Analyser
-from pipelines.camera.decode import BEST_FRAME_SIDE, DecodeLoop
+from pipelines.camera.decode import DecodeLoop
 from pipelines.camera.noise import NoiseControl
 from pipelines.camera.outbox import SaveBuffer
 from pipelines.camera.ports import CameraPorts
@@ -182,11 +182,11 @@ class Camera:
             return {"accepted": True, "merged": True}
         self._last_ring = now_s
         segment = ring_segment(
-            frame,
+            frame.image,
             utcnow(),
             self._config.vlm.image_size,
-            BEST_FRAME_SIDE,
-            from_main=self._decode.latest_from_main,
+            self._decode.best_frame_side,
+            from_main=frame.from_main,
         )
         if self._analyser.submit_ring(segment):  # it replaced a ring still waiting
             return {"accepted": True, "merged": True}

@@ -21,8 +21,6 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import numpy as np
-
 from pipelines.camera.ports import CameraMetricsPort
 from pipelines.config import CameraConfig
 from pipelines.events import utcnow
@@ -91,16 +89,15 @@ class DecodeLoop:
         return source.main.state()
 
     @property
-    def latest_frame(self) -> np.ndarray | None:
-        """A doorbell's newest frame as RGB (converted here, when a ring asks for it)."""
-        latest = self._latest
-        return None if latest is None else latest.image
+    def latest_frame(self) -> Frame | None:
+        """A doorbell's newest frame (its `image` is converted when a ring reads it)."""
+        return self._latest
 
     @property
-    def latest_from_main(self) -> bool:
-        """Whether `latest_frame` shows the main stream (a camera with a detect_source)."""
-        latest = self._latest
-        return latest is not None and latest.from_main
+    def best_frame_side(self) -> int | None:
+        """An event's thumbnail long side: the main stream's own size for a camera with a
+        detect_source (what it is for), else at most BEST_FRAME_SIDE."""
+        return None if self._camera.detect_source else BEST_FRAME_SIDE
 
     @property
     def stopping(self) -> bool:
@@ -162,14 +159,14 @@ class DecodeLoop:
 
     def _decode_blocking(self, loop: asyncio.AbstractEventLoop) -> None:
         camera = self._camera
-        source = self._source = open_source(camera)
+        source = self._source = open_source(camera, secrets=self._secrets)
         is_file = camera.source_type == "file"
         detector = MotionDetector(camera.motion, zones=camera.zones)
         segmenter = EventSegmenter(
             camera.motion,
             camera.detect_fps,
             key_frame_side=self._key_frame_side,
-            best_frame_side=BEST_FRAME_SIDE,
+            best_frame_side=self.best_frame_side,
         )
         window_start, window_frames, online = time.monotonic(), 0, False
         try:

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import av
@@ -31,8 +31,9 @@ from pipelines.ingest.sources import (
     SourceError,
     StreamSource,
     _Picture,
-    _safe,
+    stream_options,
 )
+from pipelines.redact import redact, url_password
 
 if TYPE_CHECKING:
     from pipelines.config import CameraConfig
@@ -43,6 +44,8 @@ __all__ = ["DetectSource", "MainStream", "open_source"]
 
 MAIN_BACKOFF_START_S = 1.0
 MAIN_BACKOFF_MAX_S = 60.0
+MAX_AGE_MIN_S = 2.0  # the newest main picture is offered up to 1.5 key-frame intervals old
+STOP_WAIT_S = 2.0
 
 
 class MainStream:
@@ -56,14 +59,16 @@ class MainStream:
         stall_timeout_s: float = 10.0,
         open_timeout_s: float = 10.0,
         backoff: Backoff | None = None,
+        secrets: Iterable[str] = (),
     ) -> None:
         self.url = url
-        self.max_age_s = stall_timeout_s  # an older picture is not offered: the stream is behind
         self.stall_timeout_s = stall_timeout_s
         self.open_timeout_s = open_timeout_s
+        self._secrets = (*secrets, *url_password(url))
         self._backoff = backoff or Backoff(MAIN_BACKOFF_START_S, MAIN_BACKOFF_MAX_S)
         self._all = False  # decode every frame (a motion event is open), not only key frames
         self._latest: tuple[float, _Picture] | None = None
+        self._key_interval_s = MAX_AGE_MIN_S  # seen between the last two key frames
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -73,9 +78,15 @@ class MainStream:
         self.decoded = 0  # pictures decoded
         self.skipped = 0  # packets not decoded (not key frames while nothing moved)
 
+    @property
+    def max_age_s(self) -> float:
+        """How old the newest picture may be and still be offered: 1.5 key-frame intervals (at
+        least MAX_AGE_MIN_S, at most stall_timeout_s); older, the stream is behind."""
+        return min(self.stall_timeout_s, max(MAX_AGE_MIN_S, 1.5 * self._key_interval_s))
+
     def describe(self) -> str:
         """A redacted one-line description, safe to log."""
-        return _safe(f"main stream {self.url}", self.url)
+        return redact(f"main stream {self.url}", self._secrets)
 
     def start(self) -> None:
         """Start the decode thread (once)."""
@@ -84,12 +95,21 @@ class MainStream:
             self._thread = threading.Thread(target=self._run, name="main-decode", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
-        """Stop the decode thread; returns once it ended (or its read timed out)."""
+    def stop(self, wait_s: float = STOP_WAIT_S) -> None:
+        """Stop the decode thread, waiting at most `wait_s` (a blocked read ends at its own
+        timeout: the daemon thread then exits without touching anything of ours)."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
-            thread.join(timeout=self.stall_timeout_s + self.open_timeout_s + 2.0)
+            thread.join(timeout=wait_s)
+            if thread.is_alive():
+                logger.warning(
+                    "%s: decode thread still in a read; it ends on its own", self.describe()
+                )
+
+    def request_stop(self) -> None:
+        """Ask the decode thread to end, without waiting."""
+        self._stop.set()
 
     def want_all(self, active: bool) -> None:
         """Decode every frame (an event is open) or only the key frames."""
@@ -104,9 +124,13 @@ class MainStream:
         return latest[1]
 
     def state(self) -> dict[str, Any]:
-        """For the camera's status: status, failures, last error (redacted), counters."""
+        """For the camera's status: status (`behind`: online but its newest picture is too old
+        to use), failures, last error (redacted), counters."""
+        status = self.status
+        if status == "online" and self.latest() is None:
+            status = "behind"
         return {
-            "status": self.status,
+            "status": status,
             "failures": self.failures,
             "last_error": self.last_error,
             "decoded": self.decoded,
@@ -126,7 +150,7 @@ class MainStream:
             if self._stop.is_set():
                 break
             self.failures += 1
-            self.last_error = _safe(f"{error} ({self.describe()})", self.url)
+            self.last_error = redact(f"{error} ({self.describe()})", self._secrets)
             self.status = "offline" if self.decoded else "unavailable"
             logger.warning("%s", self.last_error)
             if self.decoded > before:
@@ -137,7 +161,7 @@ class MainStream:
         container = av.open(
             self.url,
             mode="r",
-            options={"probesize": "500000", "analyzeduration": "1000000", "fflags": "nobuffer"},
+            options=stream_options(self.url),
             timeout=(self.open_timeout_s, self.stall_timeout_s + 1.0),
         )
         try:
@@ -146,15 +170,21 @@ class MainStream:
             stream = container.streams.video[0]
             stream.thread_type = "SLICE"  # frame threads would hold key frames back
             need_key = True
+            last_key = opened = time.monotonic()
+            flagged = False  # a demuxer that never flags key frames: decode everything
             for packet in container.demux(stream):
                 if self._stop.is_set():
                     return
-                if packet.size and not packet.is_keyframe and (need_key or not self._all):
-                    self.skipped += 1
-                    need_key = True  # the frames after it need it: wait for the next key frame
-                    continue
+                now = time.monotonic()
                 if packet.is_keyframe:
-                    need_key = False
+                    if flagged:
+                        self._key_interval_s = now - last_key
+                    flagged, last_key, need_key = True, now, False
+                elif packet.size and (flagged or now - opened < self.stall_timeout_s):
+                    if need_key or not self._all:
+                        self.skipped += 1
+                        need_key = True  # the frames after it need it: wait for a key frame
+                        continue
                 for vframe in packet.decode():
                     self.decoded += 1
                     with self._lock:
@@ -178,9 +208,10 @@ class DetectSource(FrameSource):
         return f"{self.detect.describe()}, {self.main.describe()}"
 
     def open(self) -> None:
-        """Open the detect stream (SourceError when it cannot be read); start the main one."""
-        self.main.start()
+        """Open the detect stream (SourceError when it cannot be read), then start the main
+        one (whose failures are its own: retried in its thread)."""
         self.detect.open()
+        self.main.start()
 
     def frames(self) -> Iterator[Frame]:
         """The detect stream's frames at detect_fps, with the main picture where there is one."""
@@ -192,7 +223,8 @@ class DetectSource(FrameSource):
         self.main.want_all(active)
 
     def close(self) -> None:
-        """Stop both streams."""
+        """Stop both streams (the main stream told first, so that both wind down together)."""
+        self.main.request_stop()
         self.detect.close()
         self.main.stop()
 
@@ -203,6 +235,7 @@ def open_source(
     force_pyav: bool = False,
     stall_timeout_s: float | None = None,
     open_timeout_s: float = 10.0,
+    secrets: Iterable[str] = (),
 ) -> FrameSource:
     """Build the right (unopened) FrameSource for a camera: decord for files, PyAV for streams,
     and a DetectSource for a camera with a detect_source."""
@@ -225,7 +258,12 @@ def open_source(
             stall_timeout_s=stall_timeout_s,
             open_timeout_s=open_timeout_s,
         )
-        main = MainStream(source, stall_timeout_s=stall_timeout_s, open_timeout_s=open_timeout_s)
+        main = MainStream(
+            source,
+            stall_timeout_s=stall_timeout_s,
+            open_timeout_s=open_timeout_s,
+            secrets=secrets,
+        )
         return DetectSource(detect, main)
     return StreamSource(
         source, camera.detect_fps, stall_timeout_s=stall_timeout_s, open_timeout_s=open_timeout_s

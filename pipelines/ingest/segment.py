@@ -334,7 +334,7 @@ def ring_segment(
     image: np.ndarray,
     at: datetime,
     key_frame_side: int,
-    best_frame_side: int,
+    best_frame_side: int | None,
     *,
     from_main: bool = False,
 ) -> Segment:
@@ -348,7 +348,9 @@ def ring_segment(
         peak_index=0,
         frame_count=1,
         merged_motion=0,
-        best_frame=np.ascontiguousarray(resize_long_side(image, best_frame_side)),
+        best_frame=np.ascontiguousarray(
+            image if best_frame_side is None else resize_long_side(image, best_frame_side)
+        ),
         from_main=from_main,
     )
 

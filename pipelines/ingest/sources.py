@@ -83,12 +83,14 @@ class _Picture:
     converts: a ring converting the doorbell's newest frame while motion scales it crashed the
     process), so every use of `video` holds `lock`."""
 
-    __slots__ = ("image", "lock", "video")
+    __slots__ = ("height", "image", "lock", "video", "width")
 
     def __init__(self, image: np.ndarray | None, video: av.VideoFrame | None) -> None:
         self.image = image
         self.video = video
         self.lock = threading.Lock()
+        shape = (video.height, video.width) if video is not None else image.shape[:2]  # type: ignore[union-attr]
+        self.height, self.width = int(shape[0]), int(shape[1])
 
 
 class Frame:
@@ -166,10 +168,8 @@ class Frame:
         """The RGB image with its long side at most `side` pixels (area-averaged), C-contiguous:
         from the decoder's picture in one scaler call while the full RGB array was not made."""
         picture = self._shown
-        video = picture.video
-        full_h, full_w = (self.height, self.width) if video is None else (video.height, video.width)
-        width, height = fit_long_side(full_h, full_w, side)
-        if picture.image is None and (width, height) != (full_w, full_h):
+        width, height = fit_long_side(picture.height, picture.width, side)
+        if picture.image is None and (width, height) != (picture.width, picture.height):
             with picture.lock:
                 if picture.video is not None:
                     small = picture.video.reformat(
@@ -402,6 +402,19 @@ class FileSource(FrameSource):
         self._opened = False
 
 
+def stream_options(url: str) -> dict[str, str]:
+    """FFmpeg options for a live stream: small probe, no buffering, RTSP over TCP."""
+    options = {
+        "probesize": "500000",
+        "analyzeduration": "1000000",
+        "fflags": "nobuffer",
+        "flags": "low_delay",
+    }
+    if urlsplit(url).scheme.lower() in ("rtsp", "rtsps"):
+        options["rtsp_transport"] = "tcp"  # large key frames over UDP arrive torn
+    return options
+
+
 class StreamSource(FrameSource):
     """A live stream decoded by PyAV in a background thread into a one-slot latest-frame buffer.
 
@@ -425,16 +438,7 @@ class StreamSource(FrameSource):
         self.open_timeout_s = open_timeout_s
         scheme = urlsplit(url).scheme.lower() if "://" in url else "file"
         self.source_type = SOURCE_SCHEMES.get(scheme, "file")
-        self.options = {
-            "probesize": "500000",
-            "analyzeduration": "1000000",
-            "fflags": "nobuffer",
-            "flags": "low_delay",
-        }
-        if scheme in ("rtsp", "rtsps"):
-            self.options["rtsp_transport"] = "tcp"
-        if options:
-            self.options.update(options)
+        self.options = {**stream_options(url), **(options or {})}
         self._container: Any = None
         self._thread: threading.Thread | None = None
         self._cond = threading.Condition()

@@ -9,6 +9,7 @@ import asyncio
 import io
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,29 +56,40 @@ def make_config(source: str, detect_source: str, tmp: Path) -> Config:
     return Config.model_validate(
         {
             "cameras": [camera],
-            "vlm": {"image_size": 96, "deadline_s": 5, "dedupe": {"enabled": False}},
+            # key frames at 480 px: the main stream's are 480x270, the sub-stream's 320x180
+            "vlm": {"image_size": 480, "deadline_s": 5, "dedupe": {"enabled": False}},
             "storage": {"path": str(tmp / "data")},
             "mqtt": {"enabled": False},
         }
     )
 
 
-def run_until(camera: Camera, store: FakeCameraStore, events: int) -> dict[str, Any]:
+def run_until(
+    camera: Camera, store: FakeCameraStore, events: int, *, main_online: bool = False
+) -> tuple[dict[str, Any], datetime]:
+    """Run the camera until `events` events were saved (with `main_online`: events that
+    started after the main stream came online); its status then, and when it came online."""
+    online_at = datetime.now(UTC)
+
     async def scenario() -> dict[str, Any]:
+        nonlocal online_at
         camera.start()
         try:
-            async with asyncio.timeout(40):
-                while len(store.events) < events:
+            async with asyncio.timeout(45):
+                if main_online:
+                    while (camera.status().main_stream or {}).get("status") != "online":
+                        await asyncio.sleep(0.1)
+                    online_at = datetime.now(UTC)
+                while sum(e.timestamp >= online_at for e in store.events.values()) < events:
                     await asyncio.sleep(0.1)
             return camera.status().as_dict()
         finally:
             await camera.drain(timeout_s=5)
 
-    return asyncio.run(scenario())
+    return asyncio.run(scenario()), online_at
 
 
-def thumbnail_size(store: FakeCameraStore, event_id: str) -> tuple[int, int]:
-    jpeg = store.thumbnails[event_id]
+def jpeg_size(jpeg: bytes | None) -> tuple[int, int]:
     assert jpeg is not None
     with Image.open(io.BytesIO(jpeg)) as image:
         return image.size
@@ -86,23 +98,27 @@ def thumbnail_size(store: FakeCameraStore, event_id: str) -> tuple[int, int]:
 def test_motion_on_the_sub_stream_gives_events_with_the_main_streams_thumbnail(
     streams: dict[str, TSServer], tmp_path: Path
 ) -> None:
-    config = make_config(
-        f"udp://127.0.0.1:{streams['main'].port}",
-        f"udp://127.0.0.1:{streams['sub'].port}",
-        tmp_path,
-    )
-    store = FakeCameraStore()
-    camera = Camera(config, "gate", CameraPorts(store=store, describe=FakeVLM()))
-    status = run_until(camera, store, events=2)
+    main_url = f"udp://127.0.0.1:{streams['main'].port}?user=viewer&password=Main-Secret-5"
+    config = make_config(main_url, f"udp://127.0.0.1:{streams['sub'].port}", tmp_path)
+    store, vlm = FakeCameraStore(), FakeVLM()
+    camera = Camera(config, "gate", CameraPorts(store=store, describe=vlm))
+    status, online_at = run_until(camera, store, events=2, main_online=True)
 
-    events = list(store.events.values())
-    assert all(e.frames_from == "main" for e in events), [e.frames_from for e in events]
-    assert all(thumbnail_size(store, e.event_id) == MAIN for e in events)
+    saved = list(store.events.values())  # in the order analysed, as the VLM's requests
+    assert len(saved) == len(vlm.requests)
+    later = [(e, r) for e, r in zip(saved, vlm.requests, strict=True) if e.timestamp >= online_at]
+    assert len(later) >= 2
+    for event, request in later:  # events that began once the main stream was up
+        assert event.frames_from == "main", event
+        assert jpeg_size(store.thumbnails[event.event_id]) == MAIN
+        # what the VLM saw came from the main stream too (the sub-stream's is 320 wide)
+        assert {jpeg_size(frame) for frame in request.frames} == {(480, 270)}
     main = status["main_stream"]
     assert status["status"] == "online" and main["status"] == "online", status
     # while nothing moved, only the main stream's key frames were decoded (GOP: 5 frames)
     assert main["skipped"] > 0 and main["decoded"] > 0, main
     assert status["detect_source"] == config.cameras[0].detect_source
+    assert "Main-Secret-5" not in json.dumps(status)
 
 
 def test_with_the_main_stream_down_events_come_from_the_sub_stream(
@@ -112,10 +128,10 @@ def test_with_the_main_stream_down_events_come_from_the_sub_stream(
     config = make_config(down, f"udp://127.0.0.1:{streams['sub'].port}", tmp_path)
     store = FakeCameraStore()
     camera = Camera(config, "gate", CameraPorts(store=store, describe=FakeVLM()))
-    status = run_until(camera, store, events=1)
+    status, _ = run_until(camera, store, events=1)
 
     event = next(iter(store.events.values()))
-    assert event.frames_from == "detect" and thumbnail_size(store, event.event_id) == SUB
+    assert event.frames_from == "detect" and jpeg_size(store.thumbnails[event.event_id]) == SUB
     main = status["main_stream"]
     assert main["status"] == "unavailable" and main["failures"] >= 1 and main["decoded"] == 0
     assert "Main-Secret-7" not in json.dumps(status) and "127.0.0.1" in main["last_error"]
@@ -144,6 +160,7 @@ def test_the_main_stream_decodes_every_frame_only_while_an_event_is_open(
         frame = next(source.frames())
         assert frame.from_main and frame.image.shape == (MAIN[1], MAIN[0], 3)
         assert frame.fitted(320).shape == (180, 320, 3)
-    # 10 fps with a key frame every 5: about 6 key frames in 3 s idle, about 30 frames active
-    assert idle <= 10 and idle_skipped >= 15, (idle, idle_skipped)
-    assert active >= 20 and active_skipped <= 8, (active, active_skipped)
+    # a key frame every 5 frames: idle, about 1 packet in 5 is decoded; active, all but those
+    # before the first key frame
+    assert idle / (idle + idle_skipped) <= 0.4, (idle, idle_skipped)
+    assert active / (active + active_skipped) >= 0.75, (active, active_skipped)
