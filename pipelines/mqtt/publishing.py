@@ -292,7 +292,8 @@ class EventPublisher:
     def _on_acked(self, event_ids: list[str]) -> None:
         # paho's thread: record and wake the background thread, nothing slow
         self._acks.acked(event_ids)
-        self._wake.set()
+        if not self._wake.is_set():  # one set per batch, not a notify per ack
+            self._wake.set()
 
     def _on_connected(self) -> None:
         if self._feed is not None:

@@ -137,6 +137,47 @@ def test_with_the_main_stream_down_events_come_from_the_sub_stream(
     assert "Main-Secret-7" not in json.dumps(status) and "127.0.0.1" in main["last_error"]
 
 
+def test_a_main_stream_lost_mid_run_falls_back_then_comes_back(
+    streams: dict[str, TSServer], tmp_path: Path
+) -> None:
+    config = make_config(
+        f"udp://127.0.0.1:{streams['main'].port}",
+        f"udp://127.0.0.1:{streams['sub'].port}",
+        tmp_path,
+    )
+    store = FakeCameraStore()
+    camera = Camera(config, "gate", CameraPorts(store=store, describe=FakeVLM()))
+    seen: dict[str, Any] = {}
+
+    async def events_since(at: datetime, frames_from: str) -> None:
+        while not any(
+            e.timestamp > at and e.frames_from == frames_from for e in store.events.values()
+        ):
+            await asyncio.sleep(0.1)
+
+    async def scenario() -> None:
+        camera.start()
+        try:
+            async with asyncio.timeout(90):
+                await events_since(datetime.min.replace(tzinfo=UTC), "main")
+                streams["main"].kill()  # the camera's main stream goes away
+                lost = datetime.now(UTC)
+                await events_since(lost, "detect")  # events go on, from the sub-stream
+                seen["down"] = (camera.status().main_stream or {}).get("status")
+                streams["main"].start()
+                back = datetime.now(UTC)
+                await events_since(back, "main")  # reconnected by itself
+                seen["up"] = camera.status().as_dict()["main_stream"]
+        finally:
+            if streams["main"].proc is None:
+                streams["main"].start()
+            await camera.drain(timeout_s=5)
+
+    asyncio.run(scenario())
+    assert seen["down"] in ("behind", "offline"), seen
+    assert seen["up"]["status"] == "online" and seen["up"]["failures"] >= 1, seen
+
+
 def test_the_main_stream_decodes_every_frame_only_while_an_event_is_open(
     streams: dict[str, TSServer],
 ) -> None:
