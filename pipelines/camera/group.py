@@ -1,0 +1,124 @@
+"""Several cameras in one process: the plain core of an ingest actor that hosts a group.
+
+A camera costs its decoding, motion and a little Python; a Ray actor process costs ~0.04 cores
+and ~300 MB more (its gRPC and event-loop threads, the imports), paid once per process. A
+`CameraGroup` runs several `Camera`s on one event loop, each with its own decode thread (PyAV
+and decord release the GIL while decoding), analyser and outbox, so that this cost is paid
+once per group (issue 18, item 1: this class is its first step; the ingest actor that hosts
+it comes next).
+
+What a camera is stays per camera: its status, counters, drain, hurry, ring, and being added
+or removed without touching its neighbours. One camera's failure stays its own: a source that
+raises or stalls is that camera's reconnect-with-backoff (`DecodeLoop`), a bug in its decode
+thread is caught there, and a call about one camera that raises is answered for that camera
+only. The blast radius of the process itself is the group: if it dies, every camera in it stops
+until the process is restarted (Ray restarts an actor), and then each resumes as a single
+camera's actor does today (a file replays with the same event ids, so nothing is stored twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pipelines.camera.camera import Camera
+from pipelines.camera.ports import CameraPorts
+from pipelines.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+class CameraGroup:
+    """The cameras of one process, by id; each built with its own ports by `ports_for`."""
+
+    def __init__(
+        self,
+        config: Config,
+        ports_for: Callable[[str], CameraPorts],
+        *,
+        node: dict[str, str] | None = None,
+        restarted: bool = False,
+    ) -> None:
+        self._config = config
+        self._ports_for = ports_for
+        self._node = node
+        self._restarted = restarted
+        self._cameras: dict[str, Camera] = {}
+
+    def ids(self) -> list[str]:
+        """The group's cameras, in the order they were added."""
+        return list(self._cameras)
+
+    def use_config(self, config: Config) -> None:
+        """Take a new config (`apply`): cameras added from now on read it."""
+        self._config = config
+
+    def add(self, camera_id: str) -> None:
+        """Build a camera of the config and start it (on the running loop); an id the group
+        has already is left as it is (so a restarted process's shell may add them all again)."""
+        if camera_id in self._cameras:
+            return
+        camera = Camera(
+            self._config,
+            camera_id,
+            self._ports_for(camera_id),
+            node=self._node,
+            restarted=self._restarted,
+        )
+        self._cameras[camera_id] = camera
+        camera.start()
+
+    async def remove(self, camera_id: str, timeout_s: float) -> dict[str, Any]:
+        """Drain one camera (nothing it holds is lost) and forget it; its drain report."""
+        report = await self.drain([camera_id], timeout_s)
+        self._cameras.pop(camera_id, None)
+        return report.get(camera_id, {})
+
+    async def drain(
+        self, camera_ids: Iterable[str] | None = None, timeout_s: float = 30.0
+    ) -> dict[str, dict[str, Any]]:
+        """Drain cameras (all by default) at once; each one's report. A camera whose drain
+        raised is reported with its error, and the others' reports are unaffected."""
+        wanted = [cid for cid in (camera_ids or self._cameras) if cid in self._cameras]
+        results = await asyncio.gather(
+            *(self._cameras[cid].drain(timeout_s) for cid in wanted), return_exceptions=True
+        )
+        reports: dict[str, dict[str, Any]] = {}
+        for cid, result in zip(wanted, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.error("camera %s could not drain: %s", cid, type(result).__name__)
+                reports[cid] = {"error": type(result).__name__}
+            else:
+                reports[cid] = result
+        return reports
+
+    def hurry(self, camera_ids: Iterable[str] | None = None) -> None:
+        """Stop waiting for the VLM (second Ctrl-C) on these cameras (all by default)."""
+        for cid in camera_ids or list(self._cameras):
+            camera = self._cameras.get(cid)
+            if camera is not None:
+                camera.hurry()
+
+    def ring(self, camera_id: str) -> dict[str, Any]:
+        """Doorbell ring on one camera (see `Camera.ring`)."""
+        camera = self._cameras.get(camera_id)
+        if camera is None:
+            return {"accepted": False, "reason": "no such camera in this group"}
+        return camera.ring()
+
+    def status(self, camera_ids: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Each camera's status (all by default); a camera whose status raised says so."""
+        out: dict[str, dict[str, Any]] = {}
+        for cid in camera_ids or list(self._cameras):
+            camera = self._cameras.get(cid)
+            if camera is None:
+                out[cid] = {"camera_id": cid, "status": "unknown", "error": "not in this group"}
+                continue
+            try:
+                out[cid] = camera.status().as_dict()
+            except Exception as exc:  # one camera's bug must not hide the others
+                logger.exception("camera %s: status failed", cid)
+                out[cid] = {"camera_id": cid, "status": "unknown", "error": type(exc).__name__}
+        return out
