@@ -20,7 +20,9 @@ the camera still analyses ≥ 80% of `detect_fps`. The first step that fails end
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -244,6 +246,24 @@ def ramp(server: StreamServer, storage: Path, args: Any, steps: list[int]) -> di
     return {"trials": trials}
 
 
+def group_cost(server: StreamServer, n: int, seconds: float) -> dict[str, Any]:
+    """n live cameras in one `CameraGroup` process (benchmarks/group_probe.py): its JSON."""
+    urls = [server.url(f"grp{i:02d}") for i in range(n)]
+    probe = [sys.executable, "-m", "benchmarks.group_probe", "--seconds", f"{seconds:g}"]
+    done = subprocess.run(
+        [*probe, "--detect-fps", f"{DETECT_FPS:g}", *urls],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=Path(__file__).resolve().parents[1],
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"group probe failed: {done.stderr.strip().splitlines()[-1:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def _wait_online(cams: dict[str, Any], timeout_s: float = 120.0) -> None:
     import ray
 
@@ -295,6 +315,37 @@ def rows_for(result: dict[str, Any], trial_s: float) -> list[Row]:
                 detail={"cores": cores},
                 note=f"{size}: one camera actor alone on a live stream, {cores:.3f} cores "
                 "(psutil, the actor process)",
+            )
+        )
+    group = result.get("group_16")
+    if group is not None:
+        n = group["cameras"]
+        per_camera = group["cores"] / n
+        actor = trials[0]["cores_per_camera"]
+        rows.append(
+            Row(
+                "Ingest",
+                f"CPU-s per live camera-minute, {n} 720p cameras in one `CameraGroup` process "
+                f"(no Ray: issue 18 item 1's first step), detect_fps {DETECT_FPS:g}",
+                "CPU-s",
+                round(per_camera * 60, 2),
+                baseline=round(actor * 60, 2),
+                baseline_what="one camera actor per camera, the 720p row",
+                ratio=round(actor / per_camera, 2) if per_camera else None,
+                detail=group,
+                note=f"{group['cores']} cores for {n} cameras, slowest camera {group['min_fps']} "
+                f"fps; not yet the product's path (no ingest actor hosts a group yet)",
+            )
+        )
+        rows.append(
+            Row(
+                "Ingest",
+                f"RSS per camera, {n} live 720p cameras in one `CameraGroup` process (no Ray)",
+                "MB",
+                round(group["rss_mb"] / n, 1),
+                detail=group,
+                note=f"process RSS {group['rss_mb']} MB / {n} cameras; a Ray actor process adds "
+                "its own (the issue's 80 MB target is for the ingest actor)",
             )
         )
     dual = result.get("detect_360p_main_1080p")
@@ -349,6 +400,7 @@ def main() -> None:
             server_1080.stop()
             server_360.stop()
             result = ramp(server, tmp / "data", args, steps)
+            result["group_16"] = group_cost(server, 4 if quick else 16, args.trial_s)
             result["cores_1080p_one_camera"] = round(cores_1080, 3)
             result["detect_360p_main_1080p"] = {"cores": round(cores_dual, 3), "seen": seen}
         finally:

@@ -19,6 +19,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pipelines.camera.ports import CameraMetricsPort
@@ -79,6 +80,7 @@ class DecodeLoop:
         self._latest: Frame | None = None  # doorbells only: what a ring analyses
         self.file_identity: str | None = None
         self._source: FrameSource | None = None  # the one decoding now
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"decode-{camera.id}")
 
     @property
     def main_stream(self) -> dict[str, Any] | None:
@@ -112,25 +114,31 @@ class DecodeLoop:
         """Decode, and for live streams reconnect with backoff, until stopped or the file ends."""
         is_file = self._camera.source_type == "file"
         loop = asyncio.get_running_loop()
-        while not self._stop.is_set():
-            frames_before = self.frames
-            try:
-                await asyncio.to_thread(self._decode_blocking, loop)
+        try:
+            while not self._stop.is_set():
+                frames_before = self.frames
+                try:
+                    # a thread of its own, not the loop's default pool: that pool has a few
+                    # threads for every camera in the process (and the analysers' JPEG work), and a
+                    # decode loop holds its thread for as long as the camera runs
+                    await loop.run_in_executor(self._thread, self._decode_blocking, loop)
+                    if is_file:
+                        break
+                    raise SourceError("stream ended")  # a live stream that ends is an outage
+                except _Stop:
+                    break
+                except SourceError as exc:
+                    self._record_failure(str(exc))
+                except Exception as exc:  # a bug must not end the camera silently
+                    detail = redact(traceback.format_exc(), self._secrets)
+                    self._record_failure(f"{type(exc).__name__}: {exc}", detail)
                 if is_file:
                     break
-                raise SourceError("stream ended")  # a live stream that ends is an outage
-            except _Stop:
-                break
-            except SourceError as exc:
-                self._record_failure(str(exc))
-            except Exception as exc:  # a bug must not end the camera silently
-                detail = redact(traceback.format_exc(), self._secrets)
-                self._record_failure(f"{type(exc).__name__}: {exc}", detail)
-            if is_file:
-                break
-            if self.frames > frames_before:
-                self._backoff.reset()  # it worked for a while: retry quickly
-            await self._wait_to_retry(self._backoff.next_delay())
+                if self.frames > frames_before:
+                    self._backoff.reset()  # it worked for a while: retry quickly
+                await self._wait_to_retry(self._backoff.next_delay())
+        finally:
+            self._thread.shutdown(wait=False)  # its one thread ends with the last decode
         self.done = True
         if self.status == "online" and is_file:
             self._set_status("offline")

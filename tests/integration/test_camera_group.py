@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,6 +69,8 @@ def test_one_cameras_failure_or_removal_leaves_the_others_producing_events(
                 await asyncio.sleep(0.1)
 
     async def scenario() -> dict[str, object]:
+        # fewer pooled threads than cameras: each camera's decode loop must hold its own
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(2))
         seen: dict[str, object] = {}
         for camera_id in (*LIVE, "refused"):
             group.add(camera_id)
