@@ -81,6 +81,12 @@ class Analyser:
             loop = asyncio.get_running_loop()
             self._workers = [loop.create_task(self._work()) for _ in range(MAX_IN_FLIGHT)]
 
+    def close(self) -> None:
+        """Cancel the workers (the camera is gone: nothing is queued any more)."""
+        for worker in self._workers:
+            worker.cancel()
+        self._workers = []
+
     def submit(self, segment: Segment) -> None:
         """Queue a closed segment (never blocks: merged into a queued one when full)."""
         if self.queue.push(segment):

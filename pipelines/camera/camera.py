@@ -83,6 +83,7 @@ class Camera:
             on_dropped=self._dropped,
         )
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self._events = 0
         self._merged = 0
         self._last_event: dict[str, Any] | None = None
@@ -112,11 +113,26 @@ class Camera:
         if self.restarted:
             logger.warning("camera %s: restarted by Ray; resuming ingest", self.camera.id)
 
-    async def stop(self) -> None:
-        """Stop decoding (an open motion event is closed and queued); queued events stay."""
+    async def stop(self, wait_s: float = STOP_WAIT_S) -> None:
+        """Stop decoding (an open motion event is closed and queued); queued events stay.
+        Waits at most `wait_s` for the decode thread to hand over its last event."""
         self._decode.stop()
         if self._task is not None:
-            await asyncio.wait([self._task], timeout=STOP_WAIT_S)
+            await asyncio.wait([self._task], timeout=wait_s)
+
+    @property
+    def stop_wait_s(self) -> float:
+        """The longest a decode thread can take to notice a stop: a blocked read or open ends
+        at its own timeout (`stall_timeout_s` + 1 s, 10 s to open), plus slack."""
+        return float(self.camera.stall_timeout_s) + 1.0 + 10.0 + 5.0
+
+    def close(self) -> None:
+        """After a drain, for a camera removed from a running process: stop the analyser's
+        workers and zero the camera's gauges; its callbacks do nothing from now on."""
+        self._closed = True
+        self._analyser.close()
+        self._metrics.fps_now(0.0)
+        self._metrics.unsaved(0)
 
     async def drain(self, timeout_s: float) -> dict[str, Any]:
         """Stop decoding, then analyse and save everything pending; returns the counts."""
@@ -241,14 +257,17 @@ class Camera:
 
     # ---- callbacks from the rooms ----------------------------------------------------------
     def _on_segment(self, segment: Segment) -> None:
+        if self._closed:
+            logger.error("camera %s: a segment after close is dropped", self.camera.id)
+            return
         self._analyser.submit(segment)
 
     def _on_status(self, status: str) -> None:
-        if self._ports.status_sink is not None:
+        if self._ports.status_sink is not None and not self._closed:
             self._ports.status_sink.camera_status(self.camera.id, status, self.camera.source_type)
 
     def _on_activity(self, active: bool) -> None:
-        if self._ports.status_sink is not None:
+        if self._ports.status_sink is not None and not self._closed:
             self._ports.status_sink.activity(self.camera.id, active)
 
     def _on_event(self, event: Event, thumbnail: bytes) -> None:

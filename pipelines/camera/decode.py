@@ -80,7 +80,7 @@ class DecodeLoop:
         self._latest: Frame | None = None  # doorbells only: what a ring analyses
         self.file_identity: str | None = None
         self._source: FrameSource | None = None  # the one decoding now
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"decode-{camera.id}")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"decode-{camera.id}")
 
     @property
     def main_stream(self) -> dict[str, Any] | None:
@@ -121,7 +121,7 @@ class DecodeLoop:
                     # a thread of its own, not the loop's default pool: that pool has a few
                     # threads for every camera in the process (and the analysers' JPEG work), and a
                     # decode loop holds its thread for as long as the camera runs
-                    await loop.run_in_executor(self._thread, self._decode_blocking, loop)
+                    await loop.run_in_executor(self._executor, self._decode_blocking, loop)
                     if is_file:
                         break
                     raise SourceError("stream ended")  # a live stream that ends is an outage
@@ -137,8 +137,11 @@ class DecodeLoop:
                 if self.frames > frames_before:
                     self._backoff.reset()  # it worked for a while: retry quickly
                 await self._wait_to_retry(self._backoff.next_delay())
+        except asyncio.CancelledError:
+            self._stop.set()  # the decode thread must end too
+            raise
         finally:
-            self._thread.shutdown(wait=False)  # its one thread ends with the last decode
+            self._executor.shutdown(wait=False)  # its one thread ends with the last decode
         self.done = True
         if self.status == "online" and is_file:
             self._set_status("offline")

@@ -11,7 +11,10 @@ What a camera is stays per camera: its status, counters, drain, hurry, ring, and
 or removed without touching its neighbours. One camera's failure stays its own: a source that
 raises or stalls is that camera's reconnect-with-backoff (`DecodeLoop`), a bug in its decode
 thread is caught there, and a call about one camera that raises is answered for that camera
-only. The blast radius of the process itself is the group: if it dies, every camera in it stops
+only. What the cameras share is the event loop and its default thread pool (the analysers'
+JPEG work): a doorbell's ring converts its newest frame on the loop (a few ms at 1080p), and
+a camera with many key frames makes its neighbours' JPEG work wait, never starve. The blast
+radius of the process itself is the group: if it dies, every camera in it stops
 until the process is restarted (Ray restarts an actor), and then each resumes as a single
 camera's actor does today (a file replays with the same event ids, so nothing is stored twice).
 """
@@ -39,13 +42,12 @@ class CameraGroup:
         ports_for: Callable[[str], CameraPorts],
         *,
         node: dict[str, str] | None = None,
-        restarted: bool = False,
     ) -> None:
         self._config = config
         self._ports_for = ports_for
         self._node = node
-        self._restarted = restarted
         self._cameras: dict[str, Camera] = {}
+        self._removing: set[str] = set()
 
     def ids(self) -> list[str]:
         """The group's cameras, in the order they were added."""
@@ -55,38 +57,55 @@ class CameraGroup:
         """Take a new config (`apply`): cameras added from now on read it."""
         self._config = config
 
-    def add(self, camera_id: str) -> None:
-        """Build a camera of the config and start it (on the running loop); an id the group
-        has already is left as it is (so a restarted process's shell may add them all again)."""
-        if camera_id in self._cameras:
-            return
+    def add(self, camera_id: str, *, restarted: bool = False) -> bool:
+        """Build a camera of the config and start it (on the running loop): True, or False
+        when the group has it already or is still removing it (a restart removes, then adds).
+        `restarted`: the process was restarted by Ray and this camera resumes."""
+        if camera_id in self._cameras or camera_id in self._removing:
+            return False
+        self._config.camera(camera_id)  # KeyError for an id the config does not have
         camera = Camera(
             self._config,
             camera_id,
             self._ports_for(camera_id),
             node=self._node,
-            restarted=self._restarted,
+            restarted=restarted,
         )
-        self._cameras[camera_id] = camera
         camera.start()
+        self._cameras[camera_id] = camera
+        return True
 
     async def remove(self, camera_id: str, timeout_s: float) -> dict[str, Any]:
-        """Drain one camera (nothing it holds is lost) and forget it; its drain report."""
-        report = await self.drain([camera_id], timeout_s)
-        self._cameras.pop(camera_id, None)
-        return report.get(camera_id, {})
+        """Stop one camera, drain it (nothing it holds is lost), close and forget it; its drain
+        report ({} when the group does not have it)."""
+        camera = self._cameras.get(camera_id)
+        if camera is None or camera_id in self._removing:
+            return {}
+        self._removing.add(camera_id)
+        try:
+            await camera.stop(wait_s=camera.stop_wait_s)  # its last segment handed over
+            report = (await self.drain([camera_id], timeout_s))[camera_id]
+            camera.close()
+            return report
+        finally:
+            self._cameras.pop(camera_id, None)
+            self._removing.discard(camera_id)
 
     async def drain(
         self, camera_ids: Iterable[str] | None = None, timeout_s: float = 30.0
     ) -> dict[str, dict[str, Any]]:
         """Drain cameras (all by default) at once; each one's report. A camera whose drain
-        raised is reported with its error, and the others' reports are unaffected."""
-        wanted = [cid for cid in (camera_ids or self._cameras) if cid in self._cameras]
+        raised, or that the group does not have, is reported with an `error`, and the
+        others' reports are unaffected."""
+        wanted = list(self._cameras) if camera_ids is None else list(camera_ids)
+        present = [cid for cid in wanted if cid in self._cameras]
         results = await asyncio.gather(
-            *(self._cameras[cid].drain(timeout_s) for cid in wanted), return_exceptions=True
+            *(self._cameras[cid].drain(timeout_s) for cid in present), return_exceptions=True
         )
-        reports: dict[str, dict[str, Any]] = {}
-        for cid, result in zip(wanted, results, strict=True):
+        reports: dict[str, dict[str, Any]] = {
+            cid: {"error": "not in this group"} for cid in wanted if cid not in self._cameras
+        }
+        for cid, result in zip(present, results, strict=True):
             if isinstance(result, BaseException):
                 logger.error("camera %s could not drain: %s", cid, type(result).__name__)
                 reports[cid] = {"error": type(result).__name__}
@@ -96,7 +115,7 @@ class CameraGroup:
 
     def hurry(self, camera_ids: Iterable[str] | None = None) -> None:
         """Stop waiting for the VLM (second Ctrl-C) on these cameras (all by default)."""
-        for cid in camera_ids or list(self._cameras):
+        for cid in list(self._cameras) if camera_ids is None else camera_ids:
             camera = self._cameras.get(cid)
             if camera is not None:
                 camera.hurry()
@@ -111,7 +130,7 @@ class CameraGroup:
     def status(self, camera_ids: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
         """Each camera's status (all by default); a camera whose status raised says so."""
         out: dict[str, dict[str, Any]] = {}
-        for cid in camera_ids or list(self._cameras):
+        for cid in list(self._cameras) if camera_ids is None else camera_ids:
             camera = self._cameras.get(cid)
             if camera is None:
                 out[cid] = {"camera_id": cid, "status": "unknown", "error": "not in this group"}
