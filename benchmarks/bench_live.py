@@ -79,17 +79,17 @@ def camera_config(
 ) -> Config:
     """n stream cameras (ids cam00…), store at `storage`, MQTT and the API off; with `detect`,
     each camera's detect_source is that server's stream of the same scene."""
-    extra = lambda name: {"detect_source": detect.url(name)} if detect else {}  # noqa: E731
+    names = [f"{prefix}{i:02d}" for i in range(n)]
     return Config.model_validate(
         {
             "cameras": [
                 {
-                    "id": f"{prefix}{i:02d}",
-                    "source": server.url(f"{prefix}{i:02d}"),
+                    "id": name,
+                    "source": server.url(name),
                     "detect_fps": DETECT_FPS,
-                    **extra(f"{prefix}{i:02d}"),
+                    **({"detect_source": detect.url(name)} if detect else {}),
                 }
-                for i in range(n)
+                for name in names
             ],
             "ray": {"namespace": f"bench-live-{storage.name}"},
             "mqtt": {"enabled": False},

@@ -26,6 +26,7 @@ from pipelines.camera.status import CameraStatus
 from pipelines.config import Config
 from pipelines.events import Event, utcnow
 from pipelines.ingest.segment import Segment, ring_segment
+from pipelines.ingest.sources import OPEN_TIMEOUT_S
 from pipelines.redact import redact
 
 logger = logging.getLogger(__name__)
@@ -123,8 +124,8 @@ class Camera:
     @property
     def stop_wait_s(self) -> float:
         """The longest a decode thread can take to notice a stop: a blocked read or open ends
-        at its own timeout (`stall_timeout_s` + 1 s, 10 s to open), plus slack."""
-        return float(self.camera.stall_timeout_s) + 1.0 + 10.0 + 5.0
+        at its own timeout (`stall_timeout_s` + 1 s, OPEN_TIMEOUT_S to open), plus slack."""
+        return float(self.camera.stall_timeout_s) + 1.0 + OPEN_TIMEOUT_S + 5.0
 
     def close(self) -> None:
         """After a drain, for a camera removed from a running process: stop the analyser's

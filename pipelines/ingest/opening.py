@@ -24,6 +24,7 @@ import av
 
 from pipelines.events import source_type_of
 from pipelines.ingest.sources import (
+    OPEN_TIMEOUT_S,
     Backoff,
     FileSource,
     Frame,
@@ -57,7 +58,7 @@ class MainStream:
         url: str,
         *,
         stall_timeout_s: float = 10.0,
-        open_timeout_s: float = 10.0,
+        open_timeout_s: float = OPEN_TIMEOUT_S,
         backoff: Backoff | None = None,
         secrets: Iterable[str] = (),
     ) -> None:
@@ -234,7 +235,7 @@ def open_source(
     *,
     force_pyav: bool = False,
     stall_timeout_s: float | None = None,
-    open_timeout_s: float = 10.0,
+    open_timeout_s: float = OPEN_TIMEOUT_S,
     secrets: Iterable[str] = (),
 ) -> FrameSource:
     """Build the right (unopened) FrameSource for a camera: decord for files, PyAV for streams,

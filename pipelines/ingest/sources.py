@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 BATCH_SIZE = 16
+OPEN_TIMEOUT_S = 10.0  # a live stream that has not opened by then is unavailable
 
 
 class Backoff:
@@ -89,8 +90,12 @@ class _Picture:
         self.image = image
         self.video = video
         self.lock = threading.Lock()
-        shape = (video.height, video.width) if video is not None else image.shape[:2]  # type: ignore[union-attr]
-        self.height, self.width = int(shape[0]), int(shape[1])
+        if video is not None:
+            self.height, self.width = int(video.height), int(video.width)
+        elif image is not None:
+            self.height, self.width = int(image.shape[0]), int(image.shape[1])
+        else:
+            raise ValueError("a Frame needs an image or a decoded video frame")
 
 
 class Frame:
@@ -122,14 +127,8 @@ class Frame:
         self.index = index
         self.pts_s = pts_s
         self.wall = wall
-        if image is not None:
-            self._picture = _Picture(image, None)
-            self.height, self.width = int(image.shape[0]), int(image.shape[1])
-        elif video is not None:
-            self._picture = _Picture(None, video)
-            self.height, self.width = int(video.height), int(video.width)
-        else:
-            raise ValueError("a Frame needs an image or a decoded video frame")
+        self._picture = _Picture(image, None if image is not None else video)
+        self.height, self.width = self._picture.height, self._picture.width
         self._main: _Picture | None = None  # the main stream's picture (`with_main`)
 
     def __repr__(self) -> str:
@@ -429,7 +428,7 @@ class StreamSource(FrameSource):
         detect_fps: float,
         stall_timeout_s: float = 10.0,
         *,
-        open_timeout_s: float = 10.0,
+        open_timeout_s: float = OPEN_TIMEOUT_S,
         options: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detect_fps)
