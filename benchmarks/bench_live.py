@@ -1,9 +1,11 @@
-"""Live capacity: real camera actors on live streams served from this machine, more until one lags.
+"""Live capacity: real ingest actors on live streams served from this machine, more until one lags.
 
 A 720p 25 fps H.264 clip with sensor grain (a camera-like bitrate) and two motion windows per
 10 s loop is served as MPEG-TS over HTTP by benchmarks/streams.py, one real-time stream per
-camera. The cameras are the product's `CameraActor`s (StreamSource → motion → segments → store;
-no VLM is deployed, so each event gets the fallback text at once and the store records it).
+camera. The cameras run in the product's ingest actors (`cluster.actors.ingest`: StreamSource →
+motion → segments → store; no VLM is deployed, so each event gets the fallback text at once and
+the store records it): first one camera per actor, then `GROUP` cameras per actor (as
+`ray.cameras_per_actor` makes a run's fleet do), and raw PyAV on the same stream alongside.
 
 Decode lag is read from what the product records: a live event's `timestamp` is the wall clock
 at which its first motion frame was decoded, and the server logs when it started each stream,
@@ -20,9 +22,7 @@ the camera still analyses ≥ 80% of `detect_fps`. The first step that fails end
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +36,7 @@ import psutil
 
 from benchmarks.harness import (
     Row,
+    Target,
     actor_pid,
     exit_on_sigterm,
     free_port,
@@ -49,6 +50,10 @@ from pipelines.config import Config
 
 WINDOWS = ((1.0, 3.0), (6.0, 8.0))  # motion windows of the 10 s clip (media seconds)
 STEPS = (1, 2, 4, 8, 16, 24, 32, 48, 64)  # quick: 1, 2, 4
+GROUP = 16  # cameras per ingest actor in the grouped ramp (quick: 4)
+GROUPED_STEPS = (16, 32, 48, 64)  # quick: 4
+GROUP_CPU_TARGET = Target("ratio", ">=", round(1 / 1.5, 3))  # at most 1.5 times raw PyAV (issue 18)
+GROUP_RSS_TARGET = Target("ours", "<=", 80)  # MB per camera at 16 cameras (issue 18)
 MAX_LAG_S = 2.5  # below half the spacing of the windows, so an event maps to its window
 MAX_GROWTH_S = 0.5
 DETECT_FPS = 5.0
@@ -123,7 +128,7 @@ def judge(window: tuple[float, float], cams: dict[str, Any], server: StreamServe
         middle = (window[0] + window[1]) / 2
         first = [lag for when, lag in points if when < middle]
         second = [lag for when, lag in points if when >= middle]
-        status = ray.get(actor.status.remote(), timeout=30)
+        status = ray.get(actor.status.remote(), timeout=30)[cam_id]
         growth = statistics.median(second) - statistics.median(first) if first and second else None
         per_camera[cam_id] = {
             "events": len(points),
@@ -163,7 +168,7 @@ def single_camera_cores(
     its events' frames came from (`frames_from`, with a detect stream) and its status says."""
     import ray
 
-    from cluster.actors.camera import start_camera
+    from cluster.actors.ingest import start_camera
     from cluster.actors.store import get_store
 
     prefix = "one" if detect is None else "two"
@@ -172,7 +177,7 @@ def single_camera_cores(
     name = f"{prefix}00"
     actor = start_camera(config, name)
     try:
-        _wait_online({name: actor})
+        _wait_online([actor], 1)
         pid = actor_pid(actor)
         time.sleep(3.0)
         cpu0, t0 = cpu_seconds_of([pid]), time.monotonic()
@@ -180,7 +185,7 @@ def single_camera_cores(
         cores = (cpu_seconds_of([pid]) - cpu0) / (time.monotonic() - t0)
         time.sleep(4.0)  # the window's last event closes and is stored
         events, _cursor = ray.get(store.query.remote(camera_id=name, limit=100), timeout=60)
-        status = ray.get(actor.status.remote(), timeout=60)
+        status = ray.get(actor.status.remote(), timeout=60)[name]
         seen = {
             "events": len(events),
             "frames_from": sorted({str(e.frames_from) for e in events}),
@@ -192,39 +197,50 @@ def single_camera_cores(
         ray.kill(store, no_restart=True)
 
 
-def ramp(server: StreamServer, storage: Path, args: Any, steps: list[int]) -> dict[str, Any]:
-    """Add cameras step by step until one falls behind; the trials."""
+def ramp(
+    server: StreamServer, storage: Path, args: Any, steps: list[int], per_actor: int = 1
+) -> dict[str, Any]:
+    """Add cameras step by step, `per_actor` to an ingest actor, until one falls behind; the
+    trials (CPU and RSS of the ingest actors' processes)."""
     import ray
 
-    from cluster.actors.camera import start_camera
+    from cluster.actors.ingest import launch_group
     from cluster.actors.store import get_store
 
     config = camera_config(server, max(steps), storage)
     store = get_store(config)
     ray.get(store.counts.remote(), timeout=120)
-    cams: dict[str, Any] = {}
+    cams: dict[str, Any] = {}  # camera id → its ingest actor
+    actors: list[Any] = []
     pids: list[int] = []
     trials = []
     started = time.monotonic()
     for n in steps:
         if time.monotonic() - started > args.budget_s:
             break
-        for i in range(len(cams), n):
-            cams[f"cam{i:02d}"] = start_camera(config, f"cam{i:02d}")
-        _wait_online(cams)
-        pids += [actor_pid(a) for a in list(cams.values())[len(pids) :]]
+        new = [f"cam{i:02d}" for i in range(len(cams), n)]
+        for k in range(0, len(new), per_actor):
+            ids = new[k : k + per_actor]
+            actor, _ready = launch_group(config, ids[0], ids)
+            actors.append(actor)
+            cams.update(dict.fromkeys(ids, actor))
+        _wait_online(actors, len(cams))
+        pids += [actor_pid(a) for a in actors[len(pids) :]]
         time.sleep(args.warmup_s)
         window = (time.time(), time.time() + args.trial_s)
         cpu0 = cpu_seconds_of(pids)
         time.sleep(args.trial_s)
         cores = (cpu_seconds_of(pids) - cpu0) / args.trial_s
+        rss_mb = sum(psutil.Process(pid).memory_info().rss for pid in pids) / 2**20
         time.sleep(4.0)  # the time the window's last event takes to close and be stored
         ok, per_camera = judge(window, cams, server, store)
         worst = max(per_camera.values(), key=lambda c: c["lag_max_s"])
         trial = {
             "cameras": n,
+            "actors": len(actors),
             "keeps_up": ok,
             "cores_per_camera": round(cores / n, 3),
+            "rss_mb_per_camera": round(rss_mb / n, 1),
             "worst_lag_s": worst["lag_max_s"],
             "worst_growth_s": max((c["growth_s"] or 0.0) for c in per_camera.values()),
             "min_fps": min(c["fps"] for c in per_camera.values()),
@@ -232,45 +248,38 @@ def ramp(server: StreamServer, storage: Path, args: Any, steps: list[int]) -> di
             "cameras_detail": per_camera,
         }
         print(
-            f"{n} cameras: keeps up {ok}; worst lag {trial['worst_lag_s']} s, growth "
-            f"{trial['worst_growth_s']} s, min fps {trial['min_fps']}, {trial['events']} events, "
-            f"{trial['cores_per_camera']} cores per camera",
+            f"{n} cameras in {len(actors)} ingest actors: keeps up {ok}; worst lag "
+            f"{trial['worst_lag_s']} s, growth {trial['worst_growth_s']} s, min fps "
+            f"{trial['min_fps']}, {trial['events']} events, {trial['cores_per_camera']} cores "
+            f"and {trial['rss_mb_per_camera']} MB per camera",
             flush=True,
         )
         trials.append(trial)
         if not ok:
             break
-    for actor in cams.values():
+    for actor in actors:
         ray.kill(actor, no_restart=True)
     ray.kill(store, no_restart=True)
-    return {"trials": trials}
+    return {"trials": trials, "per_actor": per_actor}
 
 
-def group_cost(server: StreamServer, n: int, seconds: float) -> dict[str, Any]:
-    """n live cameras in one `CameraGroup` process (benchmarks/group_probe.py): its JSON."""
-    urls = [server.url(f"grp{i:02d}") for i in range(n)]
-    probe = [sys.executable, "-m", "benchmarks.group_probe", "--seconds", f"{seconds:g}"]
-    done = subprocess.run(
-        [*probe, "--detect-fps", f"{DETECT_FPS:g}", *urls],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=Path(__file__).resolve().parents[1],
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"group probe failed: {done.stderr.strip().splitlines()[-1:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+def raw_cores(server: StreamServer, seconds: float) -> dict[str, Any]:
+    """Raw PyAV on one more connection to the same live stream (bench_ingest.raw_stream: every
+    frame decoded, the newest scaled to motion's grey `detect_fps` times a second): cores."""
+    from benchmarks.bench_ingest import raw_stream
+
+    raw = raw_stream(server.url("raw"), seconds)
+    return {"cores": round(raw["cpu_s"] / raw["wall_s"], 4), **raw}
 
 
-def _wait_online(cams: dict[str, Any], timeout_s: float = 120.0) -> None:
+def _wait_online(actors: list[Any], cameras: int, timeout_s: float = 120.0) -> None:
     import ray
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        states = ray.get([a.status.remote() for a in cams.values()], timeout=60)
-        if all(s["status"] == "online" for s in states):
+        answers = ray.get([a.status.remote() for a in actors], timeout=60)
+        states = [s["status"] for answer in answers for s in answer.values()]
+        if len(states) == cameras and all(state == "online" for state in states):
             return
         time.sleep(0.5)
     raise TimeoutError("cameras did not come online")
@@ -279,23 +288,12 @@ def _wait_online(cams: dict[str, Any], timeout_s: float = 120.0) -> None:
 def rows_for(result: dict[str, Any], trial_s: float) -> list[Row]:
     """Capacity (largest count that kept up, first that did not) and CPU per camera-minute."""
     trials = result["trials"]
-    passed = [t["cameras"] for t in trials if t["keeps_up"]]
-    failed = [t["cameras"] for t in trials if not t["keeps_up"]]
-    best = max(passed, default=0)
-    first_fail = min(failed) if failed else None
-    note = (
-        f"largest count that kept up: {best}; first that did not: {first_fail} (worst lag "
-        f"{trials[-1]['worst_lag_s']} s, growth {trials[-1]['worst_growth_s']} s, min fps "
-        f"{trials[-1]['min_fps']})"
-        if first_fail
-        else f"largest count that kept up: {best}; none fell behind before the time budget "
-        f"ran out ({len(trials)} steps)"
-    )
+    best, first_fail, note = _capacity(trials)
     rows = [
         Row(
             "Ingest",
-            "live 720p cameras kept in real time: camera actors on MPEG-TS/HTTP streams, "
-            f"detect_fps {DETECT_FPS:g}",
+            "live 720p cameras kept in real time: one camera per ingest actor, MPEG-TS/HTTP "
+            f"streams, detect_fps {DETECT_FPS:g}",
             "cameras",
             best,
             detail={"first_failing": first_fail, "steps": [t["cameras"] for t in trials]},
@@ -308,62 +306,16 @@ def rows_for(result: dict[str, Any], trial_s: float) -> list[Row]:
         rows.append(
             Row(
                 "Ingest",
-                f"CPU-s per live camera-minute, {size} 25 fps, camera actor (StreamSource + "
-                f"motion + segments), detect_fps {DETECT_FPS:g}",
+                f"CPU-s per live camera-minute, {size} 25 fps, one camera per ingest actor "
+                f"(StreamSource + motion + segments), detect_fps {DETECT_FPS:g}",
                 "CPU-s",
                 round(cores * 60, 1),
                 detail={"cores": cores},
-                note=f"{size}: one camera actor alone on a live stream, {cores:.3f} cores "
+                note=f"{size}: one camera's ingest actor alone on a live stream, {cores:.3f} cores "
                 "(psutil, the actor process)",
             )
         )
-    group = result.get("group")
-    if group is not None and "error" in group:
-        rows.append(
-            Row(
-                "Ingest",
-                "CPU-s per live camera-minute, 720p cameras in one `CameraGroup` process",
-                "CPU-s",
-                None,
-                detail=group,
-                note=f"the group probe failed: {group['error']}",
-            )
-        )
-    elif group is not None:
-        n = group["cameras"]
-        per_camera = group["cores"] / n
-        same = [t for t in trials if t["cameras"] == n]  # the actors' trial at the same count
-        actor = (same or trials[:1])[0]["cores_per_camera"]
-        kept_up = group["min_fps"] >= 0.8 * DETECT_FPS
-        rows.append(
-            Row(
-                "Ingest",
-                f"CPU-s per live camera-minute, {n} 720p cameras in one `CameraGroup` process "
-                f"(no Ray: issue 18 item 1's first step), detect_fps {DETECT_FPS:g}",
-                "CPU-s",
-                round(per_camera * 60, 2),
-                baseline=round(actor * 60, 2),
-                baseline_what=f"{n if same else 1} camera actor(s), one per camera, Ray's "
-                "per-process cost included",
-                ratio=round(actor / per_camera, 2) if per_camera else None,
-                detail=group,
-                note=f"{group['cores']} cores for {n} cameras, slowest camera {group['min_fps']} "
-                f"fps ({'kept' if kept_up else 'did NOT keep'} ≥ 80% of detect_fps); the group "
-                "runs in a plain process: not yet the product's path (no ingest actor hosts a "
-                "group yet)",
-            )
-        )
-        rows.append(
-            Row(
-                "Ingest",
-                f"RSS per camera, {n} live 720p cameras in one `CameraGroup` process (no Ray)",
-                "MB",
-                round(group["rss_mb"] / n, 1),
-                detail=group,
-                note=f"process RSS {group['rss_mb']} MB / {n} cameras; a Ray actor process adds "
-                "its own (the issue's 80 MB target is for the ingest actor)",
-            )
-        )
+    rows += grouped_rows(result, trials)
     dual = result.get("detect_360p_main_1080p")
     if dual is not None:
         cores, seen = dual["cores"], dual["seen"]
@@ -371,19 +323,104 @@ def rows_for(result: dict[str, Any], trial_s: float) -> list[Row]:
         rows.append(
             Row(
                 "Ingest",
-                "CPU-s per live camera-minute, `detect_source` 640x360 + 1080p main stream, "
-                f"camera actor (motion on the sub-stream), detect_fps {DETECT_FPS:g}",
+                "CPU-s per live camera-minute, `detect_source` 640x360 + 1080p main stream, one "
+                f"camera per ingest actor (motion on the sub-stream), detect_fps {DETECT_FPS:g}",
                 "CPU-s",
                 round(cores * 60, 1),
                 baseline=round(result["cores_1080p_one_camera"] * 60, 1),
                 baseline_what="the 1080p stream alone, the row above",
                 ratio=ratio,
                 detail={"cores": cores, **seen},
-                note=f"one camera actor, {cores:.3f} cores; its events' frames from "
+                note=f"one camera's ingest actor, {cores:.3f} cores; its events' frames from "
                 f"{'/'.join(seen['frames_from']) or 'none'} ({seen['events']} events); main "
                 f"stream {seen['main_stream']}",
             )
         )
+    return rows
+
+
+def _capacity(trials: list[dict[str, Any]]) -> tuple[int, int | None, str]:
+    """(largest count that kept up, first that did not, a note saying so)."""
+    passed = [t["cameras"] for t in trials if t["keeps_up"]]
+    failed = [t["cameras"] for t in trials if not t["keeps_up"]]
+    best = max(passed, default=0)
+    first_fail = min(failed) if failed else None
+    last = trials[-1]
+    note = (
+        f"largest count that kept up: {best}; first that did not: {first_fail} (worst lag "
+        f"{last['worst_lag_s']} s, growth {last['worst_growth_s']} s, min fps {last['min_fps']})"
+        if first_fail
+        else f"largest count that kept up: {best}; none fell behind before the time budget "
+        f"ran out ({len(trials)} steps)"
+    )
+    return best, first_fail, note
+
+
+def grouped_rows(result: dict[str, Any], single: list[dict[str, Any]]) -> list[Row]:
+    """The grouped ramp's rows: capacity, CPU per camera against raw PyAV on the same stream
+    (and against one camera per actor at the same count), RSS per camera."""
+    grouped = result.get("grouped")
+    if grouped is None:
+        return []
+    what = f"{grouped.get('per_actor', GROUP)} cameras per ingest actor"
+    if "error" in grouped or not grouped.get("trials"):
+        why = grouped.get("error", "no trial ran")
+        return [Row("Ingest", f"live 720p cameras, {what}", "cameras", None, note=why)]
+    trials = grouped["trials"]
+    per_actor = grouped["per_actor"]
+    best, first_fail, note = _capacity(trials)
+    rows = [
+        Row(
+            "Ingest",
+            f"live 720p cameras kept in real time: {what} (`ray.cameras_per_actor` "
+            f"{per_actor}), the store actor, no VLM, detect_fps {DETECT_FPS:g}",
+            "cameras",
+            best,
+            detail={"first_failing": first_fail, "steps": [t["cameras"] for t in trials]},
+            note=f"{note}; ingest actors started as a run's fleet starts them, not through "
+            "`liveobject run` (no VLM replica or API competing for the 2 cores)",
+        )
+    ]
+    first = trials[0]  # per_actor cameras in one ingest actor
+    n = first["cameras"]
+    raw = result.get("raw_720p")
+    same = [t for t in single if t["cameras"] == n]
+    versus = ""
+    if same and first["cores_per_camera"]:
+        alone = same[0]["cores_per_camera"]
+        times = round(alone / first["cores_per_camera"], 2)
+        versus = f"; one camera per ingest actor at {n} cameras: {alone} cores each ({times}x)"
+    ours = first["cores_per_camera"]
+    rows.append(
+        Row(
+            "Ingest",
+            f"CPU-s per live 720p camera-minute, {n} cameras in one ingest actor, detect_fps "
+            f"{DETECT_FPS:g}",
+            "CPU-s",
+            round(ours * 60, 2),
+            baseline=None if raw is None else round(raw["cores"] * 60, 2),
+            baseline_what="raw PyAV on the same live stream, every frame decoded, motion's grey "
+            f"{DETECT_FPS:g} times a second (bench_ingest.raw_stream), in this run",
+            ratio=round(raw["cores"] / ours, 3) if raw and ours else None,
+            target=GROUP_CPU_TARGET,
+            detail={"trial": {k: v for k, v in first.items() if k != "cameras_detail"}},
+            note=f"ours ÷ raw = {round(ours / raw['cores'], 2) if raw and raw['cores'] else '?'}"
+            f" (target ≤ 1.5); {round(ours * n, 3)} cores for {n} cameras, slowest camera "
+            f"{first['min_fps']} fps{versus}",
+        )
+    )
+    rows.append(
+        Row(
+            "Ingest",
+            f"RSS per camera, {n} live 720p cameras in one ingest actor (process RSS ÷ cameras)",
+            "MB",
+            first["rss_mb_per_camera"],
+            target=GROUP_RSS_TARGET,
+            detail={"cameras": n},
+            note=f"the ingest actor's process RSS {round(first['rss_mb_per_camera'] * n)} MB / "
+            f"{n} cameras (psutil, after the warm-up and a {n}-camera trial)",
+        )
+    )
     return rows
 
 
@@ -416,10 +453,14 @@ def main() -> None:
             server_1080.stop()
             server_360.stop()
             result = ramp(server, tmp / "data", args, steps)
+            grouped_steps = [4] if quick else list(GROUPED_STEPS)
             try:
-                result["group"] = group_cost(server, 4 if quick else 16, args.trial_s)
-            except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
-                result["group"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+                result["grouped"] = ramp(
+                    server, tmp / "grouped", args, grouped_steps, 4 if quick else GROUP
+                )
+            except (RuntimeError, TimeoutError, ValueError) as exc:
+                result["grouped"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            result["raw_720p"] = raw_cores(server, args.trial_s)
             result["cores_1080p_one_camera"] = round(cores_1080, 3)
             result["detect_360p_main_1080p"] = {"cores": round(cores_dual, 3), "seen": seen}
         finally:

@@ -144,7 +144,7 @@ def run_once(config: Config, timeout_s: float) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from cluster.actors.camera import start_camera
+    from cluster.actors.ingest import start_camera
     from cluster.actors.store import get_store
 
     handle = serve.get_deployment_handle("VLM", app_name="vlm")
@@ -159,7 +159,7 @@ def run_once(config: Config, timeout_s: float) -> dict[str, Any]:
                 raise TimeoutError(f"cameras not done after {timeout_s:.0f} s: {sorted(actors)}")
             for cid, actor in actors.items():
                 if cid not in final:
-                    state = ray.get(actor.status.remote(), timeout=30)
+                    state = ray.get(actor.status.remote(), timeout=30)[cid]
                     if state["done"]:
                         final[cid] = state
             time.sleep(0.5)

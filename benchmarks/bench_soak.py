@@ -234,7 +234,7 @@ class RssLog:
 
 
 def _title(cmd: list[str]) -> str:
-    """A process's name without the machine's paths: `ray::CameraActor`, `gcs_server`,
+    """A process's name without the machine's paths: `ray::IngestActor`, `gcs_server`,
     `python dashboard.py`."""
     if not cmd:
         return ""

@@ -1,6 +1,6 @@
 """Which process is which stage, and what each used: peak RSS and CPU seconds, sampled.
 
-Ray names a worker process after the actor it runs (`ray::CameraActor`,
+Ray names a worker process after the actor it runs (`ray::IngestActor`,
 `ray::ServeReplica:vlm:VLM`, …); a watcher samples every process under a root pid (the
 `liveobject run` process) twice a second and keeps, per process, its stage, its peak RSS and
 its CPU time.
@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 
 STAGES = (  # (stage, what the process title starts with)
-    ("camera", "ray::CameraActor"),
+    ("camera", "ray::IngestActor"),
     ("vlm", "ray::ServeReplica:vlm"),
     ("store", "ray::EventStoreActor"),
     ("publisher", "ray::MqttPublisher"),

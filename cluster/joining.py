@@ -26,10 +26,10 @@ from pipelines.config import Config
 from pipelines.naming import (
     API_APP,
     BUDGET_ACTOR,
+    INGEST_PREFIX,
     PUBLISHER_ACTOR,
     STORE_ACTOR,
     VLM_APP,
-    camera_actor_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -223,12 +223,12 @@ def _remove(name: str, namespace: str, closing: str | None, timeout_s: float) ->
     return True
 
 
-def _camera_names(namespace: str) -> list[str]:
+def _ingest_names(namespace: str) -> list[str]:
     import ray
 
     names = []
     for info in ray.util.list_named_actors(all_namespaces=True):
-        if info.get("namespace") == namespace and info["name"].startswith("camera:"):
+        if info.get("namespace") == namespace and info["name"].startswith(INGEST_PREFIX):
             names.append(info["name"])
     return names
 
@@ -241,7 +241,7 @@ def remove_deployment(config: Config, *, graceful: bool) -> list[str]:
 
     namespace = config.ray.namespace
     steps: list[tuple[str, str | None, float]] = [
-        (name, "stop", 15.0) for name in _camera_names(namespace)
+        (name, "stop", 15.0) for name in _ingest_names(namespace)
     ]
     steps += [(PUBLISHER_ACTOR, "shutdown", 15.0), (STORE_ACTOR, "close", 60.0)]
     steps.append((BUDGET_ACTOR, None, 5.0))
@@ -292,14 +292,14 @@ def replace_leftovers(config: Config) -> None:
         logger.info("removed leftovers of an earlier run: %s", ", ".join(removed))
 
 
-def release_joined(config: Config, camera_ids: list[str]) -> None:
+def release_joined(config: Config, ingest_actors: list[str]) -> None:
     """After a run on a joined cluster (already drained and closed): leave the cluster up
     with nothing of this run in it, so the next run starts from its own config."""
     from ray import serve
 
     namespace = config.ray.namespace
-    for camera_id in camera_ids:
-        _remove(camera_actor_name(camera_id), namespace, None, 5)
+    for name in ingest_actors:
+        _remove(name, namespace, None, 5)
     remove_deployment(config, graceful=False)
     if not config.ray.deploy_serve_apps:
         return

@@ -1,16 +1,19 @@
 """What every actor and replica of a config asks Ray for, and whether the cluster can hold it.
 
 `demands(config)` lists the resource requests in the order `deploy` creates them (store,
-publisher, API, VLM replicas, then cameras in config order). `pack` places them first-fit on
-the nodes' free resources — plain Python, no Ray — and names what does not fit, with what it
-needs and what is free. `check_fit` runs that against the live cluster before anything is
-deployed: a VLM replica that cannot be placed (e.g. `vlm.num_gpus: 1` on a cluster without a
-GPU) is a `PlacementError` at once, not a deployment that waits forever; cameras that do not
-fit are reported and still created (Ray starts them when resources free up).
+publisher, API, VLM replicas, then the ingest actors: the cameras in config order, in groups of
+`ray.cameras_per_actor`, each reserving the sum of its cameras' `num_cpus`). `pack` places
+them first-fit on the nodes' free resources — plain Python, no Ray — and names what does not
+fit, with what it needs and what is free. `check_fit` runs that against the live cluster
+before anything is deployed: a VLM replica that cannot be placed (e.g. `vlm.num_gpus: 1` on a
+cluster without a GPU) is a `PlacementError` at once, not a deployment that waits forever;
+cameras that do not fit are reported and still created (Ray starts them when resources free
+up).
 
-`CameraPlacement` then follows every camera actor after it was created: one whose `start` has
+`CameraPlacement` then follows every ingest actor after it was created: one whose `start` has
 not answered after `ray.placement_timeout_s` while no node has room for its request is
-`unplaceable` (with the reason), in `status`, the live table, `/api/v1/cameras` and on MQTT.
+`unplaceable` (with the reason), and so is each of its cameras, in `status`, the live table,
+`/api/v1/cameras` and on MQTT.
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ class PlacementError(RuntimeError):
 class Demand:
     """One actor or replica and the resources it requests."""
 
-    kind: str  # store | publisher | api | vlm | camera
-    name: str  # the camera id, or e.g. "vlm replica 1"
+    kind: str  # store | publisher | api | vlm | camera (an ingest actor)
+    name: str  # the cameras' ids ("a, b" for a group), or e.g. "vlm replica 1"
     resources: Mapping[str, float]
 
 
@@ -68,9 +71,15 @@ class FitReport:
         return {n: r for n, r in self.unplaceable.items() if self.kinds.get(n) == kind}
 
 
-def camera_resources(config: Config, camera_id: str) -> dict[str, float]:
-    """What one camera's actor requests."""
-    return {"CPU": config.camera(camera_id).num_cpus}
+def camera_groups(config: Config, camera_ids: list[str]) -> list[list[str]]:
+    """The cameras split into ingest actors' groups: `ray.cameras_per_actor` each, in order."""
+    size = config.ray.cameras_per_actor
+    return [camera_ids[i : i + size] for i in range(0, len(camera_ids), size)]
+
+
+def group_resources(config: Config, camera_ids: list[str]) -> dict[str, float]:
+    """What the ingest actor of a group of cameras requests: the sum of their `num_cpus`."""
+    return {"CPU": round(sum(config.camera(cid).num_cpus for cid in camera_ids), 6)}
 
 
 def store_resources(config: Config) -> dict[str, float]:
@@ -99,10 +108,10 @@ def demands(config: Config) -> list[Demand]:
     if config.vlm.num_gpus:
         vlm["GPU"] = config.vlm.num_gpus
     out += [Demand("vlm", f"vlm replica {i + 1}", vlm) for i in range(vlm_replicas(config))]
+    enabled = [cam.id for cam in config.cameras if cam.enabled]
     out += [
-        Demand("camera", cam.id, camera_resources(config, cam.id))
-        for cam in config.cameras
-        if cam.enabled
+        Demand("camera", ", ".join(group), group_resources(config, group))
+        for group in camera_groups(config, enabled)
     ]
     return out
 
@@ -223,9 +232,9 @@ def _same_shape(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
 
 
 def _starved(overdue: list[str], cameras: dict[str, _Tracked], nodes: list[Node]) -> set[str]:
-    """The overdue cameras that wait for resources (not for a worker process to start).
+    """The overdue ingest actors that wait for resources (not for a worker process to start).
 
-    Ray's pending demands say how many requests of each shape wait; the cameras created last
+    Ray's pending demands say how many requests of each shape wait; the actors created last
     are taken as the waiting ones. Without that view: those whose request fits no node now.
     """
     if not overdue:
@@ -253,7 +262,8 @@ class _Tracked:
 
 
 class CameraPlacement:
-    """Follows camera actors from creation until Ray has placed them (or says it cannot)."""
+    """Follows ingest actors, by key, from creation until Ray has placed them (or says it
+    cannot)."""
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 IN_PLACE_RAY_KEYS = frozenset({"placement_timeout_s"})  # ray.* keys applied without a new run
 NEEDS_NEW_RUN = ("storage", "correlation", "mqtt")
 # Settings a camera actor reads from outside its own `cameras[]` entry
-# (cluster/actors/camera.py): a change restarts every camera.
+# (cluster/actors/ingest.py): a change restarts every camera.
 CAMERA_GLOBALS: dict[str, tuple[str, ...]] = {
     "vlm": ("image_size", "deadline_s", "max_per_hour", "dedupe", "backends"),
     "storage": ("thumbnail_quality",),

@@ -1,6 +1,6 @@
 """Start or join Ray, deploy the Serve apps and actors, and run until stopped or done.
 
-`deploy()` brings everything up and returns a `Deployment`; its camera actors are a
+`deploy()` brings everything up and returns a `Deployment`; its ingest actors are a
 `CameraFleet` (cluster.fleet), and a config from `liveobject apply` is carried out by
 cluster.reconfigure during `Deployment.housekeeping`.
 """
@@ -31,7 +31,7 @@ from cluster.reconfigure import apply_pending
 from pipelines.broker import EmbeddedBroker, start_embedded_broker
 from pipelines.config import Config, ConfigError
 from pipelines.config.api import is_loopback
-from pipelines.naming import API_APP, PUBLISHER_ACTOR, STORE_ACTOR, VLM_APP, camera_actor_name
+from pipelines.naming import API_APP, PUBLISHER_ACTOR, STORE_ACTOR, VLM_APP
 from serve_apps.api import build_api_app
 from serve_apps.vlm import build_vlm_app, replica_reports
 
@@ -209,8 +209,7 @@ class Deployment:
             # end with the cluster. serve.shutdown() would kill the controller under this
             # driver's own long-poll, and Ray prints that as "(raylet) Task ... failed".
             joining.delete_apps((API_APP, VLM_APP))
-            cameras = map(camera_actor_name, self.fleet.cameras)
-            for name in [PUBLISHER_ACTOR, STORE_ACTOR, *cameras]:
+            for name in [PUBLISHER_ACTOR, STORE_ACTOR, *self.fleet.actor_names()]:
                 try:
                     ray.kill(ray.get_actor(name, namespace=self.config.ray.namespace))
                 except Exception:
@@ -226,7 +225,7 @@ class Deployment:
     def _release_joined(self) -> None:
         """A joined cluster stays up; what this run created in it goes (see cluster.joining)."""
         try:
-            joining.release_joined(self.config, self.fleet.ids())
+            joining.release_joined(self.config, self.fleet.actor_names())
         except Exception as exc:
             logger.warning("removing this run's actors from the cluster failed: %s", exc)
         if self.run is not None:
@@ -369,8 +368,9 @@ def deploy(
             joining.replace_leftovers(config)
         wanted = [d for d in demands(config) if own_apps or d.kind not in ("vlm", "api")]
         fit = check_fit(config, wanted)
-        for camera_id, reason in fit.unplaceable_of("camera").items():
-            print(f"camera {camera_id} cannot be placed now: {reason}", flush=True)
+        for cameras, reason in fit.unplaceable_of("camera").items():
+            what = "cameras" if ", " in cameras else "camera"
+            print(f"{what} {cameras} cannot be placed now: {reason}", flush=True)
         if own_apps:
             serve.start(http_options={"host": config.api.host, "port": config.api.port})
         _write_address_file(config)

@@ -16,6 +16,7 @@ from rich.console import Group
 from rich.table import Table
 
 from cluster.actors.run import find_run
+from cluster.directory import IngestDirectory
 from cluster.metrics import node_label
 from pipelines.naming import PUBLISHER_ACTOR, STORE_ACTOR
 
@@ -45,34 +46,24 @@ def _call(actor_name: str, method: str, namespace: str) -> Any:
 
 
 def _cameras(namespace: str) -> dict[str, Any]:
-    """Every camera actor's status; an unplaceable one (from the run actor) is not called."""
+    """Every camera's status from the ingest actors; those of an ingest actor not placed yet
+    (the run actor knows them) are `starting` or `unplaceable`, and it is not asked."""
     run = find_run(namespace)
     unplaceable: dict[str, str] = {}
+    waiting: dict[str, list[str]] = {}
     if run is not None:
         try:
             unplaceable = ray.get(run.unplaceable.remote(), timeout=TIMEOUT_S)
+            waiting = ray.get(run.waiting.remote(), timeout=TIMEOUT_S)
         except Exception:
-            unplaceable = {}
-    names = [
-        info["name"]
-        for info in ray.util.list_named_actors(all_namespaces=True)
-        if info["namespace"] == namespace and info["name"].startswith("camera:")
-    ]
+            unplaceable, waiting = {}, {}
     cameras: dict[str, Any] = {}
-    calls: dict[str, Any] = {}
-    for name in names:
-        cam_id = name.split(":", 1)[1]
-        if cam_id in unplaceable:
-            reason = unplaceable[cam_id]
-            cameras[cam_id] = {"camera_id": cam_id, "status": "unplaceable", "reason": reason}
-        else:
-            calls[cam_id] = ray.get_actor(name, namespace=namespace).status.remote()
-    ready, _ = ray.wait(list(calls.values()), num_returns=len(calls), timeout=TIMEOUT_S)
-    for cam_id, ref in calls.items():
-        try:
-            cameras[cam_id] = ray.get(ref) if ref in ready else {"error": "GetTimeoutError"}
-        except Exception as exc:
-            cameras[cam_id] = {"camera_id": cam_id, "error": type(exc).__name__}
+    for cam_ids in waiting.values():
+        for cam_id in cam_ids:
+            cameras[cam_id] = {"camera_id": cam_id, "status": "starting", "reason": None}
+    for cam_id, reason in unplaceable.items():
+        cameras[cam_id] = {"camera_id": cam_id, "status": "unplaceable", "reason": reason}
+    cameras.update(IngestDirectory(namespace).statuses(TIMEOUT_S, skip=set(waiting)))
     return dict(sorted(cameras.items()))
 
 

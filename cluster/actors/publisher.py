@@ -2,7 +2,7 @@
 
 What is published, ack batching, replay and retry, ring dispatch: plain Python in
 `pipelines.mqtt.publishing` and the modules it uses. Here: the Ray ports it is built with (the
-`event-store` handle given at construction, the camera actors for rings; Ray metrics from
+`event-store` handle given at construction, the ingest actors for rings; Ray metrics from
 `cluster.metrics`) and the remote methods; blocking work runs in a thread, never on the loop.
 """
 
@@ -16,17 +16,19 @@ from typing import Any
 
 import ray
 
+from cluster.directory import IngestDirectory
 from cluster.metrics import PublisherMetrics
 from pipelines.config import Config
 from pipelines.events import Event
 from pipelines.mqtt.publishing import EventPublisher
-from pipelines.naming import PUBLISHER_ACTOR, camera_actor_name
+from pipelines.naming import PUBLISHER_ACTOR
 
 logger = logging.getLogger(__name__)
 
 MARK_REFS_KEPT = 256  # mark_published calls tracked for flush; past this the finished are pruned
 REPLAY_FETCH_S = 120.0  # the longest a replay waits for the store's list of events
 FEED_CALL_S = 30.0  # a feed read's answer, beyond its own long-poll
+RING_CALL_S = 5.0  # finding a camera's ingest actor, then its answer to a ring
 
 
 def _sw_version() -> str:
@@ -90,19 +92,19 @@ class _RayStore:
 
 
 class _RayCameras:
-    """The running camera actors as a `CameraRinger` port (the ring worker thread only)."""
+    """The running ingest actors as a `CameraRinger` port (the ring worker thread only)."""
 
     def __init__(self, namespace: str) -> None:
-        self._namespace = namespace
+        # cameras come and go with `apply`: the ingest actors are asked where each one runs
+        self._directory = IngestDirectory(namespace)
 
     def ring(self, camera_id: str) -> bool:
-        # Cameras come and go with `apply`: looked up per ring, on the ring worker thread.
         try:
-            actor = ray.get_actor(camera_actor_name(camera_id), namespace=self._namespace)
-        except ValueError:
+            answer = self._directory.ring(camera_id, RING_CALL_S)
+        except Exception as exc:  # the camera's actor died or did not answer in time
+            logger.warning("ring for %s not delivered: %s", camera_id, type(exc).__name__)
             return False
-        actor.ring.remote()  # fire and forget: the camera analyses and stores the event
-        return True
+        return answer is not None
 
 
 @ray.remote

@@ -34,6 +34,7 @@ class RunActor:
     def __init__(self, owner: dict[str, Any]) -> None:
         self._owner = owner
         self._unplaceable: dict[str, str] = {}
+        self._waiting: dict[str, list[str]] = {}
         self._next_ticket = 1
         self._pending: tuple[int, Config] | None = None
         self._results: dict[int, dict[str, Any]] = {}
@@ -43,9 +44,17 @@ class RunActor:
         """host, pid and start time of the `liveobject run` that owns the namespace."""
         return dict(self._owner)
 
-    def set_unplaceable(self, cameras: dict[str, str]) -> None:
-        """The cameras Ray cannot place now, each with what it needs and what is free."""
+    def set_unplaceable(
+        self, cameras: dict[str, str], waiting: dict[str, list[str]] | None = None
+    ) -> None:
+        """The cameras Ray cannot place now, each with what it needs and what is free; and
+        the ingest actors not placed yet with their cameras (asking them would wait)."""
         self._unplaceable = dict(cameras)
+        self._waiting = dict(waiting or {})
+
+    def waiting(self) -> dict[str, list[str]]:
+        """Ingest actor name → its cameras, for every ingest actor not placed yet."""
+        return dict(self._waiting)
 
     def unplaceable(self) -> dict[str, str]:
         """Camera id → reason, for every camera that cannot be placed now."""

@@ -4,7 +4,7 @@
 reconnect with backoff), `Analyser` (analysis.py: the pending queue, VLM calls with a deadline,
 hurry at stop), `build_event` (event.py), `NoiseControl` (noise.py: near-duplicates, budgets,
 object filter) and `SaveBuffer` (outbox.py: ordered, bounded, retried saves). Everything outside
-the process reaches it through the ports in ports.py; `cluster.actors.camera` gives it Ray ones.
+the process reaches it through the ports in ports.py; `cluster.actors.ingest` gives it Ray ones.
 `CameraGroup` (group.py) runs several cameras in one process, each failing on its own.
 """
 

@@ -4,8 +4,7 @@ A camera costs its decoding, motion and a little Python; a Ray actor process cos
 and ~300 MB more (its gRPC and event-loop threads, the imports), paid once per process. A
 `CameraGroup` runs several `Camera`s on one event loop, each with its own decode thread (PyAV
 and decord release the GIL while decoding), analyser and outbox, so that this cost is paid
-once per group (issue 18, item 1: this class is its first step; the ingest actor that hosts
-it comes next).
+once per group. `cluster.actors.ingest.IngestActor` hosts one in each ingest actor.
 
 What a camera is stays per camera: its status, counters, drain, hurry, ring, and being added
 or removed without touching its neighbours. One camera's failure stays its own: a source that
@@ -29,6 +28,7 @@ from typing import Any
 from pipelines.camera.camera import Camera
 from pipelines.camera.ports import CameraPorts
 from pipelines.config import Config
+from pipelines.naming import NOT_IN_GROUP
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,16 @@ class CameraGroup:
             self._cameras.pop(camera_id, None)
             self._removing.discard(camera_id)
 
+    async def stop(self, camera_ids: Iterable[str] | None = None) -> None:
+        """Stop decoding on these cameras (all by default); what they hold stays queued."""
+        wanted = list(self._cameras) if camera_ids is None else list(camera_ids)
+        cameras = [self._cameras[cid] for cid in wanted if cid in self._cameras]
+        results = await asyncio.gather(*(c.stop() for c in cameras), return_exceptions=True)
+        for camera, result in zip(cameras, results, strict=True):
+            if isinstance(result, BaseException):
+                name = type(result).__name__
+                logger.error("camera %s could not stop: %s", camera.camera.id, name)
+
     async def drain(
         self, camera_ids: Iterable[str] | None = None, timeout_s: float = 30.0
     ) -> dict[str, dict[str, Any]]:
@@ -103,7 +113,7 @@ class CameraGroup:
             *(self._cameras[cid].drain(timeout_s) for cid in present), return_exceptions=True
         )
         reports: dict[str, dict[str, Any]] = {
-            cid: {"error": "not in this group"} for cid in wanted if cid not in self._cameras
+            cid: {"error": NOT_IN_GROUP} for cid in wanted if cid not in self._cameras
         }
         for cid, result in zip(present, results, strict=True):
             if isinstance(result, BaseException):
@@ -124,7 +134,7 @@ class CameraGroup:
         """Doorbell ring on one camera (see `Camera.ring`)."""
         camera = self._cameras.get(camera_id)
         if camera is None:
-            return {"accepted": False, "reason": "no such camera in this group"}
+            return {"accepted": False, "reason": NOT_IN_GROUP}
         return camera.ring()
 
     def status(self, camera_ids: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -133,7 +143,7 @@ class CameraGroup:
         for cid in list(self._cameras) if camera_ids is None else camera_ids:
             camera = self._cameras.get(cid)
             if camera is None:
-                out[cid] = {"camera_id": cid, "status": "unknown", "error": "not in this group"}
+                out[cid] = {"camera_id": cid, "status": "unknown", "error": NOT_IN_GROUP}
                 continue
             try:
                 out[cid] = camera.status().as_dict()

@@ -60,7 +60,16 @@ class RayConfig(StrictModel):
         default=10,
         gt=0,
         le=3600,
-        description="A camera actor not placed within this is reported `unplaceable`.",
+        description="A camera whose ingest actor is not placed within this is `unplaceable`.",
+    )
+    cameras_per_actor: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description=(
+            "Cameras hosted by one ingest actor process (each on its own decode thread); "
+            "a group reserves the sum of its cameras' num_cpus."
+        ),
     )
     runtime_env: RuntimeEnvConfig | None = Field(
         default=None,

@@ -64,10 +64,10 @@ class RingDispatcher:
                 return
             if not self._cameras.ring(camera_id):
                 self._count("rings_rejected")
-                logger.warning("ring command for %s ignored: camera actor not running", camera_id)
+                logger.warning("ring command for %s ignored: no ingest actor runs it", camera_id)
                 return
             self._count("rings_dispatched")
-            logger.info("doorbell ring for %s sent to its camera actor", camera_id)
+            logger.info("doorbell ring for %s sent to its ingest actor", camera_id)
         except Exception:
             logger.exception("dispatching a ring command for %s failed", camera_id)
         finally:

@@ -1,8 +1,9 @@
 """The store client: what the routes need (`StoreClient`) and its Ray implementation.
 
-`RayStoreClient` talks to the `event-store`, `camera:<id>` and `mqtt-publisher` actors, each call
-with a short timeout, so that a component that is gone answers `Unavailable` (→ 503) instead of
-hanging the request.
+`RayStoreClient` talks to the `event-store`, `ingest:<key>` and `mqtt-publisher` actors, each
+call with a short timeout, so that a component that is gone answers `Unavailable` (→ 503)
+instead of hanging the request. Which ingest actor runs a camera is asked of the ingest actors
+themselves (cluster.directory), in a worker thread.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pipelines.naming import (
     RUN_ACTOR,
     STORE_ACTOR,
     VLM_APP,
-    camera_actor_name,
 )
 from pipelines.storage.summary import Summary
 
@@ -82,11 +82,20 @@ class RayStoreClient:
         self._namespace = config.ray.namespace
         self._timeout = timeout_s
         self._handles: dict[str, Any] = {}
+        self._directory: Any = None  # cluster.directory.IngestDirectory, made on first use
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_handles"] = {}
+        state["_directory"] = None
         return state
+
+    def _ingest(self) -> Any:
+        if self._directory is None:
+            from cluster.directory import IngestDirectory
+
+            self._directory = IngestDirectory(self._namespace)
+        return self._directory
 
     async def _actor(self, name: str) -> Any:
         handle = self._handles.get(name)
@@ -177,23 +186,33 @@ class RayStoreClient:
         return result
 
     async def cameras(self) -> list[dict[str, Any]]:
-        """Configured cameras merged with their actors' live status."""
-        unplaceable = await self._unplaceable()
-        return list(
-            await asyncio.gather(
-                *(self._camera(c, unplaceable.get(c.id)) for c in self._config.cameras)
-            )
-        )
-
-    async def _unplaceable(self) -> dict[str, str]:
-        """Cameras the cluster cannot place now (from the run actor), each with the reason."""
+        """Configured cameras merged with their ingest actors' live status."""
+        unplaceable, waiting = await self._placement()
         try:
-            result: dict[str, str] = await self._call(RUN_ACTOR, "unplaceable")
-            return result
-        except Exception:  # no `liveobject run` (Serve-only deployment): nothing known
-            return {}
+            live = await _with_timeout(
+                asyncio.to_thread(self._ingest().statuses, self._timeout, set(waiting)),
+                self._timeout * 2,
+            )
+        except Exception:
+            live = {}
+        return [
+            self._camera(c, unplaceable.get(c.id), live.get(c.id)) for c in self._config.cameras
+        ]
 
-    async def _camera(self, cam: CameraConfig, unplaceable: str | None = None) -> dict[str, Any]:
+    async def _placement(self) -> tuple[dict[str, str], dict[str, list[str]]]:
+        """Cameras the cluster cannot place now (from the run actor), each with the reason; and
+        the ingest actors not placed yet (asking them would wait)."""
+        try:
+            unplaceable: dict[str, str] = await self._call(RUN_ACTOR, "unplaceable")
+            waiting: dict[str, list[str]] = await self._call(RUN_ACTOR, "waiting")
+            return unplaceable, waiting
+        except Exception:  # no `liveobject run` (Serve-only deployment): nothing known
+            return {}, {}
+
+    @staticmethod
+    def _camera(
+        cam: CameraConfig, unplaceable: str | None, live: dict[str, Any] | None
+    ) -> dict[str, Any]:
         base = {
             "camera_id": cam.id,
             "camera_name": cam.name,
@@ -201,7 +220,7 @@ class RayStoreClient:
             "doorbell": cam.doorbell,
             "enabled": cam.enabled,
         }
-        if unplaceable is not None:  # its actor waits for resources: asking it would hang
+        if unplaceable is not None:  # its actor waits for resources: it was not asked
             return {
                 **base,
                 "status": "unplaceable",
@@ -209,22 +228,23 @@ class RayStoreClient:
                 "fps": 0.0,
                 "last_event": None,
             }
-        try:
-            live = await self._call(camera_actor_name(cam.id), "status")
-        except Exception as exc:
-            return {
-                **base,
-                "status": "unavailable",
-                "fps": 0.0,
-                "last_event": None,
-                "error": type(exc).__name__,
-            }
+        if live is None or "error" in live:
+            error = "Unavailable" if live is None else str(live["error"])
+            return {**base, "status": "unavailable", "fps": 0.0, "last_event": None, "error": error}
         return {**base, **{k: v for k, v in live.items() if k not in ("source", "detect_source")}}
 
     async def ring(self, camera_id: str) -> dict[str, Any]:
-        """Ask the camera actor to analyse its newest frame as a doorbell ring."""
-        result: dict[str, Any] = await self._call(camera_actor_name(camera_id), "ring")
-        return result  # Unavailable (→ 503) when the camera actor does not answer
+        """Ask the camera's ingest actor to analyse its newest frame as a doorbell ring."""
+        try:
+            result = await _with_timeout(
+                asyncio.to_thread(self._ingest().ring, camera_id, self._timeout),
+                self._timeout * 3,
+            )
+        except Exception as exc:
+            raise Unavailable(f"camera:{camera_id}") from exc
+        if result is None:  # no ingest actor runs it (or none answered in time): 503
+            raise Unavailable(f"camera:{camera_id}")
+        return dict(result)
 
     async def health(self) -> dict[str, dict[str, Any]]:
         """Ray, store, VLM and (when enabled) MQTT, each {"ok": bool, "detail": str}."""

@@ -19,7 +19,7 @@ from pipelines.config import Config
 from pipelines.events import Event
 from pipelines.samples import generate_sample_video
 from tests.support.network import free_port, free_udp_port
-from tests.support.ray_cluster import ray_logs, status
+from tests.support.ray_cluster import camera_status, ray_logs
 from tests.support.streams import TSServer
 from tests.support.waiting import wait_for
 
@@ -64,7 +64,7 @@ class Cluster:
         return make_config(self.storage, cameras, self.model)
 
     def start(self, config: Config) -> dict[str, Any]:
-        from cluster.actors.camera import start_camera
+        from cluster.actors.ingest import start_camera
 
         handles = {}
         for camera in config.cameras:
@@ -166,7 +166,7 @@ def test_broken_files_are_unavailable_and_others_still_flow(
 
     for cid, (_path, message) in expected.items():
         st = wait_for(
-            lambda a=actors[cid]: (s := status(a))["status"] == "unavailable" and s,
+            lambda a=actors[cid]: (s := camera_status(a))["status"] == "unavailable" and s,
             30,
             f"{cid} to become unavailable",
         )
@@ -174,7 +174,7 @@ def test_broken_files_are_unavailable_and_others_still_flow(
         assert st["ingest_done"] and st["frames"] == 0 and st["events"] == 0
     events = wait_for(lambda: cams.events("good"), 60, "events of the good camera")
     assert events[0].camera_id == "good" and events[0].source_type == "file"
-    assert status(actors["good"])["frames"] > 0
+    assert camera_status(actors["good"])["frames"] > 0
     # each failure is logged with the camera and the reason
     logs = wait_for(
         lambda: (
@@ -205,17 +205,17 @@ def test_live_stream_goes_offline_and_recovers(cams: Cluster, clips: dict[str, P
         actor = cams.start(config)["live"]
         first = wait_for(lambda: cams.events("live"), 40, "a first event from the live stream")
         assert first[0].source_type == "udp"
-        assert status(actor)["status"] == "online"
+        assert camera_status(actor)["status"] == "online"
 
         server.kill()
         killed = time.monotonic()
-        wait_for(lambda: status(actor)["status"] == "offline", 10, "status offline")
+        wait_for(lambda: camera_status(actor)["status"] == "offline", 10, "status offline")
         assert time.monotonic() - killed < 6  # stall timeout 2 s + detection slack
-        st = status(actor)
+        st = camera_status(actor)
         assert st["failures"] >= 1 and "stall" in st["last_error"]
 
         server.start()
-        wait_for(lambda: status(actor)["status"] == "online", 30, "status back online")
+        wait_for(lambda: camera_status(actor)["status"] == "online", 30, "status back online")
         back = datetime.now(UTC)
         wait_for(
             lambda: [e for e in cams.events("live") if e.timestamp >= back],
@@ -238,7 +238,7 @@ def test_password_in_source_url_never_leaks(cams: Cluster) -> None:
     )
     actor = cams.start(config)["secret_cam"]
     st = wait_for(
-        lambda: (s := status(actor))["status"] == "unavailable" and s["last_error"] and s,
+        lambda: (s := camera_status(actor))["status"] == "unavailable" and s["last_error"] and s,
         30,
         "the rtsp camera to fail",
     )
@@ -248,7 +248,7 @@ def test_password_in_source_url_never_leaks(cams: Cluster) -> None:
 
     import ray
 
-    refused = ray.get(actor.ring.remote())
+    refused = ray.get(actor.ring.remote("secret_cam"))
     assert refused["accepted"] is False and secret not in repr(refused)
 
     with TestClient(
@@ -279,10 +279,10 @@ def test_overlapping_motion_shares_a_correlation_group(
     # file events are stamped when decoded: a and b together, c only after they are done
     actors = cams.start(config.model_copy(update={"cameras": config.cameras[:2]}))
     for cid, actor in actors.items():
-        wait_for(lambda a=actor: status(a)["done"], 60, f"{cid} to finish")
+        wait_for(lambda a=actor: camera_status(a)["done"], 60, f"{cid} to finish")
     time.sleep(config.correlation.window_s + 0.5)
     actors = cams.start(config.model_copy(update={"cameras": config.cameras[2:]}))
-    wait_for(lambda: status(actors["corr_c"])["done"], 60, "corr_c to finish")
+    wait_for(lambda: camera_status(actors["corr_c"])["done"], 60, "corr_c to finish")
     a, b, c = (cams.events(cid) for cid in ("corr_a", "corr_b", "corr_c"))
     assert len(a) == len(b) == len(c) == 1, (a, b, c)
     # sanity: a and b start together, c starts after the window (2 s)
@@ -307,12 +307,12 @@ def test_doorbell_ring_makes_a_ring_event_on_that_camera(
     )
     actors = cams.start(config)
     for cid, actor in actors.items():
-        wait_for(lambda a=actor: status(a)["frames"] > 0, 30, f"frames on {cid}")
-    refused = ray.get(actors["porch"].ring.remote())
+        wait_for(lambda a=actor: camera_status(a)["frames"] > 0, 30, f"frames on {cid}")
+    refused = ray.get(actors["porch"].ring.remote("porch"))
     assert refused == {"accepted": False, "reason": "camera is not a doorbell"}
 
     rung = datetime.now(UTC)
-    assert ray.get(actors["bell"].ring.remote()) == {"accepted": True}
+    assert ray.get(actors["bell"].ring.remote("bell")) == {"accepted": True}
     started = time.monotonic()
     rings = wait_for(
         lambda: [e for e in cams.events("bell") if e.is_doorbell_ring],
@@ -339,7 +339,9 @@ def test_slow_vlm_merges_motion_and_loses_none(cams: Cluster, clips: dict[str, P
         ]
     )
     actor = cams.start(config)["flow"]
-    st = wait_for(lambda: (s := status(actor))["done"] and s, 90, "the flow camera to finish")
+    st = wait_for(
+        lambda: (s := camera_status(actor))["done"] and s, 90, "the flow camera to finish"
+    )
     assert st["frames"] == 400  # every frame decoded: detection never waited for the VLM
     assert st["segments"] >= 15, st
     assert st["max_queue_depth"] <= 2 and st["max_pending_events"] == 2
@@ -369,3 +371,97 @@ def test_slow_vlm_merges_motion_and_loses_none(cams: Cluster, clips: dict[str, P
     )
     merged = [e for e in events if e.merged_motion]
     assert any(e.frame_count > 10 for e in merged)  # one window is about 8 frames
+
+
+def test_one_ingest_actor_runs_a_group_and_each_camera_stays_its_own(
+    cams: Cluster, clips: dict[str, Path]
+) -> None:
+    """A run's fleet with `ray.cameras_per_actor: 3`: three cameras in one process; a ring
+    found through the directory; one camera retired while its neighbours decode on; the
+    process killed, restarted by Ray, and every camera resumed (the file without duplicates)."""
+    import ray
+
+    from cluster.directory import IngestDirectory
+    from cluster.fleet import CameraFleet
+    from cluster.peers import CameraPeers
+
+    servers = [TSServer(clips["loop"], free_udp_port()) for _ in range(2)]
+    for server in servers:
+        server.start()
+    live = {"detect_fps": 5, "stall_timeout_s": 3, "motion": {"end_after_s": 1.0}}
+    config = make_config(
+        cams.storage,
+        [
+            {"id": "grp_a", "source": f"udp://127.0.0.1:{servers[0].port}", **live},
+            {"id": "grp_b", "source": f"udp://127.0.0.1:{servers[1].port}", **live},
+            {"id": "grp_file", "source": str(clips["early"]), "doorbell": True},
+        ],
+        cams.model,
+    )
+    config = config.model_copy(
+        update={"ray": config.ray.model_copy(update={"cameras_per_actor": 3})}
+    )
+    fleet = CameraFleet(config, CameraPeers.find(config))
+    fleet.start([cam.id for cam in config.cameras])
+    try:
+        assert len(fleet.groups) == 1  # one ingest actor, reserving the three cameras' CPUs
+        (group,) = fleet.groups.values()
+        cams.actors.append(group.actor)
+
+        def statuses() -> dict[str, dict[str, Any]]:
+            fleet.follow_placement()
+            return fleet.statuses(timeout_s=30)
+
+        first = wait_for(
+            lambda: (
+                (s := statuses())["grp_a"]["status"] == "online"
+                and s["grp_b"]["status"] == "online"
+                and s["grp_file"]["done"]
+                and s
+            ),
+            90,
+            "both streams online and the file done",
+        )
+        pid = first["grp_a"]["pid"]
+        assert {s["pid"] for s in first.values()} == {pid}
+        stored = wait_for(lambda: cams.events("grp_file"), 30, "the file camera's event")
+
+        # a ring, found as the API and the publisher find it
+        answer = IngestDirectory(NAMESPACE).ring("grp_file", 10)
+        assert answer == {"accepted": True}
+        wait_for(lambda: [e for e in cams.events("grp_file") if e.is_doorbell_ring], 30, "the ring")
+        stored = cams.events("grp_file")
+
+        # grp_b leaves the group; grp_a decodes on in the same process
+        before = statuses()["grp_a"]["frames"]
+        reports = fleet.retire(["grp_b"])
+        assert set(reports) == {"grp_b"} and "events" in reports["grp_b"]
+        assert group.ids == ["grp_a", "grp_file"] and fleet.ids() == ["grp_a", "grp_file"]
+        after = wait_for(
+            lambda: (s := statuses())["grp_a"]["frames"] > before + 10 and s, 30, "grp_a decoding"
+        )
+        assert after["grp_a"]["pid"] == pid and "grp_b" not in after
+        assert ray.get(group.actor.ids.remote(), timeout=30) == ["grp_a", "grp_file"]
+
+        # the process dies: Ray restarts it, and the fleet's next status calls resume both
+        ray.kill(group.actor, no_restart=False)
+        resumed = wait_for(
+            lambda: (
+                (s := statuses()).get("grp_a", {}).get("status") == "online"
+                and s["grp_a"]["pid"] != pid
+                and s["grp_file"].get("done")
+                and s
+            ),
+            120,
+            "the group back after its restart",
+        )
+        assert resumed["grp_a"]["restarted"] and resumed["grp_file"]["pid"] != pid
+        assert resumed["grp_file"]["restarted"] and "grp_b" not in resumed
+        again = {e.event_id for e in cams.events("grp_file")}
+        assert again == {e.event_id for e in stored}  # the file replayed: no event twice
+
+        reports = fleet.drain()
+        assert set(reports) == {"grp_a", "grp_file"}
+    finally:
+        for server in servers:
+            server.kill()

@@ -128,7 +128,7 @@ def test_a_call_about_a_camera_the_group_does_not_have_is_answered_for_that_came
     group = CameraGroup(
         config, lambda _cid: CameraPorts(store=FakeCameraStore(), describe=FakeVLM())
     )
-    assert group.ring("nope") == {"accepted": False, "reason": "no such camera in this group"}
+    assert group.ring("nope") == {"accepted": False, "reason": "not in this group"}
     assert group.status(["nope"])["nope"]["status"] == "unknown"
     assert asyncio.run(group.drain(["nope"])) == {"nope": {"error": "not in this group"}}
     assert asyncio.run(group.drain([])) == {} and group.status([]) == {}  # none is not all

@@ -16,7 +16,7 @@ from pipelines.config import Config
 from pipelines.naming import VLM_APP
 from pipelines.samples import generate_sample_video
 from tests.support.mosquitto import Mosquitto
-from tests.support.ray_cluster import RaySession
+from tests.support.ray_cluster import RaySession, camera_status
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -77,7 +77,7 @@ def test_every_stage_exports_metrics_and_the_dashboard_uses_real_names(
     import ray
     from ray import serve
 
-    from cluster.actors.camera import start_camera
+    from cluster.actors.ingest import start_camera
     from cluster.actors.publisher import get_publisher
     from cluster.actors.store import get_store
     from serve_apps.vlm import build_vlm_app
@@ -123,7 +123,7 @@ def test_every_stage_exports_metrics_and_the_dashboard_uses_real_names(
         )
         ray.get(publisher.publish_events.remote(events), timeout=30)
 
-        ray.get(camera.status.remote(), timeout=30)  # as `liveobject run` polls it
+        camera_status(camera)  # as `liveobject run` polls it
         port = ray.nodes()[0]["MetricsExportPort"]
         families: dict[str, list[dict[str, str]]] = {}
 

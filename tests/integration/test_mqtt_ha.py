@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cluster.actors.publisher import get_publisher
 from pipelines.config import CameraConfig
 from pipelines.mqtt.topics import COMPONENTS, Topics
-from pipelines.naming import camera_actor_name
+from pipelines.naming import ingest_actor_name
 from tests.support.mqtt import (
     Subscriber,
     actor_config,
@@ -115,12 +115,17 @@ def test_availability_offline_when_actor_dies_uncleanly(
 
 @ray.remote(num_cpus=0)
 class RingRecorder:
-    """Stand-in for a camera actor: records `ring()` calls."""
+    """Stand-in for an ingest actor running one camera: records `ring()` calls."""
 
-    def __init__(self) -> None:
+    def __init__(self, camera_id: str) -> None:
+        self.camera_id = camera_id
         self.calls = 0
 
-    def ring(self) -> dict[str, Any]:
+    def status(self, camera_ids: Any = None, resume: bool = False) -> dict[str, Any]:
+        return {self.camera_id: {"camera_id": self.camera_id, "status": "online"}}
+
+    def ring(self, camera_id: str) -> dict[str, Any]:
+        assert camera_id == self.camera_id
         self.calls += 1
         return {"accepted": True}
 
@@ -136,7 +141,7 @@ def test_ring_command_reaches_doorbell_camera_actor(
     namespace = config.ray.namespace
     topics = Topics(config.mqtt.topic_prefix, config.mqtt.discovery.prefix)
     recorders = {
-        cid: RingRecorder.options(name=camera_actor_name(cid), namespace=namespace).remote()  # type: ignore[attr-defined]
+        cid: RingRecorder.options(name=ingest_actor_name(cid), namespace=namespace).remote(cid)  # type: ignore[attr-defined]
         for cid in ("front_door", "garage")
     }
     try:

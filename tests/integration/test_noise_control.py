@@ -1,7 +1,7 @@
 """Noise and cost controls through real camera actors, the event-store actor and the tiny-model
 `vlm` Serve app: zones, near-duplicate reuse, per-camera budgets and the fair global budget.
 
-VLM calls are counted twice: by the camera (`status()["vlm_calls"]`) and by the deployment
+VLM calls are counted twice: by the camera (`camera_status()["vlm_calls"]`) and by the deployment
 itself (`stats()["requests"]`), which only sees what really reached it.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from pipelines.config import Config
 from pipelines.events import Event
 from pipelines.samples import generate_sample_video, generate_scene_video
-from tests.support.ray_cluster import status
+from tests.support.ray_cluster import camera_status
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -54,14 +54,14 @@ class Rig:
 
     def run(self, config: Config, timeout: float = 120) -> dict[str, dict[str, Any]]:
         """Start a camera actor per camera, wait until all are done; their final status."""
-        from cluster.actors.camera import start_camera
+        from cluster.actors.ingest import start_camera
 
         handles = {}
         for camera in config.cameras:
             handles[camera.id] = start_camera(config, camera.id)
             self.actors.append(handles[camera.id])
         return {
-            cid: wait_for(lambda a=a: (s := status(a))["done"] and s, timeout, f"{cid} done")
+            cid: wait_for(lambda a=a: (s := camera_status(a))["done"] and s, timeout, f"{cid} done")
             for cid, a in handles.items()
         }
 

@@ -16,7 +16,7 @@ from pipelines.config import Config
 from pipelines.samples import generate_sample_video
 from tests.support.mqtt import Subscriber, kill_actors, unique_prefix
 from tests.support.openai_server import FakeOpenAI, Reply
-from tests.support.ray_cluster import status
+from tests.support.ray_cluster import camera_status
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,7 @@ def test_filtered_events_are_stored_not_published_and_rings_always_are(
 ) -> None:
     import ray
 
-    from cluster.actors.camera import start_camera
+    from cluster.actors.ingest import start_camera
     from cluster.actors.publisher import get_publisher
     from cluster.actors.store import get_store
 
@@ -73,7 +73,7 @@ def test_filtered_events_are_stored_not_published_and_rings_always_are(
         wait_for(lambda: ray.get(publisher.status.remote())["connected"], 30, "MQTT connected")
         actors = [start_camera(config, cid) for cid in ("porch", "yard")]
         for actor in actors:
-            wait_for(lambda a=actor: status(a)["done"], 60, "camera done")
+            wait_for(lambda a=actor: camera_status(a)["done"], 60, "camera done")
         porch_events, _ = ray.get(store.query.remote(camera_id="porch"))
         (package_only,) = porch_events
         assert package_only.objects_detected == ("package",) and package_only.filtered
@@ -81,7 +81,7 @@ def test_filtered_events_are_stored_not_published_and_rings_always_are(
         assert not yard_event.filtered  # the yard wants packages: published
         sub.wait_for_ids(f"{prefix}/camera/yard/event", {yard_event.event_id})
 
-        rung = ray.get(actors[0].ring.remote())
+        rung = ray.get(actors[0].ring.remote("porch"))
         assert rung == {"accepted": True}
         ring = wait_for(
             lambda: [
@@ -105,7 +105,9 @@ def test_filtered_events_are_stored_not_published_and_rings_always_are(
         )
         assert counts["filtered"] == 1 and counts["published"] == 2, counts
         assert ray.get(publisher.status.remote())["filtered"] == 1
-        assert status(actors[0])["filtered"] == 1 and status(actors[1])["filtered"] == 0
+        assert (
+            camera_status(actors[0])["filtered"] == 1 and camera_status(actors[1])["filtered"] == 0
+        )
         # a reconnect replays unpublished events: the filtered one is not among them
         assert package_only.event_id not in {
             e.event_id for e in ray.get(store.unpublished_events.remote(3600))

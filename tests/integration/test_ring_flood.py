@@ -27,7 +27,7 @@ from pipelines.config import Config
 from pipelines.samples import generate_sample_video
 from tests.support.mosquitto import Mosquitto
 from tests.support.openai_server import FakeOpenAI, paced
-from tests.support.ray_cluster import RaySession, status
+from tests.support.ray_cluster import RaySession, camera_status
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy(50)]
@@ -52,7 +52,7 @@ def flood(
     import ray
     from ray import serve
 
-    from cluster.actors.camera import start_camera
+    from cluster.actors.ingest import start_camera
     from cluster.actors.publisher import get_publisher
     from cluster.actors.store import get_store
     from serve_apps.api import build_api_app
@@ -163,10 +163,10 @@ def test_a_thousand_rings_each_over_http_and_mqtt(
 
     config, cameras, publisher = flood
     bell, yard = cameras["bell"], cameras["yard"]
-    wait_for(lambda: status(bell)["frames"] > 0, 60, "a frame on the doorbell")
-    wait_for(lambda: status(yard)["events"] >= 1, 120, "a first motion event on the yard")
-    rss = psutil.Process(status(bell)["pid"]).memory_info().rss
-    yard_before = status(yard)["events"]
+    wait_for(lambda: camera_status(bell)["frames"] > 0, 60, "a frame on the doorbell")
+    wait_for(lambda: camera_status(yard)["events"] >= 1, 120, "a first motion event on the yard")
+    rss = psutil.Process(camera_status(bell)["pid"]).memory_info().rss
+    yard_before = camera_status(yard)["events"]
 
     url = f"http://127.0.0.1:{ray_session.serve_port}/api/v1/cameras/bell/ring"
     flood_started = started = time.monotonic()
@@ -204,7 +204,7 @@ def test_a_thousand_rings_each_over_http_and_mqtt(
 
     # the camera: what got through merged into a few ring events
     st = wait_for(
-        lambda: (s := status(bell))["rings_accepted"] >= 1 and not s["ring_pending"] and s,
+        lambda: (s := camera_status(bell))["rings_accepted"] >= 1 and not s["ring_pending"] and s,
         60,
         "the rings to be analysed",
     )
@@ -230,9 +230,9 @@ def test_a_thousand_rings_each_over_http_and_mqtt(
     assert len(rings) == st["rings_accepted"], (len(rings), st)
 
     # memory: RINGS presses more, straight at the camera actor, as the publisher sends them
-    answers = ray.get([bell.ring.remote() for _ in range(RINGS)], timeout=120)
+    answers = ray.get([bell.ring.remote("bell") for _ in range(RINGS)], timeout=120)
     assert all(a["accepted"] for a in answers), Counter(str(a) for a in answers)
-    after = status(bell)
+    after = camera_status(bell)
     presses = after["rings_accepted"] + after["rings_merged"]  # every press the camera took
     assert presses >= RINGS
     leak = presses * frame_bytes()  # one frame kept per press
@@ -241,7 +241,7 @@ def test_a_thousand_rings_each_over_http_and_mqtt(
     assert grown < RSS_GROWTH_LIMIT, f"doorbell camera grew {grown / 2**20:.1f} MiB"
 
     # the other camera kept flowing: all its motion windows are stored
-    done = wait_for(lambda: (s := status(yard))["done"] and s, 120, "the yard camera")
+    done = wait_for(lambda: (s := camera_status(yard))["done"] and s, 120, "the yard camera")
     assert done["events"] == len(YARD_WINDOWS) and done["events"] > yard_before
     print(
         f"\nring flood: http {dict(codes)} in {http_s:.1f} s, mqtt in {mqtt_s:.1f} s: "

@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 import ray
 
-from cluster.actors.camera import start_camera
+from cluster.actors.ingest import start_camera
 from cluster.actors.publisher import get_publisher
 from cluster.actors.store import get_store
 from pipelines.config import Config
 from pipelines.mqtt.topics import Topics
+from pipelines.naming import ingest_actor_name
 from tests.support.mqtt import Subscriber, kill_actors, poll, unique_prefix
 from tests.support.network import free_port
 from tests.support.ray_cluster import ray_logs
@@ -67,7 +68,7 @@ def config(ray_session: Any, mosquitto: Any, tmp_path: Path) -> Iterator[Config]
     )
     yield cfg
     for camera in cfg.cameras:
-        kill_actors(cfg.ray.namespace, (f"camera:{camera.id}",))
+        kill_actors(cfg.ray.namespace, (ingest_actor_name(camera.id),))
     kill_actors(cfg.ray.namespace)
 
 
@@ -88,10 +89,10 @@ def test_query_string_secrets_never_leave_the_cluster(
     poll(publisher.status.remote, lambda s: s["connected"], timeout=30)
     try:
         actors = {camera.id: start_camera(config, camera.id) for camera in config.cameras}
-        for actor in actors.values():  # both fail: their errors quote the URL
+        for cid, actor in actors.items():  # both fail: their errors quote the URL
             poll(
                 actor.status.remote,
-                lambda s: s["status"] == "unavailable" and s["last_error"],
+                lambda s, cid=cid: s[cid]["status"] == "unavailable" and s[cid]["last_error"],
                 timeout=60,
             )
         # status: what `liveobject status` gathers, with the source shown redacted

@@ -31,6 +31,7 @@ from pipelines.storage import EventStore
 from serve_apps.api import build_api
 from serve_apps.api.local import LocalStoreClient
 from tests.support.openai_server import FakeOpenAI, Reply
+from tests.support.ray_cluster import camera_status
 from tests.support.uvicorn_server import Uvicorn
 from tests.support.waiting import wait_for
 
@@ -322,7 +323,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 def test_real_run_through_serve_with_key(cluster: dict[str, Any]) -> None:
     import ray
 
-    from cluster.actors.camera import start_camera
+    from cluster.actors.ingest import start_camera
 
     base, store = cluster["base"], cluster["store"]
     stream = f"{base}/api/v1/events/stream"
@@ -338,7 +339,7 @@ def test_real_run_through_serve_with_key(cluster: dict[str, Any]) -> None:
     wait_for(lambda: hub_status(base, AUTH)["clients"] == 1, 60, "the stream to connect")
     camera = start_camera(cluster["config"], "porch")
     cluster["cameras"].append(camera)
-    wait_for(lambda: ray.get(camera.status.remote(), timeout=30)["done"], 180, "the camera run")
+    wait_for(lambda: camera_status(camera)["done"], 180, "the camera run")
     saved = ray.get(store.events_after.remote(0, None, 1000))
     assert len(saved) >= 2  # the clip has three motion windows
     wait_for(lambda: len(reader.events()) >= len(saved), 60, "every saved event on the stream")

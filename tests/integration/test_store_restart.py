@@ -27,6 +27,7 @@ from pipelines.config import Config
 from pipelines.samples import generate_sample_video
 from tests.support.mosquitto import Mosquitto
 from tests.support.openai_server import FakeOpenAI, paced
+from tests.support.ray_cluster import camera_status
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy(30)]
@@ -90,14 +91,12 @@ def make_config(tmp_path: Path, clip: Path, namespace: str, mqtt_port: int | Non
 
 def status(actor: Any) -> dict[str, Any]:
     """The camera's status; {} while Ray restarts it (the call fails then)."""
-    import ray
     from ray.exceptions import RayActorError
 
     try:
-        result: dict[str, Any] = ray.get(actor.status.remote(), timeout=30)
+        return camera_status(actor)
     except RayActorError:
         return {}
-    return result
 
 
 def close_store(store: Any) -> None:
@@ -152,7 +151,7 @@ def test_store_killed_while_cameras_save_loses_nothing(
 ) -> None:
     import ray
 
-    from cluster.actors.camera import start_camera
+    from cluster.actors.ingest import start_camera
     from cluster.actors.store import get_store
 
     config = make_config(tmp_path, clip, "restart-store", None)
@@ -185,7 +184,7 @@ def test_camera_killed_mid_file_replays_without_duplicates(
 ) -> None:
     import ray
 
-    from cluster.actors.camera import start_camera
+    from cluster.actors.ingest import start_camera
     from cluster.actors.publisher import get_publisher
     from cluster.actors.store import get_store
 

@@ -1,6 +1,7 @@
 """Own process: a 3-node `ray.cluster_utils.Cluster`; where do VLM replicas and cameras land?
 
-Prints one JSON line: the node of every camera actor and VLM replica, and which node has the GPU.
+Prints one JSON line: the node of every camera's ingest actor and VLM replica, and which
+node has the GPU.
 Usage: python topology_probe.py WORKDIR TINY_MODEL_PATH. Not collected by pytest (no test_
 prefix); tests/integration/test_topology.py runs it.
 """
@@ -17,10 +18,10 @@ from ray import serve
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
-from cluster.actors.camera import start_camera
+from cluster.actors.ingest import start_camera
 from cluster.actors.store import get_store
 from pipelines.config import parse_config_text
-from pipelines.naming import VLM_APP, camera_actor_name
+from pipelines.naming import INGEST_PREFIX, VLM_APP, ingest_actor_name
 from pipelines.samples import generate_sample_video
 from serve_apps.vlm import build_vlm_app
 
@@ -60,7 +61,7 @@ mqtt: {{enabled: false}}
             placement = {
                 a.name or a.class_name: a.node_id
                 for a in actors
-                if (a.name or "").startswith("camera:") or "VLM" in a.class_name
+                if (a.name or "").startswith(INGEST_PREFIX) or "VLM" in a.class_name
             }
             if len(placement) >= 3:
                 break
@@ -70,8 +71,8 @@ mqtt: {{enabled: false}}
                 {
                     "gpu_node": gpu_node.node_id,
                     "cpu_nodes": [cluster.head_node.node_id, cpu_node.node_id],
-                    "cameras": {c: placement.get(camera_actor_name(c)) for c in ("cam_a", "cam_b")},
-                    "vlm": [n for k, n in placement.items() if not k.startswith("camera:")],
+                    "cameras": {c: placement.get(ingest_actor_name(c)) for c in ("cam_a", "cam_b")},
+                    "vlm": [n for k, n in placement.items() if not k.startswith(INGEST_PREFIX)],
                 }
             ),
             flush=True,

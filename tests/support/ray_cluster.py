@@ -23,6 +23,16 @@ def status(actor: Any) -> dict[str, Any]:
     return result
 
 
+def camera_status(actor: Any) -> dict[str, Any]:
+    """The status of the one camera of an ingest actor (`start_camera`'s), within 30 s, asked
+    as `liveobject run` asks: an actor Ray restarted after a crash resumes the camera."""
+    import ray
+
+    answer: dict[str, dict[str, Any]] = ray.get(actor.status.remote(None, True), timeout=30)
+    (status_of_camera,) = answer.values()
+    return status_of_camera
+
+
 def ray_logs() -> str:
     """Everything the Ray processes of this session wrote to their log files so far."""
     import ray

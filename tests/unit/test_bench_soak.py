@@ -58,7 +58,7 @@ def test_events_saved_during_the_stop_may_miss_the_stream() -> None:
 def test_titles_hold_no_paths() -> None:
     from benchmarks.bench_soak import _title
 
-    assert _title(["ray::CameraActor", ""]) == "ray::CameraActor"
+    assert _title(["ray::IngestActor", ""]) == "ray::IngestActor"
     assert _title(["/x/ray/core/src/ray/gcs/gcs_server", "--a=1"]) == "gcs_server"
     assert _title(["/x/.venv/bin/python", "-u", "/x/ray/dashboard/agent.py"]) == "python agent.py"
 

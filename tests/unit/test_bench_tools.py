@@ -42,13 +42,13 @@ def test_profile_drops_idle_samples_and_names_the_work(tmp_path: Path) -> None:
     assert categories["video decoding (FFmpeg via PyAV/decord)"] == 60.0
     assert categories["motion detection and resizing (OpenCV, NumPy)"] == 25.0
     assert categories["pixel conversion to RGB (swscale)"] == 15.0
-    text = hotspots.paragraph("camera", "ray::CameraActor", 15, summary, "Cameras cost most.")
+    text = hotspots.paragraph("camera", "ray::IngestActor", 15, summary, "Cameras cost most.")
     assert text.startswith("Cameras cost most.") and "video decoding" in text
     assert "What would move it" in text
 
 
 def test_process_titles_map_to_stages() -> None:
-    assert stage_of("ray::CameraActor.status") == "camera"
+    assert stage_of("ray::IngestActor.status") == "camera"
     assert stage_of("ray::ServeReplica:vlm:VLM") == "vlm"
     assert stage_of("ray::EventStoreActor") == "store"
     assert stage_of("/usr/bin/raylet --flags") == "ray"

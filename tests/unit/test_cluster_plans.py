@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.placement import Node, demands, pack, vlm_gpu_error
+from cluster.placement import Node, camera_groups, demands, pack, vlm_gpu_error
 from cluster.reconfigure import plan
 from pipelines.config import Config, parse_config_text
 
@@ -37,6 +37,22 @@ def test_a_camera_that_does_not_fit_is_named_with_need_and_free(tmp_path: Path) 
     reason = report.unplaceable["big"]
     assert "needs CPU 1.5" in reason and "free: CPU 0.75" in reason
     assert report.unplaceable_of("vlm") == {}
+
+
+def test_cameras_are_grouped_per_ingest_actor_reserving_the_sum(tmp_path: Path) -> None:
+    cams = _cams("a", "b", "c", "d", "e", b=", num_cpus: 0.3")
+    config = _config(tmp_path, cams, extra="ray: {cameras_per_actor: 2}")
+    assert camera_groups(config, ["a", "b", "c", "d", "e"]) == [["a", "b"], ["c", "d"], ["e"]]
+    ingest = [d for d in demands(config) if d.kind == "camera"]
+    assert [(d.name, d.resources) for d in ingest] == [
+        ("a, b", {"CPU": 0.4}),
+        ("c, d", {"CPU": 0.2}),
+        ("e", {"CPU": 0.1}),
+    ]
+    # the group that does not fit is named by its cameras, with what it needs and what is free
+    report = pack(demands(config), [Node("n1", "10.0.0.1", {"CPU": 1.45})])  # 0.3 left
+    assert list(report.unplaceable_of("camera")) == ["a, b"]
+    assert "needs CPU 0.4; free: CPU 0.3" in report.unplaceable["a, b"]
 
 
 def test_gpu_replicas_go_only_to_gpu_nodes_and_a_gpu_less_cluster_is_an_error(
