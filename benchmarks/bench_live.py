@@ -421,6 +421,28 @@ def grouped_rows(result: dict[str, Any], single: list[dict[str, Any]]) -> list[R
             f"{n} cameras (psutil, after the warm-up and a {n}-camera trial)",
         )
     )
+    small = result.get("grouped_360p") or {}
+    if small.get("trials"):
+        trial = small["trials"][0]
+        rows.append(
+            Row(
+                "Ingest",
+                f"CPU-s per live 640x360 camera-minute, {trial['cameras']} cameras in one ingest "
+                f"actor, detect_fps {DETECT_FPS:g} (the measure of `cameras[].num_cpus`' default)",
+                "CPU-s",
+                round(trial["cores_per_camera"] * 60, 2),
+                detail={"trial": {k: v for k, v in trial.items() if k != "cameras_detail"}},
+                note=f"{trial['cores_per_camera']} cores per camera, "
+                f"{'kept' if trial['keeps_up'] else 'did NOT keep'} up (worst lag "
+                f"{trial['worst_lag_s']} s, slowest camera {trial['min_fps']} fps), "
+                f"{trial['rss_mb_per_camera']} MB per camera",
+            )
+        )
+    elif small:
+        why = small.get("error", "no trial ran")
+        rows.append(
+            Row("Ingest", "live 640x360 cameras in one ingest actor", "CPU-s", None, note=why)
+        )
     return rows
 
 
@@ -451,7 +473,6 @@ def main() -> None:
                 server_1080, tmp / "two", args.trial_s, detect=server_360
             )
             server_1080.stop()
-            server_360.stop()
             result = ramp(server, tmp / "data", args, steps)
             grouped_steps = [4] if quick else list(GROUPED_STEPS)
             try:
@@ -461,6 +482,11 @@ def main() -> None:
             except (RuntimeError, TimeoutError, ValueError) as exc:
                 result["grouped"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             result["raw_720p"] = raw_cores(server, args.trial_s)
+            n_360 = 4 if quick else GROUP
+            try:  # what a default sub-stream camera costs: the default reservation's measure
+                result["grouped_360p"] = ramp(server_360, tmp / "g360", args, [n_360], n_360)
+            except (RuntimeError, TimeoutError, ValueError) as exc:
+                result["grouped_360p"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             result["cores_1080p_one_camera"] = round(cores_1080, 3)
             result["detect_360p_main_1080p"] = {"cores": round(cores_dual, 3), "seen": seen}
         finally:

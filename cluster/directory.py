@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import ray
+from ray.exceptions import RayActorError
 
 from pipelines.naming import INGEST_PREFIX, NOT_IN_GROUP
 
@@ -68,17 +69,19 @@ class IngestDirectory:
         self, timeout_s: float, skip: frozenset[str] | set[str] = frozenset()
     ) -> dict[str, dict[str, Any]]:
         """Every camera's status, from every ingest actor that answers within timeout_s (one
-        wait for all); `skip`: actors not to ask (the run knows they are not placed)."""
+        wait for all, the lock not held meanwhile); `skip`: actors not to ask (the run knows
+        they are not placed)."""
         with self._lock:
             self._list()
-            calls: dict[str, Any] = {}
-            for name, actor in self._actors.items():
-                if name in skip or not self._answered(name):
-                    continue
-                calls[name] = actor.status.remote()
-            ready, _ = ray.wait(list(calls.values()), num_returns=len(calls), timeout=timeout_s)
-            done = set(ready)
-            out: dict[str, dict[str, Any]] = {}
+            calls = {
+                name: actor.status.remote()
+                for name, actor in self._actors.items()
+                if name not in skip and self._answered(name)
+            }
+        ready, _ = ray.wait(list(calls.values()), num_returns=len(calls), timeout=timeout_s)
+        done = set(ready)
+        out: dict[str, dict[str, Any]] = {}
+        with self._lock:
             for name, ref in calls.items():
                 if ref not in done:
                     self._slow[name] = ref
@@ -87,13 +90,20 @@ class IngestDirectory:
                     answer: dict[str, dict[str, Any]] = ray.get(ref)
                 except Exception as exc:  # died (restarting, or killed): listed again next time
                     logger.debug("ingest actor %s: %s", name, type(exc).__name__)
-                    self._actors.pop(name, None)
-                    self._listed_at = -float("inf")
+                    self._drop(name)
                     continue
                 for camera_id, status in answer.items():
-                    self._where[camera_id] = name
-                    out[camera_id] = status
-            return out
+                    if status.get("error") != NOT_IN_GROUP:  # else another actor runs it
+                        self._where[camera_id] = name
+                    out.setdefault(camera_id, status)
+        return out
+
+    def _drop(self, name: str) -> None:
+        """Forget an actor that died or was killed (called with the lock held)."""
+        self._actors.pop(name, None)
+        self._slow.pop(name, None)
+        self._where = {cid: where for cid, where in self._where.items() if where != name}
+        self._listed_at = -float("inf")
 
     def _answered(self, name: str) -> bool:
         """False while an earlier call to this actor is still unanswered."""
@@ -122,11 +132,17 @@ class IngestDirectory:
     def ring(self, camera_id: str, timeout_s: float) -> dict[str, Any] | None:
         """Ring the camera's doorbell (see `Camera.ring`): its answer, or None when no ingest
         actor runs it (or none answered in time)."""
-        for _attempt in range(2):  # a camera moved to another group since: ask again once
+        for _attempt in range(2):  # the camera moved to another group, or its actor died
             actor = self.locate(camera_id, timeout_s)
             if actor is None:
                 return None
-            answer: dict[str, Any] = ray.get(actor.ring.remote(camera_id), timeout=timeout_s)
+            try:
+                answer: dict[str, Any] = ray.get(actor.ring.remote(camera_id), timeout=timeout_s)
+            except RayActorError:  # killed by `apply` (a new group runs it now) or crashed
+                with self._lock:
+                    self._drop(next((n for n, a in self._actors.items() if a is actor), ""))
+                    self._where.pop(camera_id, None)
+                continue
             if answer.get("reason") != NOT_IN_GROUP:
                 return answer
             with self._lock:

@@ -25,6 +25,7 @@ import ray
 from cluster.actors.ingest import launch_group
 from cluster.peers import CameraPeers
 from cluster.placement import CameraPlacement, camera_groups, group_resources
+from pipelines.camera.camera import stop_wait_s
 from pipelines.config import Config
 from pipelines.naming import ingest_actor_name
 
@@ -33,7 +34,8 @@ logger = logging.getLogger(__name__)
 # How long past `shutdown.drain_timeout_s` a drain waits for a camera's report, for every drain
 # (the full stop and `apply` alike). A camera bounds its own drain: stopping decoding (10 s) is
 # inside the timeout, then the fallback events' saves get 15 s (pipelines.camera.camera); the
-# rest is slack for Ray to deliver the call and the answer to a busy actor.
+# rest is slack for Ray to deliver the call and the answer to a busy actor. Removing one camera
+# from a group that keeps running waits for its decode thread first (`stop_wait_s`): added.
 DRAIN_GRACE_S = 45.0
 DRAIN_POLL_S = 0.2  # how often the drain loop looks at the hurry event and for answers
 
@@ -58,6 +60,8 @@ class CameraFleet:
         self._next_key = 1
         self.placement = CameraPlacement(config.ray.placement_timeout_s)  # by group key
         self._run = run  # the namespace's run actor: told which cameras cannot be placed
+        self._reported: tuple[dict[str, str], dict[str, list[str]]] = ({}, {})  # told it last
+        self._orphans: list[str] = []  # kept cameras of a killed unplaced group: start() again
 
     @property
     def publisher(self) -> Any | None:
@@ -83,11 +87,12 @@ class CameraFleet:
         self.placement.timeout_s = config.ray.placement_timeout_s
 
     def start(self, camera_ids: Iterable[str]) -> None:
-        """Create the ingest actors of new groups of these cameras; each group stays unplaced
-        until Ray has placed it."""
+        """Create the ingest actors of new groups of these cameras (and of those a `retire`
+        took out of a group never placed); each group stays unplaced until Ray has placed it."""
         # Serve was not up when the fleet was made, or `apply` brought a global budget
         self.peers = self.peers.completed(self.config)
-        for members in camera_groups(self.config, list(camera_ids)):
+        wanted, self._orphans = [*self._orphans, *camera_ids], []
+        for members in camera_groups(self.config, wanted):
             key = f"g.{self._next_key}"
             self._next_key += 1
             actor, ready = launch_group(self.config, key, members, self.peers)
@@ -97,6 +102,7 @@ class CameraFleet:
     def follow_placement(self) -> None:
         """Mark placed groups; say which cameras cannot be placed (log, MQTT, run actor)."""
         if all(g.placed for g in self.groups.values()):
+            self._report_placement()  # a retire may have removed the last unplaced group
             return
         newly = self.placement.update()
         for group in self.groups.values():
@@ -109,13 +115,22 @@ class CameraFleet:
                     self.publisher.set_camera_status.remote(
                         camera_id, "unplaceable", source_type, reason
                     )
-        everything_placed = all(g.placed for g in self.groups.values())
-        if (newly or everything_placed) and self._run is not None:
-            waiting = {ingest_actor_name(k): g.ids for k, g in self.groups.items() if not g.placed}
-            try:
-                self._run.set_unplaceable.remote(self.unplaceable(), waiting)
-            except Exception:
-                logger.debug("run actor gone")
+        self._report_placement()
+
+    def _report_placement(self) -> None:
+        """Tell the run actor the unplaceable cameras and the groups not placed yet, whenever
+        either changed (the API and `liveobject status` read them there)."""
+        waiting = {
+            ingest_actor_name(k): list(g.ids) for k, g in self.groups.items() if not g.placed
+        }
+        now = (self.unplaceable(), waiting)
+        if now == self._reported or self._run is None:
+            return
+        try:
+            self._run.set_unplaceable.remote(*now)
+            self._reported = now
+        except Exception:
+            logger.debug("run actor gone")
 
     def unplaceable(self) -> dict[str, str]:
         """Every camera whose group cannot be placed now, with the reason."""
@@ -182,12 +197,18 @@ class CameraFleet:
 
         A group whose every camera goes is drained and killed. From a group that keeps some,
         each camera is removed on its own (stopped, drained, closed), its neighbours running
-        on; a group not placed yet holds nothing: it is killed, and the cameras it keeps start
-        again in a new group.
+        on (its reservation stays the group's until the group ends: Ray cannot shrink an
+        actor's). A group not placed yet holds nothing: it is killed, and the cameras it keeps
+        start in a new group with the next `start` (apply's, under the new config).
         """
+        self.follow_placement()  # a group placed since the last tick holds events: drain it
         wanted = set(camera_ids) & set(self.ids())
         timeout_s = self.config.shutdown.drain_timeout_s
+        # a removed camera first waits for its decode thread (a blocked read ends at its own
+        # timeout), then drains: its report may take that much longer than a drain's
+        stop_s = max((stop_wait_s(self.config.camera(c)) for c in wanted), default=0.0)
         pending: dict[Any, tuple[list[str], bool]] = {}
+        removing = False
         for group in list(self.groups.values()):
             going = [cid for cid in group.ids if cid in wanted]
             if not going or not group.placed:
@@ -195,10 +216,10 @@ class CameraFleet:
             if len(going) == len(group.ids):
                 pending[group.actor.drain.remote(going, timeout_s)] = (going, True)
             else:
+                removing = True
                 for cid in going:
                     pending[group.actor.remove.remote(cid, timeout_s)] = ([cid], False)
-        reports = _reports(pending, timeout_s)
-        restart: list[str] = []
+        reports = _reports(pending, timeout_s + (stop_s if removing else 0.0))
         for key, group in list(self.groups.items()):
             keep = [cid for cid in group.ids if cid not in wanted]
             if len(keep) == len(group.ids):
@@ -209,9 +230,8 @@ class CameraFleet:
             ray.kill(group.actor, no_restart=True)
             self.placement.forget(key)
             del self.groups[key]
-            restart += keep
-        if restart:
-            self.start(restart)
+            self._orphans += keep
+        self._report_placement()
         return reports
 
 

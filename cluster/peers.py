@@ -68,7 +68,7 @@ class NamedActor:
 
 @dataclass(frozen=True)
 class CameraPeers:
-    """What a camera actor talks to: the store, the publisher, the VLM, the global budget."""
+    """What an ingest actor's cameras talk to: the store, the publisher, the VLM, the budget."""
 
     store: Any
     publisher: Any | None  # None: MQTT off, or not created yet (resolved later)

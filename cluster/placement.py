@@ -269,9 +269,9 @@ class CameraPlacement:
         self.timeout_s = timeout_s
         self._cameras: dict[str, _Tracked] = {}
 
-    def track(self, camera_id: str, ready_ref: Any, need: Mapping[str, float]) -> None:
-        """Follow a camera actor whose `start` call returned `ready_ref`."""
-        self._cameras[camera_id] = _Tracked(ready_ref, time.monotonic(), dict(need))
+    def track(self, key: str, ready_ref: Any, need: Mapping[str, float]) -> None:
+        """Follow the ingest actor `key` whose `start` call returned `ready_ref`."""
+        self._cameras[key] = _Tracked(ready_ref, time.monotonic(), dict(need))
 
     def forget(self, camera_id: str) -> None:
         """Stop following a camera (removed by a reconfigure)."""

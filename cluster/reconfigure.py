@@ -1,7 +1,7 @@
 """Reconfigure a running deployment in place (`liveobject apply --config FILE`).
 
 `plan(old, new)` compares two configs — plain Python, unit-tested without Ray — and says which
-cameras are added, removed, restarted (their own entry, or a setting camera actors read from
+cameras are added, removed, restarted (their own entry, or a setting cameras read from
 outside it, changed) or unchanged, and whether the `vlm` and `api` Serve apps must be
 redeployed. Sections whose change needs a new run (`ray` apart from `placement_timeout_s`,
 `storage`, `correlation`, `mqtt`) make the plan a refusal that names them. Secrets compare by
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 IN_PLACE_RAY_KEYS = frozenset({"placement_timeout_s"})  # ray.* keys applied without a new run
 NEEDS_NEW_RUN = ("storage", "correlation", "mqtt")
-# Settings a camera actor reads from outside its own `cameras[]` entry
+# Settings a camera reads from outside its own `cameras[]` entry
 # (cluster/actors/ingest.py): a change restarts every camera.
 CAMERA_GLOBALS: dict[str, tuple[str, ...]] = {
     "vlm": ("image_size", "deadline_s", "max_per_hour", "dedupe", "backends"),

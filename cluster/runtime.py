@@ -176,7 +176,7 @@ class Deployment:
             try:
                 stored += int(statuses[cam_id]["events"])
             except (KeyError, TypeError, ValueError):
-                logger.warning("a camera actor did not answer at shutdown")
+                logger.warning("camera %s did not answer at shutdown", cam_id)
         if self.publisher is not None:
             try:
                 ray.get(self.publisher.flush.remote(flush_timeout_s), timeout=flush_timeout_s + 10)
@@ -337,7 +337,7 @@ def deploy(
     include_dashboard: bool = True,
     after_connect: Callable[[], None] | None = None,
 ) -> Deployment:
-    """Bring up every part: broker (demo), store, publisher, Serve apps, camera actors.
+    """Bring up every part: broker (demo), store, publisher, Serve apps, ingest actors.
 
     Before anything is created: the namespace is claimed (a second run is refused), what an
     earlier run left on a joined cluster is removed, and the config is checked against the

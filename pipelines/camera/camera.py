@@ -23,7 +23,7 @@ from pipelines.camera.noise import NoiseControl
 from pipelines.camera.outbox import SaveBuffer
 from pipelines.camera.ports import CameraPorts
 from pipelines.camera.status import CameraStatus
-from pipelines.config import Config
+from pipelines.config import CameraConfig, Config
 from pipelines.events import Event, utcnow
 from pipelines.ingest.segment import Segment, ring_segment
 from pipelines.ingest.sources import OPEN_TIMEOUT_S
@@ -34,6 +34,12 @@ logger = logging.getLogger(__name__)
 SAVE_GRACE_S = 15.0  # after the drain deadline: time left for the fallback events' saves
 DRAIN_POLL_S = 0.05
 STOP_WAIT_S = 10.0  # how long stop() waits for the decode thread to hand over its last event
+
+
+def stop_wait_s(camera: CameraConfig) -> float:
+    """The longest a camera's decode thread can take to notice a stop: a blocked read or open
+    ends at its own timeout (`stall_timeout_s` + 1 s, OPEN_TIMEOUT_S to open), plus slack."""
+    return float(camera.stall_timeout_s) + 1.0 + OPEN_TIMEOUT_S + 5.0
 
 
 class Camera:
@@ -123,9 +129,8 @@ class Camera:
 
     @property
     def stop_wait_s(self) -> float:
-        """The longest a decode thread can take to notice a stop: a blocked read or open ends
-        at its own timeout (`stall_timeout_s` + 1 s, OPEN_TIMEOUT_S to open), plus slack."""
-        return float(self.camera.stall_timeout_s) + 1.0 + OPEN_TIMEOUT_S + 5.0
+        """How long removing this camera waits for its decode thread (see `stop_wait_s`)."""
+        return stop_wait_s(self.camera)
 
     def close(self) -> None:
         """After a drain, for a camera removed from a running process: stop the analyser's

@@ -11,7 +11,7 @@ with its id (the only way a camera loses an event). A retried save is safe: the 
 event id once (`save_new` semantics), so a group re-sent after its first try committed writes
 nothing twice.
 
-Plain asyncio; the actual save (a Ray call in the camera actor) is the `save_many` coroutine
+Plain asyncio; the actual save (a Ray call in the ingest actor) is the `save_many` coroutine
 function passed in.
 """
 

@@ -1,9 +1,10 @@
 """Event ids of file sources: derived, so that replaying a file yields the same ids again.
 
-A camera actor that Ray restarts replays its file from the start. Motion segmentation of the
-same file with the same settings cuts the same segments, so an id derived from the camera, the
-file's identity (path, size, modification time) and the segment's media offset makes the replay
-idempotent at the store (its primary key). Live streams never replay: they keep random ids.
+A camera whose ingest actor Ray restarts replays its file from the start. Motion segmentation
+of the same file with the same settings cuts the same segments, so an id derived from the
+camera, the file's identity (path, size, modification time) and the segment's media offset
+makes the replay idempotent at the store (its primary key). Live streams never replay: they
+keep random ids.
 """
 
 from __future__ import annotations

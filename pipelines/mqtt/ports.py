@@ -48,7 +48,7 @@ class PublishedStore(Protocol):
 
 
 class CameraRinger(Protocol):
-    """The running camera actors, for ring commands."""
+    """The running cameras (their ingest actors), for ring commands."""
 
     def ring(self, camera_id: str) -> bool:
         """Fire the camera's ring without waiting; False when its camera does not run."""

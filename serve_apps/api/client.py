@@ -195,8 +195,10 @@ class RayStoreClient:
             )
         except Exception:
             live = {}
+        starting = {cid for ids in waiting.values() for cid in ids}
         return [
-            self._camera(c, unplaceable.get(c.id), live.get(c.id)) for c in self._config.cameras
+            self._camera(c, unplaceable.get(c.id), live.get(c.id), c.id in starting)
+            for c in self._config.cameras
         ]
 
     async def _placement(self) -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -211,7 +213,7 @@ class RayStoreClient:
 
     @staticmethod
     def _camera(
-        cam: CameraConfig, unplaceable: str | None, live: dict[str, Any] | None
+        cam: CameraConfig, unplaceable: str | None, live: dict[str, Any] | None, starting: bool
     ) -> dict[str, Any]:
         base = {
             "camera_id": cam.id,
@@ -228,6 +230,8 @@ class RayStoreClient:
                 "fps": 0.0,
                 "last_event": None,
             }
+        if live is None and starting:  # its ingest actor is not placed yet
+            return {**base, "status": "starting", "fps": 0.0, "last_event": None}
         if live is None or "error" in live:
             error = "Unavailable" if live is None else str(live["error"])
             return {**base, "status": "unavailable", "fps": 0.0, "last_event": None, "error": error}

@@ -2,7 +2,7 @@
 
 For running the API app without a cluster: benchmarks of the routes, browser tests of the review
 page, looking at a copy of a store. Cameras are the configured ones without live status (there
-are no camera actors here), and a ring is refused.
+are no ingest actors here), and a ring is refused.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class LocalStoreClient:
         return {"store": {"ok": True, "detail": "", **counts}}
 
     async def cameras(self) -> list[dict[str, Any]]:
-        """The configured cameras, status unknown (no camera actors in this process)."""
+        """The configured cameras, status unknown (no ingest actors in this process)."""
         return [
             {
                 "camera_id": cam.id,

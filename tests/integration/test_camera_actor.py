@@ -427,8 +427,8 @@ def test_one_ingest_actor_runs_a_group_and_each_camera_stays_its_own(
         stored = wait_for(lambda: cams.events("grp_file"), 30, "the file camera's event")
 
         # a ring, found as the API and the publisher find it
-        answer = IngestDirectory(NAMESPACE).ring("grp_file", 10)
-        assert answer == {"accepted": True}
+        directory = IngestDirectory(NAMESPACE)  # kept, as the API and the publisher keep theirs
+        assert directory.ring("grp_file", 10) == {"accepted": True}
         wait_for(lambda: [e for e in cams.events("grp_file") if e.is_doorbell_ring], 30, "the ring")
         stored = cams.events("grp_file")
 
@@ -459,6 +459,27 @@ def test_one_ingest_actor_runs_a_group_and_each_camera_stays_its_own(
         assert resumed["grp_file"]["restarted"] and "grp_b" not in resumed
         again = {e.event_id for e in cams.events("grp_file")}
         assert again == {e.event_id for e in stored}  # the file replayed: no event twice
+
+        # `apply` restarts the doorbell twice: it leaves the group for a group of its own, then
+        # that group is killed for a third; the kept directory finds it each time
+        def restart_bell() -> None:
+            fleet.retire(["grp_file"])
+            fleet.start(["grp_file"])
+            cams.actors.extend(g.actor for g in fleet.groups.values())
+            wait_for(lambda: statuses()["grp_file"].get("done"), 90, "the doorbell restarted")
+
+        for times in (1, 2):
+            restart_bell()
+            assert len(fleet.groups) == 2 and group.ids == ["grp_a"]
+            rung = wait_for(lambda: directory.ring("grp_file", 10), 30, "the ring delivered")
+            assert rung == {"accepted": True}
+            wait_for(
+                lambda n=times: (
+                    len([e for e in cams.events("grp_file") if e.is_doorbell_ring]) == 1 + n
+                ),
+                30,
+                "the ring event from the new group",
+            )
 
         reports = fleet.drain()
         assert set(reports) == {"grp_a", "grp_file"}
