@@ -59,10 +59,13 @@ class CameraConfig(StrictModel):
         description="Events waiting for the VLM; when full, new motion merges into the newest.",
     )
     num_cpus: float = Field(
-        default=0.1,
+        default=0.05,
         gt=0,
         le=64,
-        description="CPUs the camera's actor requests from Ray (decoding at detect_fps is light).",
+        description=(
+            "CPUs the camera adds to its ingest actor's Ray request (measured in a group of 16 "
+            "at detect_fps 5: 0.057 for 640x360, 0.077 for 720p; see README)."
+        ),
     )
     max_unsaved_events: int = Field(
         default=64,

@@ -63,7 +63,7 @@ class RayConfig(StrictModel):
         description="A camera whose ingest actor is not placed within this is `unplaceable`.",
     )
     cameras_per_actor: int = Field(
-        default=1,
+        default=8,
         ge=1,
         le=256,
         description=(

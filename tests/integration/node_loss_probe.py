@@ -92,7 +92,8 @@ def main(workdir: Path, broker_port: int, model: Path, api_port: int) -> None:
     cameras = "\n".join(f"  - {{id: {c}, source: {clip}}}" for c, clip in clips.items())
     config = parse_config_text(
         f"""
-ray: {{address: "{cluster.address}", namespace: nodeloss, placement_timeout_s: 30}}
+ray: {{address: "{cluster.address}", namespace: nodeloss, placement_timeout_s: 30,
+      cameras_per_actor: 1}}
 cameras:
 {cameras}
 vlm: {{model: {model}, num_gpus: 0.5, num_cpus: 0.25, num_replicas: 2, max_new_tokens: 96,

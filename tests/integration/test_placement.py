@@ -1,7 +1,7 @@
 """Every camera placed, or told why not: a 2-CPU local cluster with the default requests runs
-eight file cameras, a ninth that asks for more than is free is `unplaceable` — with what it
-needs and what is free — at start, in the live output, `/api/v1/cameras` and on MQTT; a VLM
-that needs a GPU on a cluster without one fails at once."""
+sixteen file cameras (two ingest actors of eight), a seventeenth that asks for more than is
+free is `unplaceable` — with what it needs and what is free — at start, in the live output,
+`/api/v1/cameras` and on MQTT; a VLM that needs a GPU on a cluster without one fails at once."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from tests.support.ray_head import run_watched
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy(50)]
 
-CAMERAS = 8
+CAMERAS = 16
 
 
 def _config(folder: Path, model: Path, broker: int, api_port: int, cameras: str) -> Path:
@@ -45,7 +45,7 @@ def _api_camera(api_port: int, camera_id: str) -> dict[str, Any] | None:
     return found[0] if found and found[0]["status"] == "unplaceable" else None
 
 
-def test_eight_default_cameras_run_and_a_ninth_is_unplaceable(
+def test_sixteen_default_cameras_run_and_a_seventeenth_is_unplaceable(
     tmp_path: Path,
     tiny_model: Path,
     mosquitto: Mosquitto,

@@ -22,8 +22,8 @@ def _cams(*ids: str, **overrides: str) -> str:
     return "\n".join(f"  - {{id: {i}, source: /v/{i}.mp4{overrides.get(i, '')}}}" for i in ids)
 
 
-def test_eight_default_cameras_fit_two_cpus_with_the_vlm(tmp_path: Path) -> None:
-    config = _config(tmp_path, _cams(*(f"c{i}" for i in range(8))))
+def test_sixteen_default_cameras_fit_two_cpus_with_the_vlm(tmp_path: Path) -> None:
+    config = _config(tmp_path, _cams(*(f"c{i}" for i in range(16))))
     report = pack(demands(config), [Node("n1", "10.0.0.1", {"CPU": 2.0})])
     assert report.unplaceable == {}
     assert sum(d.resources["CPU"] for d in demands(config)) <= 2.0
@@ -31,26 +31,26 @@ def test_eight_default_cameras_fit_two_cpus_with_the_vlm(tmp_path: Path) -> None
 
 def test_a_camera_that_does_not_fit_is_named_with_need_and_free(tmp_path: Path) -> None:
     cams = _cams("a", "big", big=", num_cpus: 1.5")
-    config = _config(tmp_path, cams)
+    config = _config(tmp_path, cams, extra="ray: {cameras_per_actor: 1}")
     report = pack(demands(config), [Node("n1", "10.0.0.1", {"CPU": 2.0})])
     assert list(report.unplaceable) == ["big"]
     reason = report.unplaceable["big"]
-    assert "needs CPU 1.5" in reason and "free: CPU 0.75" in reason
+    assert "needs CPU 1.5" in reason and "free: CPU 0.8" in reason
     assert report.unplaceable_of("vlm") == {}
 
 
 def test_cameras_are_grouped_per_ingest_actor_reserving_the_sum(tmp_path: Path) -> None:
-    cams = _cams("a", "b", "c", "d", "e", b=", num_cpus: 0.3")
+    cams = _cams("a", "b", "c", "d", "e", a=", num_cpus: 0.1", b=", num_cpus: 0.3")
     config = _config(tmp_path, cams, extra="ray: {cameras_per_actor: 2}")
     assert camera_groups(config, ["a", "b", "c", "d", "e"]) == [["a", "b"], ["c", "d"], ["e"]]
     ingest = [d for d in demands(config) if d.kind == "camera"]
     assert [(d.name, d.resources) for d in ingest] == [
         ("a, b", {"CPU": 0.4}),
-        ("c, d", {"CPU": 0.2}),
-        ("e", {"CPU": 0.1}),
+        ("c, d", {"CPU": 0.1}),
+        ("e", {"CPU": 0.05}),
     ]
     # the group that does not fit is named by its cameras, with what it needs and what is free
-    report = pack(demands(config), [Node("n1", "10.0.0.1", {"CPU": 1.45})])  # 0.3 left
+    report = pack(demands(config), [Node("n1", "10.0.0.1", {"CPU": 1.45})])  # 0.3 free
     assert list(report.unplaceable_of("camera")) == ["a, b"]
     assert "needs CPU 0.4; free: CPU 0.3" in report.unplaceable["a, b"]
 
