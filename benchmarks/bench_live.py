@@ -52,6 +52,7 @@ WINDOWS = ((1.0, 3.0), (6.0, 8.0))  # motion windows of the 10 s clip (media sec
 STEPS = (1, 2, 4, 8, 16, 24, 32, 48, 64)  # quick: 1, 2, 4
 GROUP = 16  # cameras per ingest actor in the grouped ramp (quick: 4)
 GROUPED_STEPS = (16, 32, 48, 64)  # quick: 4
+GROUP_1080P = 8  # 1080p cameras in one ingest actor (the default group size; quick: 4)
 GROUP_CPU_TARGET = Target("ratio", ">=", round(1 / 1.5, 3))  # at most 1.5 times raw PyAV (issue 18)
 GROUP_RSS_TARGET = Target("ours", "<=", 80)  # MB per camera at 16 cameras (issue 18)
 MAX_LAG_S = 2.5  # below half the spacing of the windows, so an event maps to its window
@@ -268,6 +269,7 @@ def raw_cores(server: StreamServer, seconds: float) -> dict[str, Any]:
     frame decoded, the newest scaled to motion's grey `detect_fps` times a second): cores."""
     from benchmarks.bench_ingest import raw_stream
 
+    time.sleep(3.0)  # the last trial's actor processes exit first
     raw = raw_stream(server.url("raw"), seconds)
     return {"cores": round(raw["cpu_s"] / raw["wall_s"], 4), **raw}
 
@@ -356,6 +358,30 @@ def _capacity(trials: list[dict[str, Any]]) -> tuple[int, int | None, str]:
     return best, first_fail, note
 
 
+def _versus_raw(
+    size: str, trial: dict[str, Any], raw: dict[str, Any] | None, versus: str = ""
+) -> Row:
+    """CPU per camera of one grouped trial against raw PyAV on the same stream in this run."""
+    n, ours = trial["cameras"], trial["cores_per_camera"]
+    times = round(ours / raw["cores"], 2) if raw and raw["cores"] else "?"
+    return Row(
+        "Ingest",
+        f"CPU-s per live {size} camera-minute, {n} cameras in one ingest actor, detect_fps "
+        f"{DETECT_FPS:g}",
+        "CPU-s",
+        round(ours * 60, 2),
+        baseline=None if raw is None else round(raw["cores"] * 60, 2),
+        baseline_what="raw PyAV on the same live stream, every frame decoded, motion's grey "
+        f"{DETECT_FPS:g} times a second (bench_ingest.raw_stream), in this run",
+        ratio=round(raw["cores"] / ours, 3) if raw and ours else None,
+        target=GROUP_CPU_TARGET,
+        detail={"trial": {k: v for k, v in trial.items() if k != "cameras_detail"}},
+        note=f"ours ÷ raw = {times} (target ≤ 1.5); {round(ours * n, 3)} cores for {n} cameras, "
+        f"slowest camera {trial['min_fps']} fps, "
+        f"{'kept' if trial['keeps_up'] else 'did NOT keep'} up{versus}",
+    )
+
+
 def grouped_rows(result: dict[str, Any], single: list[dict[str, Any]]) -> list[Row]:
     """The grouped ramp's rows: capacity, CPU per camera against raw PyAV on the same stream
     (and against one camera per actor at the same count), RSS per camera."""
@@ -383,32 +409,21 @@ def grouped_rows(result: dict[str, Any], single: list[dict[str, Any]]) -> list[R
     ]
     first = trials[0]  # per_actor cameras in one ingest actor
     n = first["cameras"]
-    raw = result.get("raw_720p")
     same = [t for t in single if t["cameras"] == n]
     versus = ""
     if same and first["cores_per_camera"]:
         alone = same[0]["cores_per_camera"]
         times = round(alone / first["cores_per_camera"], 2)
         versus = f"; one camera per ingest actor at {n} cameras: {alone} cores each ({times}x)"
-    ours = first["cores_per_camera"]
-    rows.append(
-        Row(
-            "Ingest",
-            f"CPU-s per live 720p camera-minute, {n} cameras in one ingest actor, detect_fps "
-            f"{DETECT_FPS:g}",
-            "CPU-s",
-            round(ours * 60, 2),
-            baseline=None if raw is None else round(raw["cores"] * 60, 2),
-            baseline_what="raw PyAV on the same live stream, every frame decoded, motion's grey "
-            f"{DETECT_FPS:g} times a second (bench_ingest.raw_stream), in this run",
-            ratio=round(raw["cores"] / ours, 3) if raw and ours else None,
-            target=GROUP_CPU_TARGET,
-            detail={"trial": {k: v for k, v in first.items() if k != "cameras_detail"}},
-            note=f"ours ÷ raw = {round(ours / raw['cores'], 2) if raw and raw['cores'] else '?'}"
-            f" (target ≤ 1.5); {round(ours * n, 3)} cores for {n} cameras, slowest camera "
-            f"{first['min_fps']} fps{versus}",
+    rows.append(_versus_raw("720p", first, result.get("raw_720p"), versus))
+    big = result.get("grouped_1080p") or {}
+    if big.get("trials"):
+        rows.append(_versus_raw("1080p", big["trials"][0], result.get("raw_1080p")))
+    elif big:
+        why = big.get("error", "no trial ran")
+        rows.append(
+            Row("Ingest", "live 1080p cameras in one ingest actor", "CPU-s", None, note=why)
         )
-    )
     rows.append(
         Row(
             "Ingest",
@@ -472,7 +487,6 @@ def main() -> None:
             cores_dual, seen = single_camera_cores(
                 server_1080, tmp / "two", args.trial_s, detect=server_360
             )
-            server_1080.stop()
             result = ramp(server, tmp / "data", args, steps)
             grouped_steps = [4] if quick else list(GROUPED_STEPS)
             try:
@@ -482,6 +496,13 @@ def main() -> None:
             except (RuntimeError, TimeoutError, ValueError) as exc:
                 result["grouped"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             result["raw_720p"] = raw_cores(server, args.trial_s)
+            n_1080 = 4 if quick else GROUP_1080P
+            try:
+                result["grouped_1080p"] = ramp(server_1080, tmp / "g1080", args, [n_1080], n_1080)
+            except (RuntimeError, TimeoutError, ValueError) as exc:
+                result["grouped_1080p"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            result["raw_1080p"] = raw_cores(server_1080, args.trial_s)
+            server_1080.stop()
             n_360 = 4 if quick else GROUP
             try:  # what a default sub-stream camera costs: the default reservation's measure
                 result["grouped_360p"] = ramp(server_360, tmp / "g360", args, [n_360], n_360)
