@@ -64,7 +64,7 @@ class CameraConfig(StrictModel):
         le=64,
         description=(
             "CPUs the camera adds to its ingest actor's Ray request (measured in a group of 16 "
-            "at detect_fps 5: 0.057 for 640x360, 0.077 for 720p; see README)."
+            "at detect_fps 5: 0.04-0.06 for 640x360, 0.08 for 720p; see README)."
         ),
     )
     max_unsaved_events: int = Field(
