@@ -101,21 +101,19 @@ class CameraFleet:
 
     def follow_placement(self) -> None:
         """Mark placed groups; say which cameras cannot be placed (log, MQTT, run actor)."""
-        if all(g.placed for g in self.groups.values()):
-            self._report_placement()  # a retire may have removed the last unplaced group
-            return
-        newly = self.placement.update()
-        for group in self.groups.values():
-            group.placed = group.placed or self.placement.placed(group.key)
-        for key, reason in newly.items():
-            for camera_id in self.groups[key].ids:
-                logger.warning("camera %s is unplaceable: %s", camera_id, reason)
-                if self.publisher is not None:
-                    source_type = self.config.camera(camera_id).source_type
-                    self.publisher.set_camera_status.remote(
-                        camera_id, "unplaceable", source_type, reason
-                    )
-        self._report_placement()
+        if not all(g.placed for g in self.groups.values()):
+            newly = self.placement.update()
+            for group in self.groups.values():
+                group.placed = group.placed or self.placement.placed(group.key)
+            for key, reason in newly.items():
+                for camera_id in self.groups[key].ids:
+                    logger.warning("camera %s is unplaceable: %s", camera_id, reason)
+                    if self.publisher is not None:
+                        source_type = self.config.camera(camera_id).source_type
+                        self.publisher.set_camera_status.remote(
+                            camera_id, "unplaceable", source_type, reason
+                        )
+        self._report_placement()  # also after a retire removed the last unplaced group
 
     def _report_placement(self) -> None:
         """Tell the run actor the unplaceable cameras and the groups not placed yet, whenever

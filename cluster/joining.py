@@ -26,7 +26,6 @@ from pipelines.config import Config
 from pipelines.naming import (
     API_APP,
     BUDGET_ACTOR,
-    INGEST_PREFIX,
     PUBLISHER_ACTOR,
     STORE_ACTOR,
     VLM_APP,
@@ -223,25 +222,17 @@ def _remove(name: str, namespace: str, closing: str | None, timeout_s: float) ->
     return True
 
 
-def _ingest_names(namespace: str) -> list[str]:
-    import ray
-
-    names = []
-    for info in ray.util.list_named_actors(all_namespaces=True):
-        if info.get("namespace") == namespace and info["name"].startswith(INGEST_PREFIX):
-            names.append(info["name"])
-    return names
-
-
 def remove_deployment(config: Config, *, graceful: bool) -> list[str]:
     """Remove the named actors and Serve apps of the namespace; what was removed.
 
     graceful: stop cameras, shut the publisher (`offline`) and close the store first.
     """
 
+    from cluster.directory import ingest_actor_names
+
     namespace = config.ray.namespace
     steps: list[tuple[str, str | None, float]] = [
-        (name, "stop", 15.0) for name in _ingest_names(namespace)
+        (name, "stop", 15.0) for name in ingest_actor_names(namespace)
     ]
     steps += [(PUBLISHER_ACTOR, "shutdown", 15.0), (STORE_ACTOR, "close", 60.0)]
     steps.append((BUDGET_ACTOR, None, 5.0))

@@ -19,7 +19,7 @@ LAG_BOUNDARIES_S: list[float] = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60]
 APPEND_BOUNDARIES_MS: list[float] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000]
 # hand-over → broker ack; the top buckets catch a broker that is slow to come back
 ACK_BOUNDARIES_MS: list[float] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 1e4, 3e4]
-DROP_REASONS = ("merged_pending", "unsaved_buffer_full")
+DROP_REASONS = ("merged_pending", "unsaved_buffer_full", "after_close")
 
 
 def node_of_this_process() -> dict[str, str]:
@@ -114,7 +114,8 @@ class CameraMetrics(_Instruments):
         self.drops = metrics.Counter(
             "liveobject_camera_drops_total",
             description="Motion not made into its own event: merged into a queued one "
-            "(merged_pending) or dropped from a full unsaved buffer (unsaved_buffer_full).",
+            "(merged_pending), dropped from a full unsaved buffer (unsaved_buffer_full), or cut "
+            "by a removed camera's decode thread after it was closed (after_close).",
             tag_keys=("camera_id", "reason"),
         )
         self.dropped = metrics.Counter(

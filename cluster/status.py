@@ -53,8 +53,9 @@ def _cameras(namespace: str) -> dict[str, Any]:
     waiting: dict[str, list[str]] = {}
     if run is not None:
         try:
-            unplaceable = ray.get(run.unplaceable.remote(), timeout=TIMEOUT_S)
-            waiting = ray.get(run.waiting.remote(), timeout=TIMEOUT_S)
+            unplaceable, waiting = ray.get(
+                [run.unplaceable.remote(), run.waiting.remote()], timeout=TIMEOUT_S
+            )
         except Exception:
             unplaceable, waiting = {}, {}
     cameras: dict[str, Any] = {}

@@ -142,7 +142,6 @@ class IngestActor:
         self._started = asyncio.Event()
         if self._restarted:
             self._started.set()
-        self._left: set[str] = set()  # removed, or failed to start: never resumed
 
     def _ports_for(self, camera_id: str) -> CameraPorts:
         return CameraPorts(
@@ -157,17 +156,9 @@ class IngestActor:
     async def start(self) -> None:
         """Start the group's cameras in the background; returns at once."""
         try:
-            for camera_id in self._camera_ids:
-                self._add(camera_id, restarted=False)
+            self._group.start(self._camera_ids)
         finally:
             self._started.set()
-
-    def _add(self, camera_id: str, *, restarted: bool) -> None:
-        try:
-            self._group.add(camera_id, restarted=restarted)
-        except Exception as exc:  # that camera's bug: its neighbours start all the same
-            self._left.add(camera_id)  # (the type only: a message may quote its source URL)
-            logger.error("camera %s could not start: %s", camera_id, type(exc).__name__)
 
     async def ids(self) -> list[str]:
         """The cameras this process runs now."""
@@ -182,7 +173,6 @@ class IngestActor:
     async def remove(self, camera_id: str, timeout_s: float) -> dict[str, Any]:
         """Stop, drain and close one camera, its neighbours untouched; its drain report."""
         await self._started.wait()
-        self._left.add(camera_id)  # a late status(resume=True) must not bring it back
         return await self._group.remove(camera_id, timeout_s)
 
     async def drain(
@@ -211,10 +201,7 @@ class IngestActor:
         restarted after a crash starts again those it does not run yet."""
         await self._started.wait()
         if resume and self._restarted:
-            running = set(self._group.ids())
-            for camera_id in self._camera_ids if camera_ids is None else camera_ids:
-                if camera_id not in running and camera_id not in self._left:
-                    self._add(camera_id, restarted=True)
+            self._group.resume(self._camera_ids if camera_ids is None else camera_ids)
         return self._group.status(camera_ids)
 
 

@@ -127,11 +127,6 @@ class Camera:
         if self._task is not None:
             await asyncio.wait([self._task], timeout=wait_s)
 
-    @property
-    def stop_wait_s(self) -> float:
-        """How long removing this camera waits for its decode thread (see `stop_wait_s`)."""
-        return stop_wait_s(self.camera)
-
     def close(self) -> None:
         """After a drain, for a camera removed from a running process: stop the analyser's
         workers and zero the camera's gauges; its callbacks do nothing from now on."""
@@ -265,6 +260,7 @@ class Camera:
     def _on_segment(self, segment: Segment) -> None:
         if self._closed:
             logger.error("camera %s: a segment after close is dropped", self.camera.id)
+            self._metrics.drop("after_close")
             return
         self._analyser.submit(segment)
 

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pipelines.camera.camera import Camera
+from pipelines.camera.camera import Camera, stop_wait_s
 from pipelines.camera.ports import CameraPorts
 from pipelines.config import Config
 from pipelines.naming import NOT_IN_GROUP
@@ -48,6 +48,7 @@ class CameraGroup:
         self._node = node
         self._cameras: dict[str, Camera] = {}
         self._removing: set[str] = set()
+        self._left: set[str] = set()  # removed, or failed to start: never resumed
 
     def ids(self) -> list[str]:
         """The group's cameras, in the order they were added."""
@@ -75,6 +76,25 @@ class CameraGroup:
         self._cameras[camera_id] = camera
         return True
 
+    def start(self, camera_ids: Iterable[str], *, restarted: bool = False) -> None:
+        """Add these cameras; one that fails to start is logged (its exception's type only: a
+        message may quote its source URL) and never resumed, and the others start all the
+        same."""
+        for camera_id in camera_ids:
+            try:
+                if self.add(camera_id, restarted=restarted):
+                    self._left.discard(camera_id)
+            except Exception as exc:
+                self._left.add(camera_id)
+                logger.error("camera %s could not start: %s", camera_id, type(exc).__name__)
+
+    def resume(self, camera_ids: Iterable[str]) -> None:
+        """After Ray restarted the process: start again those of these cameras the group does
+        not run, except one it removed or that failed to start (a late call must not bring a
+        removed camera back)."""
+        missing = [c for c in camera_ids if c not in self._cameras and c not in self._left]
+        self.start(missing, restarted=True)
+
     async def remove(self, camera_id: str, timeout_s: float) -> dict[str, Any]:
         """Stop one camera, drain it (nothing it holds is lost), close and forget it; its drain
         report ({} when the group does not have it)."""
@@ -82,8 +102,9 @@ class CameraGroup:
         if camera is None or camera_id in self._removing:
             return {}
         self._removing.add(camera_id)
+        self._left.add(camera_id)
         try:
-            await camera.stop(wait_s=camera.stop_wait_s)  # its last segment handed over
+            await camera.stop(wait_s=stop_wait_s(camera.camera))  # its last segment handed over
             report = (await self.drain([camera_id], timeout_s))[camera_id]
             camera.close()
             return report

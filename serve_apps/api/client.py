@@ -205,8 +205,9 @@ class RayStoreClient:
         """Cameras the cluster cannot place now (from the run actor), each with the reason; and
         the ingest actors not placed yet (asking them would wait)."""
         try:
-            unplaceable: dict[str, str] = await self._call(RUN_ACTOR, "unplaceable")
-            waiting: dict[str, list[str]] = await self._call(RUN_ACTOR, "waiting")
+            unplaceable, waiting = await asyncio.gather(
+                self._call(RUN_ACTOR, "unplaceable"), self._call(RUN_ACTOR, "waiting")
+            )
             return unplaceable, waiting
         except Exception:  # no `liveobject run` (Serve-only deployment): nothing known
             return {}, {}
