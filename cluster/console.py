@@ -105,13 +105,17 @@ def run_cluster(
                 )
         else:
             last = [0.0]
+            shown: list[dict[str, Any] | None] = [None]
 
             def tick(snap: dict[str, Any]) -> None:
                 if time.monotonic() - last[0] >= PLAIN_EVERY_S:
                     last[0] = time.monotonic()
+                    shown[0] = snap
                     print(plain_line(snap), flush=True)
 
-            deployment.wait(until_done=until_done, on_tick=tick, stop=_STOP)
+            final = deployment.wait(until_done=until_done, on_tick=tick, stop=_STOP)
+            if final is not shown[0]:  # the state the run ended in, even within PLAIN_EVERY_S
+                print(plain_line(final), flush=True)
         counts = deployment.drain(hurry=_HURRY)
         print(drain_line(counts), flush=True)
         stored, published = deployment.finish()
