@@ -118,7 +118,8 @@ class EventStoreActor:
         return await self._read(partial(self._store.get, event_id))
 
     async def query(self, **filters: Any) -> tuple[list[Event], str | None]:
-        return await self._read(partial(self._store.query, **filters))
+        kept = self._store.cached_query(**filters)  # asked before, nothing written since
+        return kept if kept is not None else await self._read(partial(self._store.query, **filters))
 
     async def thumbnail_path(self, event_id: str) -> str | None:
         path = await asyncio.to_thread(self._store.thumbnail_path, event_id)

@@ -42,7 +42,8 @@ compaction, retention), ``schema`` (columns, Arrow schema, migrations), ``cursor
 keyset cursors), ``files`` (atomic writes and directory swaps), ``errors`` (StorageError,
 StorageFullError); around a store: ``writer`` (group commit behind a bounded write queue),
 ``maintenance`` (retention, compaction and export on a thread); read-only helpers over a store:
-``search`` (the ``q`` text filter), ``feed`` (events after a seq, for the live stream),
+``search`` (the ``q`` text filter), ``readcache`` (answers of repeated reads until the next
+write), ``feed`` (events after a seq, for the live stream),
 ``summary`` (period summaries).
 """
 

@@ -22,6 +22,7 @@ from pipelines.events import utcnow
 from pipelines.storage import rebuild
 from pipelines.storage.errors import ReadTimeoutError, StorageError, StorageFullError, _is_full
 from pipelines.storage.parquet import files_watermark
+from pipelines.storage.readcache import ReadCache
 from pipelines.storage.schema import _first, migrate
 from pipelines.storage.starts import CameraStarts
 
@@ -72,6 +73,10 @@ class StoreBase:
         self._reads = threading.local()  # each read thread's cursor
         self._cursors: list[duckdb.DuckDBPyConnection] = []  # all of them, closed with the store
         self.rebuilt: dict[str, object] | None = None  # what a rebuild from Parquet did
+        # Bumped after every commit that changes event rows (see readcache): repeated reads
+        # are answered from read_cache while it stays the same.
+        self.data_version = 0
+        self.read_cache = ReadCache()
         self._open()
         # We hold DuckDB's writer lock now: staging leftovers are an interrupted run's.
         for leftover in self.staging_dir.iterdir():
@@ -127,6 +132,11 @@ class StoreBase:
             restored,
             skipped,
         )
+
+    def _changed(self) -> None:
+        """After a write of event rows (committed or not: a needless bump costs one read), before
+        it is acknowledged; under the writer's lock."""
+        self.data_version += 1
 
     @contextmanager
     def reading(

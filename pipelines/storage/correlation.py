@@ -161,6 +161,7 @@ class CorrelationMixin(StoreBase):
         except (duckdb.Error, OSError) as exc:
             raise self._fail("correlation update", exc) from exc
         finally:
+            self._changed()
             if self._con is not None:
                 self._con.unregister("_groups")
 

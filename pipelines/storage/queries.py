@@ -16,6 +16,7 @@ REPLAY_TIMEOUT_S = 60.0  # replay reads (publisher, `liveobject replay`) may sca
 
 MAX_QUERY_LIMIT = 500
 _PUBLISHABLE = "NOT coalesce(filtered, false)"  # filtered events are stored, never published
+_QUERY_PARAMS = ("camera_id", "since", "until", "object", "limit", "cursor", "q", "zone")
 _COUNTS_SQL = (
     "SELECT count(*), count(published_at), count(*) FILTER (WHERE coalesce(filtered, false)) "
     "FROM events"
@@ -71,8 +72,35 @@ class QueriesMixin(StoreBase):
         zone: str | None = None,
     ) -> tuple[list[Event], str | None]:
         """Events matching the filters (`q`: every term, see storage.search), newest first,
-        with a keyset cursor for the next page."""
+        with a keyset cursor for the next page. A question asked again before anything was
+        written is answered from read_cache (see storage.readcache)."""
         limit = max(1, min(int(limit), MAX_QUERY_LIMIT))
+        key = (camera_id, since, until, object, limit, cursor, q, zone)  # as _cache_key
+        version = self.data_version  # before the snapshot begins
+        kept = self.read_cache.get(key, version)
+        if kept is not None:
+            return list(kept[0]), kept[1]
+        answer = self._query(camera_id, since, until, object, limit, cursor, q, zone)
+        self.read_cache.put(key, version, answer, size=len(answer[0]))
+        return list(answer[0]), answer[1]
+
+    def cached_query(self, **filters: Any) -> tuple[list[Event], str | None] | None:
+        """query's answer when read_cache holds it (no DuckDB, no thread: fit for an event
+        loop), else None."""
+        kept = self.read_cache.get(_cache_key(filters), self.data_version)
+        return None if kept is None else (list(kept[0]), kept[1])
+
+    def _query(
+        self,
+        camera_id: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        object: str | None,
+        limit: int,
+        cursor: str | None,
+        q: str | None,
+        zone: str | None,
+    ) -> tuple[list[Event], str | None]:
         terms = parse_terms(q)
         where, params = _filters(camera_id, since, until, object, cursor, zone=zone)
         # Column names are module constants; every value is a bound parameter.
@@ -124,6 +152,12 @@ class QueriesMixin(StoreBase):
             "unpublished": stored - published - filtered,
             "filtered": filtered,
         }
+
+
+def _cache_key(filters: dict[str, Any]) -> tuple[Any, ...]:
+    """query's read_cache key: its parameters in order, limit clamped as query clamps it."""
+    limit = max(1, min(int(filters.get("limit", 50)), MAX_QUERY_LIMIT))
+    return tuple(limit if name == "limit" else filters.get(name) for name in _QUERY_PARAMS)
 
 
 def _filters(

@@ -45,7 +45,10 @@ class RetentionMixin(StoreBase):
                     ).fetchall()
                 ]
                 if ids:
-                    self.con.execute('DELETE FROM events WHERE "timestamp" < ?', [cutoff])
+                    try:
+                        self.con.execute('DELETE FROM events WHERE "timestamp" < ?', [cutoff])
+                    finally:
+                        self._changed()
             except (duckdb.Error, OSError) as exc:
                 raise self._fail("retention", exc) from exc
             for event_id in ids:

@@ -110,6 +110,7 @@ class WritesMixin(CorrelationMixin):
             con.execute("COMMIT")
             return row
         finally:
+            self._changed()
             if self._con is not None:
                 self._con.unregister("_batch")
 

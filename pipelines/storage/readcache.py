@@ -1,0 +1,74 @@
+"""Answers of repeated list and search reads while nothing was written (a read storm's cost).
+
+A dashboard on every phone in the house, a Home Assistant card per camera and a script polling
+`/api/v1/events` all ask the same few questions again and again; between two saves the answer
+cannot change. The store counts its writes (`StoreBase.data_version`: bumped after every commit
+that inserts, updates or deletes event rows, before a save is acknowledged), and a read's answer
+is kept under the version read *before* its snapshot began: a commit that lands after that read
+began bumps the version, so no later reader is given an answer older than what it could know.
+
+Bounded by the events held (`max_events`, least recently used first out); an answer larger than
+a quarter of that is not kept. Publishing (`published_at`) is not part of an event's payload and
+does not invalidate.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Any
+
+MAX_CACHED_EVENTS = 5_000  # ~5-10 MB of Event objects in the store process
+
+
+class ReadCache:
+    """(key, data version) → answer; thread-safe; every operation O(1) under one lock."""
+
+    def __init__(self, max_events: int = MAX_CACHED_EVENTS) -> None:
+        self.max_events = max_events
+        self._entries: OrderedDict[Hashable, tuple[int, Any, int]] = OrderedDict()
+        self._held = 0  # events in the kept answers
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable, version: int) -> Any | None:
+        """The answer kept for key at this data version, or None (and an older one is dropped)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] == version:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry[1]
+            if entry is not None:
+                self._drop(key)
+            self.misses += 1
+            return None
+
+    def put(self, key: Hashable, version: int, answer: Any, size: int) -> None:
+        """Keep answer (size: its events) under the version read before its snapshot began."""
+        if size > self.max_events // 4:
+            return
+        with self._lock:
+            if key in self._entries:
+                if self._entries[key][0] >= version:
+                    return  # a newer answer is kept already
+                self._drop(key)
+            self._entries[key] = (version, answer, size)
+            self._held += size
+            while self._held > self.max_events and self._entries:
+                self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: Hashable) -> None:
+        _version, _answer, size = self._entries.pop(key)
+        self._held -= size
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "entries": len(self._entries),
+                "events": self._held,
+                "hits": self.hits,
+                "misses": self.misses,
+            }

@@ -1,0 +1,108 @@
+"""Repeated list and search reads answered from the store's read cache (a read storm of the same
+few questions costs one DuckDB query per write, not one per request), never with an answer
+older than the last acknowledged write."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pipelines.storage import EventStore
+from pipelines.storage.readcache import ReadCache
+from tests.unit.test_storage import BASE, make_event
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EventStore]:
+    s = EventStore(tmp_path / "data", retention_days=30)
+    yield s
+    s.close()
+
+
+def ids(answer: tuple[list, str | None]) -> list[str]:
+    return [e.event_id for e in answer[0]]
+
+
+def test_the_cache_answers_only_at_the_version_it_was_read_at_and_holds_a_bounded_number() -> None:
+    cache = ReadCache(max_events=100)
+    cache.put("a", 1, "answer a", size=10)
+    assert cache.get("a", 1) == "answer a"
+    assert cache.get("a", 2) is None  # written since: asked again
+    assert cache.get("a", 1) is None  # and the old answer is gone
+    cache.put("b", 3, "newer", size=10)
+    cache.put("b", 2, "older", size=10)  # a slower read that began before a write
+    assert cache.get("b", 3) == "newer"
+    cache.put("huge", 3, "26 events", size=26)  # over a quarter of the bound: not kept
+    assert cache.get("huge", 3) is None
+    for k in range(12):  # 12 x 10 events > 100: the least recently used go first
+        cache.put(k, 3, k, size=10)
+        cache.get("b", 3)  # "b" stays in use
+    stats = cache.stats()
+    assert stats["events"] <= 100 and stats["entries"] == 10
+    assert cache.get("b", 3) == "newer" and cache.get(0, 3) is None and cache.get(11, 3) == 11
+
+
+def test_a_repeated_list_is_answered_without_duckdb_until_a_save(store: EventStore) -> None:
+    store.append([make_event(i) for i in range(5)])
+    first = store.query(camera_id="front", limit=3)
+    hits = store.read_cache.hits
+    again = store.query(camera_id="front", limit=3)
+    assert ids(again) == ids(first) and store.read_cache.hits == hits + 1
+    assert store.cached_query(camera_id="front", limit=3) is not None  # the actor's loop path
+    assert store.cached_query(camera_id="front", limit=4) is None  # another question
+    newest = make_event(9)
+    store.append([newest])
+    assert store.cached_query(camera_id="front", limit=3) is None
+    assert ids(store.query(camera_id="front", limit=3))[0] == newest.event_id
+    # publishing is not part of a listed event: the answer stays
+    store.query(camera_id="front", limit=3)
+    store.mark_published([newest.event_id])
+    assert store.cached_query(camera_id="front", limit=3) is not None
+
+
+def test_a_correlation_update_and_retention_change_the_answer(store: EventStore) -> None:
+    old = make_event(1, camera="front")
+    store.save_batch([old], None, window_s=10)
+    assert store.query(limit=10)[0][0].correlation_group_id is None
+    # another camera's event within the window gives the stored one a group (an update, before
+    # the new event is appended)
+    (other,) = store.assign_correlation([make_event(2, camera="side")], window_s=10)
+    (listed,) = store.query(limit=10)[0]
+    assert listed.correlation_group_id == other.correlation_group_id is not None
+    store.append([other])
+    assert len(store.query(limit=10)[0]) == 2
+    store.apply_retention(now=BASE + timedelta(days=31))
+    assert store.query(limit=10)[0] == []
+
+
+def test_a_read_that_began_before_a_save_never_answers_after_it(store: EventStore) -> None:
+    """The version is read before the snapshot: a read that took its snapshot before a save and
+    returns after it is kept under the old version, which no later question asks for."""
+    one, two = make_event(1), make_event(2)
+    store.append([one])
+    read_done, saved = threading.Event(), threading.Event()
+    plain_query = store._query
+
+    def slow_query(*args: object) -> tuple[list, str | None]:
+        answer = plain_query(*args)  # the snapshot without event 2
+        read_done.set()
+        assert saved.wait(30)
+        return answer
+
+    store._query = slow_query  # type: ignore[method-assign]
+    slow: list[list[str]] = []
+    reader = threading.Thread(target=lambda: slow.append(ids(store.query(limit=10))))
+    reader.start()
+    try:
+        assert read_done.wait(30)
+        store.append([two])
+    finally:
+        saved.set()
+        reader.join(30)
+    store._query = plain_query  # type: ignore[method-assign]
+    assert slow == [[one.event_id]]
+    assert ids(store.query(limit=10)) == [two.event_id, one.event_id]
