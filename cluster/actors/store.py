@@ -51,6 +51,7 @@ class EventStoreActor:
             storage.path,
             retention_days=storage.retention_days,
             thumbnail_quality=storage.thumbnail_quality,
+            read_cache_events=storage.read_cache_events,
         )
         self._metrics = StoreMetrics()
         self._commits = feed.CommitSignal()
@@ -94,8 +95,13 @@ class EventStoreActor:
 
     def writer_stats(self) -> dict[str, Any]:
         """Counters of this process: batches committed, largest, saves queued now, most ever
-        queued, the bound, saves refused at the bound; maintenance passes by step."""
-        return {**self._writer.stats(), "maintenance": dict(self._maintenance.runs)}
+        queued, the bound, saves refused at the bound; maintenance passes by step; the read
+        cache's entries, events held, hits and misses."""
+        return {
+            **self._writer.stats(),
+            "maintenance": dict(self._maintenance.runs),
+            "read_cache": self._store.read_cache.stats(),
+        }
 
     async def _read(self, read: Callable[[], Any]) -> Any:
         """Run an API read on the read threads (never the writer's), on its own cursor; at

@@ -29,6 +29,13 @@ class StorageConfig(StrictModel):
         le=1_000_000,
         description="Saves waiting for the writer; past it a save fails with StoreBusyError.",
     )
+    read_cache_events: int = Field(
+        default=5_000,
+        ge=0,
+        le=1_000_000,
+        description="Events held in answers of repeated lists and searches, kept until the next "
+        "save (a read storm asks the same few questions); 0 turns the cache off.",
+    )
     node_resource: str | None = Field(
         default=None,
         max_length=128,

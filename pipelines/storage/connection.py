@@ -22,7 +22,7 @@ from pipelines.events import utcnow
 from pipelines.storage import rebuild
 from pipelines.storage.errors import ReadTimeoutError, StorageError, StorageFullError, _is_full
 from pipelines.storage.parquet import files_watermark
-from pipelines.storage.readcache import ReadCache
+from pipelines.storage.readcache import MAX_CACHED_EVENTS, ReadCache
 from pipelines.storage.schema import _first, migrate
 from pipelines.storage.starts import CameraStarts
 
@@ -51,7 +51,14 @@ def _high_water(con: duckdb.DuckDBPyConnection, parquet_dir: Path) -> int:
 class StoreBase:
     """Directories, connection, lock and failure handling shared by the EventStore mixins."""
 
-    def __init__(self, path: Path, *, retention_days: int = 30, thumbnail_quality: int = 85):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        retention_days: int = 30,
+        thumbnail_quality: int = 85,
+        read_cache_events: int = MAX_CACHED_EVENTS,
+    ):
         self.path = Path(path)
         self.retention_days = retention_days
         self.thumbnail_quality = thumbnail_quality  # used by callers that encode JPEGs
@@ -76,7 +83,7 @@ class StoreBase:
         # Bumped after every commit that changes event rows (see readcache): repeated reads
         # are answered from read_cache while it stays the same.
         self.data_version = 0
-        self.read_cache = ReadCache()
+        self.read_cache = ReadCache(read_cache_events)
         self._open()
         # We hold DuckDB's writer lock now: staging leftovers are an interrupted run's.
         for leftover in self.staging_dir.iterdir():

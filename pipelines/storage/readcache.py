@@ -7,9 +7,9 @@ that inserts, updates or deletes event rows, before a save is acknowledged), and
 is kept under the version read *before* its snapshot began: a commit that lands after that read
 began bumps the version, so no later reader is given an answer older than what it could know.
 
-Bounded by the events held (`max_events`, least recently used first out); an answer larger than
-a quarter of that is not kept. Publishing (`published_at`) is not part of an event's payload and
-does not invalidate.
+Bounded by the events held (`max_events`, `storage.read_cache_events`; least recently used
+first out; 0 keeps nothing); an answer larger than a quarter of that is not kept. Publishing
+(`published_at`) is not part of an event's payload and does not invalidate.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class ReadCache:
 
     def put(self, key: Hashable, version: int, answer: Any, size: int) -> None:
         """Keep answer (size: its events) under the version read before its snapshot began."""
-        if size > self.max_events // 4:
+        if self.max_events <= 0 or size > self.max_events // 4:
             return
         with self._lock:
             if key in self._entries:

@@ -106,3 +106,14 @@ def test_a_read_that_began_before_a_save_never_answers_after_it(store: EventStor
     store._query = plain_query  # type: ignore[method-assign]
     assert slow == [[one.event_id]]
     assert ids(store.query(limit=10)) == [two.event_id, one.event_id]
+
+
+def test_read_cache_events_0_turns_it_off(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "off", read_cache_events=0)
+    try:
+        store.append([make_event(1)])
+        store.query(limit=5)
+        store.query(limit=5)
+        assert store.read_cache.stats() == {"entries": 0, "events": 0, "hits": 0, "misses": 2}
+    finally:
+        store.close()
