@@ -146,11 +146,33 @@ def lists() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+def _cpu_by_stage() -> dict[str, float]:
+    """CPU seconds used so far by each stage's processes (benchmarks.procs' stages; this
+    process, the clients, as "clients")."""
+    import os
+
+    import psutil
+
+    from benchmarks.procs import stage_of
+
+    out: dict[str, float] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            title = " ".join(proc.info["cmdline"] or [])
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        stage = "clients" if proc.pid == os.getpid() else stage_of(title)
+        out[stage] = out.get(stage, 0.0) + times.user + times.system
+    return out
+
+
 def time_concurrent(
     url: str, mix: list[tuple[str, dict[str, Any]]], rounds: int, clients: int = 16
 ) -> dict[str, Any]:
     """Latencies (ms) of `clients` threads, each with its own connection, each running the
-    mix `rounds` times at once, after one warm-up round; and requests per second overall."""
+    mix `rounds` times at once, after one warm-up round; requests per second overall, and the
+    CPU each stage's processes spent per request (ms) meanwhile."""
     import httpx
 
     with httpx.Client(timeout=60) as warm:
@@ -176,14 +198,22 @@ def time_concurrent(
             times.extend(mine)
 
     threads = [threading.Thread(target=client_run) for _ in range(clients)]
+    cpu_before = _cpu_by_stage()
     t0 = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - t0
+    cpu_after = _cpu_by_stage()
     assert not failures, failures[:3]
+    cpu_ms = {
+        stage: round((spent - cpu_before.get(stage, 0.0)) * 1000 / len(times), 2)
+        for stage, spent in sorted(cpu_after.items(), key=lambda kv: -kv[1])
+        if spent - cpu_before.get(stage, 0.0) > 0.01
+    }
     return {
+        "cpu_ms_per_request": cpu_ms,
         "clients": clients,
         "requests": len(times),
         "requests_per_s": round(len(times) / elapsed, 1),
@@ -425,7 +455,9 @@ def rows_for(
                             f"{cache['misses']} misses"
                             if cached
                             else ""
-                        ),
+                        )
+                        + "; CPU ms per request: "
+                        + ", ".join(f"{k} {v}" for k, v in run["cpu_ms_per_request"].items()),
                     )
                 )
     return out
