@@ -96,12 +96,9 @@ class EventStoreActor:
     def writer_stats(self) -> dict[str, Any]:
         """Counters of this process: batches committed, largest, saves queued now, most ever
         queued, the bound, saves refused at the bound; maintenance passes by step; the read
-        cache's entries, events held, hits and misses."""
-        return {
-            **self._writer.stats(),
-            "maintenance": dict(self._maintenance.runs),
-            "read_cache": self._store.read_cache.stats(),
-        }
+        cache's entries, events held, hits, misses and askers who shared another's read."""
+        reads = {"read_cache": self._store.read_cache.stats()}
+        return {**self._writer.stats(), "maintenance": dict(self._maintenance.runs), **reads}
 
     async def _read(self, read: Callable[[], Any]) -> Any:
         """Run an API read on the read threads (never the writer's), on its own cursor; at
@@ -124,8 +121,11 @@ class EventStoreActor:
         return await self._read(partial(self._store.get, event_id))
 
     async def query(self, **filters: Any) -> tuple[list[Event], str | None]:
-        kept = self._store.cached_query(**filters)  # asked before, nothing written since
-        return kept if kept is not None else await self._read(partial(self._store.query, **filters))
+        kept = self._store.pending_query(**filters)  # kept, or being read for another caller
+        if kept is None:
+            return await self._read(partial(self._store.query, **filters))
+        events, cursor = await asyncio.wrap_future(kept)
+        return list(events), cursor
 
     async def thumbnail_path(self, event_id: str) -> str | None:
         path = await asyncio.to_thread(self._store.thumbnail_path, event_id)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from pipelines.events import Event, as_utc, utcnow
-from pipelines.storage.connection import StoreBase
+from pipelines.storage.connection import READ_TIMEOUT_S, StoreBase
 from pipelines.storage.cursors import decode_cursor, encode_cursor, is_event_id
 from pipelines.storage.schema import _SELECT_EVENT, _first, _row_to_event
 from pipelines.storage.search import parse_terms, search_rows
@@ -76,19 +77,19 @@ class QueriesMixin(StoreBase):
         written is answered from read_cache (see storage.readcache)."""
         limit = max(1, min(int(limit), MAX_QUERY_LIMIT))
         key = (camera_id, since, until, object, limit, cursor, q, zone)  # as _cache_key
-        version = self.data_version  # before the snapshot begins
-        kept = self.read_cache.get(key, version)
-        if kept is not None:
-            return list(kept[0]), kept[1]
-        answer = self._query(camera_id, since, until, object, limit, cursor, q, zone)
-        self.read_cache.put(key, version, answer, size=len(answer[0]))
-        return list(answer[0]), answer[1]
+        events, next_cursor = self.read_cache.read(
+            key,
+            self.data_version,  # read before the snapshot begins
+            lambda: self._query(camera_id, since, until, object, limit, cursor, q, zone),
+            size=lambda answer: len(answer[0]),
+            wait_s=READ_TIMEOUT_S + 5,
+        )
+        return list(events), next_cursor
 
-    def cached_query(self, **filters: Any) -> tuple[list[Event], str | None] | None:
-        """query's answer when read_cache holds it (no DuckDB, no thread: fit for an event
-        loop), else None."""
-        kept = self.read_cache.get(_cache_key(filters), self.data_version)
-        return None if kept is None else (list(kept[0]), kept[1])
+    def pending_query(self, **filters: Any) -> Future[tuple[list[Event], str | None]] | None:
+        """query's answer as a Future when read_cache holds it or another caller is reading it
+        (no DuckDB, no thread, never blocks: fit for an event loop); None: call query."""
+        return self.read_cache.pending(_cache_key(filters), self.data_version)
 
     def _query(
         self,

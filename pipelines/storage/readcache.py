@@ -7,6 +7,10 @@ that inserts, updates or deletes event rows, before a save is acknowledged), and
 is kept under the version read *before* its snapshot began: a commit that lands after that read
 began bumps the version, so no later reader is given an answer older than what it could know.
 
+Concurrent askers of one question at one version share one read (`read`): a storm right after a
+save costs one query, not one per client; an event loop waits for that read, or takes the kept
+answer, without a thread (`pending`).
+
 Bounded by the events held (`max_events`, `storage.read_cache_events`; least recently used
 first out; 0 keeps nothing); an answer larger than a quarter of that is not kept. Publishing
 (`published_at`) is not part of an event's payload and does not invalidate.
@@ -16,7 +20,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
 from typing import Any
 
 MAX_CACHED_EVENTS = 5_000  # ~5-10 MB of Event objects in the store process
@@ -29,22 +34,81 @@ class ReadCache:
         self.max_events = max_events
         self._entries: OrderedDict[Hashable, tuple[int, Any, int]] = OrderedDict()
         self._held = 0  # events in the kept answers
+        self._flights: dict[tuple[Hashable, int], Future[Any]] = {}  # reads under way
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.joined = 0  # askers who waited for another's read of the same question
 
     def get(self, key: Hashable, version: int) -> Any | None:
         """The answer kept for key at this data version, or None (and an older one is dropped)."""
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] == version:
-                self._entries.move_to_end(key)
-                self.hits += 1
-                return entry[1]
-            if entry is not None:
-                self._drop(key)
-            self.misses += 1
-            return None
+            kept = self._kept(key, version)
+            if kept is None:
+                self.misses += 1
+            return kept
+
+    def read(
+        self,
+        key: Hashable,
+        version: int,
+        compute: Callable[[], Any],
+        size: Callable[[Any], int],
+        wait_s: float,
+    ) -> Any:
+        """The answer kept for key at version; else the one another caller is reading for the
+        same key and version (its error too), waited for at most wait_s; else compute()'s,
+        kept (size: its events)."""
+        with self._lock:
+            kept = self._kept(key, version)
+            if kept is not None:
+                return kept
+            flight = self._flights.get((key, version))
+            leading = flight is None
+            if flight is None:
+                flight = self._flights[(key, version)] = Future()
+                self.misses += 1
+            else:
+                self.joined += 1
+        if not leading:
+            return flight.result(timeout=wait_s)
+        try:
+            answer = compute()
+        except BaseException as exc:
+            with self._lock:
+                self._flights.pop((key, version), None)
+            flight.set_exception(exc)
+            raise
+        self.put(key, version, answer, size(answer))
+        with self._lock:
+            self._flights.pop((key, version), None)
+        flight.set_result(answer)
+        return answer
+
+    def pending(self, key: Hashable, version: int) -> Future[Any] | None:
+        """The answer kept for key at version (a finished Future), or the read another caller
+        is making of it; None: nobody has it, read it (`read`). Never blocks."""
+        with self._lock:
+            kept = self._kept(key, version)
+            if kept is not None:
+                done: Future[Any] = Future()
+                done.set_result(kept)
+                return done
+            flight = self._flights.get((key, version))
+            if flight is not None:
+                self.joined += 1
+            return flight
+
+    def _kept(self, key: Hashable, version: int) -> Any | None:
+        """Under the lock: the answer at version (a hit), else None (an older one is dropped)."""
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == version:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry[1]
+        if entry is not None:
+            self._drop(key)
+        return None
 
     def put(self, key: Hashable, version: int, answer: Any, size: int) -> None:
         """Keep answer (size: its events) under the version read before its snapshot began."""
@@ -71,4 +135,5 @@ class ReadCache:
                 "events": self._held,
                 "hits": self.hits,
                 "misses": self.misses,
+                "joined": self.joined,
             }

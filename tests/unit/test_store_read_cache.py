@@ -5,6 +5,7 @@ older than the last acknowledged write."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -52,16 +53,17 @@ def test_a_repeated_list_is_answered_without_duckdb_until_a_save(store: EventSto
     hits = store.read_cache.hits
     again = store.query(camera_id="front", limit=3)
     assert ids(again) == ids(first) and store.read_cache.hits == hits + 1
-    assert store.cached_query(camera_id="front", limit=3) is not None  # the actor's loop path
-    assert store.cached_query(camera_id="front", limit=4) is None  # another question
+    kept = store.pending_query(camera_id="front", limit=3)  # the actor's loop path
+    assert kept is not None and ids(kept.result(0)) == ids(first)
+    assert store.pending_query(camera_id="front", limit=4) is None  # another question
     newest = make_event(9)
     store.append([newest])
-    assert store.cached_query(camera_id="front", limit=3) is None
+    assert store.pending_query(camera_id="front", limit=3) is None
     assert ids(store.query(camera_id="front", limit=3))[0] == newest.event_id
     # publishing is not part of a listed event: the answer stays
     store.query(camera_id="front", limit=3)
     store.mark_published([newest.event_id])
-    assert store.cached_query(camera_id="front", limit=3) is not None
+    assert store.pending_query(camera_id="front", limit=3) is not None
 
 
 def test_a_correlation_update_and_retention_change_the_answer(store: EventStore) -> None:
@@ -114,6 +116,65 @@ def test_read_cache_events_0_turns_it_off(tmp_path: Path) -> None:
         store.append([make_event(1)])
         store.query(limit=5)
         store.query(limit=5)
-        assert store.read_cache.stats() == {"entries": 0, "events": 0, "hits": 0, "misses": 2}
+        stats = store.read_cache.stats()
+        assert stats == {"entries": 0, "events": 0, "hits": 0, "misses": 2, "joined": 0}
     finally:
         store.close()
+
+
+def test_askers_of_one_question_share_one_read_and_its_error(store: EventStore) -> None:
+    """While one read of a question is under way, the others asking it wait for that read
+    (threads block; an event loop gets its Future) instead of querying DuckDB again."""
+    store.append([make_event(i) for i in range(3)])
+    plain_query = store._query
+    started, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+    fail = {"on": False}
+
+    def held_query(*args: object) -> tuple[list, str | None]:
+        calls.append(1)
+        started.set()
+        assert release.wait(30)
+        if fail["on"]:
+            raise RuntimeError("the read failed")
+        return plain_query(*args)
+
+    store._query = held_query  # type: ignore[method-assign]
+    try:
+        for failing in (False, True):
+            fail["on"], question = failing, f"event {int(failing)}"
+            answers: list[list[str]] = []
+            errors: list[str] = []
+            started.clear()
+            release.clear()
+            calls.clear()
+
+            def ask(q: str, answers: list = answers, errors: list = errors) -> None:
+                try:
+                    answers.append(ids(store.query(q=q, limit=5)))
+                except RuntimeError as exc:
+                    errors.append(str(exc))
+
+            threads = [threading.Thread(target=ask, args=(question,)) for _ in range(4)]
+            threads[0].start()
+            assert started.wait(30)
+            for thread in threads[1:]:
+                thread.start()
+            flight = store.pending_query(q=question, limit=5)
+            assert flight is not None and not flight.done()  # an event loop would await it
+            deadline = time.monotonic() + 30
+            while store.read_cache.stats()["joined"] < 4 * (1 + int(failing)):
+                assert time.monotonic() < deadline, store.read_cache.stats()
+                time.sleep(0.01)
+            release.set()
+            for thread in threads:
+                thread.join(30)
+            assert calls == [1], "one DuckDB read for the four askers"
+            if failing:
+                assert errors == ["the read failed"] * 4 and not answers
+                assert isinstance(flight.exception(0), RuntimeError)
+            else:
+                assert len(answers) == 4 and all(a == answers[0] for a in answers)
+                assert flight.result(0)[0] and not errors
+    finally:
+        store._query = plain_query  # type: ignore[method-assign]
