@@ -12,7 +12,7 @@ save costs one query, not one per client; an event loop waits for that read, or 
 answer, without a thread (`pending`).
 
 Bounded by the events held (`max_events`, `storage.read_cache_events`; least recently used
-first out; 0 keeps nothing); an answer larger than a quarter of that is not kept. Publishing
+first out; 0 turns it off, sharing included); an answer larger than a quarter of that is not kept. Publishing
 (`published_at`) is not part of an event's payload and does not invalidate.
 """
 
@@ -58,7 +58,11 @@ class ReadCache:
     ) -> Any:
         """The answer kept for key at version; else the one another caller is reading for the
         same key and version (its error too), waited for at most wait_s; else compute()'s,
-        kept (size: its events)."""
+        kept (size: its events). With max_events 0 (off), always compute()'s."""
+        if self.max_events <= 0:
+            with self._lock:
+                self.misses += 1
+            return compute()
         with self._lock:
             kept = self._kept(key, version)
             if kept is not None:
@@ -88,6 +92,8 @@ class ReadCache:
     def pending(self, key: Hashable, version: int) -> Future[Any] | None:
         """The answer kept for key at version (a finished Future), or the read another caller
         is making of it; None: nobody has it, read it (`read`). Never blocks."""
+        if self.max_events <= 0:
+            return None
         with self._lock:
             kept = self._kept(key, version)
             if kept is not None:

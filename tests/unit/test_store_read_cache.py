@@ -178,3 +178,9 @@ def test_askers_of_one_question_share_one_read_and_its_error(store: EventStore) 
                 assert flight.result(0)[0] and not errors
     finally:
         store._query = plain_query  # type: ignore[method-assign]
+    # and with the cache off, nobody waits for another's read
+    off = EventStore(store.path.parent / "off", read_cache_events=0)
+    try:
+        assert off.pending_query(limit=5) is None
+    finally:
+        off.close()
