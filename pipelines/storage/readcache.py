@@ -12,8 +12,8 @@ save costs one query, not one per client; an event loop waits for that read, or 
 answer, without a thread (`pending`).
 
 Bounded by the events held (`max_events`, `storage.read_cache_events`; least recently used
-first out; 0 turns it off, sharing included); an answer larger than a quarter of that is not kept. Publishing
-(`published_at`) is not part of an event's payload and does not invalidate.
+first out; 0 turns it off, sharing included); an answer larger than a quarter of that is not
+kept. Publishing (`published_at`) is not part of an event's payload and does not invalidate.
 """
 
 from __future__ import annotations
