@@ -76,7 +76,10 @@ class QueriesMixin(StoreBase):
         with a keyset cursor for the next page. A question asked again before anything was
         written is answered from read_cache (see storage.readcache)."""
         limit = max(1, min(int(limit), MAX_QUERY_LIMIT))
-        key = (camera_id, since, until, object, limit, cursor, q, zone)  # as _cache_key
+        key = _cache_key(
+            {"camera_id": camera_id, "since": since, "until": until, "object": object}
+            | {"limit": limit, "cursor": cursor, "q": q, "zone": zone}
+        )
         events, next_cursor = self.read_cache.read(
             key,
             self.data_version,  # read before the snapshot begins
@@ -88,7 +91,10 @@ class QueriesMixin(StoreBase):
 
     def pending_query(self, **filters: Any) -> Future[tuple[list[Event], str | None]] | None:
         """query's answer as a Future when read_cache holds it or another caller is reading it
-        (no DuckDB, no thread, never blocks: fit for an event loop); None: call query."""
+        (no DuckDB, no thread, never blocks: fit for an event loop; await it with
+        readcache.wait_pending); None: call query (also for a filter query does not take)."""
+        if not set(filters) <= set(_QUERY_PARAMS):
+            return None
         return self.read_cache.pending(_cache_key(filters), self.data_version)
 
     def _query(
@@ -156,9 +162,17 @@ class QueriesMixin(StoreBase):
 
 
 def _cache_key(filters: dict[str, Any]) -> tuple[Any, ...]:
-    """query's read_cache key: its parameters in order, limit clamped as query clamps it."""
-    limit = max(1, min(int(filters.get("limit", 50)), MAX_QUERY_LIMIT))
-    return tuple(limit if name == "limit" else filters.get(name) for name in _QUERY_PARAMS)
+    """query's read_cache key: its parameters in order, limit clamped as query clamps it,
+    since/until in UTC (two local times in a repeated DST hour compare equal, but differ)."""
+    key = []
+    for name in _QUERY_PARAMS:
+        value = filters.get(name)
+        if name == "limit":
+            value = max(1, min(int(filters.get("limit", 50)), MAX_QUERY_LIMIT))
+        elif name in ("since", "until") and value is not None:
+            value = as_utc(value)
+        key.append(value)
+    return tuple(key)
 
 
 def _filters(

@@ -4,16 +4,17 @@ older than the last acknowledged write."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
 
-from pipelines.storage import EventStore
-from pipelines.storage.readcache import ReadCache
+from pipelines.storage import EventStore, ReadTimeoutError
+from pipelines.storage.readcache import ReadCache, wait_pending
 from tests.unit.test_storage import BASE, make_event
 
 
@@ -110,16 +111,106 @@ def test_a_read_that_began_before_a_save_never_answers_after_it(store: EventStor
     assert ids(store.query(limit=10)) == [two.event_id, one.event_id]
 
 
-def test_read_cache_events_0_turns_it_off(tmp_path: Path) -> None:
+def held(store: EventStore) -> tuple[threading.Event, threading.Event, list[int]]:
+    """Make store's DuckDB reads wait for `release` once `started`; `calls` counts them."""
+    plain_query = store._query
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def held_query(*args: object) -> tuple[list, str | None]:
+        calls.append(1)
+        started.set()
+        assert release.wait(30)
+        return plain_query(*args)
+
+    store._query = held_query  # type: ignore[method-assign]
+    return started, release, calls
+
+
+def test_read_cache_events_0_turns_it_off_sharing_included(tmp_path: Path) -> None:
     store = EventStore(tmp_path / "off", read_cache_events=0)
     try:
         store.append([make_event(1)])
-        store.query(limit=5)
+        started, release, calls = held(store)
+        first = threading.Thread(target=store.query, kwargs={"limit": 5})
+        first.start()
+        assert started.wait(30)
+        assert store.pending_query(limit=5) is None  # nothing to wait for: the cache is off
+        second = threading.Thread(target=store.query, kwargs={"limit": 5})
+        second.start()
+        deadline = time.monotonic() + 30
+        while len(calls) < 2:  # the second asker reads on its own, it does not wait
+            assert time.monotonic() < deadline, "the second asker waited for the first"
+            time.sleep(0.01)
+        release.set()
+        first.join(30)
+        second.join(30)
         store.query(limit=5)
         stats = store.read_cache.stats()
-        assert stats == {"entries": 0, "events": 0, "hits": 0, "misses": 2, "joined": 0}
+        assert stats == {"entries": 0, "events": 0, "hits": 0, "misses": 3, "joined": 0}
     finally:
         store.close()
+
+
+def test_a_cancelled_or_late_waiter_leaves_the_read_to_the_others(store: EventStore) -> None:
+    """The store actor's path: tasks on an event loop wait for another's read (wait_pending);
+    one cancelled does not cancel the read, one past its deadline gets ReadTimeoutError."""
+    store.append([make_event(i) for i in range(3)])
+    started, release, calls = held(store)
+    leader: list[list[str]] = []
+    thread = threading.Thread(target=lambda: leader.append(ids(store.query(limit=5))))
+    thread.start()
+    assert started.wait(30)
+
+    async def waiters() -> tuple[object, ...]:
+        flights = [store.pending_query(limit=5) for _ in range(3)]
+        assert all(f is not None and not f.done() for f in flights)
+        cancelled = asyncio.create_task(wait_pending(flights[0], 30))
+        late = asyncio.create_task(wait_pending(flights[1], 0.2))
+        patient = asyncio.create_task(wait_pending(flights[2], 30))
+        await asyncio.sleep(0.05)
+        cancelled.cancel()
+        with pytest.raises(ReadTimeoutError):
+            await late
+        release.set()
+        answer = await patient
+        return cancelled.cancelled(), answer
+
+    try:
+        was_cancelled, answer = asyncio.run(waiters())
+    finally:
+        release.set()
+        thread.join(30)
+    assert was_cancelled and calls == [1]
+    assert leader and ids(answer) == leader[0]  # the leader finished its read normally
+
+
+def test_empty_answers_are_bounded_and_a_write_drops_older_answers() -> None:
+    cache = ReadCache(max_events=100)
+    for k in range(1_000):  # every poll a new `since`, every answer empty
+        cache.put(("since", k), 1, ([], None), size=0)
+    assert cache.stats()["entries"] == 100  # each counts as one
+    cache.put("after a write", 2, ([], None), size=0)
+    assert cache.stats()["entries"] == 1
+
+
+def test_an_asker_at_an_older_version_keeps_a_newer_answer() -> None:
+    cache = ReadCache()
+    cache.put("list", 6, "answer at 6", size=1)
+    assert cache.get("list", 5) is None  # began before the write: no answer for it
+    assert cache.get("list", 6) == "answer at 6"  # and the newer one is still kept
+
+
+def test_the_key_tells_apart_two_local_times_of_a_repeated_hour(store: EventStore) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo("America/New_York")
+    early = datetime(2026, 11, 1, 1, 30, tzinfo=zone)  # 05:30 UTC
+    late = early.replace(fold=1)  # the same wall time an hour later: 06:30 UTC
+    assert early == late  # Python says equal
+    store.append([make_event(1, ts=early.astimezone(UTC) + timedelta(minutes=30))])
+    assert len(store.query(since=early, limit=5)[0]) == 1
+    assert store.query(since=late, limit=5)[0] == []
 
 
 def test_askers_of_one_question_share_one_read_and_its_error(store: EventStore) -> None:
@@ -178,9 +269,3 @@ def test_askers_of_one_question_share_one_read_and_its_error(store: EventStore) 
                 assert flight.result(0)[0] and not errors
     finally:
         store._query = plain_query  # type: ignore[method-assign]
-    # and with the cache off, nobody waits for another's read
-    off = EventStore(store.path.parent / "off", read_cache_events=0)
-    try:
-        assert off.pending_query(limit=5) is None
-    finally:
-        off.close()
