@@ -28,8 +28,8 @@ from pipelines.config import Config
 from pipelines.events import Event
 from pipelines.naming import STORE_ACTOR
 from pipelines.storage import EventStore, ReadTimeoutError, feed
-from pipelines.storage.connection import READ_TIMEOUT_S
 from pipelines.storage.maintenance import Maintenance
+from pipelines.storage.queries import SHARED_READ_WAIT_S
 from pipelines.storage.readcache import wait_pending
 from pipelines.storage.summary import Summary, summarize
 from pipelines.storage.writer import CLOSE_STEP_S, GroupCommitWriter
@@ -126,7 +126,7 @@ class EventStoreActor:
         kept = self._store.pending_query(**filters)  # kept, or being read for another caller
         if kept is None:
             return await self._read(partial(self._store.query, **filters))
-        events, cursor = await wait_pending(kept, READ_TIMEOUT_S + 5)
+        events, cursor = await wait_pending(kept, SHARED_READ_WAIT_S)
         return list(events), cursor
 
     async def thumbnail_path(self, event_id: str) -> str | None:

@@ -18,6 +18,9 @@ REPLAY_TIMEOUT_S = 60.0  # replay reads (publisher, `liveobject replay`) may sca
 MAX_QUERY_LIMIT = 500
 _PUBLISHABLE = "NOT coalesce(filtered, false)"  # filtered events are stored, never published
 _QUERY_PARAMS = ("camera_id", "since", "until", "object", "limit", "cursor", "q", "zone")
+_QUERY_PARAM_NAMES = frozenset(_QUERY_PARAMS)
+# how long an asker waits for another's read of the same question: past the read's own deadline
+SHARED_READ_WAIT_S = READ_TIMEOUT_S + 5
 _COUNTS_SQL = (
     "SELECT count(*), count(published_at), count(*) FILTER (WHERE coalesce(filtered, false)) "
     "FROM events"
@@ -85,7 +88,7 @@ class QueriesMixin(StoreBase):
             self.data_version,  # read before the snapshot begins
             lambda: self._query(camera_id, since, until, object, limit, cursor, q, zone),
             size=lambda answer: len(answer[0]),
-            wait_s=READ_TIMEOUT_S + 5,
+            wait_s=SHARED_READ_WAIT_S,
         )
         return list(events), next_cursor
 
@@ -93,7 +96,7 @@ class QueriesMixin(StoreBase):
         """query's answer as a Future when read_cache holds it or another caller is reading it
         (no DuckDB, no thread, never blocks: fit for an event loop; await it with
         readcache.wait_pending); None: call query (also for a filter query does not take)."""
-        if not set(filters) <= set(_QUERY_PARAMS):
+        if not filters.keys() <= _QUERY_PARAM_NAMES:
             return None
         return self.read_cache.pending(_cache_key(filters), self.data_version)
 

@@ -90,9 +90,7 @@ class ReadCache:
             try:
                 return flight.result(timeout=wait_s)
             except FutureTimeout:
-                raise ReadTimeoutError(
-                    f"read took longer than {wait_s:g} s (another caller's)"
-                ) from None
+                raise _late(wait_s) from None
         try:
             answer = compute()
         except BaseException as exc:
@@ -176,4 +174,9 @@ async def wait_pending(pending: Future[Any], wait_s: float) -> Any:
     try:
         return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(pending)), wait_s)
     except TimeoutError:
-        raise ReadTimeoutError(f"read took longer than {wait_s:g} s (another caller's)") from None
+        raise _late(wait_s) from None
+
+
+def _late(wait_s: float) -> ReadTimeoutError:
+    """What a waiter past its deadline gets (a slow read's own error: 503 at the API)."""
+    return ReadTimeoutError(f"read took longer than {wait_s:g} s (another caller's)")
