@@ -97,9 +97,12 @@ def _thumbnail() -> bytes:
     return encode_jpeg(frame, quality=85)
 
 
-def _timed_saves(path: Path, events: list[Event], drive: Any, **extra: Any) -> dict:
-    """A fresh `event-store` actor; `drive(store)` saves every event and returns the seconds
-    it took; then the writer's counters, after checking each event was stored once."""
+def _timed_saves(
+    path: Path, events: list[Event], drive: Any, already: int = 0, **extra: Any
+) -> dict:
+    """A fresh `event-store` actor (over `already` stored events); `drive(store)` saves every
+    event and returns the seconds it took; then the writer's counters, after checking each
+    event was stored once."""
     import ray
 
     from cluster.actors.store import get_store
@@ -113,8 +116,8 @@ def _timed_saves(path: Path, events: list[Event], drive: Any, **extra: Any) -> d
         ray.get(store.close.remote(), timeout=120)
     finally:
         ray.kill(store, no_restart=True)
-    if stored != len(events):
-        raise RuntimeError(f"stored {stored} of {len(events)}")
+    if stored != already + len(events):
+        raise RuntimeError(f"stored {stored - already} of {len(events)}")
     return {
         "events_per_s": len(events) / elapsed,
         "seconds": elapsed,
@@ -142,9 +145,9 @@ def actor_appends(path: Path, events: list[Event], concurrency: int, thumb: byte
     return _timed_saves(path, events, drive)
 
 
-def outbox_appends(path: Path, events: list[Event], thumb: bytes | None) -> dict:
+def outbox_appends(path: Path, events: list[Event], thumb: bytes | None, already: int = 0) -> dict:
     """A backlog through one camera outbox per camera (`SaveBuffer` → `save_many.remote`, as
-    the camera actor saves) until every outbox is empty."""
+    the camera actor saves) until every outbox is empty (into a store of `already` events)."""
     import asyncio
 
     from pipelines.camera.outbox import SaveBuffer
@@ -164,21 +167,27 @@ def outbox_appends(path: Path, events: list[Event], thumb: bytes | None) -> dict
         return time.perf_counter() - t0
 
     return _timed_saves(
-        path, events, lambda store: asyncio.run(drain(store)), outboxes=len(CAMERAS)
+        path, events, lambda store: asyncio.run(drain(store)), already, outboxes=len(CAMERAS)
     )
 
 
-def raw_appends(path: Path, events: list[Event], group: int) -> dict:
-    """The same rows as Arrow tables (built untimed) inserted by raw DuckDB, `group` at a time."""
+def raw_appends(
+    path: Path, events: list[Event], group: int, filled: tuple[Path, int] | None = None
+) -> dict:
+    """The same rows as Arrow tables (built untimed) inserted by raw DuckDB, `group` at a time
+    (`filled`: into a copy of that store's database, which holds that many events)."""
     import duckdb
 
+    already = filled[1] if filled else 0
     builder = EventStore(path / "builder")
     tables = []
     for i in range(0, len(events), group):
-        builder._seq = i  # the seqs the product would give them
+        builder._seq = already + i  # the seqs the product would give them
         tables.append(builder._arrow_rows(events[i : i + group]))
     builder.close()
     EventStore(path / "raw").close()  # the product's schema, migrations applied
+    if filled:
+        shutil.copyfile(filled[0] / "events.duckdb", path / "raw" / "events.duckdb")
     con = duckdb.connect(str(path / "raw" / "events.duckdb"))
     con.execute("SET TimeZone='UTC'")
     t0 = time.perf_counter()
@@ -191,7 +200,7 @@ def raw_appends(path: Path, events: list[Event], group: int) -> dict:
     elapsed = time.perf_counter() - t0
     stored = con.execute("SELECT count(*) FROM events").fetchone()
     con.close()
-    assert stored is not None and stored[0] == len(events)
+    assert stored is not None and stored[0] == already + len(events)
     return {"events_per_s": len(events) / elapsed, "seconds": elapsed, "group": group}
 
 
@@ -275,8 +284,32 @@ def append_rows(tmp: Path, n: int, rounds: int, concurrency: int, raw_out: dict)
     ]
 
 
-def fill(path: Path, n: int) -> float:
-    """n rows straight into the product's schema with one SQL statement (setup, not measured)."""
+def filled_rows(tmp: Path, big: Path, n: int, appends: int, raw_out: dict) -> Row:
+    """The outbox row again, into the store holding n events from before them (what a busy
+    site's store holds after some months), vs raw DuckDB into a copy of the same database;
+    run last (it adds to the big store)."""
+    events = make_events(appends)
+    raw_copy = tmp / "filled-copy"
+    raw_copy.mkdir()
+    shutil.copyfile(big / "events.duckdb", raw_copy / "events.duckdb")
+    ours = outbox_appends(big, events, None, already=n)
+    group = max(1, round(ours["mean_group"]))
+    raw = raw_appends(tmp / "raw-filled", events, group, filled=(raw_copy, n))
+    raw_out |= {"appends_outbox_filled": ours, "appends_outbox_filled_raw": raw}
+    return _append_row(
+        f"events/s saved from {len(CAMERAS)} camera outboxes as above, into a store already "
+        f"holding {n:,} events",
+        ours,
+        raw,
+        appends,
+        1,
+        None,
+    )
+
+
+def fill(path: Path, n: int, before_s: float = 0.0) -> float:
+    """n rows straight into the product's schema with one SQL statement (setup, not measured),
+    4 a second, the newest before_s seconds ago."""
     import duckdb
 
     EventStore(path).close()
@@ -291,7 +324,8 @@ def fill(path: Path, n: int) -> float:
                           WHEN 2 THEN ['animal', 'person'] ELSE []::VARCHAR[] END
                  AS objects_detected,
                (i % 101)::SMALLINT AS confidence, 'rtsp' AS source_type,
-               now() - to_milliseconds(250 * ({n} - i)) AS "timestamp",
+               now() - to_milliseconds(250 * ({n} - i) + {round(before_s * 1000)})
+                 AS "timestamp",
                'multi_frame' AS analysis_mode, 12 AS frame_count, 0 AS merged_motion,
                now() AS stored_at, now() AS published_at
         FROM range({n}) t(i)"""
@@ -362,6 +396,9 @@ def api_rows(path: Path, n: int, requests: int, port: int, raw_out: dict) -> lis
         t0 = time.perf_counter()
         ray.get(store.query.remote(camera_id=CAMERAS[k % 8], limit=50))
         via_actor.append((time.perf_counter() - t0) * 1000)
+    serve.delete(API_APP)
+    ray.get(store.close.remote(), timeout=120)
+    ray.kill(store, no_restart=True)
     detail = {
         "events": n,
         "requests": requests,
@@ -413,9 +450,11 @@ def main() -> None:
         try:
             rows += append_rows(tmp, appends, rounds, args.concurrency, raw)
             big = tmp / "big"
-            raw["fill_seconds"] = round(fill(big, n), 2)
+            # history before the events filled_rows saves (they span 7.5 s each)
+            raw["fill_seconds"] = round(fill(big, n, before_s=7.5 * appends + 3600), 2)
             rows.append(export_rows(big, raw))
             rows += api_rows(big, n, 60 if quick else args.requests, port, raw)
+            rows.append(filled_rows(tmp, big, n, appends, raw))
         finally:
             stop_ray()
     write_results("store", rows, quick=quick, started=started, raw=raw)

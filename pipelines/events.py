@@ -62,6 +62,14 @@ def new_event_id() -> str:
     return str(uuid.uuid4())
 
 
+def is_random_event_id(event_id: str) -> bool:
+    """Whether event_id is one `new_event_id` made (uuid4): such an id belongs to one event
+    only, so a copy of it stored earlier has the same timestamp (a re-sent save). A derived id
+    (a file segment's uuid5, `pipelines.ingest.ids`) comes back with a new timestamp when its
+    file is replayed."""
+    return event_id[14:15] == "4"
+
+
 def utcnow() -> datetime:
     """Timezone-aware now in UTC."""
     return datetime.now(UTC)

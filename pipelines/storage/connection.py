@@ -74,6 +74,8 @@ class StoreBase:
         self._lock = threading.RLock()
         # camera_id -> its recent starts and their group ids, for correlation.
         self._starts: dict[str, CameraStarts] = {}
+        # event_id -> seq of the events this store saved lately (see writes.mark_published)
+        self._recent_seqs: dict[str, int] = {}
         self._con: duckdb.DuckDBPyConnection | None = None
         self._closed = False
         self._generation = 0  # of the connection: read cursors belong to one

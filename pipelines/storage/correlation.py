@@ -64,14 +64,15 @@ class CorrelationMixin(StoreBase):
         lo, hi = min(stamps), max(stamps)
         with self._lock:
             self._prune_starts(lo, hi, window)
-            stored = self._stored_starts(lo - window, hi + window)
+            span = (lo - window, hi + window)
+            stored = self._stored_starts(*span)
             changed: dict[str, str] = {}  # stored event_id -> group this batch gave it
             out = [
                 self._correlate_one(camera_id, ts, window, stored, changed)
                 for (camera_id, _), ts in zip(starts, stamps, strict=True)
             ]
             if changed:
-                self._set_groups(changed)
+                self._set_groups(changed, span)
             return out
 
     def _stored_starts(self, lo: datetime, hi: datetime) -> _Stored:
@@ -133,9 +134,10 @@ class CorrelationMixin(StoreBase):
         if not cam_starts.give(start, group):
             cam_starts.add(start, group)
 
-    def _set_groups(self, groups: dict[str, str]) -> None:
-        """Give stored events (that still have none) their correlation group, in one update,
-        and mark them for the Parquet export to rewrite (see ExportMixin.export_parquet)."""
+    def _set_groups(self, groups: dict[str, str], span: tuple[datetime, datetime]) -> None:
+        """Give stored events (that still have none) their correlation group, in one update
+        of the rows whose timestamp is in span (theirs are), and mark them for the Parquet
+        export to rewrite (see ExportMixin.export_parquet)."""
         con = self.con
         con.register(
             "_groups",
@@ -152,7 +154,9 @@ class CorrelationMixin(StoreBase):
             con.execute(
                 "UPDATE events SET correlation_group_id = _groups.group_id FROM _groups "
                 "WHERE events.event_id = _groups.event_id "
-                "AND events.correlation_group_id IS NULL"
+                'AND events."timestamp" BETWEEN ? AND ? '
+                "AND events.correlation_group_id IS NULL",
+                list(span),
             ).fetchall()
             con.execute(
                 "INSERT INTO parquet_stale SELECT event_id FROM _groups ON CONFLICT DO NOTHING"

@@ -15,6 +15,10 @@ class StorageFullError(StorageError):
     """The disk (or quota/file-size limit) is full; retry once space returns."""
 
 
+class DuplicateEventError(StorageError):
+    """A batch held an event id the lookup before it had not found stored (rolled back)."""
+
+
 class StoreBusyError(StorageError):
     """The store's write queue is full (or it is closing): nothing was stored; retry later.
 

@@ -8,6 +8,12 @@ stays bounded where the event was made; of a group, the events that fit are queu
 are answered None (refused, retryable: the outbox keeps them, in order, after the stored ones).
 Saves made while closing are refused the same way. Each batch is correlated and appended in one
 store transaction, in a thread.
+
+Before that, the batch's ids are looked up: a random id (uuid4) is only ever re-sent with its
+own event, so only stored events in the batch's time span are read (the cost stays that of
+the recent rows, however many are stored); a derived id (a replayed file's segment) is looked
+up in the whole table. Should an insert still meet a stored id, the batch is rolled back and
+committed again after a whole-table lookup.
 """
 
 from __future__ import annotations
@@ -17,10 +23,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
-from pipelines.events import Event
-from pipelines.storage.errors import StorageError, StorageFullError, StoreBusyError
+from pipelines.events import Event, as_utc, is_random_event_id
+from pipelines.storage.errors import (
+    DuplicateEventError,
+    StorageError,
+    StorageFullError,
+    StoreBusyError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +52,11 @@ class BatchStore(Protocol):
         """The stored events among event_ids, by id."""
         ...
 
-    def known_ids(self, ids: list[str]) -> dict[str, bool]:
-        """Which of ids are stored, each with whether it is published."""
+    def known_ids(
+        self, ids: list[str], span: tuple[datetime, datetime] | None = None
+    ) -> dict[str, bool]:
+        """Which of ids are stored (with a timestamp in span, if given), each with whether it
+        is published."""
         ...
 
     def save_batch(
@@ -224,14 +239,17 @@ class GroupCommitWriter:
                 for _ in batch:
                     queue.task_done()
 
-    def _commit(self, batch: list[_Pending]) -> tuple[list[list[Answer]], int, list[Event]]:
+    def _commit(
+        self, batch: list[_Pending], *, bounded: bool = True
+    ) -> tuple[list[list[Answer]], int, list[Event]]:
         """Write a batch (in a thread): each caller's answers, rows written, events to hand on.
 
         A save_new whose id is stored, or written earlier in the same batch, writes nothing.
+        `bounded`: random ids are looked up in the batch's time span only.
         """
         flat = [(item, save.new_only) for save in batch for item in save.items]
         ids = [event.event_id for (event, _thumb), _new_only in flat]
-        known = self._store.known_ids(ids)  # the usual batch: none of them
+        known = self._known([event for (event, _thumb), _new_only in flat], bounded)
         lookup = [i for i, (_item, new) in zip(ids, flat, strict=True) if new and i in known]
         stored = self._store.stored_events(lookup) if lookup else {}
         # A save re-sent after its first try committed (a timeout, a restart) must not be
@@ -251,7 +269,15 @@ class GroupCommitWriter:
                 writes.append(item)
         thumbs = {event.event_id: thumb for event, thumb in writes if thumb}
         events = [event for event, _thumb in writes]
-        saved = self._store.save_batch(events, thumbs, self._window_s, set(known)) if events else []
+        try:
+            saved = (
+                self._store.save_batch(events, thumbs, self._window_s, set(known)) if events else []
+            )
+        except DuplicateEventError:
+            if not bounded:
+                raise
+            logger.warning("a batch held an id stored outside its time span: looking again")
+            return self._commit(batch, bounded=False)
         answers = [(saved[at] if isinstance(at, int) else at, existed) for at, existed in plan]
         per_save: list[list[Answer]] = []
         for save in batch:
@@ -259,6 +285,20 @@ class GroupCommitWriter:
             del answers[: len(save.items)]
         fresh = {event.event_id: event for event in saved if event.event_id not in published}
         return per_save, len(saved), list(fresh.values())
+
+    def _known(self, events: list[Event], bounded: bool) -> dict[str, bool]:
+        """Which of the events' ids are stored, each with whether it is published (the usual
+        batch: none of them)."""
+        if not bounded:
+            return self._store.known_ids([event.event_id for event in events])
+        fresh = [event for event in events if is_random_event_id(event.event_id)]
+        derived = [event.event_id for event in events if not is_random_event_id(event.event_id)]
+        known = self._store.known_ids(derived) if derived else {}
+        if fresh:
+            stamps = [as_utc(event.timestamp) for event in fresh]
+            span = (min(stamps), max(stamps))
+            known |= self._store.known_ids([event.event_id for event in fresh], span)
+        return known
 
     def _hand_on(self, events: list[Event]) -> None:
         if not events:

@@ -1,9 +1,18 @@
-"""Writes: idempotent batch appends (thumbnails first, then one insert), published state."""
+"""Writes: idempotent batch appends (thumbnails first, then one insert), published state.
+
+The statements a save and a publish run each batch read only the recent part of the table, so
+their cost does not grow with the events stored: DuckDB keeps each column's min/max per row
+group, and rows arrive in about time order, so a range on `timestamp` or `seq` skips the rest.
+The single writer's lookup of a batch's ids is bounded by the batch's time span (see
+`known_ids`), and `mark_published` by the seqs this store gave the events it saved lately.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +22,11 @@ import pyarrow as pa
 from pipelines.events import Event, as_utc, utcnow
 from pipelines.storage.correlation import CorrelationMixin
 from pipelines.storage.cursors import is_event_id
+from pipelines.storage.errors import DuplicateEventError
 from pipelines.storage.files import _fsync_dir, _write_atomic
 from pipelines.storage.schema import _TS, ARROW_SCHEMA, EVENT_COLUMNS, _first
+
+RECENT_SEQS = 100_000  # seqs of the latest saved events kept for mark_published's range
 
 
 class WritesMixin(CorrelationMixin):
@@ -31,8 +43,10 @@ class WritesMixin(CorrelationMixin):
 
         `stored`: the ids among them that are stored, as the single writer looked them up
         just before (`known_ids`); those are skipped and the rest inserted without a conflict
-        check. Without it, the primary key makes the insert idempotent (ON CONFLICT DO
-        NOTHING, an index probe per row).
+        check: if one is stored after all, nothing is and `DuplicateEventError` is raised.
+        Without it, the primary key makes the insert idempotent (ON CONFLICT DO NOTHING, an
+        index probe per row). A thumbnail file that exists is never rewritten (nor deleted
+        when the insert fails): it is the same event's.
         """
         thumbnails = thumbnails or {}
         if not events:
@@ -54,8 +68,8 @@ class WritesMixin(CorrelationMixin):
             written: list[Path] = []
             try:
                 for event_id in with_thumb:  # thumbnails first: a committed row has its file
-                    if event_id not in stored:
-                        target = self.thumbnail_dir / f"{event_id}.jpg"
+                    target = self.thumbnail_dir / f"{event_id}.jpg"
+                    if event_id not in stored and not target.exists():
                         _write_atomic(target, thumbnails[event_id])
                         written.append(target)
                 if written:
@@ -64,7 +78,12 @@ class WritesMixin(CorrelationMixin):
             except (duckdb.Error, OSError) as exc:
                 for path in written:
                     path.unlink(missing_ok=True)
-                raise self._fail("append", exc) from exc
+                error = self._fail("append", exc)
+                if checked and isinstance(exc, duckdb.ConstraintException):
+                    raise DuplicateEventError(str(error)) from exc
+                raise error from exc
+            if checked:  # every one was inserted, with these seqs
+                self._remember_seqs(unique)
             self._seq += len(unique)  # seq of a duplicate stays unused: gaps are harmless
             return int(row[0]) if row else len(unique)
 
@@ -97,8 +116,8 @@ class WritesMixin(CorrelationMixin):
 
     def _insert(self, events: list[Event], *, checked: bool = False) -> Any:
         """Insert the events in one transaction, skipping stored ids (`checked`: none is
-        stored, so no conflict check: a stored one fails the batch, which its retry skips);
-        the row-count row."""
+        stored, so no conflict check: a stored one fails the batch, rolled back); the
+        row-count row."""
         con = self.con
         con.register("_batch", self._arrow_rows(events))
         sql = "INSERT INTO events BY NAME SELECT * FROM _batch"
@@ -106,8 +125,13 @@ class WritesMixin(CorrelationMixin):
             sql += " ON CONFLICT DO NOTHING"
         try:
             con.execute("BEGIN TRANSACTION")
-            row = _first(con.execute(sql))
-            con.execute("COMMIT")
+            try:
+                row = _first(con.execute(sql))
+                con.execute("COMMIT")
+            except duckdb.Error:
+                with contextlib.suppress(duckdb.Error):  # else the unregister below fails
+                    con.execute("ROLLBACK")
+                raise
             return row
         finally:
             self._changed()
@@ -118,19 +142,26 @@ class WritesMixin(CorrelationMixin):
         """Which of ids are stored and already published (a re-sent save must not republish)."""
         return {event_id for event_id, published in self.known_ids(ids).items() if published}
 
-    def known_ids(self, ids: list[str]) -> dict[str, bool]:
+    def known_ids(
+        self, ids: list[str], span: tuple[datetime, datetime] | None = None
+    ) -> dict[str, bool]:
         """Which of ids are stored, each with whether it is published: one query (an Arrow
-        table of the ids joined on the primary key), as the writer asks once per batch."""
+        table of the ids joined on the primary key), as the writer asks once per batch.
+        `span`: only events whose timestamp is in it (inclusive) are looked at; without it,
+        the whole table is read."""
         if not ids:
             return {}
+        sql = "SELECT event_id, published_at IS NOT NULL FROM events WHERE "
+        params: list[datetime] = []
+        if span is not None:
+            sql += '"timestamp" BETWEEN ? AND ? AND '
+            params = [as_utc(span[0]), as_utc(span[1])]
+        sql += "event_id IN (SELECT event_id FROM _ids)"
         with self._lock:
             con = self.con
             con.register("_ids", pa.table({"event_id": pa.array(ids, pa.string())}))
             try:
-                rows = con.execute(
-                    "SELECT event_id, published_at IS NOT NULL FROM events "
-                    "WHERE event_id IN (SELECT event_id FROM _ids)"
-                ).fetchall()
+                rows = con.execute(sql, params).fetchall()
             except (duckdb.Error, OSError) as exc:
                 raise self._fail("lookup", exc) from exc
             finally:
@@ -140,19 +171,42 @@ class WritesMixin(CorrelationMixin):
 
     def _set_published(self, ids: list[str], when: datetime) -> Any:
         """Set published_at of the events in ids that have none (an Arrow table join, not a
-        loop); the row-count row."""
+        loop, over the range of seqs this store gave them when all are recent saves); the
+        row-count row."""
         con = self.con
+        sql = (
+            "UPDATE events SET published_at = ? FROM _ids "
+            "WHERE events.event_id = _ids.event_id AND events.published_at IS NULL"
+        )
+        params: list[Any] = [when]
+        recent = self._recent_seqs
+        seqs = [recent[event_id] for event_id in ids if event_id in recent]
+        if len(seqs) == len(ids):
+            sql += " AND events.seq BETWEEN ? AND ?"
+            params += [min(seqs), max(seqs)]
         con.register("_ids", pa.table({"event_id": pa.array(ids, pa.string())}))
         try:
-            return _first(
-                con.execute(
-                    "UPDATE events SET published_at = ? FROM _ids "
-                    "WHERE events.event_id = _ids.event_id AND events.published_at IS NULL",
-                    [when],
-                )
-            )
+            row = _first(con.execute(sql, params))
         finally:
             con.unregister("_ids")
+        for event_id in ids:
+            self._recent_seqs.pop(event_id, None)
+        return row
+
+    def _remember_seqs(self, events: list[Event]) -> None:
+        """Keep the seqs just given to events (inserted in this order), the latest
+        RECENT_SEQS at most."""
+        recent = self._recent_seqs
+        recent.update(
+            zip(
+                (ev.event_id for ev in events),
+                range(self._seq + 1, self._seq + 1 + len(events)),
+                strict=True,
+            )
+        )
+        if len(recent) > RECENT_SEQS:
+            for event_id in list(islice(recent, len(recent) - RECENT_SEQS // 2)):
+                del recent[event_id]
 
     def _arrow_rows(self, events: list[Event]) -> pa.Table:
         """The events as an Arrow table in the events table's column order (column-wise)."""

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import threading
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -43,8 +44,10 @@ class HeldStore:
     def stored_events(self, event_ids: list[str]) -> dict[str, Event]:
         return self.store.stored_events(event_ids)
 
-    def known_ids(self, ids: list[str]) -> dict[str, bool]:
-        return self.store.known_ids(ids)
+    def known_ids(
+        self, ids: list[str], span: tuple[datetime, datetime] | None = None
+    ) -> dict[str, bool]:
+        return self.store.known_ids(ids, span)
 
     def save_batch(
         self,

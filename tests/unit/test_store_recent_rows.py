@@ -1,0 +1,129 @@
+"""The statements a save and a publish run read only recent rows, and stay exact.
+
+The writer looks a batch's random ids up within the batch's time span, a file segment's
+derived id in the whole table (a replay brings it back with a new timestamp); an insert that
+still meets a stored id is rolled back and redone after a whole-table lookup. mark_published
+bounds its update by the seqs the store gave its recent saves. Each test stores what the
+bounded statement would miss if the bound were wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pipelines.events import Event
+from pipelines.ingest.ids import segment_event_id
+from pipelines.storage import EventStore, writes
+from pipelines.storage.writer import GroupCommitWriter
+from tests.support.mqtt import make_event
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> EventStore:
+    s = EventStore(tmp_path / "data")
+    yield s
+    s.close()
+
+
+class Handed:
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def __call__(self, events: list[Event]) -> None:
+        self.ids += [event.event_id for event in events]
+
+
+def saved(
+    store: EventStore, items: list[tuple[Event, bytes | None]], handed: Handed
+) -> list[tuple[Event, bool] | None]:
+    """One save_many through a fresh writer over store."""
+    writer = GroupCommitWriter(store, max_queued=100, window_s=5.0, on_saved=handed)
+
+    async def scenario() -> list[tuple[Event, bool] | None]:
+        try:
+            return await writer.save_many(items)
+        finally:
+            await writer.close(5)
+
+    return asyncio.run(scenario())
+
+
+def test_a_replayed_file_segment_with_a_new_timestamp_is_answered_as_stored(
+    store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    event_id = segment_event_id("yard", "/clips/yard.mp4|100|1", 12.5)
+    first = make_event("yard", event_id=event_id, timestamp=NOW - timedelta(days=2))
+    handed = Handed()
+    assert saved(store, [(first, None)], handed) == [(first, False)]
+    # the file is replayed after a restart: the same segment, cut again two days later
+    replay = first.model_copy(update={"timestamp": NOW, "description": "again"})
+    with caplog.at_level(logging.WARNING, logger="pipelines.storage.writer"):
+        answers = saved(store, [(replay, None), (make_event("yard", timestamp=NOW), None)], handed)
+    assert not caplog.text, "found by the lookup, not by an insert that failed"
+    answer = answers[0]
+    assert answer is not None and answer[1], "answered as stored already"
+    assert answer[0].timestamp == first.timestamp and answer[0].description == first.description
+    assert handed.ids.count(event_id) == 1, "handed on (published) once"
+    assert store.counts()["stored"] == 2
+
+
+def test_a_random_id_resent_with_another_timestamp_is_stored_once_and_its_file_kept(
+    store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Not a product path (a random id is re-sent only with its own event): the writer's
+    # insert meets the stored id outside the span it looked in, and must still not fail.
+    first = make_event("gate", timestamp=NOW - timedelta(days=1))
+    handed = Handed()
+    assert saved(store, [(first, b"\xff\xd8first")], handed) == [(first, False)]
+    odd = first.model_copy(update={"timestamp": NOW})
+    other = make_event("gate", timestamp=NOW + timedelta(seconds=1))
+    with caplog.at_level(logging.WARNING, logger="pipelines.storage.writer"):
+        answers = saved(store, [(odd, b"\xff\xd8second"), (other, b"\xff\xd8other")], handed)
+    assert answers[0] is not None and answers[0][1] and answers[0][0].timestamp == first.timestamp
+    assert answers[1] == (other, False)
+    assert "outside its time span" in caplog.text
+    assert store.counts()["stored"] == 2
+    assert handed.ids == [first.event_id, other.event_id]
+    path = store.thumbnail_path(first.event_id)
+    assert path is not None and path.read_bytes() == b"\xff\xd8first"  # never rewritten
+
+
+def test_known_ids_in_a_span_sees_only_the_events_in_it(store: EventStore) -> None:
+    old, new = make_event(timestamp=NOW - timedelta(hours=3)), make_event(timestamp=NOW)
+    store.append([old, new])
+    store.mark_published([new.event_id])
+    ids = [old.event_id, new.event_id, make_event().event_id]
+    assert store.known_ids(ids) == {old.event_id: False, new.event_id: True}
+    span = (NOW - timedelta(hours=1), NOW)  # inclusive at both ends
+    assert store.known_ids(ids, span) == {new.event_id: True}
+
+
+def test_mark_published_marks_recent_saves_and_older_events_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writes, "RECENT_SEQS", 6)  # forget all but the latest few
+    before = EventStore(tmp_path / "data")
+    older = [make_event(timestamp=NOW - timedelta(minutes=i)) for i in range(3)]
+    before.save_batch(older, None, 5.0, set())
+    before.close()
+    store = EventStore(tmp_path / "data")  # a restart: it gave none of them a seq
+    try:
+        batches = [[make_event(camera_id=f"c{i}", timestamp=NOW)] for i in range(10)]
+        for batch in batches:
+            store.save_batch(batch, None, 5.0, set())
+        recent = [batch[0].event_id for batch in batches]
+        assert store.mark_published(recent[-3:]) == 3  # all recent: the bounded update
+        assert store.mark_published(recent[:3]) == 3  # forgotten by now: the whole table
+        assert store.mark_published([e.event_id for e in older] + recent[3:5]) == 5
+        assert store.mark_published(recent) == 2  # only the two not marked yet
+        published = store.known_ids(recent + [e.event_id for e in older])
+        assert len(published) == 13 and all(published.values())
+    finally:
+        store.close()
