@@ -151,11 +151,11 @@ def outbox_appends(path: Path, events: list[Event], thumb: bytes | None, already
     import asyncio
 
     from pipelines.camera.outbox import SaveBuffer
+    from pipelines.storage.writer import answers_of
 
     async def drain(store: Any) -> float:
         async def save_many(items: list[tuple[Event, bytes | None]]) -> list:
-            answers: list = await store.save_many.remote(items)
-            return answers
+            return answers_of(items, await store.save_many.remote(items))  # as the camera does
 
         boxes = {c: SaveBuffer(c, save_many, max_events=len(events)) for c in CAMERAS}
         t0 = time.perf_counter()

@@ -30,6 +30,7 @@ from pipelines.camera import CameraGroup, CameraPorts
 from pipelines.config import Config
 from pipelines.events import Event
 from pipelines.naming import PUBLISHER_ACTOR, STORE_ACTOR, ingest_actor_name
+from pipelines.storage.writer import Reply, answers_of
 from pipelines.vlm.types import VLMRequest, VLMResult
 
 logger = logging.getLogger(__name__)
@@ -48,11 +49,11 @@ class _RayStore:
         if handle is None:
             raise ConnectionError("event-store not found")
         try:
-            answers: list[tuple[Event, bool] | None] = await handle.save_many.remote(items)
+            got: list[Reply | None] = await handle.save_many.remote(items)
         except RayActorError:
             self._store.forget()  # replaced under its name? the retry finds the new one
             raise
-        return answers
+        return answers_of(items, got)
 
 
 class _RayPublisher:

@@ -32,7 +32,7 @@ from pipelines.storage.maintenance import Maintenance
 from pipelines.storage.queries import SHARED_READ_WAIT_S
 from pipelines.storage.readcache import wait_pending
 from pipelines.storage.summary import Summary, summarize
-from pipelines.storage.writer import CLOSE_STEP_S, GroupCommitWriter
+from pipelines.storage.writer import CLOSE_STEP_S, GroupCommitWriter, Reply, replies
 
 logger = logging.getLogger(__name__)
 
@@ -88,12 +88,11 @@ class EventStoreActor:
         """
         return await self._writer.save_new(event, thumbnail)
 
-    async def save_many(
-        self, items: list[tuple[Event, bytes | None]]
-    ) -> list[tuple[Event, bool] | None]:
+    async def save_many(self, items: list[tuple[Event, bytes | None]]) -> list[Reply | None]:
         """A camera outbox's group: `save_new` of each (event, thumbnail), in one commit, all
-        or nothing; None for the suffix the write queue had no room for (retry those)."""
-        return await self._writer.save_many(items)
+        or nothing; None for the suffix the write queue had no room for (retry those); the
+        answers compact (`writer.replies`: the event only where it was stored already)."""
+        return replies(await self._writer.save_many(items))
 
     def writer_stats(self) -> dict[str, Any]:
         """Counters of this process: batches committed, largest, saves queued now, most ever

@@ -121,12 +121,17 @@ class CorrelationMixin(StoreBase):
 
     def _near_remembered(self, camera_id: str, ts: datetime, window: timedelta) -> list[_Near]:
         """Remembered starts of other cameras within window of ts."""
-        return [
-            (abs(start - ts), other, start, group)
-            for other, cam_starts in self._starts.items()
-            if other != camera_id
-            for start, group in cam_starts.near(ts, window)
-        ]
+        lo, hi = ts - window, ts + window
+        out: list[_Near] = []
+        for other, cam_starts in self._starts.items():
+            keys = cam_starts.keys
+            first = bisect.bisect_left(keys, lo)
+            if other == camera_id or first == len(keys) or keys[first] > hi:
+                continue  # the usual camera: none near (two comparisons, no list)
+            last = bisect.bisect_right(keys, hi, first)
+            groups = cam_starts.groups
+            out += [(abs(keys[i] - ts), other, keys[i], groups[i]) for i in range(first, last)]
+        return out
 
     def _remember(self, camera_id: str, start: datetime, group: str) -> None:
         """Give a remembered start without a group this one, or remember the start with it."""
@@ -189,11 +194,12 @@ def _near_stored(
     camera_id: str, ts: datetime, window: timedelta, stored: _Stored
 ) -> list[tuple[str, list[Any]]]:
     """(camera_id, row) of stored rows of other cameras starting within window of ts."""
+    lo, hi = ts - window, ts + window
     out: list[tuple[str, list[Any]]] = []
     for other, (keys, cam_rows) in stored.items():
-        if other == camera_id:
+        first = bisect.bisect_left(keys, lo)
+        if other == camera_id or first == len(keys) or keys[first] > hi:
             continue
-        first = bisect.bisect_left(keys, ts - window)
-        last = bisect.bisect_right(keys, ts + window)
+        last = bisect.bisect_right(keys, hi, first)
         out += [(other, row) for row in cam_rows[first:last]]
     return out

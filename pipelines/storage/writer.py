@@ -73,6 +73,24 @@ class BatchStore(Protocol):
 
 Item = tuple[Event, bytes | None]  # an event to save and its thumbnail (JPEG) or None
 Answer = tuple[Event, bool]  # the event as stored, whether it was stored already
+# An Answer as it travels back to the camera: the event only where it was stored already.
+Reply = tuple[Event | None, bool]
+
+
+def replies(answers: list[Answer | None]) -> list[Reply | None]:
+    """Answers to a `save_many`, compact for the way back to the camera: an event stored
+    now is not sent back (the camera has it; the store only gave it its correlation group,
+    which the camera does not use), one stored already is (it may differ from the one
+    sent, e.g. a replayed file's segment cut again later)."""
+    return [None if a is None else (a[0] if a[1] else None, a[1]) for a in answers]
+
+
+def answers_of(items: list[Item], got: list[Reply | None]) -> list[Answer | None]:
+    """The answers again from the `replies` to items: the sent event where none came back."""
+    return [
+        None if reply is None else (reply[0] or event, reply[1])
+        for (event, _thumb), reply in zip(items, got, strict=True)
+    ]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.events import Event
 from pipelines.storage import EventStore, StorageError, StoreBusyError
-from pipelines.storage.writer import GroupCommitWriter
+from pipelines.storage.writer import GroupCommitWriter, answers_of, replies
 from tests.support.disk import fill_disk, mount_tmpfs
 from tests.support.mqtt import make_event
 from tests.unit.test_storage import make_event as stored_event
@@ -324,3 +324,29 @@ def test_a_full_disk_is_reported_the_cameras_keep_their_events_and_all_land_once
     finally:
         store.close()
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_replies_send_back_only_events_stored_already_and_the_camera_gets_its_answers(
+    store: EventStore,
+) -> None:
+    recorder = Recorder()
+    writer = writer_for(store, recorder, max_queued=3)
+    old = make_event(description="stored before")
+    store.append([old])
+    again = old.model_copy(update={"description": "sent again"})
+    items = [(make_event(), None), (again, None), (make_event(), None), (make_event(), None)]
+
+    answers = asyncio.run(writer.save_many(items))
+    got = replies(answers)
+    assert got[0] == (None, False) and got[2] == (None, False)  # the camera has these
+    assert got[1] is not None and got[1][0] is not None and got[1][1]
+    assert got[1][0].description == "stored before"  # what is stored, not what was sent
+    assert got[3] is None  # no room: retried by the outbox
+    back = answers_of(items, got)
+    assert [a[0].event_id if a else None for a in back] == [
+        items[0][0].event_id,
+        old.event_id,
+        items[2][0].event_id,
+        None,
+    ]
+    assert back[1] == (got[1][0], True) and back[0] == (items[0][0], False)
