@@ -18,7 +18,7 @@ import pytest
 
 from pipelines.events import Event
 from pipelines.ingest.ids import segment_event_id
-from pipelines.storage import EventStore, writes
+from pipelines.storage import EventStore, correlation, writes
 from pipelines.storage.writer import GroupCommitWriter
 from tests.support.mqtt import make_event
 
@@ -127,3 +127,58 @@ def test_mark_published_marks_recent_saves_and_older_events_alike(
         assert len(published) == 13 and all(published.values())
     finally:
         store.close()
+
+
+def test_spans_cover_every_window_disjoint_and_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    w = timedelta(seconds=10)
+    at = [NOW + timedelta(seconds=s) for s in (0, 5, 100, 19.9, 300, 321, 400)]
+    assert correlation._spans(at, w) == [
+        (NOW - w, NOW + timedelta(seconds=29.9)),
+        (NOW + timedelta(seconds=90), NOW + timedelta(seconds=110)),
+        (NOW + timedelta(seconds=290), NOW + timedelta(seconds=310)),
+        (NOW + timedelta(seconds=311), NOW + timedelta(seconds=331)),
+        (NOW + timedelta(seconds=390), NOW + timedelta(seconds=410)),
+    ]
+    monkeypatch.setattr(correlation, "MAX_SPANS", 3)
+    capped = correlation._spans(at, w)  # the narrowest gaps (1 s, then 59 s) closed
+    assert capped == [
+        (NOW - w, NOW + timedelta(seconds=29.9)),
+        (NOW + timedelta(seconds=90), NOW + timedelta(seconds=110)),
+        (NOW + timedelta(seconds=290), NOW + timedelta(seconds=410)),
+    ]
+
+
+@pytest.mark.parametrize("max_spans", [64, 1, 2])
+def test_a_backlog_batch_is_correlated_as_one_event_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_spans: int
+) -> None:
+    # A store catching up: one batch spans hours; stored rows lie near some of its events,
+    # in the gaps between them and outside. Only rows within the window of an event count.
+    monkeypatch.setattr(correlation, "MAX_SPANS", max_spans)
+    cams = ["front", "back", "side"]
+
+    def at(k: int, cam: str, seconds: float) -> Event:
+        return make_event(cam, description=f"e{k}", timestamp=NOW + timedelta(seconds=seconds))
+
+    history = [at(k, cams[k % 3], s) for k, s in enumerate((3, 1800, 3600, 3605, 7203, 9000))]
+    batch = [at(100 + k, cams[(k + 1) % 3], s) for k, s in enumerate((0, 1, 3604, 7200, 7201))]
+    one_by_one, batched = EventStore(tmp_path / "a"), EventStore(tmp_path / "b")
+    try:
+        for s in (one_by_one, batched):
+            s.append(history)
+        for ev in batch:
+            one_by_one.save_batch([ev], None, 5.0)
+        batched.save_batch(batch, None, 5.0)
+        ids = [e.event_id for e in history + batch]
+        want = [one_by_one.get(i).correlation_group_id for i in ids]  # type: ignore[union-attr]
+        have = [batched.get(i).correlation_group_id for i in ids]  # type: ignore[union-attr]
+        assert sum(g is not None for g in have) == 8  # 3 groups; 1800 s and 9000 s alone
+        assert _partition(have) == _partition(want)
+    finally:
+        one_by_one.close()
+        batched.close()
+
+
+def _partition(groups: list[str | None]) -> list[int | None]:
+    seen: dict[str, int] = {}
+    return [None if g is None else seen.setdefault(g, len(seen)) for g in groups]
