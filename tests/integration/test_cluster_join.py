@@ -17,11 +17,12 @@ import httpx
 import pytest
 
 from pipelines.samples import generate_sample_video
-from tests.support.cli import Run, cli_env, events_of
+from tests.support.cli import Run, cli_env, events_of, openai_vlm
 from tests.support.cli import cli as run_cli_command
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import retained
 from tests.support.network import free_port
+from tests.support.openai_server import PACED_ANSWER, Reply, serve_fake
 from tests.support.ray_head import RayHead
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy(150)]
@@ -42,7 +43,7 @@ def discovery_of(port: int, camera_id: str) -> dict[str, bytes]:
 def write_config(
     path: Path,
     *,
-    model: Path,
+    vlm: str,
     address: str | None,
     namespace: str,
     clips: dict[str, Path],
@@ -61,7 +62,7 @@ def write_config(
 ray: {{{address_line}namespace: {namespace}, placement_timeout_s: 5}}
 cameras:
 {cameras}
-vlm: {{model: {model}, num_cpus: 0.5, max_new_tokens: 8, image_size: 96}}
+vlm: {vlm}
 storage: {{path: {path.parent / "store"}, parquet_flush_interval_s: 2}}
 mqtt: {{host: 127.0.0.1, port: {broker}, topic_prefix: {prefix},
         discovery: {{prefix: {DISCOVERY}}}}}
@@ -90,6 +91,14 @@ def camera_status(config: Path, camera_id: str) -> dict[str, Any]:
     return result
 
 
+@pytest.fixture(scope="module")
+def vlm() -> Iterator[str]:
+    """The runs' VLM: a fake OpenAI-compatible server (nothing here is about the model; its
+    replica starts in seconds, the tiny model's in 12-20 s, twice at once in the second test)."""
+    for server in serve_fake(Reply(PACED_ANSWER)):
+        yield openai_vlm(server.base_url)
+
+
 @pytest.fixture
 def head() -> Iterator[RayHead]:
     """A token-auth head (this machine has ~/.ray/auth_token once any local run happened)."""
@@ -104,7 +113,7 @@ def head() -> Iterator[RayHead]:
 
 def test_join_stop_rejoin_then_apply_in_place(
     tmp_path: Path,
-    tiny_model: Path,
+    vlm: str,
     mosquitto: Mosquitto,
     head: RayHead,
 ) -> None:
@@ -117,7 +126,7 @@ def test_join_stop_rejoin_then_apply_in_place(
     def config(name: str, cams: str, key: str = OLD_KEY) -> Path:
         return write_config(
             tmp_path / name,
-            model=tiny_model,
+            vlm=vlm,
             address=head.address,
             namespace="joined",
             clips={c: clips[c] for c in cams},
@@ -211,7 +220,7 @@ def test_head_with_token_auth_disabled_is_joined(tmp_path: Path) -> None:
 
 def test_two_local_runs_with_different_configs_side_by_side(
     tmp_path: Path,
-    tiny_model: Path,
+    vlm: str,
     mosquitto: Mosquitto,
 ) -> None:
     import psutil
@@ -228,7 +237,7 @@ def test_two_local_runs_with_different_configs_side_by_side(
             clip = generate_sample_video(folder / "a.mp4", seconds=4, motion_windows=[(1.0, 2.5)])
             config = write_config(
                 folder / "liveobject.yaml",
-                model=tiny_model,
+                vlm=vlm,
                 address=None,
                 namespace=name,
                 clips={"a": clip},

@@ -86,7 +86,7 @@ class Run:
             check,
             timeout,
             what,
-            interval=1,
+            interval=0.5,
             ignore=(httpx.HTTPError, ValueError, KeyError),
             abort=lambda: None if self.proc.poll() is None else "liveobject run exited",
             context=lambda: self.output[-4000:],
@@ -109,7 +109,7 @@ class Run:
 
 def write_config(
     folder: Path,
-    model: Path,
+    model: Path | None,
     broker_port: int | None,
     api_port: int,
     qos: int,
@@ -118,9 +118,11 @@ def write_config(
     namespace: str = "liveobject-e2e",
     storage_extra: str = "",
     chains: dict[str, tuple[str, str]] | None = None,
+    vlm: str | None = None,
 ) -> Path:
     """A `liveobject run` config: one camera per clip, the tiny VLM, MQTT off when no broker.
-    `chains`: camera id → (name, YAML flow mapping) of a `vlm.backends` chain it uses."""
+    `chains`: camera id → (name, YAML flow mapping) of a `vlm.backends` chain it uses; `vlm`:
+    a YAML flow mapping for the whole `vlm` section instead (e.g. `openai_vlm(...)`)."""
     chains = chains or {}
     cameras = "\n".join(
         f"  - id: cam_{i}\n    name: Camera {i}\n    source: {clip}\n    detect_fps: 5"
@@ -133,18 +135,21 @@ def write_config(
         if broker_port is None
         else f"{{host: 127.0.0.1, port: {broker_port}, qos: {qos}, topic_prefix: e2e}}"
     )
+    vlm_section = (
+        f" {vlm}"
+        if vlm
+        else (
+            f"\n  model: {model}\n  num_cpus: 0.5\n  max_batch_size: 4\n  max_new_tokens: 12\n"
+            f"  image_size: 96" + ("" if not backends else "\n  backends:" + backends)
+        )
+    )
     config = folder / "liveobject.yaml"
     config.write_text(
         f"""
 ray: {{namespace: {namespace}, num_cpus: 4}}
 cameras:
 {cameras}
-vlm:
-  model: {model}
-  num_cpus: 0.5
-  max_batch_size: 4
-  max_new_tokens: 12
-  image_size: 96{"" if not backends else chr(10) + "  backends:" + backends}
+vlm:{vlm_section}
 storage: {{path: {folder / "store"}{storage_extra}}}
 mqtt: {mqtt}
 api: {{host: 127.0.0.1, port: {api_port}, base_url: "http://127.0.0.1:{api_port}"}}
@@ -166,3 +171,13 @@ def cameras_of(api_port: int, timeout: float = 10) -> list[dict[str, Any]]:
     resp = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/cameras", timeout=timeout)
     resp.raise_for_status()
     return list(resp.json()["cameras"])
+
+
+def openai_vlm(base_url: str, model: str = "fast") -> str:
+    """The `vlm` section (a YAML flow mapping) for a fake OpenAI-compatible server: for runs
+    whose checks are not about the model (its replica starts in ~4 s, the tiny model's in
+    12-20 s on 2 cores); the tiny model's runs are the end-to-end tests and the demo."""
+    return (
+        f"{{backend: openai, model: {model}, base_url: '{base_url}', num_cpus: 0.5, "
+        "image_size: 96}"
+    )
