@@ -12,8 +12,9 @@ store transaction, in a thread.
 Before that, the batch's ids are looked up: a random id (uuid4) is only ever re-sent with its
 own event, so only stored events in the batch's time span are read (the cost stays that of
 the recent rows, however many are stored); a derived id (a replayed file's segment) is looked
-up in the whole table. Should an insert still meet a stored id, the batch is rolled back and
-committed again after a whole-table lookup.
+up in the whole table. Should an insert still meet a stored id (no product path does), the
+batch is rolled back and committed again after a whole-table lookup; what its first attempt's
+correlation did (remembered starts, groups given to stored rows) stays.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def replies(answers: list[Answer | None]) -> list[Reply | None]:
 def answers_of(items: list[Item], got: list[Reply | None]) -> list[Answer | None]:
     """The answers again from the `replies` to items: the sent event where none came back."""
     return [
-        None if reply is None else (reply[0] or event, reply[1])
+        None if reply is None else (event if reply[0] is None else reply[0], reply[1])
         for (event, _thumb), reply in zip(items, got, strict=True)
     ]
 

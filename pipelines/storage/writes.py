@@ -78,10 +78,9 @@ class WritesMixin(CorrelationMixin):
             except (duckdb.Error, OSError) as exc:
                 for path in written:
                     path.unlink(missing_ok=True)
-                error = self._fail("append", exc)
-                if checked and isinstance(exc, duckdb.ConstraintException):
-                    raise DuplicateEventError(str(error)) from exc
-                raise error from exc
+                if checked and _duplicate_key(exc):  # rolled back; the writer looks again
+                    raise DuplicateEventError("an id of the batch is stored already") from exc
+                raise self._fail("append", exc) from exc
             if checked:  # every one was inserted, with these seqs
                 self._remember_seqs(unique)
             self._seq += len(unique)  # seq of a duplicate stays unused: gaps are harmless
@@ -136,7 +135,8 @@ class WritesMixin(CorrelationMixin):
         finally:
             self._changed()
             if self._con is not None:
-                self._con.unregister("_batch")
+                with contextlib.suppress(duckdb.Error):  # never hides the error raised above
+                    self._con.unregister("_batch")
 
     def published_among(self, ids: list[str]) -> set[str]:
         """Which of ids are stored and already published (a re-sent save must not republish)."""
@@ -218,3 +218,8 @@ class WritesMixin(CorrelationMixin):
         arrays.append(pa.repeat(pa.scalar(utcnow(), _TS), n))
         arrays.append(pa.nulls(n, _TS))
         return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
+
+
+def _duplicate_key(exc: BaseException) -> bool:
+    """Whether exc is DuckDB refusing a stored primary key (not another constraint)."""
+    return isinstance(exc, duckdb.ConstraintException) and "violates primary key" in str(exc)

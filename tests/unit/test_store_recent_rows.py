@@ -125,6 +125,15 @@ def test_mark_published_marks_recent_saves_and_older_events_alike(
         assert store.mark_published(recent) == 2  # only the two not marked yet
         published = store.known_ids(recent + [e.event_id for e in older])
         assert len(published) == 13 and all(published.values())
+        # the bound is the recorded seqs: a wrong one would miss the row
+        checked, unchecked = make_event(timestamp=NOW), make_event(timestamp=NOW)
+        store.save_batch([checked], None, 5.0, set())
+        store.append([unchecked])  # ON CONFLICT DO NOTHING: its seq may be unused, not kept
+        assert checked.event_id in store._recent_seqs
+        assert unchecked.event_id not in store._recent_seqs
+        store._recent_seqs[checked.event_id] += 1000
+        assert store.mark_published([checked.event_id]) == 0
+        assert store.mark_published([checked.event_id, unchecked.event_id]) == 2
     finally:
         store.close()
 
