@@ -93,7 +93,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     import ray
     from rich.console import Console
 
-    from cluster.runtime import join_running
+    from cluster.joining import join_running
     from cluster.status import gather_status, plain_lines, render
 
     config = _running_config(args)
@@ -130,7 +130,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     import ray
 
     from cluster.actors.run import find_run
-    from cluster.runtime import join_running
+    from cluster.joining import join_running
 
     config = _load(args.config)
     try:
@@ -168,7 +168,7 @@ def _join_actor(config: Config | None, name: str, missing: str) -> Any:
     """Join the running cluster and look up one of its named actors (None, said, if absent)."""
     import ray
 
-    from cluster.runtime import join_running
+    from cluster.joining import join_running
 
     try:
         join_running(config)

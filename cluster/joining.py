@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from pipelines.config import Config
@@ -34,6 +35,7 @@ from pipelines.naming import (
 logger = logging.getLogger(__name__)
 
 AUTH_ENV = "RAY_AUTH_MODE"
+ADDRESS_FILE = ".ray-address"  # under storage.path: how status/stop/replay find a local run
 COPY_HELP = (
     "copy the head's token here (run `ray get-auth-token` on the head, then put it in "
     "~/.ray/auth_token or RAY_AUTH_TOKEN)"
@@ -299,3 +301,29 @@ def release_joined(config: Config, ingest_actors: list[str]) -> None:
             serve.shutdown()  # http options (api.port) then apply
     except Exception as exc:
         logger.warning("shutting Serve down failed: %s", type(exc).__name__)
+
+
+def address_file(config: Config) -> Path:
+    """Where a run records the address of its cluster (a local one's port is chosen free)."""
+    return Path(config.storage.path) / ADDRESS_FILE
+
+
+def join_running(config: Config | None) -> None:
+    """Connect to the cluster a `liveobject run` started or joined (for status, stop, replay;
+    here, not in `cluster.runtime`, so that those commands import no more than they use)."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = "auto"
+    namespace = "liveobject"
+    if config is not None:
+        namespace = config.ray.namespace
+        recorded = address_file(config)
+        if config.ray.address:
+            address = config.ray.address
+        elif recorded.exists():
+            address = recorded.read_text().strip()
+    gcs = gcs_address(address)
+    if gcs is not None:
+        prepare_auth(gcs)  # also: nothing answering is an error now, not minutes later
+    ray.init(address=gcs or address, namespace=namespace, log_to_driver=False)

@@ -44,7 +44,6 @@ EXTERNAL_APPS_WAIT_S = 600.0  # ray.deploy_serve_apps false: how long to wait fo
 # from Parquet (a year of exports takes a while)
 STORE_START_TIMEOUT_S = 120.0
 DASHBOARD_TRIES = 3  # a busy dashboard port is replaced by a free one, racing runs included
-ADDRESS_FILE = ".ray-address"  # under storage.path: how status/stop/replay find a local run
 
 
 class Deployment:
@@ -220,7 +219,7 @@ class Deployment:
         if self.broker is not None:
             self.broker.stop()
         if self.started_local_ray:
-            _address_file(self.config).unlink(missing_ok=True)
+            joining.address_file(self.config).unlink(missing_ok=True)
 
     def _release_joined(self) -> None:
         """A joined cluster stays up; what this run created in it goes (see cluster.joining)."""
@@ -447,29 +446,7 @@ def all_done(snap: dict[str, Any]) -> bool:
     )
 
 
-def _address_file(config: Config) -> Path:
-    return Path(config.storage.path) / ADDRESS_FILE
-
-
 def _write_address_file(config: Config) -> None:
-    path = _address_file(config)
+    path = joining.address_file(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(ray.get_runtime_context().gcs_address)
-
-
-def join_running(config: Config | None) -> None:
-    """Connect to the cluster a `liveobject run` started or joined (for status, stop, replay)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = "auto"
-    namespace = "liveobject"
-    if config is not None:
-        namespace = config.ray.namespace
-        recorded = _address_file(config)
-        if config.ray.address:
-            address = config.ray.address
-        elif recorded.exists():
-            address = recorded.read_text().strip()
-    gcs = joining.gcs_address(address)
-    if gcs is not None:
-        joining.prepare_auth(gcs)  # also: nothing answering is an error now, not minutes later
-    ray.init(address=gcs or address, namespace=namespace, log_to_driver=False)
