@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from pipelines.events import Event, as_utc, is_random_event_id
+from pipelines.events import Event, is_random_event_id
 from pipelines.storage.errors import (
     DuplicateEventError,
     StorageError,
@@ -310,11 +310,16 @@ class GroupCommitWriter:
         batch: none of them)."""
         if not bounded:
             return self._store.known_ids([event.event_id for event in events])
-        fresh = [event for event in events if is_random_event_id(event.event_id)]
-        derived = [event.event_id for event in events if not is_random_event_id(event.event_id)]
+        fresh: list[Event] = []
+        derived: list[str] = []
+        for event in events:
+            if is_random_event_id(event.event_id):
+                fresh.append(event)
+            else:
+                derived.append(event.event_id)
         known = self._store.known_ids(derived) if derived else {}
         if fresh:
-            stamps = [as_utc(event.timestamp) for event in fresh]
+            stamps = [event.timestamp for event in fresh]  # UTC: Event makes them so
             span = (min(stamps), max(stamps))
             known |= self._store.known_ids([event.event_id for event in fresh], span)
         return known
