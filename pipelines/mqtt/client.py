@@ -286,6 +286,11 @@ class MqttPublisherCore:
         # only mark it dirty and the newest is sent when the ack comes (bounded traffic).
         with self._lock:
             self._retained[topic] = payload
+        self._push_retained(topic)
+
+    def _push_retained(self, topic: str) -> None:
+        """Send the topic's current retained value, or mark it dirty while one is in flight."""
+        with self._lock:
             if not self._transport.connected:
                 return
             if topic in self._state_inflight:
@@ -308,11 +313,11 @@ class MqttPublisherCore:
 
     def _republish_state(self) -> None:
         with self._lock:
-            retained = list(self._retained.items())
+            topics = list(self._retained)
             cameras = list(self._discovery)
         self._send_discovery(cameras)
-        for topic, payload in retained:
-            self._set_retained(topic, payload)
+        for topic in topics:  # each one's value when it is sent: a newer update made while
+            self._push_retained(topic)  # this runs is never replaced by an older copy
 
     def _send_discovery(self, camera_ids: list[str]) -> None:
         if not self._config.discovery.enabled:

@@ -434,3 +434,31 @@ def test_retained_state_updates_coalesce_to_the_latest_value(mosquitto: Any) -> 
     finally:
         core.stop()
         sub.close()
+
+
+def test_a_reconnect_resend_never_replaces_a_newer_retained_value(mosquitto: Any) -> None:
+    """The connect hook re-sends every retained topic while events keep arriving (the CI flake
+    behind this test: a resend of the value read before an update replaced the newer one)."""
+    prefix = unique_prefix()
+    core, topics = _start(mqtt_settings(mosquitto.port, prefix))
+    last_topic = topics.last_event("front_door")
+    sub = Subscriber(mosquitto.port, [last_topic])
+    older, newer = make_event(), make_event()
+    try:
+        assert core.publish_event(older, event_json(older, BASE)) == "sent"
+        sub.wait_for(lambda m: len(m) >= 1)
+        send_discovery = core._send_discovery
+
+        def newer_event_meanwhile(camera_ids: list[str]) -> None:  # between read and resend
+            assert core.publish_event(newer, event_json(newer, BASE)) == "sent"
+            send_discovery(camera_ids)
+
+        core._send_discovery = newer_event_meanwhile  # type: ignore[method-assign]
+        core._on_transport_connected()
+        sub.wait_for(lambda m: m[-1].json()["event_id"] == newer.event_id)
+        time.sleep(0.3)  # every resend has landed: the newest value is still the last one
+        assert sub.messages[-1].json()["event_id"] == newer.event_id
+        assert {m.json()["event_id"] for m in sub.messages} == {older.event_id, newer.event_id}
+    finally:
+        core.stop()
+        sub.close()
