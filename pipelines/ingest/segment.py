@@ -63,11 +63,32 @@ class Segment:
         return self.end_pts - self.start_pts
 
 
-@dataclass
 class _Kept:
-    pts: float
-    wall: datetime
-    image: np.ndarray  # already downscaled
+    """A frame that may become a key frame, downscaled only when it is chosen.
+
+    A frame still holding the decoder's picture (PyAV) is kept as it is: most pooled frames
+    are never chosen, and scaling each to RGB as it came cost more than decoding it. A frame
+    whose RGB array exists (decord, tests, a ring that read it) is downscaled at once, so a
+    full-size RGB array is never held."""
+
+    __slots__ = ("_frame", "_image", "_side", "pts", "wall")
+
+    def __init__(self, frame: Frame, side: int) -> None:
+        self.pts, self.wall, self._side = frame.pts_s, frame.wall, side
+        self._frame: Frame | None = None
+        self._image: np.ndarray | None = None
+        if frame.converted:
+            self._image = frame.fitted(side)
+        else:
+            self._frame = frame
+
+    @property
+    def image(self) -> np.ndarray:
+        """The frame with its long side at most `side` pixels, made on first use."""
+        if self._image is None:
+            assert self._frame is not None
+            self._image, self._frame = self._frame.fitted(self._side), None
+        return self._image
 
 
 @dataclass
@@ -108,6 +129,9 @@ class EventSegmenter:
         self.key_frame_side = key_frame_side
         self.best_frame_side = best_frame_side
         self.pool_size = max(4, pool_size)
+        # Frames beyond peak, first and last are picked evenly from the pool: twice the
+        # picks is spread enough, and bounds the decoder pictures an open event holds.
+        self._pool_cap = min(self.pool_size, max(4, 2 * int(settings.max_frames)))
         self._event: _OpenEvent | None = None
         self._run: list[tuple[Frame, MotionResult]] = []
         self._cooldown_until = float("-inf")
@@ -119,8 +143,8 @@ class EventSegmenter:
         return self._event is not None
 
     def _small(self, frame: Frame) -> _Kept:
-        # a PyAV frame is scaled from the decoder's picture: no full-size RGB array is made
-        return _Kept(frame.pts_s, frame.wall, frame.fitted(self.key_frame_side))
+        # a PyAV frame is scaled from the decoder's picture, and only if it is chosen
+        return _Kept(frame, self.key_frame_side)
 
     def feed(self, frame: Frame, result: MotionResult) -> list[Segment]:
         """Account for one frame; returns the events that this frame closed (usually none)."""
@@ -198,7 +222,7 @@ class EventSegmenter:
             event.peak_frame = frame
         if (event.frame_count - 1) % event.stride == 0:
             event.pool.append(self._small(frame))
-            if len(event.pool) > self.pool_size:
+            if len(event.pool) > self._pool_cap:
                 # keep memory bounded: halve the pool and sample half as often from now on
                 event.pool = event.pool[::2]
                 event.stride *= 2

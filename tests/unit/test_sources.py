@@ -98,6 +98,55 @@ def test_pyav_frames_become_rgb_only_where_an_event_needs_it(clip: Path) -> None
     assert frame.at(frame.wall).image is rgb  # a copy shares the picture
 
 
+def test_an_events_pooled_frames_are_scaled_only_when_chosen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long event pools many frames but sends `max_frames`: a PyAV frame is scaled to a
+    key frame only once it is chosen (each scaling costs more than decoding the frame), the
+    pool holds at most twice `max_frames` decoder pictures, and an RGB frame (decord) is
+    pooled downscaled, never at full size."""
+    from pipelines.config import MotionConfig
+    from pipelines.ingest.motion import MotionDetector
+    from pipelines.ingest.segment import EventSegmenter
+    from pipelines.ingest.sources import Frame
+
+    clip = generate_sample_video(
+        tmp_path / "long.mp4", seconds=8, fps=10, motion_windows=[(0.5, 7.5)]
+    )
+    scaled: list[int] = []
+    fitted = Frame.fitted
+
+    def counting(frame: Frame, side: int) -> np.ndarray:
+        scaled.append(side)
+        return fitted(frame, side)
+
+    monkeypatch.setattr(Frame, "fitted", counting)
+    settings = MotionConfig(max_event_s=600)
+    for force_pyav in (True, False):
+        scaled.clear()
+        detector = MotionDetector(settings)
+        segmenter = EventSegmenter(settings, 5.0, key_frame_side=160)
+        segments, pooled = [], 0
+        with open_source(_camera(clip), force_pyav=force_pyav) as source:
+            for frame in source.frames():
+                segments += segmenter.feed(frame, detector.update_frame(frame))
+                event = segmenter._event
+                if event is not None:
+                    assert len(event.pool) <= 2 * settings.max_frames
+                    pooled = max(pooled, event.frame_count)
+                    if not force_pyav:  # RGB frames: downscaled as they are pooled
+                        assert all(k._image is not None and k._frame is None for k in event.pool)
+        segments += segmenter.flush()
+        (segment,) = segments
+        assert pooled >= 30 and len(segment.key_frames) == settings.max_frames
+        assert all(k.shape == (120, 160, 3) for k in segment.key_frames)
+        key_frames = [side for side in scaled if side == 160]
+        if force_pyav:  # first, peak and last (at most), scaled when the event closed
+            assert len(key_frames) <= settings.max_frames
+        else:  # every pooled one was scaled as it came
+            assert len(key_frames) > 2 * settings.max_frames
+
+
 def test_a_ring_converting_a_frame_while_motion_scales_it_is_safe(tmp_path: Path) -> None:
     """The doorbell's newest frame is read by a ring (the camera's event loop) while the decode
     thread scales the same frame for motion and key frames. FFmpeg's scaler of one frame run
