@@ -67,6 +67,7 @@ from pipelines.samples import generate_sample_video
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 DETECT_FPS = 5.0
 TARGET = Target("ratio", ">=", 0.85)
+STREAM_ROUNDS = 2  # live runs of each side (real time: each costs its length)
 MOTION_HEIGHT = int(MotionConfig().frame_height)  # the product's default, as `analyse` uses
 
 
@@ -176,25 +177,39 @@ def raw_stream(url: str, seconds: float) -> dict[str, Any]:
     }
 
 
-def stream_cpu(clip: Path, seconds: float, tmp: Path) -> dict[str, Any]:
-    """StreamSource + motion on the clip served in real time: CPU over `seconds` of stream."""
+def stream_cpu(clip: Path, seconds: float, tmp: Path, rounds: int) -> dict[str, Any]:
+    """StreamSource + motion on the clip served in real time, and raw PyAV on its own
+    connection, `rounds` alternating runs of `seconds` each: the run of least CPU per
+    stream-second of each (a live run cannot be repeated exactly; the least is the one the
+    shared machine disturbed least)."""
     server = StreamServer(clip, tmp / f"{clip.stem}.jsonl", free_port())
+    best: dict[str, dict[str, Any]] = {}
+
+    def keep(name: str, run: dict[str, Any]) -> None:
+        if name not in best or run["cpu_s"] / run["wall_s"] < (
+            best[name]["cpu_s"] / best[name]["wall_s"]
+        ):
+            best[name] = run
+
     try:
-        source = StreamSource(server.url(clip.stem), DETECT_FPS)
         warm = StreamSource(server.url(f"{clip.stem}-warm"), DETECT_FPS)
         analyse(warm, stop_after_s=2.0)  # imports, first connection
-        source.open()
-        time.sleep(1.0)  # past the probe: only the steady state is measured
-        cpu0, t0 = cpu_seconds(), time.monotonic()
-        decoded0 = source.decoded
-        frames = analyse(source, stop_after_s=seconds)
-        ours = {
-            "cpu_s": cpu_seconds() - cpu0,
-            "wall_s": time.monotonic() - t0,
-            "frames": frames,
-            "decoded": source.decoded - decoded0,
-        }
-        return {"ours": ours, "raw": raw_stream(server.url(f"{clip.stem}-raw"), seconds)}
+        for k in range(rounds):
+            source = StreamSource(server.url(f"{clip.stem}-{k}"), DETECT_FPS)
+            source.open()
+            time.sleep(1.0)  # past the probe: only the steady state is measured
+            cpu0, t0 = cpu_seconds(), time.monotonic()
+            decoded0 = source.decoded
+            frames = analyse(source, stop_after_s=seconds)
+            ours = {
+                "cpu_s": cpu_seconds() - cpu0,
+                "wall_s": time.monotonic() - t0,
+                "frames": frames,
+                "decoded": source.decoded - decoded0,
+            }
+            keep("ours", ours)
+            keep("raw", raw_stream(server.url(f"{clip.stem}-raw-{k}"), seconds))
+        return best
     finally:
         server.stop()
 
@@ -232,14 +247,15 @@ def measure(clip: Path, size: str, seconds: float, repeats: int, tmp: Path, out:
         },
         repeats,
     )
-    live_runs = stream_cpu(clip, seconds, tmp)
+    live_runs = stream_cpu(clip, seconds, tmp, min(repeats, STREAM_ROUNDS))
     runs["stream"], runs["raw_stream"] = live_runs["ours"], live_runs["raw"]
     out[size] = runs
     alternating = f"least CPU of {repeats} alternating runs each"
     live = (
         f"{runs['stream']['decoded']} frames decoded by the source, "
         f"{runs['raw_stream']['decoded']} by raw PyAV on its own connection to the same "
-        f"stream; one run each, per video-second"
+        f"stream; least CPU per video-second of {min(repeats, STREAM_ROUNDS)} alternating "
+        "runs each"
     )
     return [
         _row(
