@@ -147,6 +147,13 @@ def cams(cluster: Cluster) -> Iterator[Cluster]:
 def test_broken_files_are_unavailable_and_others_still_flow(
     cams: Cluster, clips: dict[str, Path], tmp_path: Path
 ) -> None:
+    """Four broken files and a good one in one ingest actor (a run's default groups cameras
+    in one process): each broken one is `unavailable` with its reason, the good one's events
+    flow."""
+    import ray
+
+    from cluster.actors.ingest import launch_group
+
     empty = tmp_path / "empty.mp4"
     empty.touch()
     truncated = tmp_path / "truncated.mp4"
@@ -162,19 +169,29 @@ def test_broken_files_are_unavailable_and_others_still_flow(
     }
     cameras = [{"id": cid, "source": str(path)} for cid, (path, _) in expected.items()]
     cameras.append({"id": "good", "source": str(clips["early"])})
-    actors = cams.start(cams.config(cameras))
+    config = cams.config(cameras)
+    actor, _started = launch_group(config, "broken", [cam.id for cam in config.cameras])
+    cams.actors.append(actor)
 
+    def statuses() -> dict[str, dict[str, Any]]:
+        answer: dict[str, dict[str, Any]] = ray.get(actor.status.remote(None, True), timeout=30)
+        return answer
+
+    unavailable = wait_for(
+        lambda: (
+            (s := statuses()) and all(s[cid]["status"] == "unavailable" for cid in expected) and s
+        ),
+        30,
+        "the broken cameras to become unavailable",
+    )
     for cid, (_path, message) in expected.items():
-        st = wait_for(
-            lambda a=actors[cid]: (s := camera_status(a))["status"] == "unavailable" and s,
-            30,
-            f"{cid} to become unavailable",
-        )
+        st = unavailable[cid]
         assert message in st["last_error"], (cid, st["last_error"])
         assert st["ingest_done"] and st["frames"] == 0 and st["events"] == 0
     events = wait_for(lambda: cams.events("good"), 60, "events of the good camera")
     assert events[0].camera_id == "good" and events[0].source_type == "file"
-    assert camera_status(actors["good"])["frames"] > 0
+    good = statuses()["good"]
+    assert good["frames"] > 0 and good["pid"] == unavailable["bad_text"]["pid"]  # one process
     # each failure is logged with the camera and the reason
     logs = wait_for(
         lambda: (
