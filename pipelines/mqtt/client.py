@@ -221,11 +221,13 @@ class MqttPublisherCore:
                 return to_json(last_event_from_event_payload(json.loads(payload_json)))
 
         stamp = event.timestamp.isoformat()
-        with self._lock:
+        topic = self._topics.last_event(event.camera_id)
+        with self._lock:  # checked and stored at once: feed and replay threads interleave
             if stamp < self._last_event_ts.get(event.camera_id, ""):
                 return  # an older (replayed) event must not replace the newest one
             self._last_event_ts[event.camera_id] = stamp
-        self._set_retained(self._topics.last_event(event.camera_id), last_json)
+            self._retained[topic] = last_json
+        self._push_retained(topic)
 
     # ------------------------------------------------------------------ retained state
     def set_activity(self, camera_id: str, on: bool) -> None:
@@ -297,7 +299,18 @@ class MqttPublisherCore:
                 self._state_dirty.add(topic)
                 return
             self._state_inflight.add(topic)
-        self._send(topic, self._resolve(topic), STATE_QOS, retain=True, state_topic=topic)
+        self._send_state(topic)
+
+    def _send_state(self, topic: str) -> None:
+        """Send a retained topic's current value; the caller marked it in flight."""
+        try:
+            text = self._resolve(topic)
+        except Exception:  # a deferred payload that fails: the topic is not left in flight
+            with self._lock:
+                self._state_inflight.discard(topic)
+            logger.exception("MQTT retained %s not sent: its payload could not be built", topic)
+            return
+        self._send(topic, text, STATE_QOS, retain=True, state_topic=topic)
 
     def _resolve(self, topic: str) -> str:
         """The retained payload of a topic as text (building a deferred one once)."""
@@ -382,7 +395,7 @@ class MqttPublisherCore:
             except Exception:
                 logger.exception("MQTT on_rejected callback raised; continuing")
         if resend is not None:
-            self._send(resend, self._resolve(resend), STATE_QOS, retain=True, state_topic=resend)
+            self._send_state(resend)
 
     def _notify_acked(self, event_ids: list[str]) -> None:
         if self._on_acked is None:
@@ -398,9 +411,11 @@ class MqttPublisherCore:
             self._on_connected()
 
     def _on_transport_disconnected(self) -> None:
-        with self._lock:  # everything retained is re-sent on the next connect
-            self._state_inflight.clear()
-            self._state_dirty.clear()
+        # Everything retained is re-sent on the next connect. A state still unacknowledged
+        # stays in flight: paho sends it again after the connect hook, so the newest value
+        # goes when that copy's ack comes (sent at once, it would arrive first and be replaced).
+        with self._lock:
+            self._state_dirty |= self._state_inflight
 
     # ------------------------------------------------------------------ status
     @property

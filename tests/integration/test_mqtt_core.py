@@ -462,3 +462,58 @@ def test_a_reconnect_resend_never_replaces_a_newer_retained_value(mosquitto: Any
     finally:
         core.stop()
         sub.close()
+
+
+def test_a_state_unacknowledged_when_the_link_drops_never_outlives_a_newer_one(
+    mosquitto: Any,
+) -> None:
+    """paho re-sends a state message left unacknowledged by a dropped link, after the connect
+    hook has run: the value set meanwhile is sent after it, so the broker keeps the newest."""
+    prefix = unique_prefix()
+    core, topics = _start(mqtt_settings(mosquitto.port, prefix))
+    topic = topics.activity("front_door")
+
+    def settled() -> bool:
+        return core.connected and not core._state_inflight and not core._state_dirty
+
+    try:
+        core.set_activity("front_door", True)
+        _wait(settled)
+        assert mosquitto.proc is not None
+        os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+        core.set_activity("front_door", False)  # written to the socket, never acknowledged
+        mosquitto.stop(signal.SIGKILL)  # the link drops with it in flight
+        _wait(lambda: not core.connected)
+        core.set_activity("front_door", True)  # the newest value, set while disconnected
+        mosquitto.start()  # a new broker on the same port: nothing retained yet
+        _wait(settled, 20)
+        time.sleep(0.5)  # any later re-send has reached the broker
+        sub = Subscriber(mosquitto.port, [topic])
+        try:
+            (retained,) = sub.wait_for(lambda m: len(m) >= 1)
+            assert retained.retain and retained.payload == b"ON"
+        finally:
+            sub.close()
+    finally:
+        core.stop()
+
+
+def test_a_retained_payload_that_cannot_be_built_does_not_block_its_topic(
+    mosquitto: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    prefix = unique_prefix()
+    core, topics = _start(mqtt_settings(mosquitto.port, prefix))
+    sub = Subscriber(mosquitto.port, [topics.last_event("front_door")])
+    broken, newer = make_event(), make_event()
+
+    def unbuildable() -> str:
+        raise ValueError("a payload that cannot be built")
+
+    try:
+        core.update_last_event(broken, event_json(broken, BASE), unbuildable)
+        core.update_last_event(newer, event_json(newer, BASE))  # the topic is not stuck
+        sub.wait_for(lambda m: bool(m) and m[-1].json()["event_id"] == newer.event_id)
+        assert "could not be built" in caplog.text  # said, with the topic
+    finally:
+        core.stop()
+        sub.close()
