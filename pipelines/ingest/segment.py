@@ -63,24 +63,33 @@ class Segment:
         return self.end_pts - self.start_pts
 
 
-class _Kept:
-    """A frame that may become a key frame, downscaled only when it is chosen.
+LAZY_MAX_FRAMES = 8  # unscaled decoder pictures an open event's pool holds at most
+LAZY_MAX_PIXELS = 1920 * 1080  # a larger picture is scaled as it is pooled
 
-    A frame still holding the decoder's picture (PyAV) is kept as it is: most pooled frames
-    are never chosen, and scaling each to RGB as it came cost more than decoding it. A frame
-    whose RGB array exists (decord, tests, a ring that read it) is downscaled at once, so a
-    full-size RGB array is never held."""
+
+class _Kept:
+    """A frame that may become a key frame, downscaled when it is chosen (`lazy`) or at once.
+
+    Lazy suits a frame that still holds the decoder's picture (PyAV, at most 1080p, not a
+    main stream's): most pooled frames are never chosen, and scaling each to RGB as it came
+    cost more than decoding it. A frame whose RGB array exists (decord, tests) is scaled at
+    once, so pooling makes no full-size RGB array live on."""
 
     __slots__ = ("_frame", "_image", "_side", "pts", "wall")
 
-    def __init__(self, frame: Frame, side: int) -> None:
+    def __init__(self, frame: Frame, side: int, lazy: bool) -> None:
         self.pts, self.wall, self._side = frame.pts_s, frame.wall, side
         self._frame: Frame | None = None
         self._image: np.ndarray | None = None
-        if frame.converted:
-            self._image = frame.fitted(side)
-        else:
+        if lazy:
             self._frame = frame
+        else:
+            self._image = frame.fitted(side)
+
+    @property
+    def lazy(self) -> bool:
+        """Whether the frame is still unscaled."""
+        return self._image is None
 
     @property
     def image(self) -> np.ndarray:
@@ -142,9 +151,16 @@ class EventSegmenter:
         """True while an event is open (the activity sensor is ON)."""
         return self._event is not None
 
-    def _small(self, frame: Frame) -> _Kept:
-        # a PyAV frame is scaled from the decoder's picture, and only if it is chosen
-        return _Kept(frame, self.key_frame_side)
+    def _small(self, frame: Frame, pool: list[_Kept] | None = None) -> _Kept:
+        # a PyAV frame is scaled from the decoder's picture, and only if it is chosen; a
+        # pool holds at most LAZY_MAX_FRAMES such pictures (each up to 3 MB at 1080p)
+        lazy = (
+            not frame.converted
+            and not frame.from_main  # a main stream's picture: often 4K, one per frame
+            and frame.width * frame.height <= LAZY_MAX_PIXELS
+            and (pool is None or sum(k.lazy for k in pool) < LAZY_MAX_FRAMES)
+        )
+        return _Kept(frame, self.key_frame_side, lazy)
 
     def feed(self, frame: Frame, result: MotionResult) -> list[Segment]:
         """Account for one frame; returns the events that this frame closed (usually none)."""
@@ -221,7 +237,7 @@ class EventSegmenter:
             event.peak_score = result.score
             event.peak_frame = frame
         if (event.frame_count - 1) % event.stride == 0:
-            event.pool.append(self._small(frame))
+            event.pool.append(self._small(frame, event.pool))
             if len(event.pool) > self._pool_cap:
                 # keep memory bounded: halve the pool and sample half as often from now on
                 event.pool = event.pool[::2]

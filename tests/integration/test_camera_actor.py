@@ -190,8 +190,7 @@ def test_broken_files_are_unavailable_and_others_still_flow(
         assert st["ingest_done"] and st["frames"] == 0 and st["events"] == 0
     events = wait_for(lambda: cams.events("good"), 60, "events of the good camera")
     assert events[0].camera_id == "good" and events[0].source_type == "file"
-    good = statuses()["good"]
-    assert good["frames"] > 0 and good["pid"] == unavailable["bad_text"]["pid"]  # one process
+    assert statuses()["good"]["frames"] > 0
     # each failure is logged with the camera and the reason
     logs = wait_for(
         lambda: (

@@ -107,7 +107,7 @@ def test_an_events_pooled_frames_are_scaled_only_when_chosen(
     pooled downscaled, never at full size."""
     from pipelines.config import MotionConfig
     from pipelines.ingest.motion import MotionDetector
-    from pipelines.ingest.segment import EventSegmenter
+    from pipelines.ingest.segment import LAZY_MAX_FRAMES, EventSegmenter
     from pipelines.ingest.sources import Frame
 
     clip = generate_sample_video(
@@ -145,6 +145,22 @@ def test_an_events_pooled_frames_are_scaled_only_when_chosen(
             assert len(key_frames) <= settings.max_frames
         else:  # every pooled one was scaled as it came
             assert len(key_frames) > 2 * settings.max_frames
+    # more key frames wanted: a bigger pool, but at most LAZY_MAX_FRAMES unscaled pictures
+    many = MotionConfig(max_event_s=600, max_frames=16)
+    detector, segmenter = MotionDetector(many), EventSegmenter(many, 5.0, key_frame_side=160)
+    with open_source(_camera(clip), force_pyav=True) as source:
+        frames = list(source.frames())
+    most = 0
+    for frame in frames:
+        segmenter.feed(frame, detector.update_frame(frame))
+        if segmenter._event is not None:
+            most = max(most, sum(k.lazy for k in segmenter._event.pool))
+    (segment,) = segmenter.flush()
+    assert most == LAZY_MAX_FRAMES and len(segment.key_frames) == 16
+    # a main stream's picture (often 4K) is scaled as it is pooled, never held
+    plain, main = [f for f in frames if not f.converted][:2]
+    assert segmenter._small(plain).lazy
+    assert not segmenter._small(plain.with_main(main._shown)).lazy
 
 
 def test_a_ring_converting_a_frame_while_motion_scales_it_is_safe(tmp_path: Path) -> None:
