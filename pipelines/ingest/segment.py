@@ -73,7 +73,8 @@ class _Kept:
     Lazy suits a frame that still holds the decoder's picture (PyAV, at most 1080p, not a
     main stream's): most pooled frames are never chosen, and scaling each to RGB as it came
     cost more than decoding it. A frame whose RGB array exists (decord, tests) is scaled at
-    once, so pooling makes no full-size RGB array live on."""
+    once, so pooling keeps no full-size RGB array alive (a lazy frame that a ring converts
+    later holds its own until the event closes: at most LAZY_MAX_FRAMES)."""
 
     __slots__ = ("_frame", "_image", "_side", "pts", "wall")
 

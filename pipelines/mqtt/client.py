@@ -303,11 +303,15 @@ class MqttPublisherCore:
 
     def _send_state(self, topic: str) -> None:
         """Send a retained topic's current value; the caller marked it in flight."""
+        with self._lock:
+            value = self._retained.get(topic)
         try:
             text = self._resolve(topic)
-        except Exception:  # a deferred payload that fails: the topic is not left in flight
-            with self._lock:
+        except Exception:  # a deferred payload that fails: the topic is not left in flight,
+            with self._lock:  # nor built again on every connect
                 self._state_inflight.discard(topic)
+                if self._retained.get(topic) is value:
+                    del self._retained[topic]
             logger.exception("MQTT retained %s not sent: its payload could not be built", topic)
             return
         self._send(topic, text, STATE_QOS, retain=True, state_topic=topic)

@@ -297,19 +297,24 @@ class MqttTransport:
         ones it had queued: they will never be "published", so their entries are settled as
         failed (the events stay unpublished in the store and the retry sends them) instead of
         counting toward the pending bound for ever. How many were dropped."""
+        lost = self._fail_pending(lambda entry: entry.qos == 0)
+        if lost:
+            logger.warning("%d QoS 0 messages were lost with the connection; retried later", lost)
+        return lost
+
+    def _fail_pending(self, lost: Callable[[InFlight], bool]) -> int:
+        """Settle as failed the unacknowledged messages that will never be acknowledged: an
+        event stays unpublished and is retried, a retained state is sent again (its newest
+        value) on the next connect. How many."""
         with self._lock:
-            lost = [(mid, entry) for mid, entry in self._pending.items() if entry.qos == 0]
-            for mid, entry in lost:
+            gone = [(mid, entry) for mid, entry in self._pending.items() if lost(entry)]
+            for mid, entry in gone:
                 del self._pending[mid]
                 if entry.event_id is not None:
                     self._pending_events -= 1
-        for _mid, entry in lost:
+        for _mid, entry in gone:
             self._hooks.on_settled(entry, True)
-        if lost:
-            logger.warning(
-                "%d QoS 0 messages were lost with the connection; retried later", len(lost)
-            )
-        return len(lost)
+        return len(gone)
 
     def _settle(self, mid: int, entry: InFlight, failed: bool) -> None:
         if failed:
@@ -463,6 +468,10 @@ class MqttTransport:
                 old.disconnect()
             except Exception:
                 logger.debug("closing the MQTT 5 client failed", exc_info=True)
+            # the old client's unacknowledged messages go with it (the new one numbers from 1)
+            with self._lock:
+                self._early.clear()
+            self._fail_pending(lambda _entry: True)
             if self._stopping:
                 return
             client = self._make_client("3.1.1")

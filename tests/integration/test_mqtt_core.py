@@ -517,3 +517,33 @@ def test_a_retained_payload_that_cannot_be_built_does_not_block_its_topic(
     finally:
         core.stop()
         sub.close()
+
+
+def test_a_state_in_flight_when_the_client_is_replaced_is_sent_again(mosquitto: Any) -> None:
+    """Falling back to MQTT 3.1.1 makes a new paho client: the old one's unacknowledged state
+    will never be acknowledged, so its topic must not stay in flight (its newest value is sent
+    on the new connection)."""
+    prefix = unique_prefix()
+    core, topics = _start(mqtt_settings(mosquitto.port, prefix))
+    topic = topics.activity("front_door")
+    transport = core._transport
+    try:
+        assert mosquitto.proc is not None
+        os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+        core.set_activity("front_door", False)  # never acknowledged by the old client
+        mosquitto.stop(signal.SIGKILL)
+        _wait(lambda: not core.connected)
+        core.set_activity("front_door", True)
+        assert transport._client is not None
+        transport._fall_back_to_311(transport._client)  # as a broker refusing MQTT 5 makes it
+        mosquitto.start()
+        _wait(lambda: core.connected and transport.protocol == "3.1.1", 20)
+        sub = Subscriber(mosquitto.port, [topic])
+        try:
+            (retained,) = sub.wait_for(lambda m: len(m) >= 1)
+            assert retained.retain and retained.payload == b"ON"
+        finally:
+            sub.close()
+        assert not transport._pending  # nothing of the old client is left waiting
+    finally:
+        core.stop()

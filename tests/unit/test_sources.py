@@ -161,6 +161,12 @@ def test_an_events_pooled_frames_are_scaled_only_when_chosen(
     plain, main = [f for f in frames if not f.converted][:2]
     assert segmenter._small(plain).lazy
     assert not segmenter._small(plain.with_main(main._shown)).lazy
+    # ... and so is a picture larger than 1080p
+    import av
+
+    big = Frame(0, 0.0, plain.wall, video=av.VideoFrame(2560, 1440, "yuv420p"))
+    kept = segmenter._small(big)
+    assert not kept.lazy and kept.image.shape == (90, 160, 3)
 
 
 def test_a_ring_converting_a_frame_while_motion_scales_it_is_safe(tmp_path: Path) -> None:
