@@ -479,23 +479,35 @@ def test_a_state_unacknowledged_when_the_link_drops_never_outlives_a_newer_one(
     try:
         core.set_activity("front_door", True)
         _wait(settled)
-        assert mosquitto.proc is not None
-        os.kill(mosquitto.proc.pid, signal.SIGSTOP)
-        core.set_activity("front_door", False)  # written to the socket, never acknowledged
-        mosquitto.stop(signal.SIGKILL)  # the link drops with it in flight
-        _wait(lambda: not core.connected)
-        core.set_activity("front_door", True)  # the newest value, set while disconnected
+        _off_in_flight_when_the_link_drops(core, mosquitto)
         mosquitto.start()  # a new broker on the same port: nothing retained yet
         _wait(settled, 20)
         time.sleep(0.5)  # any later re-send has reached the broker
-        sub = Subscriber(mosquitto.port, [topic])
-        try:
-            (retained,) = sub.wait_for(lambda m: len(m) >= 1)
-            assert retained.retain and retained.payload == b"ON"
-        finally:
-            sub.close()
+        retained = _retained(mosquitto.port, topic)
+        assert retained.retain and retained.payload == b"ON"
     finally:
         core.stop()
+
+
+def _off_in_flight_when_the_link_drops(core: MqttPublisherCore, mosquitto: Any) -> None:
+    """front_door's activity `OFF` written to the socket and never acknowledged, the broker
+    gone with it, then `ON` (the newest value) set while disconnected."""
+    assert mosquitto.proc is not None
+    os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+    core.set_activity("front_door", False)
+    mosquitto.stop(signal.SIGKILL)
+    _wait(lambda: not core.connected)
+    core.set_activity("front_door", True)
+
+
+def _retained(port: int, topic: str) -> Any:
+    """The message the broker retains on `topic`, as a new subscriber receives it."""
+    sub = Subscriber(port, [topic])
+    try:
+        (retained,) = sub.wait_for(lambda m: len(m) >= 1)
+        return retained
+    finally:
+        sub.close()
 
 
 def test_a_retained_payload_that_cannot_be_built_does_not_block_its_topic(
@@ -528,22 +540,13 @@ def test_a_state_in_flight_when_the_client_is_replaced_is_sent_again(mosquitto: 
     topic = topics.activity("front_door")
     transport = core._transport
     try:
-        assert mosquitto.proc is not None
-        os.kill(mosquitto.proc.pid, signal.SIGSTOP)
-        core.set_activity("front_door", False)  # never acknowledged by the old client
-        mosquitto.stop(signal.SIGKILL)
-        _wait(lambda: not core.connected)
-        core.set_activity("front_door", True)
+        _off_in_flight_when_the_link_drops(core, mosquitto)  # OFF: the old client's
         assert transport._client is not None
         transport._fall_back_to_311(transport._client)  # as a broker refusing MQTT 5 makes it
         mosquitto.start()
         _wait(lambda: core.connected and transport.protocol == "3.1.1", 20)
-        sub = Subscriber(mosquitto.port, [topic])
-        try:
-            (retained,) = sub.wait_for(lambda m: len(m) >= 1)
-            assert retained.retain and retained.payload == b"ON"
-        finally:
-            sub.close()
+        retained = _retained(mosquitto.port, topic)
+        assert retained.retain and retained.payload == b"ON"
         _wait(lambda: not transport._pending)  # the new client's acks came; none of the old's
     finally:
         core.stop()
