@@ -15,7 +15,7 @@ import duckdb
 
 from pipelines.events import Event
 from pipelines.storage import EventStore
-from pipelines.storage.starts import REMEMBERED_PER_CAMERA, CameraStarts
+from pipelines.storage.starts import REMEMBERED_PER_CAMERA, CameraStarts, from_micros, micros
 
 WINDOW_S = 10.0
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -114,22 +114,25 @@ def test_a_run_where_groups_form_late_across_days_and_compaction(tmp_path: Path)
 
 def test_remembered_starts_stay_in_start_order_and_only_the_latest_are_kept() -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def at(**offset: float) -> int:  # a start: microseconds since the epoch
+        return micros(base + timedelta(**offset))
+
     starts = CameraStarts()
     for offset in (30, 10, 20, 10):  # out of order, one start twice
-        starts.add(base + timedelta(seconds=offset), None)
-    near = starts.near(base + timedelta(seconds=15), timedelta(seconds=5))
-    assert near == [(base + timedelta(seconds=10), None)] * 2 + [
-        (base + timedelta(seconds=20), None)
-    ]
-    assert starts.give(base + timedelta(seconds=10), "g1")  # both equal starts get it
-    assert not starts.give(base + timedelta(seconds=11), "g2")  # no such start
+        starts.add(at(seconds=offset), None)
+    near = starts.near(at(seconds=15), 5_000_000)
+    assert near == [(at(seconds=10), None)] * 2 + [(at(seconds=20), None)]
+    assert from_micros(near[0][0]) == base + timedelta(seconds=10)
+    assert starts.give(at(seconds=10), "g1")  # both equal starts get it
+    assert not starts.give(at(seconds=11), "g2")  # no such start
     assert starts.groups == ["g1", "g1", None, None]
-    assert starts.group_of(base + timedelta(seconds=10)) == "g1"
-    assert starts.group_of(base + timedelta(seconds=20)) is None
+    assert starts.group_of(at(seconds=10)) == "g1"
+    assert starts.group_of(at(seconds=20)) is None
     for k in range(REMEMBERED_PER_CAMERA + 10):
-        starts.add(base + timedelta(minutes=1, milliseconds=k), None)
-    starts.keep(base, base + timedelta(hours=1))
+        starts.add(at(minutes=1, milliseconds=k), None)
+    starts.keep(at(), at(hours=1))
     assert len(starts.keys) == REMEMBERED_PER_CAMERA and starts.keys == sorted(starts.keys)
-    assert starts.keys[-1] == base + timedelta(minutes=1, milliseconds=REMEMBERED_PER_CAMERA + 9)
-    starts.keep(base + timedelta(hours=2), base + timedelta(hours=3))
+    assert starts.keys[-1] == at(minutes=1, milliseconds=REMEMBERED_PER_CAMERA + 9)
+    starts.keep(at(hours=2), at(hours=3))
     assert not starts

@@ -139,22 +139,21 @@ def test_mark_published_marks_recent_saves_and_older_events_alike(
 
 
 def test_spans_cover_every_window_disjoint_and_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    w = timedelta(seconds=10)
-    at = [NOW + timedelta(seconds=s) for s in (0, 5, 100, 19.9, 300, 321, 400)]
+    def us(seconds: float) -> int:  # microseconds since NOW
+        return round(seconds * 1_000_000)
+
+    w = us(10)
+    at = [us(s) for s in (0, 5, 100, 19.9, 300, 321, 400)]
     assert correlation._spans(at, w) == [
-        (NOW - w, NOW + timedelta(seconds=29.9)),
-        (NOW + timedelta(seconds=90), NOW + timedelta(seconds=110)),
-        (NOW + timedelta(seconds=290), NOW + timedelta(seconds=310)),
-        (NOW + timedelta(seconds=311), NOW + timedelta(seconds=331)),
-        (NOW + timedelta(seconds=390), NOW + timedelta(seconds=410)),
+        (-w, us(29.9)),
+        (us(90), us(110)),
+        (us(290), us(310)),
+        (us(311), us(331)),
+        (us(390), us(410)),
     ]
     monkeypatch.setattr(correlation, "MAX_SPANS", 3)
     capped = correlation._spans(at, w)  # the narrowest gaps (1 s, then 59 s) closed
-    assert capped == [
-        (NOW - w, NOW + timedelta(seconds=29.9)),
-        (NOW + timedelta(seconds=90), NOW + timedelta(seconds=110)),
-        (NOW + timedelta(seconds=290), NOW + timedelta(seconds=410)),
-    ]
+    assert capped == [(-w, us(29.9)), (us(90), us(110)), (us(290), us(410))]
 
 
 @pytest.mark.parametrize("max_spans", [64, 1, 2])
