@@ -9,12 +9,14 @@ are answered None (refused, retryable: the outbox keeps them, in order, after th
 Saves made while closing are refused the same way. Each batch is correlated and appended in one
 store transaction, in a thread.
 
-Before that, the batch's ids are looked up: a random id (uuid4) is only ever re-sent with its
-own event, so only stored events in the batch's time span are read (the cost stays that of
-the recent rows, however many are stored); a derived id (a replayed file's segment) is looked
-up in the whole table. Should an insert still meet a stored id (no product path does), the
-batch is rolled back and committed again after a whole-table lookup; what its first attempt's
-correlation did (remembered starts, groups given to stored rows) stays.
+Which of a batch's ids are stored already: a derived id (a replayed file's segment) is looked
+up in the whole table before the insert. A random id (uuid4) is new but for a save re-sent
+after its first try committed (a timeout, a store restart), so it is not looked up at all:
+the insert checks the primary key anyway, and meeting a stored id rolls the batch back. The
+batch is then committed again after a lookup of its ids among the stored events in its time
+span (a random id is only ever re-sent with its own event), and should that still meet one
+(no product path does), after a whole-table lookup. What an attempt's correlation did
+(remembered starts, groups given to stored rows) stays.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pipelines.events import Event, is_random_event_id
 from pipelines.storage.errors import (
@@ -76,6 +78,10 @@ Item = tuple[Event, bytes | None]  # an event to save and its thumbnail (JPEG) o
 Answer = tuple[Event, bool]  # the event as stored, whether it was stored already
 # An Answer as it travels back to the camera: the event only where it was stored already.
 Reply = tuple[Event | None, bool]
+# How a commit learns which random ids are stored: from the insert, from a lookup in the
+# batch's time span, from a lookup in the whole table (each the fallback of the one before).
+Lookup = Literal["insert", "span", "table"]
+_FALLBACK: dict[Lookup, Lookup] = {"insert": "span", "span": "table"}
 
 
 def replies(answers: list[Answer | None]) -> list[Reply | None]:
@@ -259,18 +265,18 @@ class GroupCommitWriter:
                     queue.task_done()
 
     def _commit(
-        self, batch: list[_Pending], *, bounded: bool = True
+        self, batch: list[_Pending], *, lookup: Lookup = "insert"
     ) -> tuple[list[list[Answer]], int, list[Event]]:
         """Write a batch (in a thread): each caller's answers, rows written, events to hand on.
 
         A save_new whose id is stored, or written earlier in the same batch, writes nothing.
-        `bounded`: random ids are looked up in the batch's time span only.
+        `lookup`: how the random ids stored already are found (see the module docstring).
         """
         flat = [(item, save.new_only) for save in batch for item in save.items]
         ids = [event.event_id for (event, _thumb), _new_only in flat]
-        known = self._known([event for (event, _thumb), _new_only in flat], bounded)
-        lookup = [i for i, (_item, new) in zip(ids, flat, strict=True) if new and i in known]
-        stored = self._store.stored_events(lookup) if lookup else {}
+        known = self._known([event for (event, _thumb), _new_only in flat], lookup)
+        again = [i for i, (_item, new) in zip(ids, flat, strict=True) if new and i in known]
+        stored = self._store.stored_events(again) if again else {}
         # A save re-sent after its first try committed (a timeout, a restart) must not be
         # handed on again once it was published.
         published = {event_id for event_id, done in known.items() if done}
@@ -293,10 +299,13 @@ class GroupCommitWriter:
                 self._store.save_batch(events, thumbs, self._window_s, set(known)) if events else []
             )
         except DuplicateEventError:
-            if not bounded:
+            if lookup == "table":
                 raise
-            logger.warning("a batch held an id stored outside its time span: looking again")
-            return self._commit(batch, bounded=False)
+            if lookup == "span":
+                logger.warning("a batch held an id stored outside its time span: looking again")
+            else:  # a save re-sent after its first try was stored
+                logger.info("a batch of %d events re-sent stored ones: looking them up", len(ids))
+            return self._commit(batch, lookup=_FALLBACK[lookup])
         answers = [(saved[at] if isinstance(at, int) else at, existed) for at, existed in plan]
         per_save: list[list[Answer]] = []
         for save in batch:
@@ -305,10 +314,10 @@ class GroupCommitWriter:
         fresh = {event.event_id: event for event in saved if event.event_id not in published}
         return per_save, len(saved), list(fresh.values())
 
-    def _known(self, events: list[Event], bounded: bool) -> dict[str, bool]:
+    def _known(self, events: list[Event], lookup: Lookup) -> dict[str, bool]:
         """Which of the events' ids are stored, each with whether it is published (the usual
-        batch: none of them)."""
-        if not bounded:
+        batch: none of them); random ids only when `lookup` says to look."""
+        if lookup == "table":
             return self._store.known_ids([event.event_id for event in events])
         fresh: list[Event] = []
         derived: list[str] = []
@@ -318,7 +327,7 @@ class GroupCommitWriter:
             else:
                 derived.append(event.event_id)
         known = self._store.known_ids(derived) if derived else {}
-        if fresh:
+        if fresh and lookup == "span":
             stamps = [event.timestamp for event in fresh]  # UTC: Event makes them so
             span = (min(stamps), max(stamps))
             known |= self._store.known_ids([event.event_id for event in fresh], span)
