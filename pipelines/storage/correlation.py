@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from pipelines.events import Event
@@ -30,7 +31,7 @@ HORIZON_US = 300_000_000  # remembered starts kept this far (or two windows) aro
 MAX_SPANS = 64  # time spans one batch's lookup of stored starts reads at most
 _STARTS_SQL = (
     'SELECT event_id, camera_id, epoch_us("timestamp"), correlation_group_id FROM events '
-    'WHERE "timestamp" BETWEEN ? AND ? AND ({either}) ORDER BY "timestamp"'
+    'WHERE "timestamp" BETWEEN ? AND ? ORDER BY "timestamp"'
 )
 
 
@@ -85,17 +86,24 @@ class CorrelationMixin(StoreBase):
 
     def _stored_starts(self, spans: list[tuple[int, int]]) -> _Stored:
         """Stored events starting in the spans (disjoint, in order, microseconds; bounds
-        included), by camera. Only the rows in the spans are read and converted: a backlog's
-        batch spans hours, the rows that can matter lie within a window of its events."""
-        either = " OR ".join(['("timestamp" BETWEEN ? AND ?)'] * len(spans))
-        sql = _STARTS_SQL.format(either=either)
-        bounds = [from_micros(bound) for span in spans for bound in span]
+        included), by camera. The rows between the first span's start and the last one's end
+        come back as Arrow columns; only those in a span become Python rows (a backlog's batch
+        spans hours, the rows that can matter lie within a window of its events). The spans
+        are not put in the SQL: DuckDB took 6 ms just to prepare 64 of them OR'ed together."""
+        bounds = [from_micros(spans[0][0]), from_micros(spans[-1][1])]
         try:
-            rows = self.con.execute(sql, [bounds[0], bounds[-1], *bounds]).fetchall()
+            table: pa.Table = self.con.sql(_STARTS_SQL, params=bounds).to_arrow_table()
         except (duckdb.Error, OSError) as exc:
             raise self._fail("correlation lookup", exc) from exc
+        if len(spans) > 1 and table.num_rows:
+            starts = table.column(2).to_numpy()
+            los = np.fromiter((lo for lo, _ in spans), np.int64, len(spans))
+            his = np.fromiter((hi for _, hi in spans), np.int64, len(spans))
+            at = np.searchsorted(los, starts, side="right") - 1  # the span starting before
+            table = table.filter(pa.array((at >= 0) & (starts <= his[np.maximum(at, 0)])))
         stored: _Stored = {}
-        for event_id, cam, start, group in rows:
+        columns = [table.column(k).to_pylist() for k in range(4)]
+        for event_id, cam, start, group in zip(*columns, strict=True):
             keys, cam_rows = stored.setdefault(cam, ([], []))
             keys.append(start)
             cam_rows.append([event_id, start, group])
