@@ -21,7 +21,7 @@ the ratio is raw ÷ ours (1.0: the product adds nothing to decoding). CPU time, 
 it is what a camera costs the machine, and it drifts far less on a shared machine. The file runs
 alternate (raw, ours, raw, ours …) for --repeats rounds; the least CPU of each counts.
 
-    .venv/bin/python benchmarks/bench_ingest.py [--quick] [--seconds 10] [--repeats 3]
+    .venv/bin/python benchmarks/bench_ingest.py [--quick] [--seconds 10] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -299,7 +299,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     exit_on_sigterm()
     quick = quick_requested(args.quick)

@@ -57,7 +57,7 @@ class Bench:
 
 BENCHES: tuple[Bench, ...] = (
     Bench("mqtt", "bench_mqtt.py", "MQTT", 180, 120),
-    Bench("ingest", "bench_ingest.py", "Ingest", 210, 90),
+    Bench("ingest", "bench_ingest.py", "Ingest", 270, 90),
     Bench("live", "bench_live.py", "Ingest", 720, 150),
     Bench("vlm", "bench_vlm.py", "VLM", 150, 120),
     Bench("store", "bench_store.py", "Store/API", 240, 120),
