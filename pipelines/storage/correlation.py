@@ -2,7 +2,8 @@
 
 Recent starts are remembered in memory (``_starts``) so that an event correlated before it is
 stored gets its group at append time; the table is read too, since after a restart the memory
-is empty. Stored rows that join a group are updated in place, once per batch. Starts and
+is empty. Stored rows that join a group are updated in place, once per batch, after the
+batch's insert (a failed insert leaves neither them nor the remembered starts changed). Starts and
 windows are integer microseconds here (`starts.micros`): a batch compares each of its events
 with every camera's starts, and integers compare ten times faster than aware datetimes.
 """
@@ -27,6 +28,8 @@ from pipelines.storage.starts import CameraStarts, from_micros, micros
 _Stored = dict[str, tuple[list[int], list[list[Any]]]]
 # (distance from the start being correlated, camera_id, start, group or None); microseconds
 _Near = tuple[int, str, int, str | None]
+# stored event_id -> the group a batch gave it, and the time span the rows lie in; or None
+GroupUpdate = tuple[dict[str, str], tuple[datetime, datetime]] | None
 HORIZON_US = 300_000_000  # remembered starts kept this far (or two windows) around a batch
 MAX_SPANS = 64  # time spans one batch's lookup of stored starts reads at most
 _STARTS_SQL = (
@@ -48,11 +51,19 @@ class CorrelationMixin(StoreBase):
         within window_s share a group too; the table is read once and updated once for the whole
         batch. An event that already has a group keeps it (and takes no part).
         """
+        with self._lock:
+            out, update = self._assign(events, window_s)
+            self._apply_groups(update)
+            return out
+
+    def _assign(self, events: list[Event], window_s: float) -> tuple[list[Event], GroupUpdate]:
+        """`assign_correlation` but for the stored rows' update, which comes back to be applied
+        (`_apply_groups`) once the batch is stored."""
         if window_s <= 0 or not events:
-            return list(events)
+            return list(events), None
         todo = [i for i, ev in enumerate(events) if ev.correlation_group_id is None]
         with self._lock:
-            groups = self._correlate(
+            groups, update = self._correlate(
                 [(events[i].camera_id, events[i].timestamp) for i in todo], window_s
             )
             out = list(events)
@@ -62,12 +73,24 @@ class CorrelationMixin(StoreBase):
                     out[i] = ev.model_copy(update={"correlation_group_id": group})
                 else:  # a later event of this batch may have pulled it into a group
                     out[i] = self._with_group(ev)
-            return out
+            return out, update
 
-    def _correlate(self, starts: list[tuple[str, datetime]], window_s: float) -> list[str | None]:
-        """Correlation groups of (camera_id, start) in order: one table read, one update."""
+    def _remembered(self) -> dict[str, CameraStarts]:
+        """A copy of the remembered starts (`save_batch` puts it back when its insert fails)."""
+        return {camera_id: starts.copy() for camera_id, starts in self._starts.items()}
+
+    def _apply_groups(self, update: GroupUpdate) -> None:
+        """Give the stored rows the groups a batch's correlation gave them (one update)."""
+        if update is not None:
+            self._set_groups(*update)
+
+    def _correlate(
+        self, starts: list[tuple[str, datetime]], window_s: float
+    ) -> tuple[list[str | None], GroupUpdate]:
+        """Correlation groups of (camera_id, start) in order (one table read), and the update
+        of the stored rows that join a group, if any."""
         if window_s <= 0 or not starts:
-            return [None] * len(starts)
+            return [None] * len(starts), None
         window = round(window_s * 1_000_000)
         stamps = [micros(ts) for _, ts in starts]
         lo, hi = min(stamps), max(stamps)
@@ -80,9 +103,7 @@ class CorrelationMixin(StoreBase):
                 self._correlate_one(camera_id, ts, window, stored, changed)
                 for (camera_id, _), ts in zip(starts, stamps, strict=True)
             ]
-            if changed:
-                self._set_groups(changed, span)
-            return out
+            return out, ((changed, span) if changed else None)
 
     def _stored_starts(self, spans: list[tuple[int, int]]) -> _Stored:
         """Stored events starting in the spans (disjoint, in order, microseconds; bounds

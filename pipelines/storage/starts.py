@@ -40,6 +40,12 @@ class CameraStarts:
     def __bool__(self) -> bool:
         return bool(self.keys)
 
+    def copy(self) -> CameraStarts:
+        """An independent copy."""
+        other = CameraStarts()
+        other.keys, other.groups = list(self.keys), list(self.groups)
+        return other
+
     def add(self, start: int, group: str | None) -> None:
         """Remember a start (after those equal to it)."""
         at = bisect.bisect_right(self.keys, start)

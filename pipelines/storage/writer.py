@@ -15,8 +15,8 @@ after its first try committed (a timeout, a store restart), so it is not looked 
 the insert checks the primary key anyway, and meeting a stored id rolls the batch back. The
 batch is then committed again after a lookup of its ids among the stored events in its time
 span (a random id is only ever re-sent with its own event), and should that still meet one
-(no product path does), after a whole-table lookup. What an attempt's correlation did
-(remembered starts, groups given to stored rows) stays.
+(no product path does), after a whole-table lookup. A failed attempt's correlation is undone
+(see `save_batch`).
 """
 
 from __future__ import annotations

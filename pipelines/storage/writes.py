@@ -94,10 +94,18 @@ class WritesMixin(CorrelationMixin):
         stored: set[str] | None = None,
     ) -> list[Event]:
         """Correlate and append a batch in one go; the events as stored, in input order.
-        `stored`: as for `append`."""
+        `stored`: as for `append`. Should the insert fail (a re-sent id met, a full disk), the
+        correlation leaves no trace: the remembered starts are put back and the stored rows
+        get their new groups only after the insert."""
         with self._lock:
-            events = self.assign_correlation(events, window_s)
-            self.append(events, thumbnails, stored=stored)
+            before = self._remembered()
+            try:
+                events, update = self._assign(events, window_s)
+                self.append(events, thumbnails, stored=stored)
+            except BaseException:
+                self._starts = before
+                raise
+            self._apply_groups(update)
             return events
 
     def mark_published(self, event_ids: Iterable[str], at: datetime | None = None) -> int:

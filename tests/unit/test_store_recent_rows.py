@@ -1,8 +1,9 @@
 """The statements a save and a publish run read only recent rows, and stay exact.
 
-The writer looks a batch's random ids up within the batch's time span, a file segment's
-derived id in the whole table (a replay brings it back with a new timestamp); an insert that
-still meets a stored id is rolled back and redone after a whole-table lookup. mark_published
+The writer looks a file segment's derived id up in the whole table (a replay brings it back
+with a new timestamp); a batch's random ids only when its insert meets a stored one (a re-send):
+the batch is rolled back, its correlation undone, and it is redone after a lookup in its time
+span, then after a whole-table lookup. mark_published
 bounds its update by the seqs the store gave its recent saves. Each test stores what the
 bounded statement would miss if the bound were wrong.
 """
@@ -19,6 +20,8 @@ import pytest
 from pipelines.events import Event
 from pipelines.ingest.ids import segment_event_id
 from pipelines.storage import EventStore, correlation, writes
+from pipelines.storage.errors import DuplicateEventError
+from pipelines.storage.starts import micros
 from pipelines.storage.writer import GroupCommitWriter
 from tests.support.mqtt import make_event
 
@@ -190,3 +193,32 @@ def test_a_backlog_batch_is_correlated_as_one_event_at_a_time(
 def _partition(groups: list[str | None]) -> list[int | None]:
     seen: dict[str, int] = {}
     return [None if g is None else seen.setdefault(g, len(seen)) for g in groups]
+
+
+def test_a_resent_event_leaves_no_trace_of_the_attempt_its_insert_refused(
+    store: EventStore,
+) -> None:
+    # A stored event comes back in a batch with another camera's event beside it. The first
+    # attempt's insert meets the stored id: what its correlation did is undone, so the groups
+    # are those of a batch without the re-send, and each start is remembered once.
+    first = make_event("front", description="stored", timestamp=NOW)
+    store.append([first])
+    beside = make_event("back", description="new", timestamp=NOW + timedelta(seconds=1))
+    remembered = {cam: (s.keys, s.groups) for cam, s in store._starts.items()}
+    with pytest.raises(DuplicateEventError):
+        store.save_batch([first, beside], None, 5.0, stored=set())
+    assert {cam: (s.keys, s.groups) for cam, s in store._starts.items()} == remembered
+    assert store.get(first.event_id).correlation_group_id is None  # type: ignore[union-attr]
+    assert store.counts()["stored"] == 1
+
+    handed = Handed()
+    answers = saved(store, [(first, None), (beside, None)], handed)
+    assert [(a[0].event_id, a[1]) for a in answers if a] == [
+        (first.event_id, True),
+        (beside.event_id, False),
+    ]
+    assert handed.ids == [beside.event_id]
+    group = store.get(beside.event_id).correlation_group_id  # type: ignore[union-attr]
+    assert group is not None
+    assert store.get(first.event_id).correlation_group_id == group  # type: ignore[union-attr]
+    assert store._starts["back"].keys == [micros(beside.timestamp)]
