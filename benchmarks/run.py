@@ -62,7 +62,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("vlm", "bench_vlm.py", "VLM", 150, 120),
     Bench("store", "bench_store.py", "Store/API", 240, 120),
     Bench("e2e", "bench_e2e.py", "End to end", 180, 150),
-    Bench("search", "bench_search.py", "Search", 150, 90),
+    Bench("search", "bench_search.py", "Search", 300, 90),
     Bench("noise_control", "bench_noise_control.py", "Noise control", 180, 120),
     Bench("soak", "bench_soak.py", "Long run", 2400, 480),
     Bench("vlm_gpu", "bench_vlm_gpu.py", "VLM (GPU)", 0, 0, runs=False),
