@@ -2,8 +2,9 @@
 
 Recent starts are remembered in memory (``_starts``) so that an event correlated before it is
 stored gets its group at append time; the table is read too, since after a restart the memory
-is empty. Stored rows that join a group are updated in place, once per batch, after the
-batch's insert (a failed insert leaves neither them nor the remembered starts changed). Starts and
+is empty. Stored rows that join a group are updated in place, once per batch, in the
+transaction of the batch's insert (a failed insert leaves neither them nor the remembered
+starts changed). Starts and
 windows are integer microseconds here (`starts.micros`): a batch compares each of its events
 with every camera's starts, and integers compare ten times faster than aware datetimes.
 """
@@ -11,6 +12,7 @@ with every camera's starts, and integers compare ten times faster than aware dat
 from __future__ import annotations
 
 import bisect
+import contextlib
 import uuid
 from datetime import datetime
 from typing import Any
@@ -58,7 +60,7 @@ class CorrelationMixin(StoreBase):
 
     def _assign(self, events: list[Event], window_s: float) -> tuple[list[Event], GroupUpdate]:
         """`assign_correlation` but for the stored rows' update, which comes back to be applied
-        (`_apply_groups`) once the batch is stored."""
+        in the transaction of the batch's insert (`_update_groups`)."""
         if window_s <= 0 or not events:
             return list(events), None
         todo = [i for i, ev in enumerate(events) if ev.correlation_group_id is None]
@@ -80,7 +82,7 @@ class CorrelationMixin(StoreBase):
         return {camera_id: starts.copy() for camera_id, starts in self._starts.items()}
 
     def _apply_groups(self, update: GroupUpdate) -> None:
-        """Give the stored rows the groups a batch's correlation gave them (one update)."""
+        """Give the stored rows the groups a correlation gave them (one update, committed)."""
         if update is not None:
             self._set_groups(*update)
 
@@ -178,9 +180,25 @@ class CorrelationMixin(StoreBase):
             cam_starts.add(start, group)
 
     def _set_groups(self, groups: dict[str, str], span: tuple[datetime, datetime]) -> None:
+        """`_update_groups` in a transaction of its own."""
+        con = self.con
+        try:
+            con.execute("BEGIN TRANSACTION")
+            self._update_groups(groups, span)
+            con.execute("COMMIT")
+        except (duckdb.Error, OSError) as exc:
+            if self._con is not None:
+                with contextlib.suppress(duckdb.Error):
+                    self._con.execute("ROLLBACK")
+            raise self._fail("correlation update", exc) from exc
+        finally:
+            self._changed()
+
+    def _update_groups(self, groups: dict[str, str], span: tuple[datetime, datetime]) -> None:
         """Give stored events (that still have none) their correlation group, in one update
         of the rows whose timestamp is in span (theirs are), and mark them for the Parquet
-        export to rewrite (see ExportMixin.export_parquet)."""
+        export to rewrite (see ExportMixin.export_parquet); in the caller's transaction, so a
+        row never has a new group without its Parquet copy marked stale."""
         con = self.con
         con.register(
             "_groups",
@@ -192,8 +210,6 @@ class CorrelationMixin(StoreBase):
             ),
         )
         try:
-            # one transaction: a row never has a new group without its Parquet copy marked stale
-            con.execute("BEGIN TRANSACTION")
             con.execute(
                 "UPDATE events SET correlation_group_id = _groups.group_id FROM _groups "
                 "WHERE events.event_id = _groups.event_id "
@@ -204,13 +220,10 @@ class CorrelationMixin(StoreBase):
             con.execute(
                 "INSERT INTO parquet_stale SELECT event_id FROM _groups ON CONFLICT DO NOTHING"
             ).fetchall()
-            con.execute("COMMIT")
-        except (duckdb.Error, OSError) as exc:
-            raise self._fail("correlation update", exc) from exc
         finally:
-            self._changed()
             if self._con is not None:
-                self._con.unregister("_groups")
+                with contextlib.suppress(duckdb.Error):  # never hides the error raised above
+                    self._con.unregister("_groups")
 
     def _prune_starts(self, lo: int, hi: int, window: int) -> None:
         horizon = max(window * 2, HORIZON_US)

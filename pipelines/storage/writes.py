@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from pipelines.events import Event, as_utc, utcnow
-from pipelines.storage.correlation import CorrelationMixin
+from pipelines.storage.correlation import CorrelationMixin, GroupUpdate
 from pipelines.storage.cursors import is_event_id
 from pipelines.storage.errors import DuplicateEventError
 from pipelines.storage.files import _fsync_dir, _write_atomic
@@ -38,8 +38,10 @@ class WritesMixin(CorrelationMixin):
         thumbnails: dict[str, bytes] | None = None,
         *,
         stored: set[str] | None = None,
+        groups: GroupUpdate = None,
     ) -> int:
         """Store events (and JPEG thumbnails) in one batch; returns how many were new.
+        `groups`: stored rows' new correlation groups, updated in the insert's transaction.
 
         `stored`: the ids among them that are stored, as the single writer looked them up
         just before (`known_ids`); those are skipped and the rest inserted without a conflict
@@ -74,7 +76,7 @@ class WritesMixin(CorrelationMixin):
                         written.append(target)
                 if written:
                     _fsync_dir(self.thumbnail_dir)
-                row = self._insert(unique, checked=checked)
+                row = self._insert(unique, checked=checked, groups=groups)
             except (duckdb.Error, OSError) as exc:
                 for path in written:
                     path.unlink(missing_ok=True)
@@ -94,18 +96,17 @@ class WritesMixin(CorrelationMixin):
         stored: set[str] | None = None,
     ) -> list[Event]:
         """Correlate and append a batch in one go; the events as stored, in input order.
-        `stored`: as for `append`. Should the insert fail (a re-sent id met, a full disk), the
-        correlation leaves no trace: the remembered starts are put back and the stored rows
-        get their new groups only after the insert."""
+        `stored`: as for `append`. The stored rows get their new groups in the insert's
+        transaction; should it fail (a re-sent id met, a full disk), the correlation leaves no
+        trace: the remembered starts are put back as well."""
         with self._lock:
             before = self._remembered()
             try:
                 events, update = self._assign(events, window_s)
-                self.append(events, thumbnails, stored=stored)
+                self.append(events, thumbnails, stored=stored, groups=update)
             except BaseException:
                 self._starts = before
                 raise
-            self._apply_groups(update)
             return events
 
     def mark_published(self, event_ids: Iterable[str], at: datetime | None = None) -> int:
@@ -121,10 +122,12 @@ class WritesMixin(CorrelationMixin):
                 raise self._fail("mark_published", exc) from exc
             return int(row[0]) if row else 0
 
-    def _insert(self, events: list[Event], *, checked: bool = False) -> Any:
+    def _insert(
+        self, events: list[Event], *, checked: bool = False, groups: GroupUpdate = None
+    ) -> Any:
         """Insert the events in one transaction, skipping stored ids (`checked`: none is
-        stored, so no conflict check: a stored one fails the batch, rolled back); the
-        row-count row."""
+        stored, so no conflict check: a stored one fails the batch, rolled back), with the
+        stored rows' new correlation `groups`; the row-count row."""
         con = self.con
         con.register("_batch", self._arrow_rows(events))
         sql = "INSERT INTO events BY NAME SELECT * FROM _batch"
@@ -134,6 +137,8 @@ class WritesMixin(CorrelationMixin):
             con.execute("BEGIN TRANSACTION")
             try:
                 row = _first(con.execute(sql))
+                if groups is not None:
+                    self._update_groups(*groups)
                 con.execute("COMMIT")
             except duckdb.Error:
                 with contextlib.suppress(duckdb.Error):  # else the unregister below fails
