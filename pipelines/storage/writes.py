@@ -58,7 +58,9 @@ class WritesMixin(CorrelationMixin):
             unique = list({ev.event_id: ev for ev in reversed(events)}.values())[::-1]
             if stored is not None:
                 unique = [ev for ev in unique if ev.event_id not in stored]
-                if not unique:
+                if not unique:  # nothing to insert: the stored rows' groups go on their own
+                    if groups is not None:
+                        self._set_groups(*groups)
                     return 0
             if self._starts:
                 unique = [self._with_group(ev) for ev in unique]
@@ -140,7 +142,7 @@ class WritesMixin(CorrelationMixin):
                 if groups is not None:
                     self._update_groups(*groups)
                 con.execute("COMMIT")
-            except duckdb.Error:
+            except BaseException:  # never left open: a later statement would join it
                 with contextlib.suppress(duckdb.Error):  # else the unregister below fails
                     con.execute("ROLLBACK")
                 raise

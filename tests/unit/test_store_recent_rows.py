@@ -222,3 +222,19 @@ def test_a_resent_event_leaves_no_trace_of_the_attempt_its_insert_refused(
     assert group is not None
     assert store.get(first.event_id).correlation_group_id == group  # type: ignore[union-attr]
     assert store._starts["back"].keys == [micros(beside.timestamp)]
+
+
+def test_a_resent_batch_with_nothing_to_insert_still_gives_stored_rows_their_groups(
+    store: EventStore,
+) -> None:
+    # Rows stored without correlation (or before the window grew) meet a re-sent save: the
+    # batch inserts nothing, yet the stored row it pulls into a group gets that group, the
+    # one the store now remembers for both starts.
+    first = make_event("front", description="stored", timestamp=NOW)
+    beside = make_event("back", description="beside", timestamp=NOW + timedelta(seconds=1))
+    store.append([first, beside])
+    (again,) = store.save_batch([first], None, 5.0, stored={first.event_id})
+    group = store.get(beside.event_id).correlation_group_id  # type: ignore[union-attr]
+    assert group is not None and again.correlation_group_id == group
+    assert store._starts["back"].group_of(micros(beside.timestamp)) == group
+    assert store.counts()["stored"] == 2
