@@ -4,9 +4,9 @@ Recent starts are remembered in memory (``_starts``) so that an event correlated
 stored gets its group at append time; the table is read too, since after a restart the memory
 is empty. Stored rows that join a group are updated in place, once per batch, in the
 transaction of the batch's insert (a failed insert leaves neither them nor the remembered
-starts changed). Starts and
-windows are integer microseconds here (`starts.micros`): a batch compares each of its events
-with every camera's starts, and integers compare ten times faster than aware datetimes.
+starts changed). Starts and windows are integer microseconds here (`cursors.micros`): a batch
+compares each of its events with every camera's starts, and integers compare ten times faster
+than aware datetimes.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import pyarrow as pa
 
 from pipelines.events import Event
 from pipelines.storage.connection import StoreBase
-from pipelines.storage.starts import CameraStarts, from_micros, micros
+from pipelines.storage.cursors import from_micros, micros
+from pipelines.storage.starts import CameraStarts
 
 # camera_id -> (starts, rows): stored rows [event_id, start, group] ordered by start, and their
 # starts apart for bisecting. A row's group is filled in when the batch gives it one.
@@ -55,7 +56,8 @@ class CorrelationMixin(StoreBase):
         """
         with self._lock:
             out, update = self._assign(events, window_s)
-            self._apply_groups(update)
+            if update is not None:
+                self._set_groups(*update)
             return out
 
     def _assign(self, events: list[Event], window_s: float) -> tuple[list[Event], GroupUpdate]:
@@ -80,11 +82,6 @@ class CorrelationMixin(StoreBase):
     def _remembered(self) -> dict[str, CameraStarts]:
         """A copy of the remembered starts (`save_batch` puts it back when its insert fails)."""
         return {camera_id: starts.copy() for camera_id, starts in self._starts.items()}
-
-    def _apply_groups(self, update: GroupUpdate) -> None:
-        """Give the stored rows the groups a correlation gave them (one update, committed)."""
-        if update is not None:
-            self._set_groups(*update)
 
     def _correlate(
         self, starts: list[tuple[str, datetime]], window_s: float

@@ -1,4 +1,6 @@
-"""Event ids and keyset cursors: uuid validation, cursor encode/decode."""
+"""Event ids and keyset cursors: uuid validation, cursor encode/decode, and the integer
+microseconds since the epoch a cursor carries (`micros`, `from_micros`; correlation compares
+starts as them too)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,8 @@ import binascii
 import re
 from datetime import UTC, datetime, timedelta
 
-from pipelines.events import as_utc
-
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -19,8 +21,7 @@ def is_event_id(value: object) -> bool:
 
 def encode_cursor(ts: datetime, event_id: str) -> str:
     """Opaque keyset cursor for the position after (ts, event_id) in newest-first order."""
-    micros = _micros(ts)
-    raw = f"{micros}|{event_id}".encode("ascii")
+    raw = f"{micros(ts)}|{event_id}".encode("ascii")
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
@@ -36,12 +37,19 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     if not re.fullmatch(r"-?\d{1,19}", micros_text) or not is_event_id(event_id):
         raise ValueError("malformed cursor")
     try:
-        ts = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(micros_text))
+        ts = from_micros(int(micros_text))
     except OverflowError as exc:
         raise ValueError("malformed cursor") from exc
     return ts, event_id
 
 
-def _micros(ts: datetime) -> int:
-    delta = as_utc(ts) - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+def micros(ts: datetime) -> int:
+    """An aware datetime as microseconds since the epoch (exact; a naive one is taken as UTC)."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return (ts - EPOCH) // _US
+
+
+def from_micros(us: int) -> datetime:
+    """The UTC datetime of microseconds since the epoch (OverflowError out of range)."""
+    return EPOCH + timedelta(microseconds=us)

@@ -1,30 +1,15 @@
 """The starts a store remembers per camera for correlation, ordered for bisecting.
 
-A start is an integer: microseconds since the Unix epoch, UTC (`micros`). Comparing two aware
-datetimes asks both for their offset, so a bisect over datetimes cost about ten times one over
-integers; a batch bisects every camera's starts for each of its events.
+A start is an integer: microseconds since the Unix epoch, UTC (`cursors.micros`). Comparing
+two aware datetimes asks both for their offset, so a bisect over datetimes cost about ten times
+one over integers; a batch bisects every camera's starts for each of its events.
 """
 
 from __future__ import annotations
 
 import bisect
-from datetime import UTC, datetime, timedelta
 
 REMEMBERED_PER_CAMERA = 256  # recent starts kept per camera (the latest ones)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-
-
-def micros(ts: datetime) -> int:
-    """An aware datetime as microseconds since the epoch (exact; a naive one is taken as UTC)."""
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return (ts - EPOCH) // _US
-
-
-def from_micros(us: int) -> datetime:
-    """The UTC datetime of microseconds since the epoch."""
-    return EPOCH + timedelta(microseconds=us)
 
 
 class CameraStarts:

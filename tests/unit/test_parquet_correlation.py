@@ -15,7 +15,8 @@ import duckdb
 
 from pipelines.events import Event
 from pipelines.storage import EventStore
-from pipelines.storage.starts import REMEMBERED_PER_CAMERA, CameraStarts, from_micros, micros
+from pipelines.storage.cursors import from_micros, micros
+from pipelines.storage.starts import REMEMBERED_PER_CAMERA, CameraStarts
 
 WINDOW_S = 10.0
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)

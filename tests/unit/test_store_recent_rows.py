@@ -20,8 +20,8 @@ import pytest
 from pipelines.events import Event
 from pipelines.ingest.ids import segment_event_id
 from pipelines.storage import EventStore, correlation, writes
+from pipelines.storage.cursors import micros
 from pipelines.storage.errors import DuplicateEventError
-from pipelines.storage.starts import micros
 from pipelines.storage.writer import GroupCommitWriter
 from tests.support.mqtt import make_event
 
