@@ -202,15 +202,16 @@ class EventStoreActor:
     async def close(self, timeout_s: float = CLOSE_WAIT_S) -> dict[str, Any]:
         """Commit queued saves (up to timeout_s), then always export Parquet and checkpoint.
 
-        New saves are refused from the start. Saves still queued at timeout_s get
-        `StoreBusyError` (nothing stored: their callers still hold them); a batch already
-        being committed is finished. Every step runs even when one before it failed.
+        New saves are refused from the start; maintenance stops meanwhile. Saves still queued
+        at timeout_s get `StoreBusyError` (nothing stored: their callers still hold them); a
+        batch already being committed is finished. Every step runs even when one before it failed.
         """
         self._commits.closed = True
         self._commits.committed()  # long-polls answer now
         report: dict[str, Any] = {"refused": 0, "exported": None, "closed": False}
+        stopping = asyncio.ensure_future(asyncio.to_thread(self._maintenance.stop, CLOSE_STEP_S))
         report["refused"] = await self._writer.close(timeout_s)
-        await asyncio.to_thread(self._maintenance.stop, CLOSE_STEP_S)
+        await stopping
         for pool in (self._reads, self._feed_reads):  # running reads end (a read deadline at
             try:  # most) before the store closes their cursors; queued ones are cancelled
                 await asyncio.wait_for(

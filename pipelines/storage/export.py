@@ -4,6 +4,7 @@ errors) of the file work in ``pipelines.storage.parquet``."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import duckdb
 import pyarrow as pa
@@ -11,10 +12,11 @@ import pyarrow as pa
 from pipelines.events import utcnow
 from pipelines.storage.connection import StoreBase
 from pipelines.storage.parquet import (
-    compact_day,
     days_to_compact,
     files_watermark,
+    merge_parts,
     rewrite_groups,
+    swap_day,
     write_days,
 )
 from pipelines.storage.schema import _SELECT_EVENT, _first
@@ -70,19 +72,40 @@ class ExportMixin(StoreBase):
             logger.info("Parquet: correlation groups of %d exported rows rewritten", fixed)
         return fixed
 
-    def compact_parquet(self, max_files: int = 8, include_today: bool = False) -> int:
+    def compact_parquet(
+        self,
+        max_files: int = 8,
+        include_today: bool = False,
+        stop: Callable[[], bool] | None = None,
+    ) -> int:
         """Merge each closed day's files into one when it has more than max_files; days merged.
 
         Today's partition is left alone (readers of live data must never see files vanish);
-        include_today is for offline use only (no reader running).
+        include_today is for offline use only (no reader running). A day's files are read
+        outside the lock and swapped under it, if they are all still there (an export may
+        have rewritten one for a late group: that day waits for the next pass), so a commit
+        never waits for more than one day's swap. `stop`, asked before each day, ends the
+        pass early (the store is closing).
         """
-        today = utcnow().date()
         merged = 0
-        with self._lock:
-            for folder, parts in days_to_compact(self.parquet_dir, today, max_files, include_today):
+        for folder, parts in days_to_compact(
+            self.parquet_dir, utcnow().date(), max_files, include_today
+        ):
+            if stop is not None and stop():
+                break
+            try:
+                name, table = merge_parts(parts)
+            except FileNotFoundError:
+                continue  # rewritten while it was read
+            except OSError as exc:
+                with self._lock:
+                    raise self._fail("parquet compaction", exc) from exc
+            with self._lock:
+                if not all(part.exists() for part in parts):
+                    continue
                 try:
-                    compact_day(self.parquet_dir, self.staging_dir, folder, parts)
+                    swap_day(self.parquet_dir, self.staging_dir, folder, {name: table}, set(parts))
                 except OSError as exc:
                     raise self._fail("parquet compaction", exc) from exc
-                merged += 1
+            merged += 1
         return merged

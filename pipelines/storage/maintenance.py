@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import date
+from functools import partial
 from typing import Any, Protocol
 
 from pipelines.events import utcnow
@@ -29,8 +30,8 @@ class MaintainedStore(Protocol):
         """Delete expired events and partitions."""
         ...
 
-    def compact_parquet(self) -> int:
-        """Merge the small files of closed days."""
+    def compact_parquet(self, *, stop: Callable[[], bool] | None = None) -> int:
+        """Merge the small files of closed days; `stop` (asked between days) ends it early."""
         ...
 
 
@@ -57,7 +58,8 @@ class Maintenance:
         self._thread.start()
 
     def stop(self, timeout_s: float) -> None:
-        """Stop the thread; wait up to timeout_s for a pass in progress."""
+        """Stop the thread; wait up to timeout_s for a pass in progress (a compaction ends
+        after the day it is merging)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
@@ -69,7 +71,7 @@ class Maintenance:
         if today != self._last_day:
             steps[:0] = [
                 ("retention", self._store.apply_retention),
-                ("compaction", self._store.compact_parquet),
+                ("compaction", partial(self._store.compact_parquet, stop=self._stop.is_set)),
             ]
             self._last_day = today
         for name, step in steps:

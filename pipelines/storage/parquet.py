@@ -109,15 +109,15 @@ def _seq_range(path: Path) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def compact_day(parquet_dir: Path, staging_dir: Path, folder: Path, parts: list[Path]) -> None:
-    """Merge a day's part files into one, swapped in for the old ones in one atomic step."""
+def merge_parts(parts: list[Path]) -> tuple[str, pa.Table]:
+    """A day's part files read as one table, and the name of the file it becomes (their seq
+    range); the day is then swapped (`swap_day`) with the parts left out."""
     ranges = [_seq_range(p) for p in parts]
     lo = min(r[0] for r in ranges)
     hi = max(r[1] for r in ranges)
     # files written before a column was added lack it: promote (nulls), do not fail
     table = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
-    name = f"part-{lo:012d}-{hi:012d}-c{uuid.uuid4().hex[:8]}.parquet"
-    swap_day(parquet_dir, staging_dir, folder, {name: table}, set(parts))
+    return f"part-{lo:012d}-{hi:012d}-c{uuid.uuid4().hex[:8]}.parquet", table
 
 
 def rewrite_groups(

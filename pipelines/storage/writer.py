@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal, Protocol
 
 from pipelines.events import Event, is_random_event_id
@@ -82,6 +83,8 @@ Reply = tuple[Event | None, bool]
 # batch's time span, from a lookup in the whole table (each the fallback of the one before).
 Lookup = Literal["insert", "span", "table"]
 _FALLBACK: dict[Lookup, Lookup] = {"insert": "span", "span": "table"}
+# a committed batch: each caller's answers, rows written, events to hand on
+Committed = tuple[list[list[Answer]], int, list[Event]]
 
 
 def replies(answers: list[Answer | None]) -> list[Reply | None]:
@@ -228,11 +231,23 @@ class GroupCommitWriter:
         return self._queue
 
     async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
-        """The single writer: take what is queued (a batch), commit it, answer every caller."""
+        """The single writer: take what is queued (a batch), commit it, answer every caller.
+
+        Cancelled (by close), it still answers the batch in its hands: with the commit's own
+        outcome when the commit's thread ends (that thread cannot be stopped), or with
+        `StoreBusyError` when the commit had not begun (nothing of it stored).
+        """
         while True:
             batch = [await queue.get()]
-            if queue.empty():  # let a burst of concurrent saves land in the same batch
-                await asyncio.sleep(self._gather_s)
+            try:
+                if queue.empty():  # let a burst of concurrent saves land in the same batch
+                    await asyncio.sleep(self._gather_s)
+            except asyncio.CancelledError:
+                self._queued -= len(batch[0].items)
+                if not batch[0].done.done():
+                    batch[0].done.set_exception(StoreBusyError("the event store closed"))
+                queue.task_done()
+                raise
             events = len(batch[0].items)
             while events < self._max_batch and not queue.empty():  # a group is never split
                 batch.append(queue.get_nowait())
@@ -240,13 +255,27 @@ class GroupCommitWriter:
             self._queued -= events
             self._batches += 1
             self._largest = max(self._largest, events)
-            started = time.monotonic()
+            answer = partial(self._answer, queue, batch, time.monotonic())
+            commit = asyncio.ensure_future(asyncio.to_thread(self._commit, batch))
             try:
-                answers, written, fresh = await asyncio.to_thread(self._commit, batch)
-                if written and self._on_committed is not None:  # else nothing was committed
-                    elapsed_ms = (time.monotonic() - started) * 1000.0
-                    self._on_committed(written, elapsed_ms, self._queued)
-            except Exception as exc:  # every caller of the batch gets the error: none is lost
+                await asyncio.wait([commit])  # cancelling this wait leaves the commit running
+            except asyncio.CancelledError:
+                commit.add_done_callback(answer)
+                raise
+            answer(commit)
+
+    def _answer(
+        self,
+        queue: asyncio.Queue[_Pending],
+        batch: list[_Pending],
+        started: float,
+        commit: asyncio.Future[Committed],
+    ) -> None:
+        """Answer every caller of a batch with its commit's outcome; the batch leaves the queue."""
+        events = sum(len(item.items) for item in batch)
+        try:
+            exc = commit.exception()
+            if exc is not None:  # every caller of the batch gets the error: none is lost
                 logger.error("saving a batch of %d events failed: %s", events, exc)
                 self.disk_full = isinstance(exc, StorageFullError) or (
                     self.disk_full and not isinstance(exc, StorageError)
@@ -254,19 +283,24 @@ class GroupCommitWriter:
                 for item in batch:
                     if not item.done.done():
                         item.done.set_exception(exc)
-            else:
-                self.disk_full = False
-                for item, answer in zip(batch, answers, strict=True):
-                    if not item.done.done():  # a cancelled caller's event is stored all the same
-                        item.done.set_result(answer)
-                self._hand_on(fresh)
-            finally:
-                for _ in batch:
-                    queue.task_done()
+                return
+            answers, written, fresh = commit.result()
+            self.disk_full = False
+            for item, answer in zip(batch, answers, strict=True):
+                if not item.done.done():  # a cancelled caller's event is stored all the same
+                    item.done.set_result(answer)
+            if written and self._on_committed is not None:  # else nothing was committed
+                elapsed_ms = (time.monotonic() - started) * 1000.0
+                try:
+                    self._on_committed(written, elapsed_ms, self._queued)
+                except Exception as hook_exc:  # a metric lost; the callers have their answers
+                    logger.warning("the commit hook failed: %s", hook_exc)
+            self._hand_on(fresh)
+        finally:
+            for _ in batch:
+                queue.task_done()
 
-    def _commit(
-        self, batch: list[_Pending], *, lookup: Lookup = "insert"
-    ) -> tuple[list[list[Answer]], int, list[Event]]:
+    def _commit(self, batch: list[_Pending], *, lookup: Lookup = "insert") -> Committed:
         """Write a batch (in a thread): each caller's answers, rows written, events to hand on.
 
         A save_new whose id is stored, or written earlier in the same batch, writes nothing.

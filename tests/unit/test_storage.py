@@ -297,6 +297,28 @@ def test_compaction_merges_a_days_files(store: EventStore) -> None:
     assert store.export_parquet() == 0
 
 
+def test_compaction_takes_the_lock_a_day_at_a_time_and_stops_between_days(
+    store: EventStore,
+) -> None:
+    for batch in range(6):  # three closed days of six files each
+        store.append([make_event(batch * 3 + d, ts=BASE + timedelta(days=d)) for d in range(3)], {})
+        store.export_parquet()
+    committed: list[bool] = []
+
+    def stop() -> bool:  # asked between days: a commit from another thread gets the lock
+        saver = threading.Thread(target=store.append, args=([make_event(100 + len(committed))], {}))
+        saver.start()
+        saver.join(10)
+        committed.append(not saver.is_alive())
+        return len(committed) == 2
+
+    assert store.compact_parquet(max_files=4, stop=stop) == 1  # one day, then stopped
+    assert committed == [True, True] and store.counts()["stored"] == 18 + 2
+    files = [len(list(d.glob("*.parquet"))) for d in sorted(store.parquet_dir.glob("date=*"))]
+    assert files == [1, 6, 6]  # the days after the stop are merged by the next pass
+    assert store.compact_parquet(max_files=4) == 2
+
+
 def test_retention_deletes_rows_thumbnails_and_partitions(tmp_path: Path) -> None:
     store = EventStore(tmp_path / "d", retention_days=7)
     now = datetime(2026, 3, 20, 12, tzinfo=UTC)

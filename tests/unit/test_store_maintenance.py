@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -48,7 +49,7 @@ class BrokenCompaction:
     def apply_retention(self) -> int:
         return self.store.apply_retention()
 
-    def compact_parquet(self) -> int:
+    def compact_parquet(self, *, stop: Callable[[], bool] | None = None) -> int:
         raise OSError("no space left on device")
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from pipelines.events import Event
 from pipelines.storage import EventStore, StorageError, StoreBusyError
+from pipelines.storage import writer as writer_module
 from pipelines.storage.writer import GroupCommitWriter, answers_of, replies
 from tests.support.disk import fill_disk, mount_tmpfs
 from tests.support.mqtt import make_event
@@ -258,6 +259,29 @@ def test_close_commits_what_it_can_in_time_and_refuses_the_rest(store: EventStor
     assert all(isinstance(r, StoreBusyError) for r in results[1:])
     assert isinstance(late, StoreBusyError)  # closing: new saves are refused
     assert store.counts()["stored"] == 1
+
+
+def test_a_batch_still_committing_when_close_gives_up_is_answered_when_it_ends(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A commit can wait long for the store's lock (a compaction at start, a slow disk); close
+    # stops waiting after CLOSE_STEP_S, but the batch's callers still get its outcome.
+    monkeypatch.setattr(writer_module, "CLOSE_STEP_S", 0.1)
+    held = HeldStore(store)
+    recorder = Recorder()
+    writer = writer_for(held, recorder)
+
+    async def scenario() -> tuple[int, object]:
+        first = asyncio.ensure_future(writer.save(make_event(), None))
+        await asyncio.to_thread(held.entered.wait, 10)
+        refused = await writer.close(timeout_s=0.0)  # returns with the commit still held
+        assert not first.done()
+        held.release.set()
+        return refused, await asyncio.wait_for(first, 10)
+
+    refused, saved = asyncio.run(scenario())
+    assert refused == 0 and isinstance(saved, Event)
+    assert store.counts()["stored"] == 1 and recorder.handed == [[saved.event_id]]
 
 
 def test_close_with_time_enough_commits_everything(store: EventStore) -> None:
