@@ -202,9 +202,9 @@ class EventStoreActor:
     async def close(self, timeout_s: float = CLOSE_WAIT_S) -> dict[str, Any]:
         """Commit queued saves (up to timeout_s), then always export Parquet and checkpoint.
 
-        New saves are refused from the start; maintenance stops meanwhile. Saves still queued
-        at timeout_s get `StoreBusyError` (nothing stored: their callers still hold them); a
-        batch already being committed is finished. Every step runs even when one before it failed.
+        New saves are refused at once, maintenance stops meanwhile. Saves queued at timeout_s
+        get `StoreBusyError` (nothing stored: their callers hold them); the batch in commit is
+        waited for (GroupCommitWriter.close). Each step runs even when one before it failed.
         """
         self._commits.closed = True
         self._commits.committed()  # long-polls answer now

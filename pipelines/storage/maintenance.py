@@ -75,6 +75,8 @@ class Maintenance:
             ]
             self._last_day = today
         for name, step in steps:
+            if self._stop.is_set():  # stopping: the store's close exports once more itself
+                break
             try:
                 step()
                 self.runs[name] += 1

@@ -1,7 +1,8 @@
 """Parquet side of the event store: per-day export files, compaction and retention of partitions.
 
 Functions here work on the ``parquet/`` and ``.parquet-staging/`` directories only; EventStore
-calls them under its lock and turns their errors into StorageError. The guarantees they keep
+calls them under its lock (compaction reads a day's files before taking it, `merge_parts`) and
+turns their errors into StorageError. The guarantees they keep
 for readers of ``parquet/**/*.parquet`` are described in the ``pipelines.storage`` docstring.
 """
 

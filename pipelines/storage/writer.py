@@ -190,7 +190,9 @@ class GroupCommitWriter:
 
     async def close(self, timeout_s: float) -> int:
         """Refuse new saves, commit queued ones for up to timeout_s, refuse the rest; how many
-        were refused. A batch already being committed is finished (up to CLOSE_STEP_S)."""
+        were refused. A batch already being committed is waited for up to CLOSE_STEP_S; one
+        still running then is answered when its thread ends (by then the store may be closed:
+        its callers get that storage error, and nothing of it is stored)."""
         self.closing = True
         refused = 0
         if self._queue is not None:
@@ -274,7 +276,9 @@ class GroupCommitWriter:
         """Answer every caller of a batch with its commit's outcome; the batch leaves the queue."""
         events = sum(len(item.items) for item in batch)
         try:
-            exc = commit.exception()
+            exc: BaseException | None = StoreBusyError("the event store closed")
+            if not commit.cancelled():  # (only when the event loop itself shuts down)
+                exc = commit.exception()
             if exc is not None:  # every caller of the batch gets the error: none is lost
                 logger.error("saving a batch of %d events failed: %s", events, exc)
                 self.disk_full = isinstance(exc, StorageFullError) or (
