@@ -59,6 +59,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("mqtt", "bench_mqtt.py", "MQTT", 180, 120),
     Bench("ingest", "bench_ingest.py", "Ingest", 270, 90),
     Bench("live", "bench_live.py", "Ingest", 720, 150),
+    Bench("capacity", "bench_capacity.py", "Ingest", 900, 150),
     Bench("vlm", "bench_vlm.py", "VLM", 150, 120),
     Bench("store", "bench_store.py", "Store/API", 240, 120),
     Bench("e2e", "bench_e2e.py", "End to end", 180, 150),

@@ -1,0 +1,221 @@
+"""Live capacity through `liveobject run`: how many 720p cameras keep real time with the whole
+product deployed, not only its ingest actors (bench_live's ramp runs those alone).
+
+Each step starts `liveobject run` as bench_e2e does (the command users run, as a subprocess):
+N live 720p 25 fps cameras served by benchmarks/streams.py (two motion windows per 10 s loop),
+the tiny VLM, the store, the publisher (QoS 1 to a mosquitto of this benchmark) and the API,
+with the default `ray.cameras_per_actor`. The run declares `ray.num_cpus` 4 + N (bench_e2e's
+config), so every camera is placed: the question is whether the 2 cores keep up, not what
+the reservations allow. After the cameras settle, a trial window is judged with bench_live's
+keeps-up criterion, for every camera: events began in it, the decode lag (an event's
+`timestamp`, the wall clock at which its first motion frame was decoded, minus when the stream
+sent that window's first frame) stays under MAX_LAG_S, its median grows by less than
+MAX_GROWTH_S from the window's first half to its second, and `liveobject status` reports at
+least 80 % of detect_fps at the window's end. The run then gets SIGINT and drains; the events
+are read from its DuckDB file. Steps 32, 48, 64 (quick: 2); the first that fails ends the ramp.
+
+    .venv/bin/python benchmarks/bench_capacity.py [--quick] [--trial-s 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` when run as a script
+
+from benchmarks.bench_e2e import SETTLE_S, start_run, write_config
+from benchmarks.bench_live import DETECT_FPS, MAX_GROWTH_S, MAX_LAG_S, WINDOWS, make_clip
+from benchmarks.harness import (
+    Broker,
+    Row,
+    Target,
+    exit_on_sigterm,
+    free_port,
+    quick_requested,
+    write_results,
+)
+from benchmarks.procs import ProcessWatch, wait_for
+from benchmarks.streams import StreamServer, window_start_sent
+
+STEPS = (32, 48, 64)  # quick: 2
+TARGET = Target("ours", ">=", 48)  # issue 18: ≥ 48 live 720p25 cameras through `liveobject run`
+NAME = "bench-capacity"  # the run's Ray namespace and MQTT topic prefix
+
+
+def camera_fps(config: Path) -> dict[str, float]:
+    """Each camera's fps as `liveobject status --json` reports it (the command users run)."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", "status", "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"liveobject status failed: {done.stderr[-500:]}")
+    cameras = json.loads(done.stdout)["cameras"]
+    return {cam: float(state.get("fps") or 0.0) for cam, state in cameras.items()}
+
+
+def judge(
+    rows: list[tuple[str, float]],
+    starts: dict[str, tuple[float, float]],
+    window: tuple[float, float],
+    fps: dict[str, float],
+) -> tuple[bool, dict[str, Any]]:
+    """Per camera: events that began in the window, their lags, growth, fps; all kept up?"""
+    per_camera: dict[str, Any] = {}
+    middle = (window[0] + window[1]) / 2
+    for path, (t0, duration) in starts.items():
+        cam = path.rsplit("/", 1)[-1]
+        points = []
+        for camera, stamp in rows:
+            if camera == cam and window[0] <= stamp <= window[1]:
+                sent = window_start_sent(stamp, t0, duration, WINDOWS)
+                if sent is not None:
+                    points.append((stamp, stamp - sent))
+        first = [lag for when, lag in points if when < middle]
+        second = [lag for when, lag in points if when >= middle]
+        growth = statistics.median(second) - statistics.median(first) if first and second else None
+        per_camera[cam] = {
+            "events": len(points),
+            "lag_max_s": round(max((lag for _w, lag in points), default=float("nan")), 3),
+            "growth_s": None if growth is None else round(growth, 3),
+            "fps": fps.get(cam, 0.0),
+        }
+    ok = bool(per_camera) and all(
+        c["events"] > 0
+        and c["lag_max_s"] < MAX_LAG_S
+        and (c["growth_s"] is None or c["growth_s"] < MAX_GROWTH_S)
+        and c["fps"] >= 0.8 * DETECT_FPS
+        for c in per_camera.values()
+    )
+    return ok, per_camera
+
+
+def trial(cameras: int, clip: Path, tmp: Path, args: Any) -> dict[str, Any]:
+    """One `liveobject run` with `cameras` live cameras: judged over a trial window."""
+    import duckdb
+
+    tmp.mkdir()
+    server = StreamServer(clip, tmp / "streams.jsonl", free_port())
+    broker = Broker(tmp)
+    config = write_config(tmp, server, cameras, broker.port, free_port(), name=NAME)
+    log = (tmp / "run.log").open("w")
+    proc = start_run(config, log)
+    watch = ProcessWatch(proc.pid)
+    try:
+        if not wait_for(lambda: len(server.starts()) >= cameras, 300):
+            raise TimeoutError(f"cameras did not connect: {(tmp / 'run.log').read_text()[-1500:]}")
+        settled = max(t0 for t0, _d in server.starts().values()) + SETTLE_S + args.warmup_s
+        time.sleep(max(0.0, settled - time.time()))
+        window = (time.time(), time.time() + args.trial_s)
+        cpu0 = sum(watch.cpu_by_pid().values())
+        time.sleep(args.trial_s)
+        cores = (sum(watch.cpu_by_pid().values()) - cpu0) / args.trial_s
+        fps = camera_fps(config)
+        proc.send_signal(signal.SIGINT)  # the run drains: every event cut is stored
+        exit_code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        watch.stop()
+        broker.stop()
+        server.stop()
+        log.close()
+    with duckdb.connect(str(tmp / "data" / "events.duckdb"), read_only=True) as con:
+        rows = con.execute('SELECT camera_id, epoch_us("timestamp") / 1e6 FROM events').fetchall()
+    ok, per_camera = judge(rows, server.starts(), window, fps)
+    worst = max(per_camera.values(), key=lambda c: c["lag_max_s"])
+    result = {
+        "cameras": cameras,
+        "keeps_up": ok,
+        "worst_lag_s": worst["lag_max_s"],
+        "worst_growth_s": max((c["growth_s"] or 0.0) for c in per_camera.values()),
+        "min_fps": min(c["fps"] for c in per_camera.values()),
+        "events": sum(c["events"] for c in per_camera.values()),
+        "stored": len(rows),
+        "cores": round(cores, 2),
+        "stages": watch.by_stage(),
+        "exit_code": exit_code,
+        "cameras_detail": per_camera,
+    }
+    print(
+        f"{cameras} cameras through liveobject run: keeps up {ok}; worst lag "
+        f"{result['worst_lag_s']} s, growth {result['worst_growth_s']} s, min fps "
+        f"{result['min_fps']}, {result['events']} events in the window, {result['cores']} cores",
+        flush=True,
+    )
+    return result
+
+
+def rows_for(trials: list[dict[str, Any]], args: Any) -> list[Row]:
+    """The capacity row: the largest count that kept up, against issue 18's 48."""
+    passed = [t["cameras"] for t in trials if t["keeps_up"]]
+    failed = [t for t in trials if not t["keeps_up"]]
+    best = max(passed, default=0)
+    if failed:
+        last = failed[0]
+        how = (
+            f"first that did not: {last['cameras']} (worst lag {last['worst_lag_s']} s, growth "
+            f"{last['worst_growth_s']} s, min fps {last['min_fps']})"
+        )
+    else:
+        how = f"none of the {len(trials)} steps fell behind"
+    return [
+        Row(
+            "Ingest",
+            "live 720p cameras kept in real time through `liveobject run` (tiny VLM, store, "
+            f"publisher and API deployed), detect_fps {DETECT_FPS:g}",
+            "cameras",
+            best,
+            target=TARGET,
+            detail={"steps": [t["cameras"] for t in trials]},
+            note=f"largest count that kept up: {best}; {how}; keeps up = lag < {MAX_LAG_S} s, "
+            f"growth < {MAX_GROWTH_S} s over a {args.trial_s:g} s window, ≥ 80% of detect_fps "
+            "(`liveobject status`); `ray.num_cpus` 4 + cameras so that all are placed",
+        )
+    ]
+
+
+def main() -> None:
+    """Ramp the cameras through `liveobject run`, write results/capacity.json."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--trial-s", type=float, default=20.0)
+    parser.add_argument("--warmup-s", type=float, default=5.0)
+    args = parser.parse_args()
+    exit_on_sigterm()
+    quick = quick_requested(args.quick)
+    steps = (2,) if quick else STEPS
+    if quick:
+        args.trial_s, args.warmup_s = 10.0, 0.0
+    started = time.time()
+    trials: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        clip = make_clip(tmp, (1280, 720))
+        for cameras in steps:
+            trials.append(trial(cameras, clip, tmp / f"n{cameras}", args))
+            if not trials[-1]["keeps_up"]:
+                break
+    write_results(
+        "capacity", rows_for(trials, args), quick=quick, started=started, raw={"trials": trials}
+    )
+
+
+if __name__ == "__main__":
+    main()
