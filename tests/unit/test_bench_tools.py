@@ -77,3 +77,21 @@ def test_result_commands_hold_no_absolute_paths() -> None:
     for result in (REPO / "benchmarks" / "results").glob("*.json"):
         command = json.loads(result.read_text()).get("command", "")
         assert not any(word.startswith("/") for word in command.split()), (result.name, command)
+
+
+def test_capacity_judges_every_camera_on_lag_growth_fps_and_events() -> None:
+    from benchmarks.bench_capacity import judge
+
+    starts = {"/cam/cam0": (100.0, 10.0), "/cam/cam1": (100.0, 10.0), "/cam/cam2": (100.0, 10.0)}
+    window = (120.0, 140.0)  # loops 2 and 3: windows sent at 121, 126, 131, 136
+    steady = [(f"cam{c}", sent + 0.4) for c in (0, 1) for sent in (121.0, 126.0, 131.0, 136.0)]
+    fps = {"cam0": 5.0, "cam1": 4.9, "cam2": 5.0}
+    ok, cams = judge(steady, starts, window, fps)
+    assert not ok and cams["cam2"]["events"] == 0  # a camera without events did not keep up
+    ok, cams = judge([*steady, ("cam2", 121.3), ("cam2", 136.3)], starts, window, fps)
+    assert ok and cams["cam0"]["lag_max_s"] == pytest.approx(0.4) and cams["cam0"]["growth_s"] == 0
+    late = [*steady, ("cam2", 121.3), ("cam2", 138.6)]  # 2.6 s behind at the end
+    assert not judge(late, starts, window, fps)[0]
+    assert not judge([*steady, ("cam2", 121.3)], starts, window, {**fps, "cam1": 3.9})[0]
+    outside = [*steady, ("cam2", 119.0), ("cam2", 141.0)]  # events outside the window not counted
+    assert judge(outside, starts, window, fps)[1]["cam2"]["events"] == 0
