@@ -114,7 +114,9 @@ def trial(cameras: int, clip: Path, tmp: Path, args: Any) -> dict[str, Any]:
     tmp.mkdir()
     server = StreamServer(clip, tmp / "streams.jsonl", free_port())
     broker = Broker(tmp)
-    config = write_config(tmp, server, cameras, broker.port, free_port(), name=NAME)
+    config = write_config(
+        tmp, server, cameras, broker.port, free_port(), name=NAME, cameras_per_actor=args.per_actor
+    )
     log = (tmp / "run.log").open("w")
     proc = start_run(config, log)
     watch = ProcessWatch(proc.pid)
@@ -202,10 +204,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--trial-s", type=float, default=20.0)
     parser.add_argument("--warmup-s", type=float, default=5.0)
+    parser.add_argument("--per-actor", type=int, help="ray.cameras_per_actor (else the default)")
+    parser.add_argument("--steps", type=int, nargs="*", help="camera counts (else 16 … 64)")
     args = parser.parse_args()
     exit_on_sigterm()
     quick = quick_requested(args.quick)
-    steps = (2,) if quick else STEPS
+    steps = args.steps or ((2,) if quick else STEPS)
     if quick:
         args.trial_s, args.warmup_s = 10.0, 0.0
     started = time.time()

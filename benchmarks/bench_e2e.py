@@ -97,9 +97,10 @@ def write_config(
     *,
     name: str = "bench-e2e",
     max_new_tokens: int = 32,
+    cameras_per_actor: int | None = None,
 ) -> Path:
     """A `liveobject run` config: live cameras, tiny VLM, MQTT QoS 1, API on a free port;
-    `name` is its Ray namespace and topic prefix."""
+    `name` is its Ray namespace and topic prefix; `cameras_per_actor` None: the default."""
     from pipelines.vlm.tiny import build_tiny_vlm
 
     model = build_tiny_vlm(tmp / "tiny-vlm")
@@ -107,9 +108,10 @@ def write_config(
         f"  - {{id: cam{i}, name: Camera {i}, source: {server.url(f'cam{i}')}, detect_fps: 5}}"
         for i in range(cameras)
     )
+    group = "" if cameras_per_actor is None else f", cameras_per_actor: {cameras_per_actor}"
     config = tmp / "liveobject.yaml"
     config.write_text(
-        f"""ray: {{namespace: {name}, num_cpus: {4 + cameras}}}
+        f"""ray: {{namespace: {name}, num_cpus: {4 + cameras}{group}}}
 cameras:
 {cams}
 vlm: {{model: {model}, max_new_tokens: {max_new_tokens}, max_batch_size: 8}}
