@@ -34,8 +34,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` when run as a script
 
-from benchmarks.bench_e2e import SETTLE_S, start_run, write_config
-from benchmarks.bench_live import DETECT_FPS, MAX_GROWTH_S, MAX_LAG_S, WINDOWS, make_clip
+from benchmarks.bench_e2e import SETTLE_S, kill_run, start_run, write_config
+from benchmarks.bench_live import (
+    DETECT_FPS,
+    MAX_GROWTH_S,
+    MAX_LAG_S,
+    WINDOWS,
+    kept_up,
+    make_clip,
+)
 from benchmarks.harness import (
     Broker,
     Row,
@@ -97,14 +104,7 @@ def judge(
             "growth_s": None if growth is None else round(growth, 3),
             "fps": round(fps.get(cam, 0.0), 2),
         }
-    ok = bool(per_camera) and all(
-        c["events"] > 0
-        and c["lag_max_s"] < MAX_LAG_S
-        and (c["growth_s"] is None or c["growth_s"] < MAX_GROWTH_S)
-        and c["fps"] >= 0.8 * DETECT_FPS
-        for c in per_camera.values()
-    )
-    return ok, per_camera
+    return bool(per_camera) and all(kept_up(c) for c in per_camera.values()), per_camera
 
 
 def trial(cameras: int, clip: Path, tmp: Path, args: Any) -> dict[str, Any]:
@@ -135,9 +135,7 @@ def trial(cameras: int, clip: Path, tmp: Path, args: Any) -> dict[str, Any]:
         proc.send_signal(signal.SIGINT)  # the run drains: every event cut is stored
         exit_code = proc.wait(timeout=300)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_run(proc)
         watch.stop()
         broker.stop()
         server.stop()

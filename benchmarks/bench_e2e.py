@@ -137,6 +137,13 @@ def start_run(config: Path, log: Any) -> subprocess.Popen[bytes]:
     )
 
 
+def kill_run(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a run that is still going (its whole process group), after a failure or timeout."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def profile_slowest(watch: ProcessWatch, seconds: float, tmp: Path) -> dict[str, Any]:
     """py-spy the busiest process of the stage that used the most CPU over the last 5 s."""
     before = watch.cpu_by_pid()
@@ -219,9 +226,7 @@ def run(args: Any, tmp: Path) -> dict[str, Any]:
         result["exit_code"] = proc.wait(timeout=180)
         time.sleep(1.0)  # the last QoS 1 deliveries
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_run(proc)
         watch.stop()
         receiver.stop()
         broker.stop()

@@ -140,14 +140,17 @@ def judge(window: tuple[float, float], cams: dict[str, Any], server: StreamServe
             "growth_s": None if growth is None else round(growth, 3),
             "fps": status.get("fps", 0.0),
         }
-    ok = all(
-        c["events"] > 0
-        and c["lag_max_s"] < MAX_LAG_S
-        and (c["growth_s"] is None or c["growth_s"] < MAX_GROWTH_S)
-        and c["fps"] >= 0.8 * DETECT_FPS
-        for c in per_camera.values()
+    return all(kept_up(c) for c in per_camera.values()), per_camera
+
+
+def kept_up(camera: dict[str, Any]) -> bool:
+    """The keeps-up criterion of one camera's trial (see the module docstring)."""
+    return bool(
+        camera["events"] > 0
+        and camera["lag_max_s"] < MAX_LAG_S
+        and (camera["growth_s"] is None or camera["growth_s"] < MAX_GROWTH_S)
+        and camera["fps"] >= 0.8 * DETECT_FPS
     )
-    return ok, per_camera
 
 
 def cpu_seconds_of(pids: list[int]) -> float:
