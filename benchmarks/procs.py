@@ -54,6 +54,7 @@ class ProcessWatch:
         self.root = psutil.Process(root_pid)
         self.interval_s = interval_s
         self.procs: dict[int, ProcInfo] = {}
+        self._handles: dict[int, psutil.Process] = {}  # is_running() guards against pid reuse
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="proc-watch", daemon=True)
@@ -80,6 +81,7 @@ class ProcessWatch:
                 continue
             stage = "driver" if proc.pid == self.root.pid else stage_of(title)
             with self._lock:
+                self._handles.setdefault(proc.pid, proc)
                 info = self.procs.setdefault(proc.pid, ProcInfo(proc.pid, stage, title))
                 if stage != "ray" or info.stage in ("ray", "other"):
                     info.stage, info.title = stage, title  # an idle worker became an actor
@@ -96,6 +98,21 @@ class ProcessWatch:
         """Stop sampling."""
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def kill_left(self) -> list[str]:
+        """Kill every process seen under the root that still runs (by pid, the same process);
+        the titles of those killed."""
+        with self._lock:
+            handles = list(self._handles.values())
+        killed = []
+        for proc in handles:
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    proc.kill()
+                    killed.append(self.procs[proc.pid].title)
+            except psutil.Error:
+                continue
+        return killed
 
     def by_stage(self) -> dict[str, dict[str, Any]]:
         """Per stage: processes, peak RSS of its largest process, summed CPU seconds."""

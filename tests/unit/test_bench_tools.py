@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -82,16 +83,59 @@ def test_result_commands_hold_no_absolute_paths() -> None:
 def test_capacity_judges_every_camera_on_lag_growth_fps_and_events() -> None:
     from benchmarks.bench_capacity import judge
 
-    starts = {"/cam/cam0": (100.0, 10.0), "/cam/cam1": (100.0, 10.0), "/cam/cam2": (100.0, 10.0)}
-    window = (120.0, 140.0)  # loops 2 and 3: windows sent at 121, 126, 131, 136
-    steady = [(f"cam{c}", sent + 0.4) for c in (0, 1) for sent in (121.0, 126.0, 131.0, 136.0)]
+    # each stream its own start: cam1's windows are sent 3 s after cam0's
+    starts = {"/cam/cam0": (100.0, 10.0), "/cam/cam1": (103.0, 10.0), "/cam/cam2": (100.0, 10.0)}
+    window = (120.0, 140.0)
+    sent = {"cam0": (121.0, 126.0, 131.0, 136.0), "cam1": (124.0, 129.0, 134.0, 139.0)}
+    steady = [(cam, at + 0.4) for cam, times in sent.items() for at in times]
     fps = {"cam0": 5.0, "cam1": 4.9, "cam2": 5.0}
     ok, cams = judge(steady, starts, window, fps)
     assert not ok and cams["cam2"]["events"] == 0  # a camera without events did not keep up
-    ok, cams = judge([*steady, ("cam2", 121.3), ("cam2", 136.3)], starts, window, fps)
-    assert ok and cams["cam0"]["lag_max_s"] == pytest.approx(0.4) and cams["cam0"]["growth_s"] == 0
-    late = [*steady, ("cam2", 121.3), ("cam2", 138.6)]  # 2.6 s behind at the end
-    assert not judge(late, starts, window, fps)[0]
-    assert not judge([*steady, ("cam2", 121.3)], starts, window, {**fps, "cam1": 3.9})[0]
+    on_time = [("cam2", 121.3), ("cam2", 136.3)]
+    ok, cams = judge([*steady, *on_time], starts, window, fps)
+    assert ok and cams["cam1"]["lag_max_s"] == pytest.approx(0.4) and cams["cam1"]["events"] == 4
+    behind = [("cam2", 123.7), ("cam2", 128.7), ("cam2", 133.7), ("cam2", 138.7)]  # 2.7 s late
+    ok, cams = judge([*steady, *behind], starts, window, fps)  # steadily: no growth
+    assert not ok and cams["cam2"]["growth_s"] == pytest.approx(0.0)
+    falling = [("cam2", 121.2), ("cam2", 126.2), ("cam2", 131.9), ("cam2", 136.9)]
+    ok, cams = judge([*steady, *falling], starts, window, fps)  # under 2.5 s, growing by 0.7 s
+    assert not ok and cams["cam2"]["lag_max_s"] < 2.5
+    assert not judge([*steady, *on_time], starts, window, {**fps, "cam1": 3.9})[0]
+    assert not judge([*steady, *on_time], starts, window, {"cam0": 5.0, "cam2": 5.0})[0]
     outside = [*steady, ("cam2", 119.0), ("cam2", 141.0)]  # events outside the window not counted
     assert judge(outside, starts, window, fps)[1]["cam2"]["events"] == 0
+
+
+def test_capacity_rates_count_only_cameras_read_twice() -> None:
+    from benchmarks.bench_capacity import rates
+
+    got = rates((10.0, {"a": 100, "b": 7}), (30.0, {"a": 200, "c": 999}))
+    assert got == {"a": 5.0}  # b did not answer the second time, c the first: no rate (0 fps)
+
+
+def test_a_watch_kills_the_processes_a_root_left_behind() -> None:
+    import subprocess
+
+    import psutil
+
+    from benchmarks.procs import ProcessWatch
+
+    root = subprocess.Popen(["bash", "-c", "sleep 60 & wait"])
+    try:
+        watch = ProcessWatch(root.pid, interval_s=0.05)
+        wait_until = time.monotonic() + 10
+        while len(watch.procs) < 2 and time.monotonic() < wait_until:
+            time.sleep(0.05)
+        assert len(watch.procs) == 2  # bash and its sleep
+        root.kill()
+        root.wait()
+        watch.stop()
+        assert [title.split()[0] for title in watch.kill_left()] == ["sleep"]
+        (sleeper,) = (psutil.Process(pid) for pid in watch.procs if pid != root.pid)
+        while sleeper.is_running() and sleeper.status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.05)  # (SIGKILL lands at once; pytest's timeout bounds this)
+        assert watch.kill_left() == []  # gone now
+    finally:
+        if root.poll() is None:
+            root.kill()
+            root.wait()
