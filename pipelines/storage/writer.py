@@ -276,8 +276,9 @@ class GroupCommitWriter:
         """Answer every caller of a batch with its commit's outcome; the batch leaves the queue."""
         events = sum(len(item.items) for item in batch)
         try:
-            exc: BaseException | None = StoreBusyError("the event store closed")
-            if not commit.cancelled():  # (only when the event loop itself shuts down)
+            if commit.cancelled():  # only when the event loop itself shuts down
+                exc: BaseException | None = StoreBusyError("the event store closed")
+            else:
                 exc = commit.exception()
             if exc is not None:  # every caller of the batch gets the error: none is lost
                 logger.error("saving a batch of %d events failed: %s", events, exc)
