@@ -14,7 +14,7 @@ from tests.support.mosquitto import Mosquitto
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Longest modules first (their `heavy` seconds). Under `make test`'s xdist (`--dist
     loadfile`), xdist then orders modules by their number of tests, keeping this order among
-    equals; measured on this machine, the two workers still end within ~25 s of each other, and
+    equals; measured with two workers, they still ended within ~25 s of each other, and
     forcing this order (`--no-loadscope-reorder`) was not faster (707 s against 623-634 s)."""
 
     def seconds(item: pytest.Item) -> float:

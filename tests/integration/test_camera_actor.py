@@ -48,7 +48,9 @@ def make_config(storage: Path, cameras: list[dict[str, Any]], model: str) -> Con
             "vlm": {**VLM, "model": model},
             "storage": {"path": str(storage)},
             "mqtt": {"enabled": False},
-            "correlation": {"window_s": 2},
+            # wider than the default: two camera actors started together may begin decoding
+            # a few seconds apart on a busy machine (seen: 2.3 s under four pytest workers)
+            "correlation": {"window_s": 5},
         }
     )
 
@@ -301,8 +303,8 @@ def test_overlapping_motion_shares_a_correlation_group(
     wait_for(lambda: camera_status(actors["corr_c"])["done"], 60, "corr_c to finish")
     a, b, c = (cams.events(cid) for cid in ("corr_a", "corr_b", "corr_c"))
     assert len(a) == len(b) == len(c) == 1, (a, b, c)
-    # sanity: a and b start together, c starts after the window (2 s)
-    assert abs((a[0].timestamp - b[0].timestamp).total_seconds()) < 2
+    # sanity: a and b start together (within the window), c starts after the window
+    assert abs((a[0].timestamp - b[0].timestamp).total_seconds()) < config.correlation.window_s
     assert (c[0].timestamp - a[0].timestamp).total_seconds() > config.correlation.window_s
     assert c[0].media_offset_s is not None and c[0].media_offset_s > 8  # motion at 9-11 s
     assert a[0].correlation_group_id is not None
