@@ -2,8 +2,9 @@
 worker is removed mid-run. Prints one JSON line: where every camera and VLM replica ran before
 and after, which node went, and the events seen, stored, published and the MQTT messages.
 
-Usage: python node_loss_probe.py WORKDIR BROKER_PORT TINY_MODEL_PATH API_PORT (the test picks
-the port: see tests/support/network.py).
+Usage: python node_loss_probe.py WORKDIR BROKER_PORT VLM_BASE_URL API_PORT (the test picks
+the port, see tests/support/network.py, and serves the VLM: an OpenAI-compatible fake, as
+nothing here is about the model).
 
 Nodes: a head without GPU that declares `liveobject_store` (it holds storage.path, so the
 event-store is pinned there), and two workers with `num_gpus=1` and `liveobject_gpu`. Not
@@ -74,7 +75,7 @@ def where(snap: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(workdir: Path, broker_port: int, model: Path, api_port: int) -> None:
+def main(workdir: Path, broker_port: int, vlm_url: str, api_port: int) -> None:
     clips = {
         cam: generate_sample_video(
             workdir / f"{cam}.mp4", seconds=13, motion_windows=WINDOWS, seed=i
@@ -96,8 +97,8 @@ ray: {{address: "{cluster.address}", namespace: nodeloss, placement_timeout_s: 3
       cameras_per_actor: 1}}
 cameras:
 {cameras}
-vlm: {{model: {model}, num_gpus: 0.5, num_cpus: 0.25, num_replicas: 2, max_new_tokens: 96,
-       batch_wait_timeout_s: 1.0, image_size: 96, dedupe: {{enabled: false}}}}
+vlm: {{backend: openai, model: slow, base_url: "{vlm_url}", num_gpus: 0.5, num_cpus: 0.25,
+       num_replicas: 2, batch_wait_timeout_s: 1.0, image_size: 96, dedupe: {{enabled: false}}}}
 storage: {{path: {workdir / "store"}, node_resource: liveobject_store}}
 mqtt: {{host: 127.0.0.1, port: {broker_port}, topic_prefix: nodeloss}}
 api: {{host: 127.0.0.1, port: {api_port}}}
@@ -170,4 +171,4 @@ api: {{host: 127.0.0.1, port: {api_port}}}
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
+    main(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))

@@ -1,19 +1,23 @@
 """Node loss on a real 3-node `ray.cluster_utils.Cluster` (run by node_loss_probe.py in its
 own process): a GPU worker removed mid-run takes a camera actor and a VLM replica with it; they
 come back on the remaining nodes, the store (pinned to the head by `liveobject_store`) keeps its
-data, and the events seen, stored and published are the same count (each published once)."""
+data, and the events seen, stored and published are the same count (each published once).
+The VLM is an OpenAI-compatible fake (the replicas and their placement are what is tested, not
+the model: tests/support/cli.py's `openai_vlm` says which runs load the tiny model)."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.mosquitto import Mosquitto
 from tests.support.network import free_port
+from tests.support.openai_server import FakeOpenAI, paced, serve_fake
 from tests.support.ray_head import run_watched
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy(55)]
@@ -22,12 +26,19 @@ PROBE = Path(__file__).with_name("node_loss_probe.py")
 EVENTS = 3 * 4  # three cameras, four motion windows each
 
 
+@pytest.fixture
+def vlm() -> Iterator[FakeOpenAI]:
+    # each answer after 1 s (model `slow`), about the tiny model's pace: the clips are decoded
+    # faster than real time, so events are still being described when the node goes
+    yield from serve_fake(paced(delay_s=1.0))
+
+
 def test_removing_a_worker_mid_run_loses_no_event(
-    tmp_path: Path, mosquitto: Mosquitto, tiny_model: Path
+    tmp_path: Path, mosquitto: Mosquitto, vlm: FakeOpenAI
 ) -> None:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
-    args = [str(tmp_path), str(mosquitto.port), str(tiny_model), str(free_port())]
+    args = [str(tmp_path), str(mosquitto.port), vlm.base_url, str(free_port())]
     done, left = run_watched(
         [sys.executable, str(PROBE), *args],
         env=env,

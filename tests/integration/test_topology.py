@@ -1,4 +1,5 @@
-"""Ray topology on a real 3-node `ray.cluster_utils.Cluster`: GPU-only VLM, spread cameras."""
+"""Ray topology on a real 3-node `ray.cluster_utils.Cluster`: GPU-only VLM, spread cameras. The VLM
+is an OpenAI-compatible fake (where its replica lands is tested, not the model)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,28 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.openai_server import PACED_ANSWER, FakeOpenAI, Reply, serve_fake
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy(30)]
 
 PROBE = Path(__file__).with_name("topology_probe.py")
 
 
-def test_vlm_lands_on_the_gpu_node_and_cameras_spread(tmp_path: Path, tiny_model: Path) -> None:
+@pytest.fixture
+def vlm() -> Iterator[FakeOpenAI]:
+    yield from serve_fake(Reply(PACED_ANSWER))
+
+
+def test_vlm_lands_on_the_gpu_node_and_cameras_spread(tmp_path: Path, vlm: FakeOpenAI) -> None:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(
-        [sys.executable, str(PROBE), str(tmp_path), str(tiny_model)],
+        [sys.executable, str(PROBE), str(tmp_path), vlm.base_url],
         capture_output=True,
         text=True,
         timeout=300,

@@ -2,7 +2,8 @@
 
 Prints one JSON line: the node of every camera's ingest actor and VLM replica, and which
 node has the GPU.
-Usage: python topology_probe.py WORKDIR TINY_MODEL_PATH. Not collected by pytest (no test_
+Usage: python topology_probe.py WORKDIR VLM_BASE_URL (an OpenAI-compatible server the test runs:
+where the replica lands is the question, not the model). Not collected by pytest (no test_
 prefix); tests/integration/test_topology.py runs it.
 """
 
@@ -26,7 +27,7 @@ from pipelines.samples import generate_sample_video
 from serve_apps.vlm import build_vlm_app
 
 
-def main(workdir: Path, model: Path) -> None:
+def main(workdir: Path, vlm_url: str) -> None:
     clip = generate_sample_video(workdir / "a.mp4", seconds=3, motion_windows=[(1.0, 2.0)])
     config = parse_config_text(
         f"""
@@ -34,7 +35,8 @@ ray: {{namespace: topology}}
 cameras:
   - {{id: cam_a, source: {clip}}}
   - {{id: cam_b, source: {clip}}}
-vlm: {{model: {model}, num_gpus: 1, num_cpus: 0.5, max_new_tokens: 4, image_size: 64}}
+vlm: {{backend: openai, model: fast, base_url: "{vlm_url}", num_gpus: 1, num_cpus: 0.5,
+      image_size: 64}}
 storage: {{path: {workdir / "store"}}}
 mqtt: {{enabled: false}}
 """,
@@ -84,4 +86,4 @@ mqtt: {{enabled: false}}
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), sys.argv[2])
