@@ -48,8 +48,8 @@ def make_config(storage: Path, cameras: list[dict[str, Any]], model: str) -> Con
             "vlm": {**VLM, "model": model},
             "storage": {"path": str(storage)},
             "mqtt": {"enabled": False},
-            # wider than the default: two camera actors started together may begin decoding
-            # a few seconds apart on a busy machine (seen: 2.3 s under four pytest workers)
+            # 5 s, not 2: two camera actors started together may begin decoding a few
+            # seconds apart on a busy machine (seen: 2.3 s under four pytest workers)
             "correlation": {"window_s": 5},
         }
     )

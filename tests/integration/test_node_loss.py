@@ -28,8 +28,9 @@ EVENTS = 3 * 4  # three cameras, four motion windows each
 
 @pytest.fixture
 def vlm() -> Iterator[FakeOpenAI]:
-    # each answer after 1 s (model `slow`), about the tiny model's pace: the clips are decoded
-    # faster than real time, so events are still being described when the node goes
+    # each answer after 1 s (model `slow`; a batch's requests go out together, so a batch
+    # takes about 1 s, like the tiny model's 1 s batch wait): the clips are decoded faster
+    # than real time, and events are still being described when the node goes
     yield from serve_fake(paced(delay_s=1.0))
 
 
@@ -67,3 +68,4 @@ def test_removing_a_worker_mid_run_loses_no_event(
     # one MQTT message per event: a duplicate delivery (a replay after the loss) fails here
     assert result["messages_received"] == EVENTS, result
     assert result["published_in_store"] == EVENTS
+    assert len(vlm.requests) >= EVENTS  # the replicas really asked the VLM (no dedupe here)

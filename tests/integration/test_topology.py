@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.openai_server import PACED_ANSWER, FakeOpenAI, Reply, serve_fake
 
-pytestmark = [pytest.mark.integration, pytest.mark.heavy(30)]
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(20)]
 
 PROBE = Path(__file__).with_name("topology_probe.py")
 
