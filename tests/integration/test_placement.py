@@ -1,11 +1,15 @@
 """Every camera placed, or told why not: a 2-CPU local cluster with the default requests runs
 sixteen file cameras (two ingest actors of eight), a seventeenth that asks for more than is
 free is `unplaceable` — with what it needs and what is free — at start, in the live output,
-`/api/v1/cameras` and on MQTT; a VLM that needs a GPU on a cluster without one fails at once."""
+`/api/v1/cameras` and on MQTT; a VLM that needs a GPU on a cluster without one fails at once.
+
+The VLM is an OpenAI-compatible fake with the default `vlm.num_cpus` (1, whatever the backend):
+what is placed is tested, not the model."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ from tests.support.cli import CLI, Run, cameras_of, cli_env, events_of
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import retained
 from tests.support.network import free_port
+from tests.support.openai_server import PACED_ANSWER, FakeOpenAI, Reply, serve_fake
 from tests.support.ray_head import run_watched
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy(50)]
@@ -24,14 +29,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.heavy(50)]
 CAMERAS = 16
 
 
-def _config(folder: Path, model: Path, broker: int, api_port: int, cameras: str) -> Path:
+@pytest.fixture
+def vlm() -> Iterator[FakeOpenAI]:
+    yield from serve_fake(Reply(PACED_ANSWER))
+
+
+def _config(folder: Path, vlm_url: str, broker: int, api_port: int, cameras: str) -> Path:
     path = folder / "liveobject.yaml"
     path.write_text(
         f"""
 ray: {{num_cpus: 2, namespace: placement, placement_timeout_s: 3}}
 cameras:
 {cameras}
-vlm: {{model: {model}, max_new_tokens: 8, image_size: 96}}
+vlm: {{backend: openai, model: fast, base_url: '{vlm_url}', image_size: 96}}
 storage: {{path: {folder / "store"}}}
 mqtt: {{host: 127.0.0.1, port: {broker}, topic_prefix: place}}
 api: {{host: 127.0.0.1, port: {api_port}, base_url: "http://127.0.0.1:{api_port}"}}
@@ -47,7 +57,7 @@ def _api_camera(api_port: int, camera_id: str) -> dict[str, Any] | None:
 
 def test_sixteen_default_cameras_run_and_a_seventeenth_is_unplaceable(
     tmp_path: Path,
-    tiny_model: Path,
+    vlm: FakeOpenAI,
     mosquitto: Mosquitto,
 ) -> None:
     clips = [
@@ -59,7 +69,7 @@ def test_sixteen_default_cameras_run_and_a_seventeenth_is_unplaceable(
     cameras = "\n".join(f"  - {{id: c{i}, source: {clip}}}" for i, clip in enumerate(clips))
     cameras += f"\n  - {{id: huge, source: {clips[0]}, num_cpus: 1.5}}"  # defaults elsewhere
     api_port = free_port()
-    config = _config(tmp_path, tiny_model, mosquitto.port, api_port, cameras)
+    config = _config(tmp_path, vlm.base_url, mosquitto.port, api_port, cameras)
     run = Run(config, "--until-done", "--linger", "300s", "--no-dashboard")
     try:
         run.wait_for(lambda: "events: " in run.output, 420, "the run's summary")
