@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -38,9 +37,10 @@ from benchmarks.bench_live import (
     DETECT_FPS,
     MAX_GROWTH_S,
     MAX_LAG_S,
-    WINDOWS,
     kept_up,
+    lags,
     make_clip,
+    trial_of,
 )
 from benchmarks.harness import (
     Broker,
@@ -52,7 +52,7 @@ from benchmarks.harness import (
     write_results,
 )
 from benchmarks.procs import ProcessWatch, wait_for
-from benchmarks.streams import StreamServer, window_start_sent
+from benchmarks.streams import StreamServer
 from pipelines.config.ray_cluster import RayConfig
 
 STEPS = (16, 24, 32, 48, 64)  # quick: 2
@@ -98,24 +98,10 @@ def judge(
 ) -> tuple[bool, dict[str, Any]]:
     """Per camera: events that began in the window, their lags, growth, fps; all kept up?"""
     per_camera: dict[str, Any] = {}
-    middle = (window[0] + window[1]) / 2
     for path, (t0, duration) in starts.items():
         cam = path.rsplit("/", 1)[-1]
-        points = []
-        for camera, stamp in rows:
-            if camera == cam and window[0] <= stamp <= window[1]:
-                sent = window_start_sent(stamp, t0, duration, WINDOWS)
-                if sent is not None:
-                    points.append((stamp, stamp - sent))
-        first = [lag for when, lag in points if when < middle]
-        second = [lag for when, lag in points if when >= middle]
-        growth = statistics.median(second) - statistics.median(first) if first and second else None
-        per_camera[cam] = {
-            "events": len(points),
-            "lag_max_s": round(max((lag for _w, lag in points), default=float("nan")), 3),
-            "growth_s": None if growth is None else round(growth, 3),
-            "fps": round(fps.get(cam, 0.0), 2),
-        }
+        points = lags((stamp for camera, stamp in rows if camera == cam), window, t0, duration)
+        per_camera[cam] = trial_of(points, window, round(fps.get(cam, 0.0), 2))
     return bool(per_camera) and all(kept_up(c) for c in per_camera.values()), per_camera
 
 

@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,15 +105,35 @@ def camera_config(
     )
 
 
-def lags(events: list[Any], t0: float, duration: float) -> list[tuple[float, float]]:
-    """(event wall time, lag) per event: how long after its window's first frame was sent."""
+def lags(
+    stamps: Iterable[float], window: tuple[float, float], t0: float, duration: float
+) -> list[tuple[float, float]]:
+    """(event wall time, lag), in time order, of the events stamped in the window: how long
+    after its motion window's first frame the stream sent (t0, duration: the stream's loop)."""
     out = []
-    for event in events:
-        stamp = event.timestamp.timestamp()
+    for stamp in stamps:
         sent = window_start_sent(stamp, t0, duration, WINDOWS)
-        if sent is not None:
+        if sent is not None and window[0] <= stamp <= window[1]:
             out.append((stamp, stamp - sent))
-    return out
+    return sorted(out)
+
+
+def trial_of(points: list[tuple[float, float]], window: tuple[float, float], fps: float) -> dict:
+    """One camera's trial from its (time, lag) points: events, worst and median lag, how much
+    the median lag grew from the window's first half to its second, and its fps."""
+    middle = (window[0] + window[1]) / 2
+    first = [lag for when, lag in points if when < middle]
+    second = [lag for when, lag in points if when >= middle]
+    growth = statistics.median(second) - statistics.median(first) if first and second else None
+    return {
+        "events": len(points),
+        "lag_max_s": round(max((lag for _w, lag in points), default=float("nan")), 3),
+        "lag_median_s": round(statistics.median([lag for _w, lag in points]), 3)
+        if points
+        else None,
+        "growth_s": None if growth is None else round(growth, 3),
+        "fps": fps,
+    }
 
 
 def judge(window: tuple[float, float], cams: dict[str, Any], server: StreamServer, store: Any):
@@ -125,21 +146,9 @@ def judge(window: tuple[float, float], cams: dict[str, Any], server: StreamServe
     for cam_id, actor in cams.items():
         events, _cursor = ray.get(store.query.remote(camera_id=cam_id, since=since, limit=500))
         t0, duration = starts.get(f"/cam/{cam_id}", (window[0], 10.0))
-        points = sorted(p for p in lags(events, t0, duration) if p[0] <= window[1])
-        middle = (window[0] + window[1]) / 2
-        first = [lag for when, lag in points if when < middle]
-        second = [lag for when, lag in points if when >= middle]
+        points = lags((e.timestamp.timestamp() for e in events), window, t0, duration)
         status = ray.get(actor.status.remote(), timeout=30)[cam_id]
-        growth = statistics.median(second) - statistics.median(first) if first and second else None
-        per_camera[cam_id] = {
-            "events": len(points),
-            "lag_max_s": round(max((lag for _w, lag in points), default=float("nan")), 3),
-            "lag_median_s": round(statistics.median([lag for _w, lag in points]), 3)
-            if points
-            else None,
-            "growth_s": None if growth is None else round(growth, 3),
-            "fps": status.get("fps", 0.0),
-        }
+        per_camera[cam_id] = trial_of(points, window, status.get("fps", 0.0))
     return all(kept_up(c) for c in per_camera.values()), per_camera
 
 
