@@ -1,9 +1,11 @@
 """End to end: `liveobject run --until-done` and `liveobject demo --until-done`.
 
 One finished run is shared by the tests that only read its results (what reached MQTT, the
-notebook on its Parquet export): a run costs half a minute, its reading a second. Its two
-cameras use two providers: cam_0 the tiny local model (transformers), cam_1 a `vlm.backends`
-chain on an OpenAI-compatible server (a local one speaking the real protocol).
+notebook on its Parquet export, the events of a camera whose every backend is down): a run
+costs half a minute, its reading a second. Its three cameras use three providers: cam_0 the
+tiny local model (transformers), cam_1 a `vlm.backends` chain on an OpenAI-compatible server
+(a local one speaking the real protocol), cam_2 a chain whose backends are all down (see
+`test_all_backends_down_events_arrive_with_fallback_text_within_deadline`).
 """
 
 from __future__ import annotations
@@ -28,12 +30,35 @@ from tests.support.cli import run_cli, write_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import EventSubscriber
 from tests.support.network import free_port
-from tests.support.openai_server import FakeOpenAI, Reply
+from tests.support.openai_server import ChatRequest, FakeOpenAI, Reply
 
-pytestmark = [pytest.mark.integration, pytest.mark.heavy(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(70)]
 CLOUD_ANSWER = (
     '{"description": "A courier leaves a parcel", "objects": ["person"], "confidence": 90}'
 )
+DOWN_DEADLINE_S = 5.0  # cam_2's chain's own deadline
+# the camera measures the VLM wait around one Serve call; allow for scheduling on a busy box
+LATENCY_SLACK_S = 1.5
+DOWN_FALLBACK = "Motion detected on Camera 2"
+
+
+def answer(request: ChatRequest) -> Reply:
+    """`cloud-vlm` answers; of cam_2's chain, `fail-500` answers 500 and `hang` never answers in
+    time (120 s, far past the chain's deadline and its client timeout)."""
+    if request.model == "cloud-vlm":
+        return Reply(CLOUD_ANSWER)
+    return Reply("down", status=500, delay_s=120 if request.model == "hang" else 0)
+
+
+def down_chain(base_url: str) -> str:
+    """cam_2's chain: a 500, then a hung backend, then a port nothing listens on."""
+    return (
+        f'{{backend: openai, model: fail-500, base_url: "{base_url}", timeout_s: 60, '
+        f"deadline_s: {DOWN_DEADLINE_S}, fallback: ["
+        f'{{backend: openai, model: hang, base_url: "{base_url}", timeout_s: 60}}, '
+        f'{{backend: openai, model: gone, base_url: "http://127.0.0.1:{free_port()}/v1"}}]}}'
+    )
+
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "event_analysis.ipynb"
 
@@ -47,6 +72,7 @@ class FinishedRun:
     stderr: str
     returncode: int
     subscriber: EventSubscriber
+    vlm: FakeOpenAI  # the OpenAI-compatible server of cam_1's and cam_2's chains
 
     @property
     def store(self) -> Path:
@@ -60,11 +86,14 @@ def finished_run(
     folder = tmp_path_factory.mktemp("finished-run")
     broker = Mosquitto(folder)
     broker.start()
-    cloud = FakeOpenAI(Reply(CLOUD_ANSWER))
+    cloud = FakeOpenAI(answer)
     try:
         clips = [
             generate_sample_video(folder / "a.mp4", seconds=6, motion_windows=[(1.0, 3.0)], seed=3),
             generate_sample_video(folder / "b.mp4", seconds=6, motion_windows=[(1.5, 4.0)], seed=4),
+            generate_sample_video(
+                folder / "c.mp4", seconds=8, motion_windows=[(0.5, 2.0), (4.5, 6.0)], seed=5
+            ),
         ]
         config = write_config(
             folder,
@@ -78,7 +107,8 @@ def finished_run(
                 "cam_1": (
                     "cloud",
                     f'{{backend: openai, model: cloud-vlm, base_url: "{cloud.base_url}"}}',
-                )
+                ),
+                "cam_2": ("down", down_chain(cloud.base_url)),
             },
         )
         subscriber = EventSubscriber(broker.port, "e2e/camera/+/event")
@@ -88,7 +118,7 @@ def finished_run(
             time.sleep(0.5)
         finally:
             subscriber.stop()
-        yield FinishedRun(folder, proc.stdout, proc.stderr, proc.returncode, subscriber)
+        yield FinishedRun(folder, proc.stdout, proc.stderr, proc.returncode, subscriber, cloud)
     finally:
         cloud.close()
         broker.stop()
@@ -105,11 +135,15 @@ def test_run_until_done_publishes_every_stored_event(finished_run: FinishedRun) 
         stored = {event_id: camera_id for event_id, camera_id in rows}
     assert stored, "no event was stored"
     assert summary[-1] == f"events: {len(stored)} stored, {len(stored)} published"
-    assert {"cam_0", "cam_1"} <= set(stored.values())
+    assert {"cam_0", "cam_1", "cam_2"} <= set(stored.values())
     with duckdb.connect(str(run.store / "events.duckdb"), read_only=True) as db:
         providers = set(db.execute("SELECT camera_id, provider_used FROM events").fetchall())
-    # each camera's events name its own backend (a provider per camera)
-    assert providers == {("cam_0", "transformers:tiny-vlm"), ("cam_1", "openai:cloud-vlm")}
+    # each camera's events name its own backend (a provider per camera; none where all are down)
+    assert providers == {
+        ("cam_0", "transformers:tiny-vlm"),
+        ("cam_1", "openai:cloud-vlm"),
+        ("cam_2", None),
+    }
 
     received = {
         payload["event_id"]: (topic, qos, retain, payload)
@@ -125,6 +159,40 @@ def test_run_until_done_publishes_every_stored_event(finished_run: FinishedRun) 
         assert status == 200, (status, content_type)
         assert content_type.startswith("image/jpeg")
         assert Image.open(io.BytesIO(body)).size[0] > 0
+
+
+def test_all_backends_down_events_arrive_with_fallback_text_within_deadline(
+    finished_run: FinishedRun,
+) -> None:
+    """cam_2's chain is all down (a 500, a hung backend, nothing listening): every one of its
+    events still reaches MQTT with the fallback description, no `provider_used`, and a VLM wait
+    bounded by the chain's deadline (the hung backend's own timeout is far longer)."""
+    run = finished_run
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    with duckdb.connect(str(run.store / "events.duckdb"), read_only=True) as db:
+        rows = db.execute(
+            "SELECT event_id, description, provider_used, vlm_latency_ms FROM events "
+            "WHERE camera_id = 'cam_2'"
+        ).fetchall()
+    assert len(rows) >= 2, f"expected two motion events, stored {rows}"
+    for _event_id, description, provider_used, latency_ms in rows:
+        assert description == DOWN_FALLBACK
+        assert provider_used is None
+        assert latency_ms <= (DOWN_DEADLINE_S + LATENCY_SLACK_S) * 1000, latency_ms
+
+    received = {
+        payload["event_id"]: payload
+        for topic, _q, _r, payload in run.subscriber.messages
+        if topic == "e2e/camera/cam_2/event"
+    }
+    assert set(received) == {row[0] for row in rows}
+    for payload in received.values():
+        jsonschema.validate(payload, event_schema())
+        assert payload["description"] == DOWN_FALLBACK
+        assert "provider_used" not in payload and "ai_confidence" not in payload
+        assert payload["objects_detected"] == [] and payload["confidence"] == 0
+    # the failing primary was passed over for its fallback, which hung until the deadline
+    assert {"fail-500", "hang"} <= set(run.vlm.models_called())
 
 
 def test_notebook_runs_clean_on_a_real_run(

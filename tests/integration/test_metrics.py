@@ -1,12 +1,17 @@
 """Every stage observable: after a short run on the shared Ray cluster, Ray's Prometheus
 endpoint serves each liveobject family with its labels, and every query of the Grafana
-dashboard (cluster/grafana/liveobject.json) names a metric that the endpoint really serves."""
+dashboard (cluster/grafana/liveobject.json) names a metric that the endpoint really serves.
+
+The VLM replica asks an OpenAI-compatible fake (a real HTTP server, paced at 1 s an answer so
+events queue and merge): the replica's metrics are the deployment's, whatever its backend, and
+its replica starts in seconds where the tiny model's takes 12-20 s on 2 cores."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,6 +21,7 @@ from pipelines.config import Config
 from pipelines.naming import VLM_APP
 from pipelines.samples import generate_sample_video
 from tests.support.mosquitto import Mosquitto
+from tests.support.openai_server import FakeOpenAI, paced, serve_fake
 from tests.support.ray_cluster import RaySession, camera_status
 from tests.support.waiting import wait_for
 
@@ -68,9 +74,14 @@ def dashboard_metrics() -> set[str]:
     return {name for expr in exprs for name in re.findall(r"\bray_liveobject_\w+", expr)}
 
 
+@pytest.fixture
+def vlm() -> Iterator[FakeOpenAI]:
+    yield from serve_fake(paced(delay_s=1.0))
+
+
 def test_every_stage_exports_metrics_and_the_dashboard_uses_real_names(
     tmp_path: Path,
-    tiny_model: Path,
+    vlm: FakeOpenAI,
     mosquitto: Mosquitto,
     ray_session: RaySession,
 ) -> None:
@@ -90,7 +101,9 @@ def test_every_stage_exports_metrics_and_the_dashboard_uses_real_names(
             # one queued event at most: the rest of the motion merges (a counted drop)
             "cameras": [{"id": "porch", "source": str(clip), "max_pending_events": 1}],
             "vlm": {
-                "model": str(tiny_model),
+                "backend": "openai",
+                "model": "slow",
+                "base_url": vlm.base_url,
                 "num_cpus": 0.5,
                 "max_new_tokens": 8,
                 "image_size": 96,
