@@ -14,6 +14,10 @@ combined with a camera or a date filter, a second page by cursor), each `limit=5
   store's read cache off (each request a DuckDB query), then the concurrent clients again with
   it on, as deployed (no save meanwhile: a question asked before is answered from the cache),
   and the lists once more while events are saved through the store (each save a new answer);
+- Serve's own floor, in the same cluster: a FastAPI ingress that answers every list with the
+  bytes of one real 50-event answer from memory (no store, no query, no JSON encoding), behind
+  the same proxy, with the same 16 clients and the API deployment's options: the least a
+  request through Serve's proxy costs here, the baseline of the concurrent list row;
 - baseline: the same filter as one raw DuckDB query on the same database (`contains(lower(
   description), ?) OR list_contains(objects_detected, ?)` per term, newest first, LIMIT 51),
   without HTTP or JSON. Ratio = baseline p99 / ours p99 (higher is better).
@@ -377,6 +381,33 @@ def _wait_ok(url: str, timeout_s: float = 120) -> None:
         time.sleep(0.5)
 
 
+def serve_floor(port: int, body: bytes, ongoing: int, rounds: int) -> dict[str, Any]:
+    """16 clients (`time_concurrent`, the list mix) against a FastAPI Serve ingress that
+    answers every request with `body` from memory, with the `api` deployment's options
+    (num_cpus 0.05, `ongoing` max_ongoing_requests), behind the same proxy."""
+    from fastapi import FastAPI, Response
+    from ray import serve
+
+    app = FastAPI()
+
+    @serve.deployment(
+        name="floor", ray_actor_options={"num_cpus": 0.05}, max_ongoing_requests=ongoing
+    )
+    @serve.ingress(app)
+    class Floor:
+        @app.get("/api/v1/events")
+        async def events(self) -> Response:
+            return Response(body, media_type="application/json")
+
+    serve.run(Floor.bind(), name="floor", route_prefix="/floor")
+    try:
+        return time_concurrent(
+            f"http://127.0.0.1:{port}/floor/api/v1/events", lists(), max(2, rounds // 2)
+        )
+    finally:
+        serve.delete("floor")
+
+
 def via_serve(
     path: Path, n: int, mix: list[tuple[str, dict[str, Any]]], rounds: int
 ) -> dict[str, Any]:
@@ -384,12 +415,14 @@ def via_serve(
     first with the store's read cache off (every request a DuckDB query), then the concurrent
     clients again with it on (the default: a question asked again before the next save is
     answered from the cache)."""
+    import httpx
     import ray
     from ray import serve
 
     from cluster.actors.store import get_store
     from pipelines.naming import API_APP, STORE_ACTOR
     from serve_apps.api import build_api_app
+    from serve_apps.api.app import max_ongoing_requests
 
     def list_named(namespace: str) -> list[dict[str, Any]]:
         return [
@@ -424,6 +457,11 @@ def via_serve(
         busy["saved"] = saved[0]
         busy["read_cache"] = ray.get(store.writer_stats.remote(), timeout=60)["read_cache"]
         result["concurrent_list_saving"] = busy
+        answer = httpx.get(url, params={**lists()[0][1], "limit": 50}, timeout=60)
+        assert answer.status_code == 200 and len(answer.json()["events"]) == 50
+        ongoing = max_ongoing_requests(config_for(path, port))
+        result["serve_floor"] = serve_floor(port, answer.content, ongoing, rounds)
+        result["serve_floor"]["body_bytes"] = len(answer.content)
         ray.get(store.close.remote(), timeout=120)
         return result
     finally:
@@ -469,6 +507,19 @@ def rows_for(
             )
         )
         cache = serve["read_cache"]
+        least = serve["serve_floor"]
+        floor: dict[str, Any] = {
+            "baseline": least["p99_ms"],
+            "baseline_what": "Serve's floor: a FastAPI ingress answering the same 16 clients "
+            f"with one real 50-event answer ({least['body_bytes']:,} bytes) from memory, same "
+            "proxy and deployment options",
+            "ratio": ratio(least["p99_ms"], serve["concurrent_list"]["p99_ms"]),
+        }
+        floor_note = (
+            f"; Serve's floor: p50 {least['p50_ms']} ms, {least['requests_per_s']} requests/s, "
+            "CPU ms per request: "
+            + ", ".join(f"{k} {v}" for k, v in least["cpu_ms_per_request"].items())
+        )
         for key, what in (
             ("concurrent_list", "`GET /api/v1/events?camera_id=…|object=…&limit=50` (lists)"),
             ("concurrent_search", "`GET /api/v1/events?q=…&limit=50` (searches)"),
@@ -488,8 +539,14 @@ def rows_for(
                         f"{n:,} events, {how}",
                         "ms",
                         run["p99_ms"],
+                        **(floor if key == "concurrent_list" and cached else {}),
                         target=Target("ours", "<=", 100) if cached else None,
-                        detail={key: run, "read_cache": cache} if cached else {key: run},
+                        detail=(
+                            {key: run, "read_cache": cache}
+                            | ({"serve_floor": least} if key == "concurrent_list" else {})
+                            if cached
+                            else {key: run}
+                        ),
                         note=f"p50 {run['p50_ms']} ms, max {run['max_ms']} ms over "
                         f"{run['requests']} requests, {run['requests_per_s']} requests/s in all"
                         + (
@@ -499,7 +556,8 @@ def rows_for(
                             else ""
                         )
                         + "; CPU ms per request: "
-                        + ", ".join(f"{k} {v}" for k, v in run["cpu_ms_per_request"].items()),
+                        + ", ".join(f"{k} {v}" for k, v in run["cpu_ms_per_request"].items())
+                        + (floor_note if key == "concurrent_list" and cached else ""),
                     )
                 )
         busy = serve["concurrent_list_saving"]
