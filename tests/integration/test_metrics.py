@@ -2,7 +2,7 @@
 endpoint serves each liveobject family with its labels, and every query of the Grafana
 dashboard (cluster/grafana/liveobject.json) names a metric that the endpoint really serves.
 
-The VLM replica asks an OpenAI-compatible fake (a real HTTP server, paced at 1 s an answer so
+The VLM replica asks an OpenAI-compatible fake (a real HTTP server, paced at 3 s an answer so
 events queue and merge): the replica's metrics are the deployment's, whatever its backend, and
 its replica starts in seconds where the tiny model's takes 12-20 s on 2 cores."""
 
@@ -76,7 +76,7 @@ def dashboard_metrics() -> set[str]:
 
 @pytest.fixture
 def vlm() -> Iterator[FakeOpenAI]:
-    yield from serve_fake(paced(delay_s=1.0))
+    yield from serve_fake(paced(delay_s=3.0))
 
 
 def test_every_stage_exports_metrics_and_the_dashboard_uses_real_names(
