@@ -381,18 +381,21 @@ def _wait_ok(url: str, timeout_s: float = 120) -> None:
         time.sleep(0.5)
 
 
-def serve_floor(port: int, body: bytes, ongoing: int, rounds: int) -> dict[str, Any]:
+def cpu_text(run: dict[str, Any]) -> str:
+    """A run's CPU per request by stage, as the notes print it."""
+    return ", ".join(f"{k} {v}" for k, v in run["cpu_ms_per_request"].items())
+
+
+def serve_floor(port: int, body: bytes, options: dict[str, Any], rounds: int) -> dict[str, Any]:
     """16 clients (`time_concurrent`, the list mix) against a FastAPI Serve ingress that
-    answers every request with `body` from memory, with the `api` deployment's options
-    (num_cpus 0.05, `ongoing` max_ongoing_requests), behind the same proxy."""
+    answers every request with `body` from memory, deployed with the `api` deployment's
+    `options`, behind the same proxy."""
     from fastapi import FastAPI, Response
     from ray import serve
 
     app = FastAPI()
 
-    @serve.deployment(
-        name="floor", ray_actor_options={"num_cpus": 0.05}, max_ongoing_requests=ongoing
-    )
+    @serve.deployment(name="floor", **options)
     @serve.ingress(app)
     class Floor:
         @app.get("/api/v1/events")
@@ -422,7 +425,7 @@ def via_serve(
     from cluster.actors.store import get_store
     from pipelines.naming import API_APP, STORE_ACTOR
     from serve_apps.api import build_api_app
-    from serve_apps.api.app import max_ongoing_requests
+    from serve_apps.api.app import deployment_options
 
     def list_named(namespace: str) -> list[dict[str, Any]]:
         return [
@@ -459,8 +462,8 @@ def via_serve(
         result["concurrent_list_saving"] = busy
         answer = httpx.get(url, params={**lists()[0][1], "limit": 50}, timeout=60)
         assert answer.status_code == 200 and len(answer.json()["events"]) == 50
-        ongoing = max_ongoing_requests(config_for(path, port))
-        result["serve_floor"] = serve_floor(port, answer.content, ongoing, rounds)
+        options = deployment_options(config_for(path, port))
+        result["serve_floor"] = serve_floor(port, answer.content, options, rounds)
         result["serve_floor"]["body_bytes"] = len(answer.content)
         ray.get(store.close.remote(), timeout=120)
         return result
@@ -517,8 +520,7 @@ def rows_for(
         }
         floor_note = (
             f"; Serve's floor: p50 {least['p50_ms']} ms, {least['requests_per_s']} requests/s, "
-            "CPU ms per request: "
-            + ", ".join(f"{k} {v}" for k, v in least["cpu_ms_per_request"].items())
+            f"CPU ms per request: {cpu_text(least)}"
         )
         for key, what in (
             ("concurrent_list", "`GET /api/v1/events?camera_id=…|object=…&limit=50` (lists)"),
@@ -526,6 +528,7 @@ def rows_for(
         ):
             for cached in (True, False):
                 run = serve[key if cached else f"{key}_uncached"]
+                with_floor = cached and key == "concurrent_list"
                 how = (
                     "the store's read cache on (the default; no save during the run, so "
                     "every question after its first ask is a hit)"
@@ -539,14 +542,10 @@ def rows_for(
                         f"{n:,} events, {how}",
                         "ms",
                         run["p99_ms"],
-                        **(floor if key == "concurrent_list" and cached else {}),
+                        **(floor if with_floor else {}),
                         target=Target("ours", "<=", 100) if cached else None,
-                        detail=(
-                            {key: run, "read_cache": cache}
-                            | ({"serve_floor": least} if key == "concurrent_list" else {})
-                            if cached
-                            else {key: run}
-                        ),
+                        detail=({key: run, "read_cache": cache} if cached else {key: run})
+                        | ({"serve_floor": least} if with_floor else {}),
                         note=f"p50 {run['p50_ms']} ms, max {run['max_ms']} ms over "
                         f"{run['requests']} requests, {run['requests_per_s']} requests/s in all"
                         + (
@@ -555,9 +554,8 @@ def rows_for(
                             if cached
                             else ""
                         )
-                        + "; CPU ms per request: "
-                        + ", ".join(f"{k} {v}" for k, v in run["cpu_ms_per_request"].items())
-                        + (floor_note if key == "concurrent_list" and cached else ""),
+                        + f"; CPU ms per request: {cpu_text(run)}"
+                        + (floor_note if with_floor else ""),
                     )
                 )
         busy = serve["concurrent_list_saving"]

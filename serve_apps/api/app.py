@@ -26,6 +26,15 @@ def max_ongoing_requests(config: Config) -> int:
     return config.api.stream.max_clients + SHORT_REQUEST_SLOTS
 
 
+def deployment_options(config: Config) -> dict[str, Any]:
+    """Serve options for the API deployment (benchmarks/bench_search.py's floor uses them too)."""
+    return {
+        "ray_actor_options": {"num_cpus": 0.05},
+        "max_ongoing_requests": max_ongoing_requests(config),
+        "graceful_shutdown_wait_loop_s": SHUTDOWN_LOOK_S,
+    }
+
+
 def build_api(store_client: StoreClient, config: Config) -> FastAPI:
     """The FastAPI app serving events (list, search, live stream), thumbnails, summaries,
     cameras, ring, health and the review page."""
@@ -55,12 +64,7 @@ def build_api_app(config: Config) -> Any:
 
     fastapi_app = build_api(RayStoreClient(config), config)
 
-    @serve.deployment(
-        name=API_DEPLOYMENT,
-        ray_actor_options={"num_cpus": 0.05},
-        max_ongoing_requests=max_ongoing_requests(config),
-        graceful_shutdown_wait_loop_s=SHUTDOWN_LOOK_S,
-    )
+    @serve.deployment(name=API_DEPLOYMENT, **deployment_options(config))
     @serve.ingress(fastapi_app)
     class API:
         """Stateless HTTP ingress; all state lives in the store and camera actors."""

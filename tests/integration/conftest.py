@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.browser import browser  # noqa: F401 (the fixture, for every module here)
 from tests.support.network import free_port
+from tests.support.openai_server import PACED_ANSWER, FakeOpenAI, Reply, serve_fake
 from tests.support.ray_cluster import RaySession
 
 
@@ -35,3 +36,10 @@ def ray_session() -> Iterator[RaySession]:
             serve.shutdown()
         finally:
             ray.shutdown()
+
+
+@pytest.fixture
+def fake_vlm() -> Iterator[FakeOpenAI]:
+    """An OpenAI-compatible fake answering PACED_ANSWER at once: the VLM of the runs whose
+    checks are not about the model (`tests/support/cli.py`'s `openai_vlm` says which)."""
+    yield from serve_fake(Reply(PACED_ANSWER))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +19,14 @@ from tests.support.disk import fill_disk, mount_tmpfs
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import StatusWatcher, Subscriber
 from tests.support.network import free_port, free_udp_port
-from tests.support.openai_server import PACED_ANSWER, FakeOpenAI, Reply, serve_fake
+from tests.support.openai_server import FakeOpenAI
 from tests.support.streams import TSServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy(90)]
 
 
-@pytest.fixture
-def vlm() -> Iterator[FakeOpenAI]:
-    yield from serve_fake(Reply(PACED_ANSWER))  # nothing here is about the model
-
-
 def test_run_status_replay_a_full_disk_and_stop(
-    tmp_path: Path, vlm: FakeOpenAI, mosquitto: Mosquitto
+    tmp_path: Path, fake_vlm: FakeOpenAI, mosquitto: Mosquitto
 ) -> None:
     """`liveobject run` on a live camera, read by `status` and `replay`, and stopped by `stop`.
     In between, the store's volume (a small tmpfs; needs root on Linux, as CI runs) fills
@@ -54,7 +48,7 @@ def test_run_status_replay_a_full_disk_and_stop(
         api_port,
         1,
         [f"udp://127.0.0.1:{stream.port}"],
-        vlm=openai_vlm(vlm.base_url),
+        vlm=openai_vlm(fake_vlm.base_url),
     )  # the config is small; the store is `volume/store`, on the tmpfs
     subscriber = Subscriber(mosquitto.port, ["e2e/camera/+/event"])
     watcher = StatusWatcher(mosquitto.port, "e2e/status")

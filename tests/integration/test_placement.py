@@ -9,7 +9,6 @@ what is placed is tested, not the model."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,12 @@ from tests.support.cli import CLI, Run, cameras_of, cli_env, events_of
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import retained
 from tests.support.network import free_port
-from tests.support.openai_server import PACED_ANSWER, FakeOpenAI, Reply, serve_fake
+from tests.support.openai_server import FakeOpenAI
 from tests.support.ray_head import run_watched
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy(50)]
 
 CAMERAS = 16
-
-
-@pytest.fixture
-def vlm() -> Iterator[FakeOpenAI]:
-    yield from serve_fake(Reply(PACED_ANSWER))
 
 
 def _config(folder: Path, vlm_url: str, broker: int, api_port: int, cameras: str) -> Path:
@@ -57,7 +51,7 @@ def _api_camera(api_port: int, camera_id: str) -> dict[str, Any] | None:
 
 def test_sixteen_default_cameras_run_and_a_seventeenth_is_unplaceable(
     tmp_path: Path,
-    vlm: FakeOpenAI,
+    fake_vlm: FakeOpenAI,
     mosquitto: Mosquitto,
 ) -> None:
     clips = [
@@ -69,7 +63,7 @@ def test_sixteen_default_cameras_run_and_a_seventeenth_is_unplaceable(
     cameras = "\n".join(f"  - {{id: c{i}, source: {clip}}}" for i, clip in enumerate(clips))
     cameras += f"\n  - {{id: huge, source: {clips[0]}, num_cpus: 1.5}}"  # defaults elsewhere
     api_port = free_port()
-    config = _config(tmp_path, vlm.base_url, mosquitto.port, api_port, cameras)
+    config = _config(tmp_path, fake_vlm.base_url, mosquitto.port, api_port, cameras)
     run = Run(config, "--until-done", "--linger", "300s", "--no-dashboard")
     try:
         run.wait_for(lambda: "events: " in run.output, 420, "the run's summary")

@@ -7,28 +7,22 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.openai_server import PACED_ANSWER, FakeOpenAI, Reply, serve_fake
+from tests.support.openai_server import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy(20)]
 
 PROBE = Path(__file__).with_name("topology_probe.py")
 
 
-@pytest.fixture
-def vlm() -> Iterator[FakeOpenAI]:
-    yield from serve_fake(Reply(PACED_ANSWER))
-
-
-def test_vlm_lands_on_the_gpu_node_and_cameras_spread(tmp_path: Path, vlm: FakeOpenAI) -> None:
+def test_vlm_lands_on_the_gpu_node_and_cameras_spread(tmp_path: Path, fake_vlm: FakeOpenAI) -> None:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(
-        [sys.executable, str(PROBE), str(tmp_path), vlm.base_url],
+        [sys.executable, str(PROBE), str(tmp_path), fake_vlm.base_url],
         capture_output=True,
         text=True,
         timeout=300,
