@@ -24,7 +24,7 @@ from pipelines.storage.errors import ReadTimeoutError, StorageError, StorageFull
 from pipelines.storage.parquet import files_watermark
 from pipelines.storage.readcache import MAX_CACHED_EVENTS, ReadCache
 from pipelines.storage.schema import _first, migrate
-from pipelines.storage.starts import CameraStarts
+from pipelines.storage.starts import RememberedStarts
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,8 @@ class StoreBase:
         self.staging_dir.mkdir(exist_ok=True)
         self._thumb_root = self.thumbnail_dir.resolve()
         self._lock = threading.RLock()
-        # camera_id -> its recent starts and their group ids, for correlation.
-        self._starts: dict[str, CameraStarts] = {}
+        # every camera's recent starts and their group ids, for correlation
+        self._starts = RememberedStarts()
         # event_id -> seq of the events this store saved lately (see writes.mark_published)
         self._recent_seqs: dict[str, int] = {}
         self._con: duckdb.DuckDBPyConnection | None = None

@@ -1,12 +1,13 @@
 """Correlation groups: events of different cameras that start within a window share a group id.
 
-Recent starts are remembered in memory (``_starts``) so that an event correlated before it is
-stored gets its group at append time; the table is read too, since after a restart the memory
-is empty. Stored rows that join a group are updated in place, once per batch, in the
-transaction of the batch's insert (a failed insert leaves neither them nor the remembered
-starts changed). Starts and windows are integer microseconds here (`cursors.micros`): a batch
-compares each of its events with every camera's starts, and integers compare ten times faster
-than aware datetimes.
+Recent starts are remembered in memory (``_starts``, one index over every camera in start
+order: `starts.RememberedStarts`) so that an event correlated before it is stored gets its group
+at append time; the table is read too, since after a restart the memory is empty. Stored rows
+that join a group are updated in place, once per batch, in the transaction of the batch's insert
+(a failed insert leaves neither them nor the remembered starts changed). Starts and windows are
+integer microseconds here (`cursors.micros`): integers compare ten times faster than aware
+datetimes. An event's neighbours, remembered or stored, are found by bisecting one list of every
+camera's starts, so the cost grows with the starts in its window, not with the number of cameras.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import bisect
 import contextlib
 import uuid
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import duckdb
@@ -24,13 +26,12 @@ import pyarrow as pa
 from pipelines.events import Event
 from pipelines.storage.connection import StoreBase
 from pipelines.storage.cursors import from_micros, micros
-from pipelines.storage.starts import CameraStarts
+from pipelines.storage.starts import RememberedStarts
 
-# camera_id -> (starts, rows): stored rows [event_id, start, group] ordered by start, and their
-# starts apart for bisecting. A row's group is filled in when the batch gives it one.
-_Stored = dict[str, tuple[list[int], list[list[Any]]]]
-# (distance from the start being correlated, camera_id, start, group or None); microseconds
-_Near = tuple[int, str, int, str | None]
+# (starts, rows): stored rows [event_id, start, group, camera_id] of every camera ordered by
+# start, and their starts apart for bisecting. A row's group is filled in when the batch gives
+# it one.
+_Stored = tuple[list[int], list[list[Any]]]
 # stored event_id -> the group a batch gave it, and the time span the rows lie in; or None
 GroupUpdate = tuple[dict[str, str], tuple[datetime, datetime]] | None
 HORIZON_US = 300_000_000  # remembered starts kept this far (or two windows) around a batch
@@ -79,9 +80,9 @@ class CorrelationMixin(StoreBase):
                     out[i] = self._with_group(ev)
             return out, update
 
-    def _remembered(self) -> dict[str, CameraStarts]:
+    def _remembered(self) -> RememberedStarts:
         """A copy of the remembered starts (`save_batch` puts it back when its insert fails)."""
-        return {camera_id: starts.copy() for camera_id, starts in self._starts.items()}
+        return self._starts.copy()
 
     def _correlate(
         self, starts: list[tuple[str, datetime]], window_s: float
@@ -106,7 +107,7 @@ class CorrelationMixin(StoreBase):
 
     def _stored_starts(self, spans: list[tuple[int, int]]) -> _Stored:
         """Stored events starting in the spans (disjoint, in order, microseconds; bounds
-        included), by camera. The rows between the first span's start and the last one's end
+        included), in start order. The rows between the first span's start and the last one's end
         come back as Arrow columns; only those in a span become Python rows (a backlog's batch
         spans hours, the rows that can matter lie within a window of its events). The spans
         are not put in the SQL: DuckDB took 6 ms just to prepare 64 of them OR'ed together."""
@@ -121,13 +122,9 @@ class CorrelationMixin(StoreBase):
             his = np.fromiter((hi for _, hi in spans), np.int64, len(spans))
             at = np.searchsorted(los, starts, side="right") - 1  # the span starting before
             table = table.filter(pa.array((at >= 0) & (starts <= his[np.maximum(at, 0)])))
-        stored: _Stored = {}
-        columns = [table.column(k).to_pylist() for k in range(4)]
-        for event_id, cam, start, group in zip(*columns, strict=True):
-            keys, cam_rows = stored.setdefault(cam, ([], []))
-            keys.append(start)
-            cam_rows.append([event_id, start, group])
-        return stored
+        event_ids, cameras, starts, groups = (table.column(k).to_pylist() for k in range(4))
+        rows = [list(row) for row in zip(event_ids, starts, groups, cameras, strict=True)]
+        return starts, rows
 
     def _correlate_one(
         self,
@@ -139,42 +136,30 @@ class CorrelationMixin(StoreBase):
     ) -> str | None:
         """The group of one start; other cameras' starts in the window (remembered or stored)
         join it. Stored rows that had no group are updated in `stored` and added to `changed`."""
-        near = self._near_remembered(camera_id, ts, window)
+        remembered = self._starts.near(camera_id, ts, window)
         in_window = _near_stored(camera_id, ts, window, stored)
-        near += [(abs(row[1] - ts), other, row[1], row[2]) for other, row in in_window]
+        near = remembered + [(abs(row[1] - ts), row[3], row[1], row[2]) for row in in_window]
         if not near:
-            self._starts.setdefault(camera_id, CameraStarts()).add(ts, None)
+            self._starts.add(camera_id, ts, None)
             return None
-        near.sort(key=lambda item: item[0])
-        group = next((g for *_, g in near if g is not None), None) or str(uuid.uuid4())
-        for _, other, start, _ in near:
-            self._remember(other, start, group)
-        self._starts.setdefault(camera_id, CameraStarts()).add(ts, group)
-        for _, row in in_window:  # stored rows without a group join this one
+        # the nearest start's group (the first of equally near ones), else a new one
+        grouped = [item for item in near if item[3] is not None]
+        group = min(grouped, key=itemgetter(0))[3] if grouped else str(uuid.uuid4())
+        for _, other, start, had in remembered:  # those with a group keep theirs
+            if had is None:
+                self._starts.give(other, start, group)
+        for row in in_window:  # stored rows: remembered with it; those without a group join it
+            self._remember(row[3], row[1], group)
             if row[2] is None:
                 row[2] = group
                 changed[row[0]] = group
+        self._starts.add(camera_id, ts, group)
         return group
-
-    def _near_remembered(self, camera_id: str, ts: int, window: int) -> list[_Near]:
-        """Remembered starts of other cameras within window of ts."""
-        lo, hi = ts - window, ts + window
-        out: list[_Near] = []
-        for other, cam_starts in self._starts.items():
-            keys = cam_starts.keys
-            first = bisect.bisect_left(keys, lo)
-            if other == camera_id or first == len(keys) or keys[first] > hi:
-                continue  # the usual camera: none near (two comparisons, no list)
-            last = bisect.bisect_right(keys, hi, first)
-            groups = cam_starts.groups
-            out += [(abs(keys[i] - ts), other, keys[i], groups[i]) for i in range(first, last)]
-        return out
 
     def _remember(self, camera_id: str, start: int, group: str) -> None:
         """Give a remembered start without a group this one, or remember the start with it."""
-        cam_starts = self._starts.setdefault(camera_id, CameraStarts())
-        if not cam_starts.give(start, group):
-            cam_starts.add(start, group)
+        if not self._starts.give(camera_id, start, group):
+            self._starts.add(camera_id, start, group)
 
     def _set_groups(self, groups: dict[str, str], span: tuple[datetime, datetime]) -> None:
         """`_update_groups` in a transaction of its own."""
@@ -224,17 +209,13 @@ class CorrelationMixin(StoreBase):
 
     def _prune_starts(self, lo: int, hi: int, window: int) -> None:
         horizon = max(window * 2, HORIZON_US)
-        for cam in list(self._starts):
-            self._starts[cam].keep(lo - horizon, hi + horizon)
-            if not self._starts[cam]:
-                del self._starts[cam]
+        self._starts.keep(lo - horizon, hi + horizon)
 
     def _with_group(self, ev: Event) -> Event:
         """The event with the group remembered for its (camera, start), if it has none yet."""
         if ev.correlation_group_id is not None:
             return ev
-        cam_starts = self._starts.get(ev.camera_id)
-        group = cam_starts.group_of(micros(ev.timestamp)) if cam_starts else None
+        group = self._starts.group_of(ev.camera_id, micros(ev.timestamp))
         return ev if group is None else ev.model_copy(update={"correlation_group_id": group})
 
 
@@ -260,16 +241,11 @@ def _spans(stamps: list[int], window: int) -> list[tuple[int, int]]:
     return spans
 
 
-def _near_stored(
-    camera_id: str, ts: int, window: int, stored: _Stored
-) -> list[tuple[str, list[Any]]]:
-    """(camera_id, row) of stored rows of other cameras starting within window of ts."""
-    lo, hi = ts - window, ts + window
-    out: list[tuple[str, list[Any]]] = []
-    for other, (keys, cam_rows) in stored.items():
-        first = bisect.bisect_left(keys, lo)
-        if other == camera_id or first == len(keys) or keys[first] > hi:
-            continue
-        last = bisect.bisect_right(keys, hi, first)
-        out += [(other, row) for row in cam_rows[first:last]]
-    return out
+def _near_stored(camera_id: str, ts: int, window: int, stored: _Stored) -> list[list[Any]]:
+    """Stored rows of other cameras starting within window of ts, in start order."""
+    keys, rows = stored
+    first = bisect.bisect_left(keys, ts - window)
+    if first == len(keys) or keys[first] > ts + window:
+        return []
+    last = bisect.bisect_right(keys, ts + window, first)
+    return [row for row in rows[first:last] if row[3] != camera_id]

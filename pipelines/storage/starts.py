@@ -1,66 +1,140 @@
-"""The starts a store remembers per camera for correlation, ordered for bisecting.
+"""The starts a store remembers for correlation: one index over every camera, in start order.
 
 A start is an integer: microseconds since the Unix epoch, UTC (`cursors.micros`). Comparing
 two aware datetimes asks both for their offset, so a bisect over datetimes cost about ten times
-one over integers; a batch bisects every camera's starts for each of its events.
+one over integers. The index is one list for all cameras, not one per camera: an event looks up
+the other cameras' starts within its window with two bisects and reads only those (and the
+camera's own starts that lie there), whatever the number of cameras. With one list per camera
+it bisected every camera's list for every event: at 256 cameras that was 256 bisects an event,
+most of the correlation's time.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections import Counter
+from collections.abc import Iterator
 
 REMEMBERED_PER_CAMERA = 256  # recent starts kept per camera (the latest ones)
 
+# (distance from the start being correlated, camera_id, start, group or None); microseconds
+Near = tuple[int, str, int, str | None]
 
-class CameraStarts:
-    """One camera's remembered starts (microseconds) in start order, bisected, never scanned,
-    and the group each one has (None until a correlation gives it one)."""
+
+class CameraView:
+    """One camera's remembered starts (a copy, in start order) and their groups."""
 
     __slots__ = ("groups", "keys")
 
+    def __init__(self, keys: list[int], groups: list[str | None]) -> None:
+        self.keys = keys
+        self.groups = groups
+
+    def group_of(self, start: int) -> str | None:
+        """The first group of a start equal to start, or None."""
+        pairs = zip(self.keys, self.groups, strict=True)
+        return next((g for k, g in pairs if k == start and g is not None), None)
+
+
+class RememberedStarts:
+    """Every camera's remembered starts in start order (equal starts in the order they were
+    added), the camera of each and the group each has (None until a correlation gives it one);
+    bisected, never scanned but for pruning."""
+
+    __slots__ = ("cameras", "groups", "keys")
+
     def __init__(self) -> None:
         self.keys: list[int] = []
+        self.cameras: list[str] = []
         self.groups: list[str | None] = []
 
     def __bool__(self) -> bool:
         return bool(self.keys)
 
-    def copy(self) -> CameraStarts:
+    def copy(self) -> RememberedStarts:
         """An independent copy."""
-        other = CameraStarts()
-        other.keys, other.groups = list(self.keys), list(self.groups)
+        other = RememberedStarts()
+        other.keys, other.cameras = list(self.keys), list(self.cameras)
+        other.groups = list(self.groups)
         return other
 
-    def add(self, start: int, group: str | None) -> None:
-        """Remember a start (after those equal to it)."""
+    def add(self, camera_id: str, start: int, group: str | None) -> None:
+        """Remember a start of camera_id (after those equal to it)."""
         at = bisect.bisect_right(self.keys, start)
         self.keys.insert(at, start)
+        self.cameras.insert(at, camera_id)
         self.groups.insert(at, group)
 
-    def near(self, ts: int, window: int) -> list[tuple[int, str | None]]:
-        """(start, group) of the starts within window of ts, in start order."""
-        first = bisect.bisect_left(self.keys, ts - window)
-        last = bisect.bisect_right(self.keys, ts + window)
-        return list(zip(self.keys[first:last], self.groups[first:last], strict=True))
+    def near(self, camera_id: str, ts: int, window: int) -> list[Near]:
+        """The other cameras' starts within window of ts, in start order."""
+        keys = self.keys
+        first = bisect.bisect_left(keys, ts - window)
+        if first == len(keys) or keys[first] > ts + window:
+            return []  # the usual event: none near (two comparisons, no list)
+        last = bisect.bisect_right(keys, ts + window, first)
+        cameras, groups = self.cameras, self.groups
+        return [
+            (abs(keys[i] - ts), cameras[i], keys[i], groups[i])
+            for i in range(first, last)
+            if cameras[i] != camera_id
+        ]
 
-    def give(self, start: int, group: str) -> bool:
-        """Give the starts equal to start that have no group this one; whether any exists."""
+    def give(self, camera_id: str, start: int, group: str) -> bool:
+        """Give camera_id's starts equal to start that have no group this one; whether the
+        camera has such a start."""
         first = bisect.bisect_left(self.keys, start)
         last = bisect.bisect_right(self.keys, start, first)
+        found = False
         for at in range(first, last):
-            if self.groups[at] is None:
-                self.groups[at] = group
-        return last > first
+            if self.cameras[at] == camera_id:
+                found = True
+                if self.groups[at] is None:
+                    self.groups[at] = group
+        return found
 
-    def group_of(self, start: int) -> str | None:
-        """The first group of a start equal to start, or None."""
+    def group_of(self, camera_id: str, start: int) -> str | None:
+        """The first group of camera_id's starts equal to start, or None."""
         first = bisect.bisect_left(self.keys, start)
         last = bisect.bisect_right(self.keys, start, first)
-        return next((g for g in self.groups[first:last] if g is not None), None)
+        return next(
+            (
+                self.groups[at]
+                for at in range(first, last)
+                if self.cameras[at] == camera_id and self.groups[at] is not None
+            ),
+            None,
+        )
 
     def keep(self, lo: int, hi: int) -> None:
-        """Forget the starts outside [lo, hi], and all but the latest REMEMBERED_PER_CAMERA."""
+        """Forget the starts outside [lo, hi], and of each camera all but the latest
+        REMEMBERED_PER_CAMERA."""
         first = bisect.bisect_left(self.keys, lo)
         last = bisect.bisect_right(self.keys, hi)
-        first = max(first, last - REMEMBERED_PER_CAMERA)
-        self.keys, self.groups = self.keys[first:last], self.groups[first:last]
+        keys, cameras = self.keys[first:last], self.cameras[first:last]
+        groups = self.groups[first:last]
+        counts = Counter(cameras)
+        if counts and max(counts.values()) > REMEMBERED_PER_CAMERA:
+            seen: Counter[str] = Counter()
+            kept = [False] * len(keys)
+            for at in range(len(keys) - 1, -1, -1):  # the latest first
+                seen[cameras[at]] += 1
+                kept[at] = seen[cameras[at]] <= REMEMBERED_PER_CAMERA
+            keys = [k for k, ok in zip(keys, kept, strict=True) if ok]
+            cameras = [c for c, ok in zip(cameras, kept, strict=True) if ok]
+            groups = [g for g, ok in zip(groups, kept, strict=True) if ok]
+        self.keys, self.cameras, self.groups = keys, cameras, groups
+
+    def __getitem__(self, camera_id: str) -> CameraView:
+        """camera_id's starts (a copy); KeyError when it has none."""
+        view = CameraView(
+            [k for k, c in zip(self.keys, self.cameras, strict=True) if c == camera_id],
+            [g for g, c in zip(self.groups, self.cameras, strict=True) if c == camera_id],
+        )
+        if not view.keys:
+            raise KeyError(camera_id)
+        return view
+
+    def items(self) -> Iterator[tuple[str, CameraView]]:
+        """(camera_id, its starts) of every camera with a remembered start."""
+        for camera_id in dict.fromkeys(self.cameras):
+            yield camera_id, self[camera_id]

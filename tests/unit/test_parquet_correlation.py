@@ -12,11 +12,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from pipelines.events import Event
 from pipelines.storage import EventStore
 from pipelines.storage.cursors import from_micros, micros
-from pipelines.storage.starts import REMEMBERED_PER_CAMERA, CameraStarts
+from pipelines.storage.starts import REMEMBERED_PER_CAMERA, RememberedStarts
 
 WINDOW_S = 10.0
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -119,21 +120,101 @@ def test_remembered_starts_stay_in_start_order_and_only_the_latest_are_kept() ->
     def at(**offset: float) -> int:  # a start: microseconds since the epoch
         return micros(base + timedelta(**offset))
 
-    starts = CameraStarts()
+    starts = RememberedStarts()
     for offset in (30, 10, 20, 10):  # out of order, one start twice
-        starts.add(at(seconds=offset), None)
-    near = starts.near(at(seconds=15), 5_000_000)
-    assert near == [(at(seconds=10), None)] * 2 + [(at(seconds=20), None)]
-    assert from_micros(near[0][0]) == base + timedelta(seconds=10)
-    assert starts.give(at(seconds=10), "g1")  # both equal starts get it
-    assert not starts.give(at(seconds=11), "g2")  # no such start
-    assert starts.groups == ["g1", "g1", None, None]
-    assert starts.group_of(at(seconds=10)) == "g1"
-    assert starts.group_of(at(seconds=20)) is None
+        starts.add("a", at(seconds=offset), None)
+    starts.add("b", at(seconds=12), "gb")
+    assert starts.near("a", at(seconds=15), 5_000_000) == [(3_000_000, "b", at(seconds=12), "gb")]
+    near = starts.near("b", at(seconds=15), 5_000_000)  # a camera's own starts are not near
+    assert [(cam, start) for _d, cam, start, _g in near] == [("a", at(seconds=10))] * 2 + [
+        ("a", at(seconds=20))
+    ]
+    assert from_micros(near[0][2]) == base + timedelta(seconds=10)
+    assert starts.give("a", at(seconds=10), "g1")  # both equal starts get it
+    assert not starts.give("a", at(seconds=11), "g2")  # no such start
+    assert not starts.give("b", at(seconds=10), "g2")  # not b's
+    assert starts["a"].groups == ["g1", "g1", None, None]
+    assert starts.group_of("a", at(seconds=10)) == "g1"
+    assert starts.group_of("b", at(seconds=10)) is None
+    assert starts.group_of("a", at(seconds=20)) is None
+    assert starts.group_of("b", at(seconds=12)) == "gb"
     for k in range(REMEMBERED_PER_CAMERA + 10):
-        starts.add(at(minutes=1, milliseconds=k), None)
+        starts.add("a", at(minutes=1, milliseconds=k), None)
     starts.keep(at(), at(hours=1))
-    assert len(starts.keys) == REMEMBERED_PER_CAMERA and starts.keys == sorted(starts.keys)
-    assert starts.keys[-1] == at(minutes=1, milliseconds=REMEMBERED_PER_CAMERA + 9)
+    kept = starts["a"].keys
+    assert len(kept) == REMEMBERED_PER_CAMERA and kept == sorted(kept)
+    assert kept[-1] == at(minutes=1, milliseconds=REMEMBERED_PER_CAMERA + 9)
+    assert starts["b"].keys == [at(seconds=12)]  # another camera's cap is its own
+    assert starts.keys == sorted(starts.keys)
     starts.keep(at(hours=2), at(hours=3))
     assert not starts
+    with pytest.raises(KeyError):
+        starts["a"]
+
+
+def test_a_camera_s_neighbours_are_found_among_hundreds_of_cameras() -> None:
+    # One index for every camera: the starts near an event are those of its window only,
+    # whichever cameras they belong to, and each camera's own starts are left out.
+    starts = RememberedStarts()
+    for cam in range(300):
+        for k in range(4):
+            starts.add(f"c{cam}", cam * 1_000_000 + k * 300_000_000, None)
+    near = starts.near("c5", 5_000_000, 1_500_000)
+    assert sorted((cam, start) for _d, cam, start, _g in near) == [
+        ("c4", 4_000_000),
+        ("c6", 6_000_000),
+    ]
+    assert starts.near("c5", 10_000_000_000, 1_000_000) == []
+
+
+def _partition(groups: list[str | None]) -> list[int | None]:
+    """Group ids as the order each first appears: two runs agree when these do."""
+    seen: dict[str, int] = {}
+    return [None if g is None else seen.setdefault(g, len(seen)) for g in groups]
+
+
+def test_groups_among_hundreds_of_cameras_are_those_of_correlating_each_event_in_turn(
+    tmp_path: Path,
+) -> None:
+    # 300 cameras; bursts of motion a minute apart, each about ten events of random cameras
+    # within 15 s (a start may have no neighbour when it is correlated and gain some later);
+    # saved in batches of random sizes with their starts out of order: every event gets the
+    # group that correlating the events one at a time, in the order they were saved, gives it.
+    rng = random.Random(7)
+    window = round(WINDOW_S * 1_000_000)
+    events = [
+        event(
+            f"cam{rng.randrange(300)}", T0 + timedelta(seconds=60 * (i // 10) + rng.uniform(0, 15))
+        )
+        for i in range(1500)
+    ]
+    store = EventStore(tmp_path)
+    done = 0
+    while done < len(events):
+        size = rng.randint(1, 120)
+        store.save_batch(events[done : done + size], None, WINDOW_S)
+        done += size
+    stored = duckdb_groups(store)
+    store.close()
+
+    starts = [micros(ev.timestamp) for ev in events]
+    expected: list[str | None] = [None] * len(events)
+    for i, ev in enumerate(events):  # the reference: every earlier start, scanned
+        near = [
+            j
+            for j in range(i)
+            if events[j].camera_id != ev.camera_id and abs(starts[j] - starts[i]) <= window
+        ]
+        if not near:
+            continue
+        grouped = [j for j in near if expected[j] is not None]
+        group = (
+            expected[min(grouped, key=lambda j: abs(starts[j] - starts[i]))] if grouped else f"g{i}"
+        )
+        for j in near:
+            expected[j] = expected[j] or group
+        expected[i] = group
+    got = [stored[ev.event_id] for ev in events]
+    assert sum(g is not None for g in got) > len(events) // 2, "too few grouped to test anything"
+    assert len(set(got)) > 150, "too few groups to test anything"
+    assert _partition(got) == _partition(expected)
