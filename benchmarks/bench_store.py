@@ -54,10 +54,10 @@ SITE = [f"cam{i}" for i in range(256)]  # a site of hundreds of cameras (the 256
 
 
 def make_events(n: int, cameras: list[str] = CAMERAS) -> list[Event]:
-    """n events of the cameras (8) ending now, each camera one a minute on average (a busy
-    site: with 8 cameras another camera's event starts within the 10 s correlation window about
-    a third of the time; with 256, dozens do), in random order within a few seconds
-    (deterministic)."""
+    """n events of the cameras (by default the 8 of CAMERAS) ending now, each camera one a
+    minute on average (a busy site: with 8 cameras another camera's event starts within the
+    10 s correlation window about a third of the time; with 256, dozens do), in random order
+    within a few seconds (deterministic)."""
     rng = random.Random(0)
     objs: list[tuple[str, ...]] = [("person",), ("vehicle",), ("animal", "person"), ()]
     end = datetime.now(UTC)
@@ -157,11 +157,12 @@ def outbox_appends(path: Path, events: list[Event], thumb: bytes | None, already
     from pipelines.camera.outbox import SaveBuffer
     from pipelines.storage.writer import answers_of
 
+    cameras = dict.fromkeys(event.camera_id for event in events)  # one outbox each
+
     async def drain(store: Any) -> float:
         async def save_many(items: list[tuple[Event, bytes | None]]) -> list:
             return answers_of(items, await store.save_many.remote(items))  # as the camera does
 
-        cameras = dict.fromkeys(event.camera_id for event in events)
         boxes = {c: SaveBuffer(c, save_many, max_events=len(events)) for c in cameras}
         t0 = time.perf_counter()
         for event in events:
@@ -171,9 +172,8 @@ def outbox_appends(path: Path, events: list[Event], thumb: bytes | None, already
                 raise TimeoutError(f"outbox {box.camera_id} not empty: {box.status()}")
         return time.perf_counter() - t0
 
-    outboxes = len({event.camera_id for event in events})
     return _timed_saves(
-        path, events, lambda store: asyncio.run(drain(store)), already, outboxes=outboxes
+        path, events, lambda store: asyncio.run(drain(store)), already, outboxes=len(cameras)
     )
 
 

@@ -50,10 +50,11 @@ class CorrelationMixin(StoreBase):
 
         An event gets a group shared with other cameras' events starting within window_s (the
         nearest existing group among them, else a new one); every other-camera start in the
-        window gets the id too: rows already stored are updated in place, starts not stored yet
-        are remembered and get it at append time. Events of the same batch on different cameras
-        within window_s share a group too; the table is read once and updated once for the whole
-        batch. An event that already has a group keeps it (and takes no part).
+        window that has no group yet gets the id too: rows already stored are updated in place,
+        starts not stored yet are remembered and get it at append time. Events of the same
+        batch on different cameras within window_s share a group too; the table is read once and
+        updated once for the whole batch. An event that already has a group keeps it (and takes
+        no part).
         """
         with self._lock:
             out, update = self._assign(events, window_s)
@@ -117,11 +118,11 @@ class CorrelationMixin(StoreBase):
         except (duckdb.Error, OSError) as exc:
             raise self._fail("correlation lookup", exc) from exc
         if len(spans) > 1 and table.num_rows:
-            starts = table.column(2).to_numpy()
+            begun = table.column(2).to_numpy()
             los = np.fromiter((lo for lo, _ in spans), np.int64, len(spans))
             his = np.fromiter((hi for _, hi in spans), np.int64, len(spans))
-            at = np.searchsorted(los, starts, side="right") - 1  # the span starting before
-            table = table.filter(pa.array((at >= 0) & (starts <= his[np.maximum(at, 0)])))
+            at = np.searchsorted(los, begun, side="right") - 1  # the span starting before
+            table = table.filter(pa.array((at >= 0) & (begun <= his[np.maximum(at, 0)])))
         event_ids, cameras, starts, groups = (table.column(k).to_pylist() for k in range(4))
         rows = [list(row) for row in zip(event_ids, starts, groups, cameras, strict=True)]
         return starts, rows

@@ -2,18 +2,15 @@
 
 A start is an integer: microseconds since the Unix epoch, UTC (`cursors.micros`). Comparing
 two aware datetimes asks both for their offset, so a bisect over datetimes cost about ten times
-one over integers. The index is one list for all cameras, not one per camera: an event looks up
-the other cameras' starts within its window with two bisects and reads only those (and the
-camera's own starts that lie there), whatever the number of cameras. With one list per camera
-it bisected every camera's list for every event: at 256 cameras that was 256 bisects an event,
-most of the correlation's time.
+one over integers. The index is one list for all cameras: an event looks up the other cameras'
+starts within its window with two bisects and reads only those (and the camera's own starts
+that lie there), so the cost does not grow with the number of cameras.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Iterator
 
 REMEMBERED_PER_CAMERA = 256  # recent starts kept per camera (the latest ones)
 
@@ -21,25 +18,10 @@ REMEMBERED_PER_CAMERA = 256  # recent starts kept per camera (the latest ones)
 Near = tuple[int, str, int, str | None]
 
 
-class CameraView:
-    """One camera's remembered starts (a copy, in start order) and their groups."""
-
-    __slots__ = ("groups", "keys")
-
-    def __init__(self, keys: list[int], groups: list[str | None]) -> None:
-        self.keys = keys
-        self.groups = groups
-
-    def group_of(self, start: int) -> str | None:
-        """The first group of a start equal to start, or None."""
-        pairs = zip(self.keys, self.groups, strict=True)
-        return next((g for k, g in pairs if k == start and g is not None), None)
-
-
 class RememberedStarts:
     """Every camera's remembered starts in start order (equal starts in the order they were
     added), the camera of each and the group each has (None until a correlation gives it one);
-    bisected, never scanned but for pruning."""
+    bisected, scanned only to prune (`keep`) and by `of`."""
 
     __slots__ = ("cameras", "groups", "keys")
 
@@ -124,17 +106,11 @@ class RememberedStarts:
             groups = [g for g, ok in zip(groups, kept, strict=True) if ok]
         self.keys, self.cameras, self.groups = keys, cameras, groups
 
-    def __getitem__(self, camera_id: str) -> CameraView:
-        """camera_id's starts (a copy); KeyError when it has none."""
-        view = CameraView(
-            [k for k, c in zip(self.keys, self.cameras, strict=True) if c == camera_id],
-            [g for g, c in zip(self.groups, self.cameras, strict=True) if c == camera_id],
-        )
-        if not view.keys:
-            raise KeyError(camera_id)
-        return view
-
-    def items(self) -> Iterator[tuple[str, CameraView]]:
-        """(camera_id, its starts) of every camera with a remembered start."""
-        for camera_id in dict.fromkeys(self.cameras):
-            yield camera_id, self[camera_id]
+    def of(self, camera_id: str) -> list[tuple[int, str | None]]:
+        """(start, group) of camera_id's starts, in start order (a scan: for tests and
+        diagnostics, not the correlation's path)."""
+        return [
+            (start, group)
+            for start, camera, group in zip(self.keys, self.cameras, self.groups, strict=True)
+            if camera == camera_id
+        ]

@@ -12,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-import pytest
 
 from pipelines.events import Event
 from pipelines.storage import EventStore
 from pipelines.storage.cursors import from_micros, micros
 from pipelines.storage.starts import REMEMBERED_PER_CAMERA, RememberedStarts
+from tests.support.groups import partition
 
 WINDOW_S = 10.0
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -133,23 +133,27 @@ def test_remembered_starts_stay_in_start_order_and_only_the_latest_are_kept() ->
     assert starts.give("a", at(seconds=10), "g1")  # both equal starts get it
     assert not starts.give("a", at(seconds=11), "g2")  # no such start
     assert not starts.give("b", at(seconds=10), "g2")  # not b's
-    assert starts["a"].groups == ["g1", "g1", None, None]
+    assert [group for _start, group in starts.of("a")] == ["g1", "g1", None, None]
     assert starts.group_of("a", at(seconds=10)) == "g1"
     assert starts.group_of("b", at(seconds=10)) is None
     assert starts.group_of("a", at(seconds=20)) is None
     assert starts.group_of("b", at(seconds=12)) == "gb"
     for k in range(REMEMBERED_PER_CAMERA + 10):
         starts.add("a", at(minutes=1, milliseconds=k), None)
+    for k in range(10):  # beyond the window kept: they must not count against the cap
+        starts.add("a", at(hours=2, seconds=k), None)
     starts.keep(at(), at(hours=1))
-    kept = starts["a"].keys
+    kept = [start for start, _group in starts.of("a")]
     assert len(kept) == REMEMBERED_PER_CAMERA and kept == sorted(kept)
     assert kept[-1] == at(minutes=1, milliseconds=REMEMBERED_PER_CAMERA + 9)
-    assert starts["b"].keys == [at(seconds=12)]  # another camera's cap is its own
+    assert starts.of("b") == [(at(seconds=12), "gb")]  # another camera's cap is its own
     assert starts.keys == sorted(starts.keys)
+    starts.keep(at(seconds=11), at(hours=1))  # the window first: a's starts at 10 s go
+    assert [start for start, _group in starts.of("a")] == kept  # (the cap already left them)
+    starts.keep(at(minutes=1, milliseconds=20), at(hours=1))
+    assert len(starts.of("a")) == REMEMBERED_PER_CAMERA + 10 - 20 and starts.of("b") == []
     starts.keep(at(hours=2), at(hours=3))
-    assert not starts
-    with pytest.raises(KeyError):
-        starts["a"]
+    assert not starts and starts.of("a") == []
 
 
 def test_a_camera_s_neighbours_are_found_among_hundreds_of_cameras() -> None:
@@ -165,12 +169,6 @@ def test_a_camera_s_neighbours_are_found_among_hundreds_of_cameras() -> None:
         ("c6", 6_000_000),
     ]
     assert starts.near("c5", 10_000_000_000, 1_000_000) == []
-
-
-def _partition(groups: list[str | None]) -> list[int | None]:
-    """Group ids as the order each first appears: two runs agree when these do."""
-    seen: dict[str, int] = {}
-    return [None if g is None else seen.setdefault(g, len(seen)) for g in groups]
 
 
 def test_groups_among_hundreds_of_cameras_are_those_of_correlating_each_event_in_turn(
@@ -217,4 +215,4 @@ def test_groups_among_hundreds_of_cameras_are_those_of_correlating_each_event_in
     got = [stored[ev.event_id] for ev in events]
     assert sum(g is not None for g in got) > len(events) // 2, "too few grouped to test anything"
     assert len(set(got)) > 150, "too few groups to test anything"
-    assert _partition(got) == _partition(expected)
+    assert partition(got) == partition(expected)

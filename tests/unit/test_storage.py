@@ -18,6 +18,7 @@ from pipelines.events import Event
 from pipelines.storage import EventStore, StorageError, StorageFullError, decode_cursor
 from pipelines.storage.schema import MIGRATIONS, schema_version
 from tests.support.disk import fill_disk, mount_tmpfs
+from tests.support.groups import partition
 
 BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 JPEG = b"\xff\xd8\xff\xe0" + b"thumb" * 20 + b"\xff\xd9"
@@ -424,12 +425,6 @@ def test_assign_correlation_groups_cameras_inside_one_batch(store: EventStore) -
     assert store.assign_correlation(batch, 0) == batch  # window 0 disables
 
 
-def _partition(groups: list[str | None]) -> list[int | None]:
-    """Group ids as first-seen indices (uuids differ between runs; the grouping must not)."""
-    seen: dict[str, int] = {}
-    return [None if g is None else seen.setdefault(g, len(seen)) for g in groups]
-
-
 def test_assign_correlation_matches_one_call_per_event(tmp_path: Path) -> None:
     cams = ["front", "back", "side"]
     history = [
@@ -453,7 +448,7 @@ def test_assign_correlation_matches_one_call_per_event(tmp_path: Path) -> None:
         ids = [e.event_id for e in history + batch]
         want = [one_by_one.get(i).correlation_group_id for i in ids]  # type: ignore[union-attr]
         have = [batched.get(i).correlation_group_id for i in ids]  # type: ignore[union-attr]
-        assert _partition(have) == _partition(want)
+        assert partition(have) == partition(want)
         assert [e.correlation_group_id for e in got] == have[len(history) :]
         assert batched.thumbnail_path(batch[0].event_id) is not None
         batched.save_batch(batch, {}, 4)  # a re-sent batch (retries): nothing stored twice

@@ -23,6 +23,7 @@ from pipelines.storage import EventStore, correlation, writes
 from pipelines.storage.cursors import micros
 from pipelines.storage.errors import DuplicateEventError
 from pipelines.storage.writer import GroupCommitWriter
+from tests.support.groups import partition
 from tests.support.mqtt import make_event
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -184,15 +185,10 @@ def test_a_backlog_batch_is_correlated_as_one_event_at_a_time(
         want = [one_by_one.get(i).correlation_group_id for i in ids]  # type: ignore[union-attr]
         have = [batched.get(i).correlation_group_id for i in ids]  # type: ignore[union-attr]
         assert sum(g is not None for g in have) == 8  # 3 groups; 1800 s and 9000 s alone
-        assert _partition(have) == _partition(want)
+        assert partition(have) == partition(want)
     finally:
         one_by_one.close()
         batched.close()
-
-
-def _partition(groups: list[str | None]) -> list[int | None]:
-    seen: dict[str, int] = {}
-    return [None if g is None else seen.setdefault(g, len(seen)) for g in groups]
 
 
 def test_a_resent_event_leaves_no_trace_of_the_attempt_its_insert_refused(
@@ -202,12 +198,15 @@ def test_a_resent_event_leaves_no_trace_of_the_attempt_its_insert_refused(
     # attempt's insert meets the stored id: what its correlation did is undone, so the groups
     # are those of a batch without the re-send, and each start is remembered once.
     first = make_event("front", description="stored", timestamp=NOW)
-    store.append([first])
+    store.save_batch([first], None, 5.0)  # its start is remembered (no group)
     beside = make_event("back", description="new", timestamp=NOW + timedelta(seconds=1))
-    remembered = {cam: (s.keys, s.groups) for cam, s in store._starts.items()}
+    starts = store._starts
+    remembered = (list(starts.keys), list(starts.cameras), list(starts.groups))
+    assert remembered == ([micros(first.timestamp)], ["front"], [None])
     with pytest.raises(DuplicateEventError):
         store.save_batch([first, beside], None, 5.0, stored=set())
-    assert {cam: (s.keys, s.groups) for cam, s in store._starts.items()} == remembered
+    starts = store._starts  # the copy put back
+    assert (starts.keys, starts.cameras, starts.groups) == remembered
     assert store.get(first.event_id).correlation_group_id is None  # type: ignore[union-attr]
     assert store.counts()["stored"] == 1
 
@@ -221,7 +220,7 @@ def test_a_resent_event_leaves_no_trace_of_the_attempt_its_insert_refused(
     group = store.get(beside.event_id).correlation_group_id  # type: ignore[union-attr]
     assert group is not None
     assert store.get(first.event_id).correlation_group_id == group  # type: ignore[union-attr]
-    assert store._starts["back"].keys == [micros(beside.timestamp)]
+    assert [start for start, _group in store._starts.of("back")] == [micros(beside.timestamp)]
 
 
 def test_a_resent_batch_with_nothing_to_insert_still_gives_stored_rows_their_groups(
@@ -236,5 +235,5 @@ def test_a_resent_batch_with_nothing_to_insert_still_gives_stored_rows_their_gro
     (again,) = store.save_batch([first], None, 5.0, stored={first.event_id})
     group = store.get(beside.event_id).correlation_group_id  # type: ignore[union-attr]
     assert group is not None and again.correlation_group_id == group
-    assert store._starts["back"].group_of(micros(beside.timestamp)) == group
+    assert store._starts.group_of("back", micros(beside.timestamp)) == group
     assert store.counts()["stored"] == 2
