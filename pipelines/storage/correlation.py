@@ -12,7 +12,6 @@ camera's starts, so the cost grows with the starts in its window, not with the n
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import uuid
 from datetime import datetime
@@ -26,7 +25,7 @@ import pyarrow as pa
 from pipelines.events import Event
 from pipelines.storage.connection import StoreBase
 from pipelines.storage.cursors import from_micros, micros
-from pipelines.storage.starts import RememberedStarts
+from pipelines.storage.starts import RememberedStarts, between
 
 # (starts, rows): stored rows [event_id, start, group, camera_id] of every camera ordered by
 # start, and their starts apart for bisecting. A row's group is filled in when the batch gives
@@ -245,8 +244,5 @@ def _spans(stamps: list[int], window: int) -> list[tuple[int, int]]:
 def _near_stored(camera_id: str, ts: int, window: int, stored: _Stored) -> list[list[Any]]:
     """Stored rows of other cameras starting within window of ts, in start order."""
     keys, rows = stored
-    first = bisect.bisect_left(keys, ts - window)
-    if first == len(keys) or keys[first] > ts + window:
-        return []
-    last = bisect.bisect_right(keys, ts + window, first)
+    first, last = between(keys, ts - window, ts + window)
     return [row for row in rows[first:last] if row[3] != camera_id]

@@ -18,6 +18,15 @@ REMEMBERED_PER_CAMERA = 256  # recent starts kept per camera (the latest ones)
 Near = tuple[int, str, int, str | None]
 
 
+def between(keys: list[int], lo: int, hi: int) -> tuple[int, int]:
+    """The slice [first, last) of the sorted keys that lie in [lo, hi]; first == last: none
+    (the usual event's window: two comparisons after one bisect)."""
+    first = bisect.bisect_left(keys, lo)
+    if first == len(keys) or keys[first] > hi:
+        return first, first
+    return first, bisect.bisect_right(keys, hi, first)
+
+
 class RememberedStarts:
     """Every camera's remembered starts in start order (equal starts in the order they were
     added), the camera of each and the group each has (None until a correlation gives it one);
@@ -50,10 +59,9 @@ class RememberedStarts:
     def near(self, camera_id: str, ts: int, window: int) -> list[Near]:
         """The other cameras' starts within window of ts, in start order."""
         keys = self.keys
-        first = bisect.bisect_left(keys, ts - window)
-        if first == len(keys) or keys[first] > ts + window:
-            return []  # the usual event: none near (two comparisons, no list)
-        last = bisect.bisect_right(keys, ts + window, first)
+        first, last = between(keys, ts - window, ts + window)
+        if first == last:
+            return []  # the usual event: none near, no list made
         cameras, groups = self.cameras, self.groups
         return [
             (abs(keys[i] - ts), cameras[i], keys[i], groups[i])
@@ -64,8 +72,7 @@ class RememberedStarts:
     def give(self, camera_id: str, start: int, group: str) -> bool:
         """Give camera_id's starts equal to start that have no group this one; whether the
         camera has such a start."""
-        first = bisect.bisect_left(self.keys, start)
-        last = bisect.bisect_right(self.keys, start, first)
+        first, last = between(self.keys, start, start)
         found = False
         for at in range(first, last):
             if self.cameras[at] == camera_id:
@@ -76,8 +83,7 @@ class RememberedStarts:
 
     def group_of(self, camera_id: str, start: int) -> str | None:
         """The first group of camera_id's starts equal to start, or None."""
-        first = bisect.bisect_left(self.keys, start)
-        last = bisect.bisect_right(self.keys, start, first)
+        first, last = between(self.keys, start, start)
         return next(
             (
                 self.groups[at]
@@ -90,8 +96,7 @@ class RememberedStarts:
     def keep(self, lo: int, hi: int) -> None:
         """Forget the starts outside [lo, hi], and of each camera all but the latest
         REMEMBERED_PER_CAMERA."""
-        first = bisect.bisect_left(self.keys, lo)
-        last = bisect.bisect_right(self.keys, hi)
+        first, last = between(self.keys, lo, hi)
         keys, cameras = self.keys[first:last], self.cameras[first:last]
         groups = self.groups[first:last]
         counts = Counter(cameras)
