@@ -70,11 +70,12 @@ LAZY_MAX_PIXELS = 1920 * 1080  # a larger picture is scaled as it is pooled
 class _Kept:
     """A frame that may become a key frame, downscaled when it is chosen (`lazy`) or at once.
 
-    Lazy suits a frame that still holds the decoder's picture (PyAV, at most 1080p, not a
-    main stream's): most pooled frames are never chosen, and scaling each to RGB as it came
-    cost more than decoding it. A frame whose RGB array exists (decord, tests) is scaled at
-    once, so pooling keeps no full-size RGB array alive (a lazy frame that a ring converts
-    later holds its own until the event closes: at most LAZY_MAX_FRAMES)."""
+    Most pooled frames are never chosen, and scaling each as it came cost more than decoding
+    it (a decoder's picture), or half the CPU of motion and segmenting (decord's RGB arrays,
+    INTER_AREA at 720p). So a frame of at most 1080p that is not a main stream's is kept unscaled: the
+    decoder's picture (PyAV), or its own copy of the RGB array (decord: a view would keep the
+    whole decode batch alive); a pool holds at most LAZY_MAX_FRAMES of them, each up to 3 MB
+    as a picture or 6 MB as RGB at 1080p. Other frames are scaled as they are pooled."""
 
     __slots__ = ("_frame", "_image", "_side", "pts", "wall")
 
@@ -83,7 +84,7 @@ class _Kept:
         self._frame: Frame | None = None
         self._image: np.ndarray | None = None
         if lazy:
-            self._frame = frame
+            self._frame = frame if not frame.converted else frame.detached()
         else:
             self._image = frame.fitted(side)
 
@@ -153,11 +154,9 @@ class EventSegmenter:
         return self._event is not None
 
     def _small(self, frame: Frame, pool: list[_Kept] | None = None) -> _Kept:
-        # a PyAV frame is scaled from the decoder's picture, and only if it is chosen; a
-        # pool holds at most LAZY_MAX_FRAMES such pictures (each up to 3 MB at 1080p)
+        # scaled only if it is chosen (see _Kept); at most LAZY_MAX_FRAMES unscaled in a pool
         lazy = (
-            not frame.converted
-            and not frame.from_main  # a main stream's picture: often 4K, one per frame
+            not frame.from_main  # a main stream's picture: often 4K, one per frame
             and frame.width * frame.height <= LAZY_MAX_PIXELS
             and (pool is None or sum(k.lazy for k in pool) < LAZY_MAX_FRAMES)
         )

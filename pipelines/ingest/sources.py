@@ -177,6 +177,13 @@ class Frame:
                     return np.ascontiguousarray(small.to_ndarray())
         return resize_long_side(_rgb(picture), side)
 
+    def detached(self) -> Frame:
+        """The frame as an RGB array of its own: a view into decord's batch would keep the
+        whole batch (16 frames) alive, and a decoder's picture is let go."""
+        image = self.image
+        own = image if image.base is None else image.copy()
+        return Frame(self.index, self.pts_s, self.wall, own)
+
     def with_main(self, main: _Picture | None) -> Frame:
         """This frame showing the main stream's picture (None: its own), sharing the pictures."""
         frame = self.at(self.wall)
