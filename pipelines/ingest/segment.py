@@ -72,10 +72,11 @@ class _Kept:
 
     Most pooled frames are never chosen, and scaling each as it came cost more than decoding
     it (a decoder's picture), or half the CPU of motion and segmenting (decord's RGB arrays,
-    INTER_AREA at 720p). So a frame of at most 1080p that is not a main stream's is kept unscaled: the
-    decoder's picture (PyAV), or its own copy of the RGB array (decord: a view would keep the
-    whole decode batch alive); a pool holds at most LAZY_MAX_FRAMES of them, each up to 3 MB
-    as a picture or 6 MB as RGB at 1080p. Other frames are scaled as they are pooled."""
+    INTER_AREA at 720p). So a frame of at most 1080p that is not a main stream's is kept
+    unscaled: the decoder's picture (PyAV), or its own copy of the RGB array (decord: a view
+    would keep the whole decode batch alive); a pool holds at most LAZY_MAX_FRAMES of them,
+    each up to 3 MB as a picture or 6 MB as RGB at 1080p. Other frames are scaled as they are
+    pooled."""
 
     __slots__ = ("_frame", "_image", "_side", "pts", "wall")
 
