@@ -63,20 +63,19 @@ class Segment:
         return self.end_pts - self.start_pts
 
 
-LAZY_MAX_FRAMES = 8  # unscaled decoder pictures an open event's pool holds at most
+LAZY_MAX_FRAMES = 8  # unscaled frames (pictures or RGB arrays) an open event's pool holds
 LAZY_MAX_PIXELS = 1920 * 1080  # a larger picture is scaled as it is pooled
 
 
 class _Kept:
     """A frame that may become a key frame, downscaled when it is chosen (`lazy`) or at once.
 
-    Most pooled frames are never chosen, and scaling each as it came cost more than decoding
+    Most pooled frames are never chosen, and scaling each as it comes costs more than decoding
     it (a decoder's picture), or half the CPU of motion and segmenting (decord's RGB arrays,
     INTER_AREA at 720p). So a frame of at most 1080p that is not a main stream's is kept
-    unscaled: the decoder's picture (PyAV), or its own copy of the RGB array (decord: a view
-    would keep the whole decode batch alive); a pool holds at most LAZY_MAX_FRAMES of them,
-    each up to 3 MB as a picture or 6 MB as RGB at 1080p. Other frames are scaled as they are
-    pooled."""
+    unscaled: the decoder's picture (PyAV) or the frame's RGB array (decord's frames each own
+    theirs, see `FileSource`); a pool holds at most LAZY_MAX_FRAMES of them, each up to 3 MB
+    as a picture or 6 MB as RGB at 1080p. Other frames are scaled as they are pooled."""
 
     __slots__ = ("_frame", "_image", "_side", "pts", "wall")
 
@@ -85,7 +84,7 @@ class _Kept:
         self._frame: Frame | None = None
         self._image: np.ndarray | None = None
         if lazy:
-            self._frame = frame if not frame.converted else frame.detached()
+            self._frame = frame
         else:
             self._image = frame.fitted(side)
 
@@ -142,7 +141,7 @@ class EventSegmenter:
         self.best_frame_side = best_frame_side
         self.pool_size = max(4, pool_size)
         # Frames beyond peak, first and last are picked evenly from the pool: twice the
-        # picks is spread enough, and bounds the decoder pictures an open event holds.
+        # picks is spread enough, and bounds the unscaled frames an open event holds.
         self._pool_cap = min(self.pool_size, max(4, 2 * int(settings.max_frames)))
         self._event: _OpenEvent | None = None
         self._run: list[tuple[Frame, MotionResult]] = []

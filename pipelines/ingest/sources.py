@@ -177,13 +177,6 @@ class Frame:
                     return np.ascontiguousarray(small.to_ndarray())
         return resize_long_side(_rgb(picture), side)
 
-    def detached(self) -> Frame:
-        """The frame as an RGB array of its own: a view into decord's batch would keep the
-        whole batch (16 frames) alive, and a decoder's picture is let go."""
-        image = self.image
-        own = image if image.base is None else image.copy()
-        return Frame(self.index, self.pts_s, self.wall, own)
-
     def with_main(self, main: _Picture | None) -> Frame:
         """This frame showing the main stream's picture (None: its own), sharing the pictures."""
         frame = self.at(self.wall)
@@ -365,8 +358,11 @@ class FileSource(FrameSource):
             yield from self._frames_pyav()
 
     def _frame(self, index: int, pts_s: float, image: np.ndarray) -> Frame:
+        """A frame holding its own copy of a row of decord's batch: a view would keep the
+        whole batch (`batch_size` frames, 100 MB at 1080p) alive for as long as the frame is
+        held (an open event's pool, a segment's best frame waiting for the VLM)."""
         wall = self._start_wall + timedelta(seconds=pts_s)
-        return Frame(index=index, pts_s=pts_s, wall=wall, image=np.ascontiguousarray(image))
+        return Frame(index=index, pts_s=pts_s, wall=wall, image=image.copy())
 
     def _frames_decord(self) -> Iterator[Frame]:
         reader = self._reader

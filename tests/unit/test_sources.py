@@ -103,8 +103,8 @@ def test_an_events_pooled_frames_are_scaled_only_when_chosen(
 ) -> None:
     """A long event pools many frames but sends `max_frames`: a frame is scaled to a key
     frame only once it is chosen (each scaling costs more than decoding the frame), the pool
-    holds at most twice `max_frames` unscaled frames, and an RGB frame (decord) is pooled as
-    an array of its own, not a view that keeps its whole decode batch alive."""
+    holds at most LAZY_MAX_FRAMES unscaled frames, and an RGB frame (decord) is pooled as an
+    array of its own, not a view that keeps its whole decode batch alive."""
     from pipelines.config import MotionConfig
     from pipelines.ingest.motion import MotionDetector
     from pipelines.ingest.segment import LAZY_MAX_FRAMES, EventSegmenter
@@ -142,21 +142,24 @@ def test_an_events_pooled_frames_are_scaled_only_when_chosen(
         segments += segmenter.flush()
         (segment,) = segments
         assert pooled >= 30 and len(segment.key_frames) == settings.max_frames
+        assert force_pyav or segment.best_frame.base is None  # not a view of decord's batch
         assert all(k.shape == (120, 160, 3) for k in segment.key_frames)
         # the key frames chosen (first, peak and last at most), scaled when the event closed
         assert len([side for side in scaled if side == 160]) <= settings.max_frames
-    # more key frames wanted: a bigger pool, but at most LAZY_MAX_FRAMES unscaled pictures
+    # more key frames wanted: a bigger pool, but at most LAZY_MAX_FRAMES unscaled frames
     many = MotionConfig(max_event_s=600, max_frames=16)
-    detector, segmenter = MotionDetector(many), EventSegmenter(many, 5.0, key_frame_side=160)
-    with open_source(_camera(clip), force_pyav=True) as source:
-        frames = list(source.frames())
-    most = 0
-    for frame in frames:
-        segmenter.feed(frame, detector.update_frame(frame))
-        if segmenter._event is not None:
-            most = max(most, sum(k.lazy for k in segmenter._event.pool))
-    (segment,) = segmenter.flush()
-    assert most == LAZY_MAX_FRAMES and len(segment.key_frames) == 16
+    for force_pyav in (False, True):
+        detector = MotionDetector(many)
+        segmenter = EventSegmenter(many, 5.0, key_frame_side=160)
+        with open_source(_camera(clip), force_pyav=force_pyav) as source:
+            frames = list(source.frames())
+        most = 0
+        for frame in frames:
+            segmenter.feed(frame, detector.update_frame(frame))
+            if segmenter._event is not None:
+                most = max(most, sum(k.lazy for k in segmenter._event.pool))
+        (segment,) = segmenter.flush()
+        assert most == LAZY_MAX_FRAMES and len(segment.key_frames) == 16
     # a main stream's picture (often 4K) is scaled as it is pooled, never held
     plain, main = [f for f in frames if not f.converted][:2]
     assert segmenter._small(plain).lazy
