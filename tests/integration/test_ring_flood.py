@@ -41,7 +41,10 @@ BELL_SIZE = (320, 240)  # the doorbell clip's frames
 # newest frame; keeping that per press would add presses x frame_bytes(), several times this
 # (asserted against the presses counted), and any leak over limit / presses per press fails.
 RSS_GROWTH_LIMIT = 40 * 2**20
-PROBE_TIMEOUT_S = 5.0  # a health probe not answered by then failed (the flood starved it)
+# A health probe not answered by then failed: the flood starved it. Under the suite's load (three
+# workers on two cores) a probe took 1.6-2.3 s (median) and up to 4.3 s, and the flood itself
+# lasts tens of seconds, which a route queued behind the rings would wait out.
+PROBE_TIMEOUT_S = 15.0
 
 
 @pytest.fixture
@@ -132,7 +135,13 @@ async def http_burst(url: str, n: int, health: str) -> tuple[Counter[int], list[
         async def probe(flood: asyncio.Future[Any]) -> None:
             while not flood.done():
                 started = time.monotonic()
-                resp = await prober.get(health)  # a probe that gets no answer raises here
+                try:
+                    resp = await prober.get(health)
+                except httpx.TimeoutException:
+                    raise AssertionError(
+                        f"health probe {len(probes) + 1} got no answer within "
+                        f"{PROBE_TIMEOUT_S} s; the ones before it took {probes}"
+                    ) from None
                 # (health says 503 while a part is degraded; either way it answered)
                 assert resp.status_code in (200, 503), resp.status_code
                 probes.append(time.monotonic() - started)
@@ -169,8 +178,11 @@ def test_a_thousand_rings_each_over_http_and_mqtt(
     yard_before = camera_status(yard)["events"]
 
     url = f"http://127.0.0.1:{ray_session.serve_port}/api/v1/cameras/bell/ring"
-    flood_started = started = time.monotonic()
     health = f"http://127.0.0.1:{ray_session.serve_port}/api/v1/health"
+    # probed before the flood, as a load balancer or Home Assistant probes it all along: a
+    # busy cluster's probe is answered with the last check (serve_apps.api.health)
+    assert httpx.get(health, timeout=60).status_code in (200, 503)
+    flood_started = started = time.monotonic()
     codes, probes = asyncio.run(http_burst(url, RINGS, health))
     http_s = time.monotonic() - started
     # health kept answering through the flood: every probe answered (a starved route would
