@@ -4,8 +4,8 @@ On generated H.264 clips (720p and 1080p, 25 fps, 2 s GOP, sensor grain for a ca
 bitrate), at the product's settings (`detect_fps` 5: every frame is decoded — H.264 needs it —
 and five a second are converted to RGB and checked for motion):
 - `FileSource` (decord, the file cameras' path) + `MotionDetector` + `EventSegmenter` vs raw
-  decord returning the same sampled frames as RGB, asked for as the source asks (`get_batch`
-  of the same chunks);
+  decord returning the same sampled frames as RGB, asked for as the source asks (a
+  `get_batch` of one frame each);
 - `FileSource(backend="pyav")` + motion + segments vs raw PyAV decoding every frame and
   scaling the same sampled frames to motion's small grey picture (FFmpeg's scaler, as the
   source's frames do; the product makes RGB arrays only of the frames an event keeps);
@@ -15,13 +15,14 @@ and five a second are converted to RGB and checked for motion):
   frame decoded, motion's grey `detect_fps` times a second), per video-second.
 Each baseline does the decoding its row's product path needs (the same frames, the same
 output: RGB from decord, motion's grey from PyAV), so a ratio below 1 is what motion,
-segmenting (with the RGB of event frames) and the source's own work cost.
+segmenting (with the RGB of event frames) and the source's own work cost. OpenCV runs on one
+thread, as in a camera process (`CameraGroup`).
 Each is CPU-seconds of this process (all threads: decoders run their own) per minute of video;
 the ratio is raw ÷ ours (1.0: the product adds nothing to decoding). CPU time, not wall time:
 it is what a camera costs the machine, and it drifts far less on a shared machine. The file runs
 alternate (raw, ours, raw, ours …) for --repeats rounds; the least CPU of each counts.
 
-    .venv/bin/python benchmarks/bench_ingest.py [--quick] [--seconds 10] [--repeats 5]
+    .venv/bin/python benchmarks/bench_ingest.py [--quick] [--seconds 10] [--repeats 9]
 """
 
 from __future__ import annotations
@@ -51,10 +52,10 @@ from benchmarks.harness import (
 )
 from benchmarks.streams import StreamServer
 from pipelines.config import MotionConfig
+from pipelines.imaging import one_thread
 from pipelines.ingest.motion import MotionDetector
 from pipelines.ingest.segment import EventSegmenter
 from pipelines.ingest.sources import (
-    BATCH_SIZE,
     FileSource,
     FrameSource,
     StreamSource,
@@ -73,12 +74,12 @@ MOTION_HEIGHT = int(MotionConfig().frame_height)  # the product's default, as `a
 
 def raw_decord(path: Path) -> int:
     """The frames the decord `FileSource` returns, as it asks for them: the `detect_fps`
-    samples, `get_batch` of BATCH_SIZE at a time, as RGB arrays (decord decodes the others
-    internally, as H.264 needs); frames returned."""
+    samples, one `get_batch` each, as RGB arrays (decord decodes the others internally, as
+    H.264 needs); frames returned."""
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
     indices = sample_indices(len(reader), float(reader.get_avg_fps()), DETECT_FPS)
-    for start in range(0, len(indices), BATCH_SIZE):
-        reader.get_batch(indices[start : start + BATCH_SIZE]).asnumpy()
+    for i in indices:
+        reader.get_batch([i]).asnumpy()
     return len(indices)
 
 
@@ -299,9 +300,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     exit_on_sigterm()
+    one_thread()  # OpenCV as a camera process runs it (`CameraGroup`); the baselines use none
     quick = quick_requested(args.quick)
     seconds = 4.0 if quick else args.seconds
     repeats = 1 if quick else args.repeats

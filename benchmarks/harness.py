@@ -139,9 +139,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 def cpu_seconds() -> float:
-    """User + system CPU seconds of this process so far (all threads)."""
-    times = os.times()
-    return times.user + times.system
+    """User + system CPU seconds of this process so far (all threads), from the kernel's
+    per-thread run time (`os.times()` counts in 10 ms clock ticks: 2.5 % of a 0.4 s run)."""
+    return time.process_time()
 
 
 def cpu_model() -> str:

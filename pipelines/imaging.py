@@ -6,7 +6,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["encode_jpeg", "fit_long_side", "grey_small", "resize_long_side"]
+__all__ = ["encode_jpeg", "fit_long_side", "grey_small", "one_thread", "resize_long_side"]
+
+
+def one_thread() -> None:
+    """OpenCV's own thread pool off in this process. A camera process runs its cameras side
+    by side; on motion's small pictures OpenCV's helper threads only add their waking and
+    waiting (motion and segmenting on the bench's 720p clip: 0.87 against 0.60 CPU-ms a
+    frame, the same wall time)."""
+    cv2.setNumThreads(1)
 
 
 def fit_long_side(height: int, width: int, n: int) -> tuple[int, int]:
@@ -22,12 +30,21 @@ def fit_long_side(height: int, width: int, n: int) -> tuple[int, int]:
 
 
 def resize_long_side(image: np.ndarray, n: int) -> np.ndarray:
-    """Downscale an image so its long side is at most n pixels (never upscales)."""
+    """Downscale an image so its long side is at most n pixels (never upscales), averaging
+    areas: halved (OpenCV's exact 2x2 average) while it is still twice the size or more, then
+    INTER_AREA to the size. OpenCV's INTER_AREA at a fractional factor costs several times
+    the halvings (720p to 384 px: 7.0 against 2.8 CPU-ms); the two differ by 0.4 of 255 on
+    average."""
     height, width = image.shape[:2]
     size = fit_long_side(height, width, n)
     if size == (width, height):
         return np.ascontiguousarray(image)
-    return np.ascontiguousarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+    while width >= 2 * size[0] and height >= 2 * size[1] and width % 2 == 0 == height % 2:
+        width, height = width // 2, height // 2
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    if (width, height) != size:
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(image)
 
 
 def grey_small(image: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -41,7 +41,6 @@ __all__ = [
     "sample_indices",
 ]
 
-BATCH_SIZE = 16
 OPEN_TIMEOUT_S = 10.0  # a live stream that has not opened by then is unavailable
 
 
@@ -316,12 +315,10 @@ class FileSource(FrameSource):
         detect_fps: float,
         *,
         backend: Literal["decord", "pyav"] = "decord",
-        batch_size: int = BATCH_SIZE,
     ) -> None:
         super().__init__(detect_fps)
         self.path = Path(path)
         self.backend = backend
-        self.batch_size = max(1, batch_size)
         self.fps = 0.0
         self.frame_count = 0
         self._reader: Any = None
@@ -357,27 +354,20 @@ class FileSource(FrameSource):
         else:
             yield from self._frames_pyav()
 
-    def _frame(self, index: int, pts_s: float, image: np.ndarray) -> Frame:
-        """A frame holding its own copy of a row of decord's batch: a view would keep the
-        whole batch (`batch_size` frames, 100 MB at 1080p) alive for as long as the frame is
-        held (an open event's pool, a segment's best frame waiting for the VLM)."""
-        wall = self._start_wall + timedelta(seconds=pts_s)
-        return Frame(index=index, pts_s=pts_s, wall=wall, image=image.copy())
-
     def _frames_decord(self) -> Iterator[Frame]:
+        """One `get_batch` call a sampled frame: its array is the frame's own (a row of a larger
+        batch would be a view keeping the whole batch alive for as long as the frame is held,
+        or a second copy), and one frame at a time costs less CPU than batches (decord decodes
+        the frames in between either way)."""
         reader = self._reader
-        indices = sample_indices(self.frame_count, self.fps, self.detect_fps)
-        for start in range(0, len(indices), self.batch_size):
-            chunk = indices[start : start + self.batch_size]
+        for i in sample_indices(self.frame_count, self.fps, self.detect_fps):
             try:
-                batch = reader.get_batch(chunk).asnumpy()
-                stamps = [float(reader.get_frame_timestamp(i)[0]) for i in chunk]
+                image = reader.get_batch([i]).asnumpy()[0]
+                pts = float(reader.get_frame_timestamp(i)[0])
             except Exception as exc:
-                raise SourceError(
-                    f"decoding {self.path} failed near frame {chunk[0]}: {exc}"
-                ) from exc
-            for i, pts, image in zip(chunk, stamps, batch, strict=True):
-                yield self._frame(i, pts, image)
+                raise SourceError(f"decoding {self.path} failed near frame {i}: {exc}") from exc
+            wall = self._start_wall + timedelta(seconds=pts)
+            yield Frame(index=i, pts_s=pts, wall=wall, image=image)
 
     def _frames_pyav(self) -> Iterator[Frame]:
         step = self.fps / self.detect_fps if self.detect_fps < self.fps else 1.0

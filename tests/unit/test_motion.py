@@ -233,3 +233,33 @@ def test_jpeg_and_resize() -> None:
     assert decoded[..., 1].mean() > decoded[..., 0].mean()
     with pytest.raises(ValueError):
         encode_jpeg(image.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("size", "side", "halvings"),
+    [((1280, 720), 384, 1), ((1920, 1080), 384, 2), ((1920, 1080), 1280, 0), ((1281, 721), 384, 0)],
+)
+def test_resize_long_side_halves_then_averages_the_rest(
+    size: tuple[int, int], side: int, halvings: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exact halvings while the picture is twice the size or more (even sides only), then one
+    INTER_AREA step: the size asked for, and one INTER_AREA step's picture to within rounding."""
+    import cv2
+
+    image = _scene(size=size)
+    width, height = size
+    factor = side / max(size)
+    wanted = (round(width * factor), round(height * factor))
+    one_step = cv2.resize(image, wanted, interpolation=cv2.INTER_AREA)
+    resize, calls = cv2.resize, []
+
+    def counting(src: np.ndarray, dsize: tuple[int, int], *, interpolation: int) -> np.ndarray:
+        assert interpolation == cv2.INTER_AREA
+        calls.append(dsize)
+        return resize(src, dsize, interpolation=interpolation)
+
+    monkeypatch.setattr(cv2, "resize", counting)
+    small = resize_long_side(image, side)
+    assert small.shape == (wanted[1], wanted[0], 3) and small.flags["C_CONTIGUOUS"]
+    assert calls == [(width >> k, height >> k) for k in range(1, halvings + 1)] + [wanted]
+    assert np.abs(small.astype(np.int16) - one_step).mean() < 1.0
