@@ -16,7 +16,7 @@ and five a second are converted to RGB and checked for motion):
 Each baseline does the decoding its row's product path needs (the same frames, the same
 output: RGB from decord, motion's grey from PyAV), so a ratio below 1 is what motion,
 segmenting (with the RGB of event frames) and the source's own work cost. OpenCV runs on one
-thread, as in a camera process (`CameraGroup`).
+thread, as in an ingest process (`IngestActor`).
 Each is CPU-seconds of this process (all threads: decoders run their own) per minute of video;
 the ratio is raw ÷ ours (1.0: the product adds nothing to decoding). CPU time, not wall time:
 it is what a camera costs the machine, and it drifts far less on a shared machine. The file runs
@@ -303,7 +303,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     exit_on_sigterm()
-    one_thread()  # OpenCV as a camera process runs it (`CameraGroup`); the baselines use none
+    one_thread()  # OpenCV as an ingest process runs it (`IngestActor`); the baselines use none
     quick = quick_requested(args.quick)
     seconds = 4.0 if quick else args.seconds
     repeats = 1 if quick else args.repeats

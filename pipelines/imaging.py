@@ -10,10 +10,8 @@ __all__ = ["encode_jpeg", "fit_long_side", "grey_small", "one_thread", "resize_l
 
 
 def one_thread() -> None:
-    """OpenCV's own thread pool off in this process. A camera process runs its cameras side
-    by side; on motion's small pictures OpenCV's helper threads only add their waking and
-    waiting (motion and segmenting on the bench's 720p clip: 0.87 against 0.60 CPU-ms a
-    frame, the same wall time)."""
+    """OpenCV without its own thread pool in this process: on motion's small pictures its
+    helper threads add CPU and no speed (a camera process's cameras run side by side)."""
     cv2.setNumThreads(1)
 
 
@@ -30,11 +28,9 @@ def fit_long_side(height: int, width: int, n: int) -> tuple[int, int]:
 
 
 def resize_long_side(image: np.ndarray, n: int) -> np.ndarray:
-    """Downscale an image so its long side is at most n pixels (never upscales), averaging
-    areas: halved (OpenCV's exact 2x2 average) while it is still twice the size or more, then
-    INTER_AREA to the size. OpenCV's INTER_AREA at a fractional factor costs several times
-    the halvings (720p to 384 px: 7.0 against 2.8 CPU-ms); the two differ by 0.4 of 255 on
-    average."""
+    """Downscale an image so its long side is at most n pixels (never upscales): halved while
+    it is at least twice the size, then INTER_AREA the rest of the way (a little softer than
+    one INTER_AREA step, and 720p to 384 px in 40-60 % of its CPU)."""
     height, width = image.shape[:2]
     size = fit_long_side(height, width, n)
     if size == (width, height):

@@ -29,6 +29,7 @@ from cluster.placement import group_resources
 from pipelines.camera import CameraGroup, CameraPorts
 from pipelines.config import Config
 from pipelines.events import Event
+from pipelines.imaging import one_thread
 from pipelines.naming import PUBLISHER_ACTOR, STORE_ACTOR, ingest_actor_name
 from pipelines.storage.writer import Reply, answers_of
 from pipelines.vlm.types import VLMRequest, VLMResult
@@ -125,6 +126,7 @@ class IngestActor:
     """Ingests a group of cameras until their files end (or forever for live streams)."""
 
     def __init__(self, config: Config, camera_ids: Sequence[str], peers: CameraPeers) -> None:
+        one_thread()  # the cameras are this process's parallelism, not OpenCV's helper threads
         namespace = config.ray.namespace
         self._config = config
         self._camera_ids = list(camera_ids)

@@ -28,7 +28,6 @@ from typing import Any
 from pipelines.camera.camera import Camera, stop_wait_s
 from pipelines.camera.ports import CameraPorts
 from pipelines.config import Config
-from pipelines.imaging import one_thread
 from pipelines.naming import NOT_IN_GROUP
 
 logger = logging.getLogger(__name__)
@@ -50,7 +49,6 @@ class CameraGroup:
         self._cameras: dict[str, Camera] = {}
         self._removing: set[str] = set()
         self._left: set[str] = set()  # removed, or failed to start: never resumed
-        one_thread()  # the cameras are this process's parallelism, not OpenCV's threads
 
     def ids(self) -> list[str]:
         """The group's cameras, in the order they were added."""

@@ -71,11 +71,11 @@ class _Kept:
     """A frame that may become a key frame, downscaled when it is chosen (`lazy`) or at once.
 
     Most pooled frames are never chosen, and scaling each as it comes costs more than decoding
-    it (a decoder's picture), or half the CPU of motion and segmenting (decord's RGB arrays,
-    INTER_AREA at 720p). So a frame of at most 1080p that is not a main stream's is kept
-    unscaled: the decoder's picture (PyAV) or the frame's RGB array (decord's frames each own
-    theirs, see `FileSource`); a pool holds at most LAZY_MAX_FRAMES of them, each up to 3 MB
-    as a picture or 6 MB as RGB at 1080p. Other frames are scaled as they are pooled."""
+    it (a decoder's picture), or more than motion (decord's RGB arrays). So a frame of at most
+    1080p that is not a main stream's is kept unscaled: the decoder's picture (PyAV) or the
+    frame's RGB array (decord's frames each own theirs, see `FileSource`); a pool holds at most
+    LAZY_MAX_FRAMES of them, each up to 3 MB as a picture or 6 MB as RGB at 1080p. Other frames
+    are scaled as they are pooled."""
 
     __slots__ = ("_frame", "_image", "_side", "pts", "wall")
 

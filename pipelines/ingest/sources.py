@@ -355,10 +355,8 @@ class FileSource(FrameSource):
             yield from self._frames_pyav()
 
     def _frames_decord(self) -> Iterator[Frame]:
-        """One `get_batch` call a sampled frame: its array is the frame's own (a row of a larger
-        batch would be a view keeping the whole batch alive for as long as the frame is held,
-        or a second copy), and one frame at a time costs less CPU than batches (decord decodes
-        the frames in between either way)."""
+        """One `get_batch` a sampled frame, so that each frame owns its array (a row of a batch
+        would keep the whole batch alive, or cost a second copy); it also costs less CPU."""
         reader = self._reader
         for i in sample_indices(self.frame_count, self.fps, self.detect_fps):
             try:

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-import cv2
 import pytest
 
 from pipelines.camera import CameraPorts
@@ -126,11 +125,9 @@ def test_a_call_about_a_camera_the_group_does_not_have_is_answered_for_that_came
             "mqtt": {"enabled": False},
         }
     )
-    cv2.setNumThreads(2)
     group = CameraGroup(
         config, lambda _cid: CameraPorts(store=FakeCameraStore(), describe=FakeVLM())
     )
-    assert cv2.getNumThreads() == 1  # the cameras are the process's parallelism, not OpenCV's
     assert group.ring("nope") == {"accepted": False, "reason": "not in this group"}
     assert group.status(["nope"])["nope"]["status"] == "unknown"
     assert asyncio.run(group.drain(["nope"])) == {"nope": {"error": "not in this group"}}

@@ -237,7 +237,13 @@ def test_jpeg_and_resize() -> None:
 
 @pytest.mark.parametrize(
     ("size", "side", "halvings"),
-    [((1280, 720), 384, 1), ((1920, 1080), 384, 2), ((1920, 1080), 1280, 0), ((1281, 721), 384, 0)],
+    [
+        ((1280, 720), 384, 1),
+        ((1920, 1080), 384, 2),
+        ((1920, 1080), 1280, 0),
+        ((1281, 721), 384, 0),  # odd sides: no exact halving
+        ((768, 432), 384, 1),  # the halving lands on the size: nothing more
+    ],
 )
 def test_resize_long_side_halves_then_averages_the_rest(
     size: tuple[int, int], side: int, halvings: int, monkeypatch: pytest.MonkeyPatch
@@ -261,5 +267,6 @@ def test_resize_long_side_halves_then_averages_the_rest(
     monkeypatch.setattr(cv2, "resize", counting)
     small = resize_long_side(image, side)
     assert small.shape == (wanted[1], wanted[0], 3) and small.flags["C_CONTIGUOUS"]
-    assert calls == [(width >> k, height >> k) for k in range(1, halvings + 1)] + [wanted]
+    halved = [(width >> k, height >> k) for k in range(1, halvings + 1)]
+    assert calls == halved + ([wanted] if halved[-1:] != [wanted] else [])
     assert np.abs(small.astype(np.int16) - one_step).mean() < 1.0
