@@ -17,10 +17,11 @@ Each baseline does the decoding its row's product path needs (the same frames, t
 output: RGB from decord, motion's grey from PyAV), so a ratio below 1 is what motion,
 segmenting (with the RGB of event frames) and the source's own work cost. OpenCV runs on one
 thread, as in an ingest process (`IngestActor`).
-Each is CPU-seconds of this process (all threads: decoders run their own) per minute of video;
-the ratio is raw ÷ ours (1.0: the product adds nothing to decoding). CPU time, not wall time:
-it is what a camera costs the machine, and it drifts far less on a shared machine. The file runs
-alternate (raw, ours, raw, ours …) for --repeats rounds; the least CPU of each counts.
+Each is CPU-seconds of this process (all its threads) per minute of video, every decoder on one
+thread as the sources decode; the ratio is raw ÷ ours (1.0: the product adds nothing to
+decoding). CPU time, not wall time: it is what a camera costs the machine, and it drifts far
+less on a shared machine. The file runs alternate (raw, ours, raw, ours …) for --repeats
+rounds; the least CPU of each counts.
 
     .venv/bin/python benchmarks/bench_ingest.py [--quick] [--seconds 10] [--repeats 9]
 """
@@ -75,8 +76,8 @@ MOTION_HEIGHT = int(MotionConfig().frame_height)  # the product's default, as `a
 def raw_decord(path: Path) -> int:
     """The frames the decord `FileSource` returns, as it asks for them: the `detect_fps`
     samples, one `get_batch` each, as RGB arrays (decord decodes the others internally, as
-    H.264 needs); frames returned."""
-    reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+    H.264 needs) on one decoder thread, as the source; frames returned."""
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     indices = sample_indices(len(reader), float(reader.get_avg_fps()), DETECT_FPS)
     for i in indices:
         reader.get_batch([i]).asnumpy()
@@ -91,16 +92,17 @@ def motion_grey(frame: av.VideoFrame) -> None:
 
 
 def raw_pyav(path: Path) -> int:
-    """What the PyAV paths decode: every frame (threaded, as the sources do; H.264 needs
-    them), and the `detect_fps` samples scaled to the motion picture (grey, `motion.frame_height`
-    high) by FFmpeg's scaler, as motion reads them; frames converted. (The product also makes
-    RGB arrays of the frames that start or extend an event: its own work.)"""
+    """What the PyAV paths decode: every frame (H.264 needs them; on one decoder thread, as
+    the sources decode), and the `detect_fps` samples scaled to the motion picture (grey,
+    `motion.frame_height` high) by FFmpeg's scaler, as motion reads them; frames converted.
+    (The product also makes RGB arrays of the frames that start or extend an event: its own
+    work.)"""
     fps, _frames = _probe_file(path)  # the rate the source samples by
     step = fps / DETECT_FPS if DETECT_FPS < fps else 1.0
     converted, k, target = 0, 0, 0
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = 1  # as the sources decode
         for i, frame in enumerate(container.decode(stream)):
             if i < target:
                 continue
@@ -146,13 +148,13 @@ def least_cpu(fns: dict[str, Callable[[], int]], repeats: int) -> dict[str, dict
 
 def raw_stream(url: str, seconds: float) -> dict[str, Any]:
     """Raw PyAV on a live stream, opened with the stream source's options (low delay), every
-    frame decoded in this thread, the newest scaled to motion's grey `detect_fps` times a
+    frame decoded on this thread alone, the newest scaled to motion's grey `detect_fps` times a
     second; CPU over `seconds` after one second of warm-up (past the probe)."""
     options = StreamSource(url, DETECT_FPS).options
     converted = decoded = 0
     with av.open(url, mode="r", options=options, timeout=(10.0, 10.0)) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = 1  # as the sources decode
         started = time.monotonic()
         cpu0 = t0 = None
         next_due = 0.0

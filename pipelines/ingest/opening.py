@@ -32,6 +32,7 @@ from pipelines.ingest.sources import (
     SourceError,
     StreamSource,
     _Picture,
+    one_decoder_thread,
     stream_options,
 )
 from pipelines.redact import redact, url_password
@@ -169,7 +170,7 @@ class MainStream:
             if not container.streams.video:
                 raise SourceError("no video stream", url=self.url)
             stream = container.streams.video[0]
-            stream.thread_type = "SLICE"  # frame threads would hold key frames back
+            one_decoder_thread(stream)  # frame threads would also hold key frames back
             need_key = True
             last_key = opened = time.monotonic()
             flagged = False  # a demuxer that never flags key frames: decode everything

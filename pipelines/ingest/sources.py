@@ -44,6 +44,18 @@ __all__ = [
 OPEN_TIMEOUT_S = 10.0  # a live stream that has not opened by then is unavailable
 
 
+def one_decoder_thread(stream: av.video.stream.VideoStream) -> None:
+    """Decode `stream` on the calling thread alone (call before its first frame).
+
+    A process's cameras are its parallelism. FFmpeg's own frame or slice threads cost CPU to
+    hand frames between them and add no frames a second when the cores are busy with cameras.
+    """
+    stream.codec_context.thread_count = 1
+
+
+DECORD_THREADS = 1  # the same for decord's decoder (its default, 0, is one thread per core)
+
+
 class Backoff:
     """Exponential retry delay: start, 2x start, ... capped at maximum; reset() after a success."""
 
@@ -337,7 +349,9 @@ class FileSource(FrameSource):
             import decord
 
             try:
-                self._reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0))
+                self._reader = decord.VideoReader(
+                    str(self.path), ctx=decord.cpu(0), num_threads=DECORD_THREADS
+                )
                 self.frame_count = len(self._reader)
                 self.fps = float(self._reader.get_avg_fps()) or self.fps
             except Exception as exc:  # decord raises DECORDError (RuntimeError) on bad data
@@ -373,7 +387,7 @@ class FileSource(FrameSource):
         try:
             with av.open(str(self.path), mode="r", timeout=10.0) as container:
                 stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
+                one_decoder_thread(stream)
                 for i, vframe in enumerate(container.decode(stream)):
                     if i < target:
                         continue
@@ -483,7 +497,7 @@ class StreamSource(FrameSource):
     def _decode_loop(self) -> None:
         container = self._container
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        one_decoder_thread(stream)
         t0 = time.monotonic()
         first_pts: float | None = None
         last_pts = -1.0

@@ -13,6 +13,7 @@ from pipelines.ingest.motion import MotionDetector
 from pipelines.ingest.segment import EventSegmenter, Segment
 from pipelines.ingest.sources import SourceError, StreamSource
 from pipelines.samples import generate_sample_video
+from tests.support.media import ffmpeg_threads
 from tests.support.network import free_udp_port
 from tests.support.streams import TSServer
 
@@ -97,3 +98,4 @@ def test_slow_consumer_gets_latest_frame(server: TSServer) -> None:
         second = next(stream)
         assert second.pts_s - first.pts_s >= 1.2
         assert source.dropped >= 8
+        assert ffmpeg_threads() == []  # one decoder thread: the source's own

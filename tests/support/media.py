@@ -1,8 +1,10 @@
-"""Frames for tests: small JPEGs whose pixels differ by colour."""
+"""Frames for tests: small JPEGs whose pixels differ by colour; the decoder threads running."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+from pathlib import Path
 
 from PIL import Image
 
@@ -21,3 +23,12 @@ def jpeg(
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=quality)
     return buf.getvalue()
+
+
+def ffmpeg_threads() -> list[str]:
+    """Names of this process's FFmpeg worker threads (FFmpeg names them `av:<codec>:…`)."""
+    names = []
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended while listed
+            names.append((task / "comm").read_text().strip())
+    return sorted(name for name in names if name.startswith("av:"))

@@ -13,6 +13,7 @@ from pipelines.config import CameraConfig
 from pipelines.ingest.opening import open_source
 from pipelines.ingest.sources import FileSource, SourceError, StreamSource, sample_indices
 from pipelines.samples import generate_sample_video
+from tests.support.media import ffmpeg_threads
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,16 @@ def test_decord_and_pyav_sources_agree(clip: Path, detect_fps: float) -> None:
         assert abs(frame.pts_s - k * step) <= 0.5 / 10 + 1e-3
     # wall = processing start + pts offset
     assert (a[-1].wall - a[0].wall).total_seconds() == pytest.approx(a[-1].pts_s - a[0].pts_s)
+
+
+def test_pyav_decodes_on_the_callers_thread_alone(clip: Path) -> None:
+    """No FFmpeg worker threads: an ingest process's cameras are its parallelism."""
+    source = FileSource(clip, detect_fps=5, backend="pyav")
+    with source:
+        frames = source.frames()
+        next(frames)
+        assert ffmpeg_threads() == []
+        assert len([next(frames), *frames]) == len(sample_indices(40, 10.0, 5)) - 1
 
 
 def test_pyav_frames_become_rgb_only_where_an_event_needs_it(clip: Path) -> None:
