@@ -57,11 +57,13 @@ from pipelines.imaging import one_thread
 from pipelines.ingest.motion import MotionDetector
 from pipelines.ingest.segment import EventSegmenter
 from pipelines.ingest.sources import (
+    DECORD_THREADS,
     FileSource,
     FrameSource,
     StreamSource,
     _next_sample,
     _probe_file,
+    one_decoder_thread,
     sample_indices,
 )
 from pipelines.samples import generate_sample_video
@@ -77,7 +79,7 @@ def raw_decord(path: Path) -> int:
     """The frames the decord `FileSource` returns, as it asks for them: the `detect_fps`
     samples, one `get_batch` each, as RGB arrays (decord decodes the others internally, as
     H.264 needs) on one decoder thread, as the source; frames returned."""
-    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=DECORD_THREADS)
     indices = sample_indices(len(reader), float(reader.get_avg_fps()), DETECT_FPS)
     for i in indices:
         reader.get_batch([i]).asnumpy()
@@ -102,7 +104,7 @@ def raw_pyav(path: Path) -> int:
     converted, k, target = 0, 0, 0
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        stream.codec_context.thread_count = 1  # as the sources decode
+        one_decoder_thread(stream)  # as the sources decode
         for i, frame in enumerate(container.decode(stream)):
             if i < target:
                 continue
@@ -154,7 +156,7 @@ def raw_stream(url: str, seconds: float) -> dict[str, Any]:
     converted = decoded = 0
     with av.open(url, mode="r", options=options, timeout=(10.0, 10.0)) as container:
         stream = container.streams.video[0]
-        stream.codec_context.thread_count = 1  # as the sources decode
+        one_decoder_thread(stream)  # as the sources decode
         started = time.monotonic()
         cpu0 = t0 = None
         next_due = 0.0

@@ -3,8 +3,10 @@
 `record()` runs `py-spy record --native --format raw` on a pid; `summarize()` reads the
 collapsed stacks and attributes each sample to the first category (from the leaf up) whose
 pattern matches a frame: decoding, colour conversion, motion detection, JPEG, model, storage,
-MQTT; the rest is Python and Ray. py-spy sees Python threads only: FFmpeg's own decoder threads
-(named `av:h264:df0`…) and other native threads are accounted from /proc by `thread_cpu()`.
+MQTT; the rest is Python and Ray. py-spy sees Python threads (with their native frames: the
+sources decode on their own Python threads) but no native threads: Ray's, and FFmpeg's decoder
+threads where a decoder has them (named `av:<codec>:…`), are accounted from /proc by
+`thread_cpu()`.
 `paragraph()` turns both into the results' paragraph.
 """
 

@@ -170,7 +170,7 @@ class MainStream:
             if not container.streams.video:
                 raise SourceError("no video stream", url=self.url)
             stream = container.streams.video[0]
-            one_decoder_thread(stream)  # frame threads would also hold key frames back
+            one_decoder_thread(stream)
             need_key = True
             last_key = opened = time.monotonic()
             flagged = False  # a demuxer that never flags key frames: decode everything

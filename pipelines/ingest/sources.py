@@ -48,12 +48,14 @@ def one_decoder_thread(stream: av.video.stream.VideoStream) -> None:
     """Decode `stream` on the calling thread alone (call before its first frame).
 
     A process's cameras are its parallelism. FFmpeg's own frame or slice threads cost CPU to
-    hand frames between them and add no frames a second when the cores are busy with cameras.
+    hand frames between them and add no frames a second when the cores are busy with cameras;
+    frame threads also hold each picture back. So a stream must decode in real time on one core
+    (README, "Several cameras per process").
     """
     stream.codec_context.thread_count = 1
 
 
-DECORD_THREADS = 1  # the same for decord's decoder (its default, 0, is one thread per core)
+DECORD_THREADS = 1  # decord's decoder likewise (its default, 0, lets FFmpeg pick about one a core)
 
 
 class Backoff:
@@ -300,6 +302,7 @@ def _probe_file(path: Path) -> tuple[float, int]:
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             fps = float(rate) if rate else 0.0
             frames = int(stream.frames or 0)
+            one_decoder_thread(stream)
             # decode one frame: catches files whose header parses but whose data does not
             for _frame in container.decode(stream):
                 break

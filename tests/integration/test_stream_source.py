@@ -10,6 +10,7 @@ import pytest
 
 from pipelines.config import MotionConfig
 from pipelines.ingest.motion import MotionDetector
+from pipelines.ingest.opening import MainStream
 from pipelines.ingest.segment import EventSegmenter, Segment
 from pipelines.ingest.sources import SourceError, StreamSource
 from pipelines.samples import generate_sample_video
@@ -98,4 +99,29 @@ def test_slow_consumer_gets_latest_frame(server: TSServer) -> None:
         second = next(stream)
         assert second.pts_s - first.pts_s >= 1.2
         assert source.dropped >= 8
-        assert ffmpeg_threads() == []  # one decoder thread: the source's own
+
+
+def test_an_h264_stream_decodes_on_the_sources_own_thread(clip: Path) -> None:
+    """No FFmpeg frame threads (named `av:h264:…`) for a stream or a camera's main stream: an
+    ingest process's cameras are its parallelism."""
+    server = TSServer(clip, free_udp_port(), codec="libx264")
+    server.start()
+    try:
+        with _source(server.port) as source:
+            frames = source.frames()
+            for _ in range(5):
+                next(frames)
+            assert ffmpeg_threads() == []
+        main = MainStream(f"udp://127.0.0.1:{server.port}", stall_timeout_s=STALL_S)
+        main.want_all(True)
+        main.start()
+        try:
+            deadline = time.monotonic() + 15
+            while main.decoded < 10 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert main.decoded >= 10, main.state()
+            assert ffmpeg_threads() == []
+        finally:
+            main.stop()
+    finally:
+        server.kill()

@@ -12,13 +12,13 @@ SERVER = Path(__file__).with_name("ts_server.py")  # run as its own process
 class TSServer:
     """Runs tests/support/ts_server.py; kill() stops it like a camera losing power."""
 
-    def __init__(self, clip: Path, port: int) -> None:
-        self.clip, self.port = clip, port
+    def __init__(self, clip: Path, port: int, codec: str = "mpeg2video") -> None:
+        self.clip, self.port, self.codec = clip, port, codec
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(SERVER), str(self.clip), str(self.port)],
+            [sys.executable, str(SERVER), str(self.clip), str(self.port), "", self.codec],
             stdout=subprocess.DEVNULL,
         )
 
