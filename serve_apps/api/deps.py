@@ -71,10 +71,15 @@ def get_context(request: Request) -> ApiContext:
     return context
 
 
-Context = Annotated[ApiContext, Depends(get_context)]
+async def _context(request: Request) -> ApiContext:
+    # every dependency is async: FastAPI runs a plain `def` one in a worker thread per request
+    return get_context(request)
 
 
-def get_store(context: Context) -> StoreClient:
+Context = Annotated[ApiContext, Depends(_context)]
+
+
+async def get_store(context: Context) -> StoreClient:
     """The store client the routes query."""
     return context.store
 
@@ -151,5 +156,13 @@ def valid_camera_id(camera_id: CameraIdParam) -> str:
     return camera_id
 
 
-EventId = Annotated[str, Depends(valid_event_id)]
-CameraId = Annotated[str, Depends(valid_camera_id)]
+async def _event_id(event_id: EventIdParam) -> str:
+    return valid_event_id(event_id)
+
+
+async def _camera_id(camera_id: CameraIdParam) -> str:
+    return valid_camera_id(camera_id)
+
+
+EventId = Annotated[str, Depends(_event_id)]
+CameraId = Annotated[str, Depends(_camera_id)]

@@ -189,7 +189,7 @@ class StreamHub:
         }
 
 
-def get_hub(request: Request, context: Context) -> StreamHub:
+async def get_hub(request: Request, context: Context) -> StreamHub:
     """This replica's hub (made on first use, in the replica's event loop)."""
     hub: StreamHub | None = getattr(request.app.state, "stream_hub", None)
     if hub is None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
 import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -361,3 +365,38 @@ def _fuzz_client(world: dict[str, Any]) -> TestClient:
         _FUZZ.clear()
         _FUZZ[key] = client_for(world, api_key=KEY)[0]
     return _FUZZ[key]
+
+
+def _calls(dependant: Dependant) -> Iterator[Any]:
+    if dependant.call is not None:
+        yield dependant.call
+    for sub in dependant.dependencies:
+        yield from _calls(sub)
+
+
+def _api_routes(routes: list[Any]) -> Iterator[APIRoute]:
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif hasattr(route, "original_router"):  # an included router
+            yield from _api_routes(route.original_router.routes)
+
+
+def _is_async(call: Any) -> bool:
+    # a function, or an instance with an async __call__ (fastapi.security's schemes)
+    return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(type(call).__call__)
+
+
+def test_every_route_and_dependency_runs_on_the_event_loop(world: dict[str, Any]) -> None:
+    """FastAPI runs a plain `def` endpoint or dependency in a worker thread: a thread hop per
+    request, and CPU the API spends under load."""
+    client, _store = client_for(world, api_key="k" * 32)
+    routes = list(_api_routes(client.app.routes))
+    assert len(routes) >= 8
+    sync = {
+        f"{route.path}: {getattr(call, '__qualname__', call)}"
+        for route in routes
+        for call in _calls(route.dependant)
+        if not _is_async(call)
+    }
+    assert not sync
