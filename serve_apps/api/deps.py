@@ -5,6 +5,8 @@ it, through `Context` and `Store`. Auth is `require_key` (Bearer API key, consta
 or, for a thumbnail, `thumbnail_access` (the key, or the signed `token` of its thumbnail_url)
 and `camera_thumbnail_access` (the key, or the camera's token of the retained last_event URL).
 Health is open, but `key_ok` decides whether it shows details (see serve_apps.api.health).
+Every dependency is async: FastAPI runs a plain `def` one in a worker thread on each request
+(tests/unit/test_api.py checks every route).
 """
 
 from __future__ import annotations
@@ -65,18 +67,13 @@ class ApiContext:
         )
 
 
-def get_context(request: Request) -> ApiContext:
+async def get_context(request: Request) -> ApiContext:
     """The app's ApiContext (set by build_api)."""
     context: ApiContext = request.app.state.api
     return context
 
 
-async def _context(request: Request) -> ApiContext:
-    # every dependency is async: FastAPI runs a plain `def` one in a worker thread per request
-    return get_context(request)
-
-
-Context = Annotated[ApiContext, Depends(_context)]
+Context = Annotated[ApiContext, Depends(get_context)]
 
 
 async def get_store(context: Context) -> StoreClient:
@@ -149,20 +146,16 @@ def valid_event_id(event_id: EventIdParam) -> str:
     return str(uuid.UUID(event_id))
 
 
-def valid_camera_id(camera_id: CameraIdParam) -> str:
+async def valid_camera_id(camera_id: CameraIdParam) -> str:
     """The camera id when it is well-formed, else a 404."""
     if len(camera_id) > 64 or not _CAMERA_RE.fullmatch(camera_id):
         raise HTTPException(status_code=404, detail="camera not found")
     return camera_id
 
 
-async def _event_id(event_id: EventIdParam) -> str:
-    return valid_event_id(event_id)
+async def _valid_event_id(event_id: EventIdParam) -> str:
+    return valid_event_id(event_id)  # which events.py and camera_thumbnail.py also call
 
 
-async def _camera_id(camera_id: CameraIdParam) -> str:
-    return valid_camera_id(camera_id)
-
-
-EventId = Annotated[str, Depends(_event_id)]
-CameraId = Annotated[str, Depends(_camera_id)]
+EventId = Annotated[str, Depends(_valid_event_id)]
+CameraId = Annotated[str, Depends(valid_camera_id)]

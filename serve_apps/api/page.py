@@ -12,10 +12,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
-from serve_apps.api.deps import get_context
+from serve_apps.api.deps import Context
 
 router = APIRouter(include_in_schema=False)
 
@@ -39,9 +39,9 @@ def _index(needs_key: bool) -> str:
 
 
 @router.get("/", response_class=HTMLResponse)
-async def review_page(request: Request) -> HTMLResponse:
+async def review_page(context: Context) -> HTMLResponse:
     """The review page."""
-    needs_key = get_context(request).api_key is not None
+    needs_key = context.api_key is not None
     return HTMLResponse(_index(needs_key), headers=HEADERS)
 
 
