@@ -154,7 +154,8 @@ async def valid_camera_id(camera_id: CameraIdParam) -> str:
 
 
 async def _valid_event_id(event_id: EventIdParam) -> str:
-    return valid_event_id(event_id)  # which events.py and camera_thumbnail.py also call
+    # valid_event_id stays a plain function: events.py and camera_thumbnail.py call it too
+    return valid_event_id(event_id)
 
 
 EventId = Annotated[str, Depends(_valid_event_id)]
