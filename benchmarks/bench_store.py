@@ -6,7 +6,9 @@ behind Ray Serve's proxy, and the Parquet export.
   backlog of --appends events, committed in groups by its single writer, vs raw DuckDB inserting
   the same rows as ready-made Arrow tables in groups of the same average size into the same
   schema (the two alternate for --rounds rounds; best of each); once without thumbnails (the
-  ratio row) and once with 1280x720 JPEG thumbnails; the same from 256 camera outboxes (a site
+  ratio row) and once with 1280x720 JPEG thumbnails; the same 8 outboxes into an actor that
+  only inserts (the same calls, one commit at a time, no id lookup, correlation or bookkeeping:
+  the most any store behind these calls reaches); the same from 256 camera outboxes (a site
   of hundreds of cameras, each one event a minute: each event's correlation window holds dozens
   of other cameras' starts); and, beside it, one `save.remote(event, thumbnail)` call per event
   (`--concurrency` in flight) against its own raw baseline;
@@ -122,12 +124,17 @@ def _timed_saves(
         ray.kill(store, no_restart=True)
     if stored != already + len(events):
         raise RuntimeError(f"stored {stored - already} of {len(events)}")
+    return _saved(len(events), elapsed, stats, **extra)
+
+
+def _saved(n: int, elapsed: float, stats: dict[str, Any], **extra: Any) -> dict:
+    """A save run's result from its events, seconds and writer counters."""
     return {
-        "events_per_s": len(events) / elapsed,
+        "events_per_s": n / elapsed,
         "seconds": elapsed,
         "group_commits": stats["batches"],
         "largest_group": stats["max_batch"],
-        "mean_group": len(events) / max(1, stats["batches"]),
+        "mean_group": n / max(1, stats["batches"]),
         **extra,
     }
 
@@ -152,17 +159,25 @@ def actor_appends(path: Path, events: list[Event], concurrency: int, thumb: byte
 def outbox_appends(path: Path, events: list[Event], thumb: bytes | None, already: int = 0) -> dict:
     """A backlog through one camera outbox per camera (`SaveBuffer` → `save_many.remote`, as
     the camera actor saves) until every outbox is empty (into a store of `already` events)."""
+    cameras = len({event.camera_id for event in events})
+    return _timed_saves(
+        path, events, lambda store: drain_outboxes(store, events, thumb), already, outboxes=cameras
+    )
+
+
+def drain_outboxes(store: Any, events: list[Event], thumb: bytes | None) -> float:
+    """Put every event in its camera's outbox (`SaveBuffer`, saving through `store`'s
+    `save_many` as the camera actor does); the seconds until every outbox is empty."""
     import asyncio
 
     from pipelines.camera.outbox import SaveBuffer
     from pipelines.storage.writer import answers_of
 
-    cameras = dict.fromkeys(event.camera_id for event in events)  # one outbox each
-
-    async def drain(store: Any) -> float:
+    async def drain() -> float:
         async def save_many(items: list[tuple[Event, bytes | None]]) -> list:
             return answers_of(items, await store.save_many.remote(items))  # as the camera does
 
+        cameras = dict.fromkeys(event.camera_id for event in events)
         boxes = {c: SaveBuffer(c, save_many, max_events=len(events)) for c in cameras}
         t0 = time.perf_counter()
         for event in events:
@@ -172,9 +187,88 @@ def outbox_appends(path: Path, events: list[Event], thumb: bytes | None, already
                 raise TimeoutError(f"outbox {box.camera_id} not empty: {box.status()}")
         return time.perf_counter() - t0
 
-    return _timed_saves(
-        path, events, lambda store: asyncio.run(drain(store)), already, outboxes=len(cameras)
-    )
+    return asyncio.run(drain())
+
+
+def _insert_only_actor() -> Any:
+    """A Ray actor class taking the outboxes' `save_many` calls as the `event-store` actor
+    does (an async actor, one commit at a time in a thread, every group waiting in it) that
+    only inserts them as `raw_appends` does: no id lookup, correlation, bookkeeping or read
+    cache. Defined here so that it travels to the worker by value (`benchmarks` is not
+    installed)."""
+    import asyncio
+
+    import ray
+
+    class InsertOnly:
+        def __init__(self, path: str) -> None:
+            self._store = EventStore(Path(path))  # the product's schema; its connection
+            self._waiting: list[tuple[int, asyncio.Future]] = []
+            self._events: list[Event] = []
+            self._wake: asyncio.Event | None = None
+            self._task: asyncio.Future | None = None
+            self.batches = self.largest = 0
+
+        async def save_many(self, items: list[tuple[Event, bytes | None]]) -> list:
+            if self._wake is None:
+                self._wake = asyncio.Event()
+                self._task = asyncio.ensure_future(self._commits())
+            done = asyncio.get_running_loop().create_future()
+            self._events += [event for event, _ in items]
+            self._waiting.append((len(items), done))
+            self._wake.set()
+            return await done
+
+        async def _commits(self) -> None:
+            assert self._wake is not None
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                events, waiting = self._events, self._waiting
+                self._events, self._waiting = [], []
+                await asyncio.to_thread(self._insert, events)
+                self.batches, self.largest = self.batches + 1, max(self.largest, len(events))
+                for n, done in waiting:
+                    done.set_result([(None, False)] * n)  # each as sent, new (`replies`)
+
+        def _insert(self, events: list[Event]) -> None:
+            con, table = self._store.con, self._store._arrow_rows(events)
+            con.register("_b", table)
+            for sql in ("BEGIN TRANSACTION", "INSERT INTO events BY NAME SELECT * FROM _b"):
+                con.execute(sql).fetchall()
+            con.execute("COMMIT").fetchall()
+            con.unregister("_b")
+            self._store._seq += len(events)
+
+        def writer_stats(self) -> dict[str, int]:
+            return {"batches": self.batches, "max_batch": self.largest}
+
+        def stored(self) -> int:
+            return int(self._store.con.execute("SELECT count(*) FROM events").fetchall()[0][0])
+
+        def close(self) -> None:
+            self._store.close()
+
+    return ray.remote(num_cpus=0.05)(InsertOnly)  # the event-store actor's reservation
+
+
+def insert_only_appends(path: Path, events: list[Event]) -> dict:
+    """`outbox_appends` into `_insert_only_actor` instead of the `event-store` actor: what any
+    store behind these calls could reach at most, its transport and insert alone."""
+    import ray
+
+    store = _insert_only_actor().remote(str(path))
+    try:
+        ray.get(store.stored.remote())
+        elapsed = drain_outboxes(store, events, None)
+        stats = ray.get(store.writer_stats.remote())
+        stored = ray.get(store.stored.remote())
+        ray.get(store.close.remote(), timeout=120)
+    finally:
+        ray.kill(store, no_restart=True)
+    if stored != len(events):
+        raise RuntimeError(f"stored {stored} of {len(events)}")
+    return _saved(len(events), elapsed, stats)
 
 
 def raw_appends(
@@ -241,7 +335,9 @@ def _alternate(
     return best, max(raws, key=lambda r: r["events_per_s"]), ours, raws
 
 
-def _append_row(what: str, best: dict, raw: dict, n: int, rounds: int, target: Any) -> Row:
+def _append_row(
+    what: str, best: dict, raw: dict, n: int, rounds: int, target: Any, more: str = ""
+) -> Row:
     return Row(
         "Store/API",
         what,
@@ -253,7 +349,7 @@ def _append_row(what: str, best: dict, raw: dict, n: int, rounds: int, target: A
         target,
         detail={"actor": best, "raw": raw, "events": n, "rounds": rounds},
         note=f"{n} events, best of {rounds} alternating rounds; {best['group_commits']} group "
-        f"commits, mean {best['mean_group']:.0f} and largest {best['largest_group']} saves",
+        f"commits, mean {best['mean_group']:.0f} and largest {best['largest_group']} saves{more}",
     )
 
 
@@ -263,6 +359,9 @@ def append_rows(tmp: Path, n: int, rounds: int, concurrency: int, raw_out: dict)
     events = make_events(n)
     boxed, boxed_raw, boxed_runs, boxed_raws = _alternate(
         tmp, "outbox", rounds, lambda path: outbox_appends(path, events, None), events
+    )
+    floor, floor_raw, floor_runs, floor_raws = _alternate(
+        tmp, "insert-only", rounds, lambda path: insert_only_appends(path, events), events
     )
     single, single_raw, single_runs, single_raws = _alternate(
         tmp, "single", rounds, lambda path: actor_appends(path, events, concurrency, None), events
@@ -274,9 +373,12 @@ def append_rows(tmp: Path, n: int, rounds: int, concurrency: int, raw_out: dict)
     thumb, some = _thumbnail(), events[: max(200, n // 10)]
     thumbs = outbox_appends(tmp / "thumbs", some, thumb)
     thumbs_raw = raw_appends(tmp / "raw-thumbs", some, round(thumbs["mean_group"]), thumb=thumb)
+    floor_ratio = ratio(floor["events_per_s"], floor_raw["events_per_s"])
     raw_out |= {
         "appends_outbox": boxed_runs,
         "appends_outbox_raw": boxed_raws,
+        "appends_insert_only": floor_runs,
+        "appends_insert_only_raw": floor_raws,
         "appends_actor": single_runs,
         "appends_raw": single_raws,
         "appends_site": site_runs,
@@ -293,6 +395,17 @@ def append_rows(tmp: Path, n: int, rounds: int, concurrency: int, raw_out: dict)
             n,
             rounds,
             Target("ratio", ">=", 0.5),
+            f"; the insert-only actor below: ratio {floor_ratio}",
+        ),
+        _append_row(
+            f"events/s saved as above from the same {len(CAMERAS)} outboxes into an actor that "
+            "only inserts (the same calls and commits; no id lookup, correlation or bookkeeping): "
+            "the most a store behind these calls reaches",
+            floor,
+            floor_raw,
+            n,
+            rounds,
+            None,
         ),
         _append_row(
             f"events/s saved as above from {len(SITE)} camera outboxes, each camera one event a "
