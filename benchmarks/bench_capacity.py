@@ -13,8 +13,11 @@ sent that window's first frame) stays under MAX_LAG_S, its median grows by less 
 MAX_GROWTH_S from the window's first half to its second, and it analyses at least 80 % of
 detect_fps over the window (its frames, read from its ingest actor as `liveobject status`
 reads them, at the window's start and end, by this process joined to the run's cluster). The
-run then gets SIGINT and drains; the events are read from its DuckDB file. Steps 16, 24, 32,
-48, 64 (quick: 2); the first that fails ends the ramp.
+run then gets SIGINT and drains; the events are read from its DuckDB file. Each step reports
+where the window's cores went, by stage, and what decoding alone costs: after the run, raw
+PyAV decodes as many connections to the same stream at once (every frame, motion's grey
+detect_fps times a second). Steps 16, 24, 32, 48, 64 (quick: 2); the first that fails ends the
+ramp.
 
     .venv/bin/python benchmarks/bench_capacity.py [--quick] [--trial-s 20]
 """
@@ -26,6 +29,7 @@ import contextlib
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` when run as a script
 
 from benchmarks.bench_e2e import SETTLE_S, kill_run, start_run, write_config
+from benchmarks.bench_ingest import live_frames
 from benchmarks.bench_live import (
     DETECT_FPS,
     MAX_GROWTH_S,
@@ -46,6 +51,7 @@ from benchmarks.harness import (
     Broker,
     Row,
     Target,
+    cpu_seconds,
     exit_on_sigterm,
     free_port,
     quick_requested,
@@ -58,6 +64,7 @@ from pipelines.config.ray_cluster import RayConfig
 STEPS = (16, 24, 32, 48, 64)  # quick: 2
 TARGET = Target("ours", ">=", 48)  # issue 18: ≥ 48 live 720p25 cameras through `liveobject run`
 NAME = "bench-capacity"  # the run's Ray namespace and MQTT topic prefix
+DECODE_WARMUP_S = 2.0  # decoding alone: after every stream gave a frame, before measuring
 STATUS_TIMEOUT_S = 30.0  # an ingest actor that does not answer a status call in this: not counted
 
 
@@ -151,16 +158,19 @@ def trial(cameras: int, clip: Path, tmp: Path, args: Any) -> dict[str, Any]:
         time.sleep(max(0.0, settled - time.time()))
         before = counts.read()
         window = (time.time(), time.time() + args.trial_s)
-        cpu0 = sum(watch.cpu_by_pid().values())
+        since = watch.cpu_by_pid()
         time.sleep(args.trial_s)
-        cores = (sum(watch.cpu_by_pid().values()) - cpu0) / args.trial_s
+        stage_cores = watch.stage_cores(since, args.trial_s)
         fps = rates(before, counts.read())
         ray.shutdown()
         proc.send_signal(signal.SIGINT)  # the run drains: every event cut is stored
         exit_code = proc.wait(timeout=300)
+        starts = server.starts()
+        watch.stop()  # its sampling is CPU of this process too
+        alone = decode_alone(server, cameras, args.trial_s)  # the run is over: the cores free
     with duckdb.connect(str(tmp / "data" / "events.duckdb"), read_only=True) as con:
         rows = con.execute('SELECT camera_id, epoch_us("timestamp") / 1e6 FROM events').fetchall()
-    ok, per_camera = judge(rows, server.starts(), window, fps)
+    ok, per_camera = judge(rows, starts, window, fps)
     lags = [c["lag_max_s"] for c in per_camera.values()]
     result = {
         "cameras": cameras,
@@ -170,7 +180,9 @@ def trial(cameras: int, clip: Path, tmp: Path, args: Any) -> dict[str, Any]:
         "min_fps": min(c["fps"] for c in per_camera.values()),
         "events": sum(c["events"] for c in per_camera.values()),
         "stored": len(rows),
-        "cores": round(cores, 2),
+        "cores": round(sum(stage_cores.values()), 2),
+        "stage_cores": stage_cores,
+        "decode_alone": alone,
         "stages": watch.by_stage(),
         "exit_code": exit_code,
         "cameras_detail": per_camera,
@@ -178,10 +190,52 @@ def trial(cameras: int, clip: Path, tmp: Path, args: Any) -> dict[str, Any]:
     print(
         f"{cameras} cameras through liveobject run: keeps up {ok}; worst lag "
         f"{result['worst_lag_s']} s, growth {result['worst_growth_s']} s, min fps "
-        f"{result['min_fps']}, {result['events']} events in the window, {result['cores']} cores",
+        f"{result['min_fps']}, {result['events']} events in the window, {result['cores']} cores "
+        f"{stage_cores}; decoding alone {alone}",
         flush=True,
     )
     return result
+
+
+def decode_alone(server: StreamServer, cameras: int, seconds: float) -> dict[str, Any]:
+    """What decoding alone costs this machine: raw PyAV (`bench_ingest.live_frames`: every
+    frame on one decoder thread, motion's grey `detect_fps` times a second) on `cameras`
+    connections to the same stream at once, each on a thread of this process; its cores and
+    the slowest stream's frames per second over `seconds`, after they all began."""
+    stop = threading.Event()
+    decoded = [0] * cameras
+    failed: list[BaseException] = []
+
+    def decode(k: int) -> None:
+        frames = live_frames(server.url(f"alone{k:02d}"))
+        try:
+            for _ in frames:
+                decoded[k] += 1
+                if stop.is_set():
+                    break
+        except Exception as exc:  # raised again by the caller
+            failed.append(exc)
+        finally:
+            frames.close()
+
+    threads = [threading.Thread(target=decode, args=(k,), daemon=True) for k in range(cameras)]
+    for thread in threads:
+        thread.start()
+    try:
+        if not wait_for(lambda: all(decoded) or bool(failed), 60):
+            raise TimeoutError(f"{decoded.count(0)} of {cameras} streams gave no frame")
+        time.sleep(DECODE_WARMUP_S)
+        before, cpu0, t0 = list(decoded), cpu_seconds(), time.monotonic()
+        time.sleep(seconds)
+        after, cpu, wall = list(decoded), cpu_seconds() - cpu0, time.monotonic() - t0
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    if failed:
+        raise RuntimeError(f"decoding alone: {failed[0]!r}") from failed[0]
+    slowest = min(b - a for a, b in zip(before, after, strict=True)) / wall
+    return {"cores": round(cpu / wall, 3), "min_fps": round(slowest, 2), "streams": cameras}
 
 
 def rows_for(trials: list[dict[str, Any]], args: Any) -> list[Row]:
@@ -195,7 +249,7 @@ def rows_for(trials: list[dict[str, Any]], args: Any) -> list[Row]:
         last = failed[0]
         how = (
             f"first that did not: {last['cameras']} (worst lag {last['worst_lag_s']} s, growth "
-            f"{last['worst_growth_s']} s, min fps {last['min_fps']})"
+            f"{last['worst_growth_s']} s, min fps {last['min_fps']}); {cores_text(last)}"
         )
     else:
         how = f"none of the {len(trials)} steps fell behind"
@@ -215,6 +269,18 @@ def rows_for(trials: list[dict[str, Any]], args: Any) -> list[Row]:
             "random-weight VLM stands in for a real model (CPU)",
         )
     ]
+
+
+def cores_text(trial: dict[str, Any]) -> str:
+    """Where a trial's cores went, beside what decoding alone took after it."""
+    stages = sorted(trial["stage_cores"].items(), key=lambda item: -item[1])
+    alone = trial["decode_alone"]
+    return (
+        f"at {trial['cameras']} the run used {trial['cores']} cores in the window ("
+        + ", ".join(f"{stage} {cores:.2f}" for stage, cores in stages if cores >= 0.005)
+        + f"); raw PyAV decoding the same {alone['streams']} streams alone afterwards, one "
+        f"thread each in one process: {alone['cores']:.2f} cores (slowest {alone['min_fps']} fps)"
+    )
 
 
 def main() -> None:

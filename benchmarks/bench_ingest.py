@@ -32,7 +32,7 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,31 +148,42 @@ def least_cpu(fns: dict[str, Callable[[], int]], repeats: int) -> dict[str, dict
     }
 
 
-def raw_stream(url: str, seconds: float) -> dict[str, Any]:
+def live_frames(url: str) -> Iterator[tuple[float, bool]]:
     """Raw PyAV on a live stream, opened with the stream source's options (low delay), every
     frame decoded on this thread alone, the newest scaled to motion's grey `detect_fps` times a
-    second; CPU over `seconds` after one second of warm-up (past the probe)."""
+    second (as the source paces its consumer: no catching up): after each frame, the
+    monotonic time and whether it was scaled. The stream is closed with the generator."""
     options = StreamSource(url, DETECT_FPS).options
-    converted = decoded = 0
     with av.open(url, mode="r", options=options, timeout=(10.0, 10.0)) as container:
         stream = container.streams.video[0]
         one_decoder_thread(stream)  # as the sources decode
-        started = time.monotonic()
-        cpu0 = t0 = None
         next_due = 0.0
         for frame in container.decode(stream):
             now = time.monotonic()
-            if cpu0 is None and now - started >= 1.0:
-                cpu0, t0, next_due = cpu_seconds(), now, now
-            if cpu0 is None:
-                continue
-            decoded += 1
-            if now >= next_due:  # as the source paces its consumer: no catching up
+            scaled = now >= next_due
+            if scaled:
                 motion_grey(frame)
-                converted += 1
                 next_due = max(next_due + 1.0 / DETECT_FPS, now)
-            if now - t0 >= seconds:
-                break
+            yield now, scaled
+
+
+def raw_stream(url: str, seconds: float) -> dict[str, Any]:
+    """`live_frames` for `seconds`: this process's CPU over them, after one second of warm-up
+    (past the probe)."""
+    converted = decoded = 0
+    started = time.monotonic()
+    cpu0 = t0 = None
+    frames = live_frames(url)
+    for now, scaled in frames:
+        if cpu0 is None:
+            if now - started < 1.0:
+                continue
+            cpu0, t0 = cpu_seconds(), now
+        decoded += 1
+        converted += scaled
+        if now - t0 >= seconds:
+            break
+    frames.close()
     assert cpu0 is not None and t0 is not None
     return {
         "cpu_s": cpu_seconds() - cpu0,

@@ -94,6 +94,16 @@ class ProcessWatch:
         with self._lock:
             return {pid: info.cpu_s for pid, info in self.procs.items()}
 
+    def stage_cores(self, since: dict[int, float], seconds: float) -> dict[str, float]:
+        """Cores each stage used since the `since` reading (`cpu_by_pid`), over `seconds`."""
+        now = self.cpu_by_pid()
+        used: dict[str, float] = {}
+        with self._lock:
+            for pid, cpu in now.items():
+                stage = self.procs[pid].stage
+                used[stage] = used.get(stage, 0.0) + cpu - since.get(pid, 0.0)
+        return {stage: round(cpu / seconds, 3) for stage, cpu in sorted(used.items())}
+
     def stop(self) -> None:
         """Stop sampling."""
         self._stop.set()
