@@ -17,7 +17,9 @@ combined with a camera or a date filter, a second page by cursor), each `limit=5
 - Serve's own floor, in the same cluster: a FastAPI ingress that answers every list with the
   bytes of one real 50-event answer from memory (no store, no query, no JSON encoding), behind
   the same proxy, with the same 16 clients and the API deployment's options: the least a
-  request through Serve's proxy costs here, the baseline of the concurrent list row;
+  request through Serve's proxy costs here, the baseline of the concurrent list row; and the
+  same ingress asking an actor for those bytes once a request (the one Ray call the `api`
+  makes of the `event-store` actor), its own row;
 - baseline: the same filter as one raw DuckDB query on the same database (`contains(lower(
   description), ?) OR list_contains(objects_detected, ?)` per term, newest first, LIMIT 51),
   without HTTP or JSON. Ratio = baseline p99 / ours p99 (higher is better).
@@ -386,29 +388,44 @@ def cpu_text(run: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in run["cpu_ms_per_request"].items())
 
 
-def serve_floor(port: int, body: bytes, options: dict[str, Any], rounds: int) -> dict[str, Any]:
+def serve_floor(
+    port: int, body: bytes, options: dict[str, Any], rounds: int, hop: bool = False
+) -> dict[str, Any]:
     """16 clients (`time_concurrent`, the list mix) against a FastAPI Serve ingress that
-    answers every request with `body` from memory, deployed with the `api` deployment's
-    `options`, behind the same proxy."""
+    answers every request with `body`, deployed with the `api` deployment's `options`, behind
+    the same proxy: from memory, or (`hop`) from an actor with the `event-store` actor's
+    reservation, asked once a request (the one Ray call the api makes of the store)."""
+    import ray
     from fastapi import FastAPI, Response
     from ray import serve
 
     app = FastAPI()
 
+    class Answers:
+        async def get(self) -> bytes:
+            return body
+
     @serve.deployment(name="floor", **options)
     @serve.ingress(app)
     class Floor:
+        def __init__(self, answers: Any) -> None:
+            self._answers = answers
+
         @app.get("/api/v1/events")
         async def events(self) -> Response:
-            return Response(body, media_type="application/json")
+            got = body if self._answers is None else await self._answers.get.remote()
+            return Response(got, media_type="application/json")
 
-    serve.run(Floor.bind(), name="floor", route_prefix="/floor")
+    answers = ray.remote(num_cpus=0.05)(Answers).remote() if hop else None
+    serve.run(Floor.bind(answers), name="floor", route_prefix="/floor")
     try:
         return time_concurrent(
             f"http://127.0.0.1:{port}/floor/api/v1/events", lists(), max(2, rounds // 2)
         )
     finally:
         serve.delete("floor")
+        if answers is not None:
+            ray.kill(answers)
 
 
 def via_serve(
@@ -465,6 +482,7 @@ def via_serve(
         options = deployment_options(config_for(path, port))
         result["serve_floor"] = serve_floor(port, answer.content, options, rounds)
         result["serve_floor"]["body_bytes"] = len(answer.content)
+        result["serve_floor_hop"] = serve_floor(port, answer.content, options, rounds, hop=True)
         ray.get(store.close.remote(), timeout=120)
         return result
     finally:
@@ -573,6 +591,22 @@ def rows_for(
                 f"requests, {busy['requests_per_s']} requests/s; {busy['saved']} saves; read "
                 f"cache since the store started: {busy_cache['hits']} hits, "
                 f"{busy_cache['misses']} misses, {busy_cache['joined']} shared another's read",
+            )
+        )
+        hop = serve["serve_floor_hop"]
+        out.append(
+            Row(
+                "Search",
+                f"Serve's floor with the store's hop: p99 of the lists' {hop['clients']} "
+                "concurrent clients against a FastAPI ingress that asks an actor for the same "
+                "answer's bytes (one Ray call a request, as the `api` asks the `event-store` "
+                "actor; nothing else), same proxy and deployment options",
+                "ms",
+                hop["p99_ms"],
+                detail={"serve_floor_hop": hop},
+                note=f"p50 {hop['p50_ms']} ms, max {hop['max_ms']} ms over {hop['requests']} "
+                f"requests, {hop['requests_per_s']} requests/s in all; CPU ms per request: "
+                f"{cpu_text(hop)}",
             )
         )
     return out
