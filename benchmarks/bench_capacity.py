@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import av
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` when run as a script
 
 from benchmarks.bench_e2e import SETTLE_S, kill_run, start_run, write_config
@@ -166,8 +168,11 @@ def trial(cameras: int, clip: Path, tmp: Path, args: Any) -> dict[str, Any]:
         proc.send_signal(signal.SIGINT)  # the run drains: every event cut is stored
         exit_code = proc.wait(timeout=300)
         starts = server.starts()
-        watch.stop()  # its sampling is CPU of this process too
-        alone = decode_alone(server, cameras, args.trial_s)  # the run is over: the cores free
+        stop_run(proc, watch)  # nothing of the run left, and no sampling in this process
+        try:  # the run is over: the cores are free
+            alone = decode_alone(server, cameras, args.trial_s)
+        except (OSError, RuntimeError, TimeoutError, av.FFmpegError) as exc:
+            alone = {"error": repr(exc), "streams": cameras}  # the step's result still counts
     with duckdb.connect(str(tmp / "data" / "events.duckdb"), read_only=True) as con:
         rows = con.execute('SELECT camera_id, epoch_us("timestamp") / 1e6 FROM events').fetchall()
     ok, per_camera = judge(rows, starts, window, fps)
@@ -222,8 +227,10 @@ def decode_alone(server: StreamServer, cameras: int, seconds: float) -> dict[str
     for thread in threads:
         thread.start()
     try:
-        if not wait_for(lambda: all(decoded) or bool(failed), 60):
+        if not wait_for(lambda: all(decoded) or bool(failed), 60) and not failed:
             raise TimeoutError(f"{decoded.count(0)} of {cameras} streams gave no frame")
+        if failed:
+            raise RuntimeError(f"decoding alone: {failed[0]!r}") from failed[0]
         time.sleep(DECODE_WARMUP_S)
         before, cpu0, t0 = list(decoded), cpu_seconds(), time.monotonic()
         time.sleep(seconds)
@@ -275,12 +282,15 @@ def cores_text(trial: dict[str, Any]) -> str:
     """Where a trial's cores went, beside what decoding alone took after it."""
     stages = sorted(trial["stage_cores"].items(), key=lambda item: -item[1])
     alone = trial["decode_alone"]
-    return (
+    used = (
         f"at {trial['cameras']} the run used {trial['cores']} cores in the window ("
         + ", ".join(f"{stage} {cores:.2f}" for stage, cores in stages if cores >= 0.005)
         + f"); raw PyAV decoding the same {alone['streams']} streams alone afterwards, one "
-        f"thread each in one process: {alone['cores']:.2f} cores (slowest {alone['min_fps']} fps)"
+        "thread each in one process: "
     )
+    if "error" in alone:
+        return used + f"not measured ({alone['error']})"
+    return used + f"{alone['cores']:.2f} cores (slowest {alone['min_fps']} fps)"
 
 
 def main() -> None:

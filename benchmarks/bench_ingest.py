@@ -29,6 +29,7 @@ rounds; the least CPU of each counts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -169,21 +170,20 @@ def live_frames(url: str) -> Iterator[tuple[float, bool]]:
 
 def raw_stream(url: str, seconds: float) -> dict[str, Any]:
     """`live_frames` for `seconds`: this process's CPU over them, after one second of warm-up
-    (past the probe)."""
+    from the first frame (past the probe, as the source's side is timed)."""
     converted = decoded = 0
-    started = time.monotonic()
-    cpu0 = t0 = None
-    frames = live_frames(url)
-    for now, scaled in frames:
-        if cpu0 is None:
-            if now - started < 1.0:
-                continue
-            cpu0, t0 = cpu_seconds(), now
-        decoded += 1
-        converted += scaled
-        if now - t0 >= seconds:
-            break
-    frames.close()
+    started = cpu0 = t0 = None
+    with contextlib.closing(live_frames(url)) as frames:
+        for now, scaled in frames:
+            started = now if started is None else started
+            if cpu0 is None:
+                if now - started < 1.0:
+                    continue
+                cpu0, t0 = cpu_seconds(), now
+            decoded += 1
+            converted += scaled
+            if now - t0 >= seconds:
+                break
     assert cpu0 is not None and t0 is not None
     return {
         "cpu_s": cpu_seconds() - cpu0,

@@ -606,7 +606,7 @@ def rows_for(
                 detail={"serve_floor_hop": hop},
                 note=f"p50 {hop['p50_ms']} ms, max {hop['max_ms']} ms over {hop['requests']} "
                 f"requests, {hop['requests_per_s']} requests/s in all; CPU ms per request: "
-                f"{cpu_text(hop)}",
+                f"{cpu_text(hop)} (the floor's ingress and answering actor count as ray)",
             )
         )
     return out
