@@ -130,17 +130,12 @@ def _timed_saves(
         ray.kill(store, no_restart=True)
     if stored != already + len(events):
         raise RuntimeError(f"stored {stored - already} of {len(events)}")
-    return _saved(len(events), elapsed, stats, **extra)
-
-
-def _saved(n: int, elapsed: float, stats: dict[str, Any], **extra: Any) -> dict:
-    """A save run's result from its events, seconds and writer counters."""
     return {
-        "events_per_s": n / elapsed,
+        "events_per_s": len(events) / elapsed,
         "seconds": elapsed,
         "group_commits": stats["batches"],
         "largest_group": stats["max_batch"],
-        "mean_group": n / max(1, stats["batches"]),
+        "mean_group": len(events) / max(1, stats["batches"]),
         **extra,
     }
 
@@ -209,6 +204,7 @@ def _insert_only_actor() -> Any:
     class InsertOnly:
         def __init__(self, path: str) -> None:
             self._store = EventStore(Path(path))  # the product's schema; its connection
+            # bounded by its callers: an outbox waits on one call at a time (≤ 64 events each)
             self._waiting: list[tuple[int, asyncio.Future]] = []
             self._events: list[Event] = []
             self._wake: asyncio.Event | None = None
